@@ -1,0 +1,595 @@
+//! deploy.toml: loading, `${VAR}` interpolation and validation into the model
+//! the rest of the tool works with.
+
+pub mod diagnostic;
+pub mod schema;
+pub mod text;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+use toml::Spanned;
+
+pub use diagnostic::Diagnostic;
+pub use schema::{App, CheckType, HostKeyPolicy, Hooks, Rollback, Source, Strategy, TransportKind, Via};
+pub use text::{Secret, Text, REDACTED};
+
+use schema::{CheckSpec, EnvironmentSpec, HostSpec};
+
+/// Environment names that would be read as a subcommand.
+pub const RESERVED_NAMES: &[&str] = &[
+    "up", "verify", "rollback", "releases", "status", "lock", "logs", "exec", "setup", "check",
+    "init", "help",
+];
+
+/// A loaded, validated deploy.toml.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// `[app]`.
+    pub app: App,
+    /// `[source]`.
+    pub source: Source,
+    /// Environments by name.
+    pub environments: BTreeMap<String, Environment>,
+    /// `[verify]`.
+    pub verify: Verify,
+    /// `[rollback]`.
+    pub rollback: Rollback,
+    /// `[hooks]`.
+    pub hooks: Hooks,
+    /// Every value that came from the environment, to scrub from any output.
+    pub secrets: Vec<Secret>,
+}
+
+/// A named set of hosts to deploy to.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    /// Its key under `[environments]`.
+    pub name: String,
+    /// The hosts, in the file's order.
+    pub hosts: Vec<Host>,
+    /// Hosts worked on at once.
+    pub parallel: usize,
+    /// Hosts switched per batch (rolling); `None`: all at once.
+    pub batch: Option<usize>,
+    /// How commands reach the hosts.
+    pub transport: TransportKind,
+}
+
+/// One server of an environment, with every default filled in.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// What the user calls it in output.
+    pub name: String,
+    /// Address or ssh alias.
+    pub address: Text,
+    /// How to log in.
+    pub ssh: SshTarget,
+    /// The app's directory on the host.
+    pub path: Text,
+    /// Compose project name.
+    pub project: String,
+    /// The compose services this host runs; `None`: all of them.
+    pub services: Option<Vec<String>>,
+    /// Environment for compose on the host.
+    pub vars: BTreeMap<String, Text>,
+}
+
+/// SSH settings for one host.
+#[derive(Debug, Clone)]
+pub struct SshTarget {
+    pub user: Option<Text>,
+    pub port: Option<u16>,
+    pub identity_file: Option<PathBuf>,
+    pub host_key_policy: HostKeyPolicy,
+    pub known_hosts_file: Option<PathBuf>,
+    pub connect_timeout: std::time::Duration,
+    pub jump: Option<Text>,
+}
+
+/// `[verify]` with its checks validated.
+#[derive(Debug, Clone)]
+pub struct Verify {
+    pub timeout: std::time::Duration,
+    pub interval: std::time::Duration,
+    pub max_interval: std::time::Duration,
+    pub checks: Vec<Check>,
+}
+
+/// One item of the checklist.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// Its name in reports.
+    pub name: String,
+    /// Give up after this long.
+    pub timeout: std::time::Duration,
+    /// What it checks.
+    pub kind: CheckKind,
+}
+
+/// What a check does, with exactly the fields its type needs.
+#[derive(Debug, Clone)]
+pub enum CheckKind {
+    /// An HTTP request whose status (and optionally body) must match.
+    Http {
+        method: String,
+        url: Text,
+        body: Option<Text>,
+        headers: BTreeMap<String, Text>,
+        expect_status: Vec<u16>,
+        expect_body: Option<Regex>,
+        via: Via,
+    },
+    /// RESP `PING` must answer `PONG`.
+    Redis {
+        address: Text,
+        password: Option<Text>,
+        via: Via,
+    },
+    /// `compose exec -T <service> <command>` must exit 0.
+    Exec { service: String, command: Vec<Text> },
+    /// Every service running; healthy where it has a healthcheck.
+    ComposePs,
+    /// Log lines of `services` (all when empty) must (not) match.
+    Logs {
+        services: Vec<String>,
+        since_deploy: bool,
+        absent: Option<Regex>,
+        present: Option<Regex>,
+    },
+}
+
+impl CheckKind {
+    /// The `type` as written in deploy.toml.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            CheckKind::Http { .. } => "http",
+            CheckKind::Redis { .. } => "redis",
+            CheckKind::Exec { .. } => "exec",
+            CheckKind::ComposePs => "compose_ps",
+            CheckKind::Logs { .. } => "logs",
+        }
+    }
+}
+
+/// A config that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file (or its env_file) is wrong somewhere.
+    #[error("{0}")]
+    Invalid(Box<Diagnostic>),
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        Config::parse(path, &source)
+    }
+
+    /// Validates `source`, which was read from `path` (used for messages and relative paths).
+    pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigError> {
+        let checker = Checker { path, source };
+        let vars = checker.variables()?;
+        let (parsed, secrets) = text::with_variables(vars, || toml::from_str::<schema::File>(source));
+        let file = parsed.map_err(|e| checker.error(e.span(), e.message().to_string()))?;
+        checker.validate(file, secrets)
+    }
+
+    /// The environment called `name`, or a message listing the ones there are.
+    pub fn environment(&self, name: &str) -> Option<&Environment> {
+        self.environments.get(name)
+    }
+}
+
+/// Validation of one file: knows its text, so every error can point into it.
+struct Checker<'a> {
+    path: &'a Path,
+    source: &'a str,
+}
+
+impl Checker<'_> {
+    fn error(&self, span: Option<Range<usize>>, message: String) -> ConfigError {
+        ConfigError::Invalid(Box::new(Diagnostic::new(self.path, self.source, span, message)))
+    }
+
+    fn at<T>(&self, spanned: &Spanned<T>, message: String) -> ConfigError {
+        let span = spanned.span();
+        self.error((!span.is_empty()).then_some(span), message)
+    }
+
+    fn dir(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    /// The optional `env_file` is read before interpolation, so look for it alone first.
+    fn variables(&self) -> Result<text::Variables, ConfigError> {
+        #[derive(serde::Deserialize)]
+        struct Head {
+            env_file: Option<Spanned<String>>,
+        }
+        // A syntax error here is reported by the full parse, with the same span.
+        let Ok(Head { env_file: Some(env_file) }) = toml::from_str::<Head>(self.source) else {
+            return Ok(text::Variables::default());
+        };
+        let file = self.dir().join(env_file.get_ref());
+        let iter = dotenvy::from_path_iter(&file).map_err(|e| {
+            self.at(&env_file, format!("cannot read env_file {}: {e}", file.display()))
+        })?;
+        let mut vars = text::Variables::default();
+        for item in iter {
+            // dotenvy's error would quote the offending line, which may hold a secret.
+            let (k, v) = item.map_err(|_| {
+                self.at(
+                    &env_file,
+                    format!("{} is not a list of NAME=value lines", file.display()),
+                )
+            })?;
+            vars.file.insert(k, v);
+        }
+        Ok(vars)
+    }
+
+    fn validate(&self, file: schema::File, secrets: Vec<Secret>) -> Result<Config, ConfigError> {
+        let name_re = Regex::new("^[a-z0-9][a-z0-9_-]*$").expect("static regex");
+        if !name_re.is_match(file.app.name.get_ref()) {
+            return Err(self.at(
+                &file.app.name,
+                "app.name is the compose project name: expected lowercase letters, digits, `-` and `_`, starting with a letter or digit".into(),
+            ));
+        }
+        if *file.app.keep_releases.get_ref() == 0 {
+            return Err(self.at(
+                &file.app.keep_releases,
+                "keep_releases must keep at least the live release: expected 1 or more".into(),
+            ));
+        }
+        let no_envs = BTreeMap::new();
+        let envs = file.environments.as_ref().map_or(&no_envs, |e| e.get_ref());
+        if envs.is_empty() {
+            return Err(self.error(
+                None,
+                "no environments: expected at least one `[environments.<name>]` table with `hosts` and `path`".into(),
+            ));
+        }
+        let mut environments = BTreeMap::new();
+        for (name, env) in envs {
+            let environment = self.environment(&file, &name_re, name, env)?;
+            environments.insert(name.get_ref().clone(), environment);
+        }
+        let verify = &file.verify;
+        if verify.interval.0 > verify.max_interval.0 {
+            return Err(self.error(
+                None,
+                "verify.interval is longer than verify.max_interval: expected interval <= max_interval".into(),
+            ));
+        }
+        let mut checks = Vec::new();
+        let mut names = BTreeSet::new();
+        for spec in &verify.checks {
+            let check = self.check(spec, verify.timeout.0)?;
+            if !names.insert(check.name.clone()) {
+                return Err(self.at(
+                    &spec.get_ref().name,
+                    format!("two checks are named `{}`: expected unique names", check.name),
+                ));
+            }
+            checks.push(check);
+        }
+        Ok(Config {
+            path: self.path.to_path_buf(),
+            app: file.app.clone(),
+            source: file.source.clone(),
+            environments,
+            verify: Verify {
+                timeout: verify.timeout.0,
+                interval: verify.interval.0,
+                max_interval: verify.max_interval.0,
+                checks,
+            },
+            rollback: file.rollback.clone(),
+            hooks: file.hooks.clone(),
+            secrets,
+        })
+    }
+
+    fn environment(
+        &self,
+        file: &schema::File,
+        name_re: &Regex,
+        name: &Spanned<String>,
+        env: &Spanned<EnvironmentSpec>,
+    ) -> Result<Environment, ConfigError> {
+        let env_name = name.get_ref();
+        if RESERVED_NAMES.contains(&env_name.as_str()) {
+            return Err(self.at(
+                name,
+                format!("an environment cannot be named `{env_name}`: that is a subcommand; expected another name"),
+            ));
+        }
+        if !name_re.is_match(env_name) {
+            return Err(self.at(
+                name,
+                format!("environment name `{env_name}`: expected lowercase letters, digits, `-` and `_`"),
+            ));
+        }
+        let spec = env.get_ref();
+        for (value, what) in [(&spec.parallel, "parallel")] {
+            if *value.get_ref() == 0 {
+                return Err(self.at(value, format!("{what} must be at least 1")));
+            }
+        }
+        if let Some(batch) = &spec.batch {
+            if *batch.get_ref() == 0 {
+                return Err(self.at(batch, "batch must be at least 1".into()));
+            }
+        }
+        let mut host_specs = spec.hosts.as_ref().map(|h| h.get_ref().clone()).unwrap_or_default();
+        if host_specs.is_empty() {
+            if spec.transport == TransportKind::Local {
+                // A local environment is this machine; naming it is optional.
+                host_specs.push(Spanned::new(0..0, HostSpec::Name(Text::from("localhost"))));
+            } else {
+                let span = spec.hosts.as_ref().map_or(env.span(), |h| h.span());
+                return Err(self.error(
+                    Some(span),
+                    format!("environment `{env_name}` has no hosts: expected `hosts = [\"server.example.com\"]`"),
+                ));
+            }
+        }
+        let project_default = match &spec.project {
+            Some(p) => self.project(name_re, p)?,
+            None => file.app.name.get_ref().clone(),
+        };
+        let dir = self.dir();
+        let expand = |t: &Text| expand_path(&dir, t.expose());
+        let ssh = &file.ssh;
+        let mut hosts = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (i, host) in host_specs.iter().enumerate() {
+            let mut target = SshTarget {
+                user: ssh.user.clone(),
+                port: ssh.port,
+                identity_file: ssh.identity_file.as_ref().map(expand),
+                host_key_policy: ssh.host_key_policy,
+                known_hosts_file: ssh.known_hosts_file.as_ref().map(expand),
+                connect_timeout: ssh.connect_timeout.0,
+                jump: ssh.jump.clone(),
+            };
+            let (address, path, project, services, vars) = match host.get_ref() {
+                HostSpec::Name(address) => (address.clone(), spec.path.clone(), project_default.clone(), None, spec.vars.clone()),
+                HostSpec::Table(t) => {
+                    if t.port.is_some() {
+                        target.port = t.port;
+                    }
+                    if t.user.is_some() {
+                        target.user = t.user.clone();
+                    }
+                    if let Some(key) = &t.identity_file {
+                        target.identity_file = Some(expand(key));
+                    }
+                    let project = match &t.project {
+                        Some(p) => self.project(name_re, p)?,
+                        None => project_default.clone(),
+                    };
+                    let mut vars = spec.vars.clone();
+                    vars.extend(t.vars.clone());
+                    (
+                        t.address.clone(),
+                        t.path.clone().or_else(|| spec.path.clone()),
+                        project,
+                        t.services.clone(),
+                        vars,
+                    )
+                }
+            };
+            let Some(path) = path else {
+                return Err(self.at(
+                    host,
+                    format!("host {} of environment `{env_name}` has no path: expected `path = \"/srv/app\"` in the environment or the host", i + 1),
+                ));
+            };
+            if !path.expose().starts_with('/') && spec.transport == TransportKind::Ssh {
+                return Err(self.at(
+                    host,
+                    format!("the path of host {} of `{env_name}` is relative: expected an absolute path on the host", i + 1),
+                ));
+            }
+            let path = if spec.transport == TransportKind::Local && !path.expose().starts_with('/') {
+                let abs = std::path::absolute(dir.join(path.expose())).unwrap_or_else(|_| dir.join(path.expose()));
+                Text::Plain(abs.display().to_string())
+            } else {
+                path
+            };
+            let name = if address.is_secret() {
+                format!("host-{}", i + 1)
+            } else {
+                match target.port {
+                    Some(port) if host_has_port(host.get_ref()) => format!("{}:{port}", address.expose()),
+                    _ => address.expose().to_string(),
+                }
+            };
+            if !seen.insert((address.expose().to_string(), target.port, path.expose().to_string())) {
+                return Err(self.at(host, format!("host `{name}` is listed twice in `{env_name}`")));
+            }
+            hosts.push(Host { name, address, ssh: target, path, project, services, vars });
+        }
+        Ok(Environment {
+            name: env_name.clone(),
+            hosts,
+            parallel: *spec.parallel.get_ref() as usize,
+            batch: spec.batch.as_ref().map(|b| *b.get_ref() as usize),
+            transport: spec.transport,
+        })
+    }
+
+    fn project(&self, name_re: &Regex, p: &Spanned<String>) -> Result<String, ConfigError> {
+        if name_re.is_match(p.get_ref()) {
+            Ok(p.get_ref().clone())
+        } else {
+            Err(self.at(p, "a compose project name: expected lowercase letters, digits, `-` and `_`".into()))
+        }
+    }
+
+    fn check(&self, spanned: &Spanned<CheckSpec>, default_timeout: std::time::Duration) -> Result<Check, ConfigError> {
+        let c = spanned.get_ref();
+        let name = c.name.get_ref().to_string();
+        let type_name = match c.kind {
+            CheckType::Http => "http",
+            CheckType::Redis => "redis",
+            CheckType::Exec => "exec",
+            CheckType::ComposePs => "compose_ps",
+            CheckType::Logs => "logs",
+        };
+        // Fields that only some types take: name them if given to another type.
+        let fields: [(&str, Option<Range<usize>>, &[CheckType]); 15] = [
+            ("url", c.url.as_ref().map(|s| s.span()), &[CheckType::Http]),
+            ("method", c.method.as_ref().map(|s| s.span()), &[CheckType::Http]),
+            ("body", c.body.as_ref().map(|s| s.span()), &[CheckType::Http]),
+            ("headers", c.headers.as_ref().map(|s| s.span()), &[CheckType::Http]),
+            ("expect_status", c.expect_status.as_ref().map(|s| s.span()), &[CheckType::Http]),
+            ("expect_body", c.expect_body.as_ref().map(|s| s.span()), &[CheckType::Http]),
+            ("via", c.via.as_ref().map(|s| s.span()), &[CheckType::Http, CheckType::Redis]),
+            ("address", c.address.as_ref().map(|s| s.span()), &[CheckType::Redis]),
+            ("password", c.password.as_ref().map(|s| s.span()), &[CheckType::Redis]),
+            ("service", c.service.as_ref().map(|s| s.span()), &[CheckType::Exec]),
+            ("command", c.command.as_ref().map(|s| s.span()), &[CheckType::Exec]),
+            ("services", c.services.as_ref().map(|s| s.span()), &[CheckType::Logs]),
+            ("since_deploy", c.since_deploy.as_ref().map(|s| s.span()), &[CheckType::Logs]),
+            ("absent", c.absent.as_ref().map(|s| s.span()), &[CheckType::Logs]),
+            ("present", c.present.as_ref().map(|s| s.span()), &[CheckType::Logs]),
+        ];
+        for (field, span, types) in fields {
+            if let Some(span) = span {
+                if !types.contains(&c.kind) {
+                    return Err(self.error(
+                        Some(span),
+                        format!("`{field}` does not apply to check `{name}` of type {type_name}"),
+                    ));
+                }
+            }
+        }
+        let needs = |field: &str, example: &str| {
+            self.at(
+                spanned,
+                format!("check `{name}` of type {type_name} needs `{field}`: expected {example}"),
+            )
+        };
+        let via = c.via.as_ref().map(|v| *v.get_ref()).unwrap_or_default();
+        let kind = match c.kind {
+            CheckType::Http => {
+                let url = c.url.as_ref().ok_or_else(|| needs("url", "`url = \"http://127.0.0.1:8000/health\"`"))?;
+                let u = url.get_ref().expose();
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    return Err(self.at(url, "not an HTTP URL: expected `http://host:port/path` or `https://...`".into()));
+                }
+                let method = match &c.method {
+                    None => "GET".to_string(),
+                    Some(m) => {
+                        let upper = m.get_ref().to_ascii_uppercase();
+                        if !["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].contains(&upper.as_str()) {
+                            return Err(self.at(m, "unknown HTTP method: expected GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS".into()));
+                        }
+                        upper
+                    }
+                };
+                let expect_status = match &c.expect_status {
+                    None => vec![200],
+                    Some(s) => {
+                        if s.get_ref().is_empty() || s.get_ref().iter().any(|code| !(100..=599).contains(code)) {
+                            return Err(self.at(s, "expect_status: expected a list of HTTP status codes between 100 and 599".into()));
+                        }
+                        s.get_ref().clone()
+                    }
+                };
+                CheckKind::Http {
+                    method,
+                    url: url.get_ref().clone(),
+                    body: c.body.as_ref().map(|b| b.get_ref().clone()),
+                    headers: c.headers.as_ref().map(|h| h.get_ref().clone()).unwrap_or_default(),
+                    expect_status,
+                    expect_body: c.expect_body.as_ref().map(|p| p.get_ref().0.clone()),
+                    via,
+                }
+            }
+            CheckType::Redis => {
+                let address = c.address.as_ref().ok_or_else(|| needs("address", "`address = \"127.0.0.1:6379\"`"))?;
+                let ok = address
+                    .get_ref()
+                    .expose()
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+                if !ok {
+                    return Err(self.at(address, "not a Redis address: expected `host:port`, like \"127.0.0.1:6379\"".into()));
+                }
+                CheckKind::Redis {
+                    address: address.get_ref().clone(),
+                    password: c.password.as_ref().map(|p| p.get_ref().clone()),
+                    via,
+                }
+            }
+            CheckType::Exec => {
+                let service = c.service.as_ref().ok_or_else(|| needs("service", "`service = \"api\"`"))?;
+                let command = c.command.as_ref().ok_or_else(|| needs("command", "`command = [\"redis-cli\", \"ping\"]`"))?;
+                if command.get_ref().is_empty() {
+                    return Err(self.at(command, "command is empty: expected the program and its arguments".into()));
+                }
+                CheckKind::Exec { service: service.get_ref().clone(), command: command.get_ref().clone() }
+            }
+            CheckType::ComposePs => CheckKind::ComposePs,
+            CheckType::Logs => {
+                if c.absent.is_none() && c.present.is_none() {
+                    return Err(needs("absent", "`absent = \"(?i)connection refused\"` or `present = \"...\"`"));
+                }
+                CheckKind::Logs {
+                    services: c.services.as_ref().map(|s| s.get_ref().clone()).unwrap_or_default(),
+                    since_deploy: c.since_deploy.as_ref().is_none_or(|s| *s.get_ref()),
+                    absent: c.absent.as_ref().map(|p| p.get_ref().0.clone()),
+                    present: c.present.as_ref().map(|p| p.get_ref().0.clone()),
+                }
+            }
+        };
+        let timeout = match &c.timeout {
+            Some(t) if t.get_ref().0.is_zero() => return Err(self.at(t, "timeout must be longer than zero".into())),
+            Some(t) => t.get_ref().0,
+            None => default_timeout,
+        };
+        Ok(Check { name, timeout, kind })
+    }
+}
+
+fn host_has_port(spec: &HostSpec) -> bool {
+    matches!(spec, HostSpec::Table(t) if t.port.is_some())
+}
+
+/// `~/x` from $HOME; a relative path from the config's directory.
+fn expand_path(dir: &Path, raw: &str) -> PathBuf {
+    if let Some(rest) = raw.strip_prefix("~/") {
+        if let Some(home) = std::env::var_os("HOME") {
+            return PathBuf::from(home).join(rest);
+        }
+    }
+    let p = PathBuf::from(raw);
+    if p.is_absolute() {
+        p
+    } else {
+        dir.join(p)
+    }
+}

@@ -1,0 +1,125 @@
+//! The local transport: the same commands, run on this machine by `sh`.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use super::{exit_code, quote, stream_lines, timed_out, upload_script, LineSink, Output, Remote, RemoteError, Script};
+
+/// Extra time beyond a command's timeout for `timeout` itself to stop it.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// This machine.
+#[derive(Debug, Clone)]
+pub struct LocalRemote {
+    host: String,
+}
+
+impl LocalRemote {
+    /// This machine, called `host` in output.
+    pub fn new(host: impl Into<String>) -> LocalRemote {
+        LocalRemote { host: host.into() }
+    }
+
+    fn command(&self, script: &Script, timeout: Option<Duration>) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(quote::wrap(script, timeout)).kill_on_drop(true);
+        cmd
+    }
+
+    fn io_error(&self, script: &Script, e: impl std::fmt::Display) -> RemoteError {
+        RemoteError::Io { host: self.host.clone(), command: script.display(), reason: e.to_string() }
+    }
+
+    fn timed_out(&self, script: &Script, timeout: Duration) -> RemoteError {
+        RemoteError::TimedOut { host: self.host.clone(), command: script.display(), timeout }
+    }
+}
+
+#[async_trait]
+impl Remote for LocalRemote {
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    async fn run(&self, script: &Script, timeout: Option<Duration>) -> Result<Output, RemoteError> {
+        let started = Instant::now();
+        let mut cmd = self.command(script, timeout);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let fut = cmd.output();
+        let out = match timeout {
+            Some(t) => tokio::time::timeout(t + GRACE, fut).await.map_err(|_| self.timed_out(script, t))?,
+            None => fut.await,
+        }
+        .map_err(|e| self.io_error(script, e))?;
+        let code = exit_code(out.status);
+        if timed_out(code, started.elapsed(), timeout) {
+            return Err(self.timed_out(script, timeout.unwrap_or_default()));
+        }
+        Ok(Output {
+            code,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    async fn stream(&self, script: &Script, timeout: Option<Duration>, sink: LineSink<'_>) -> Result<i32, RemoteError> {
+        let started = Instant::now();
+        let mut cmd = self.command(script, timeout);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| self.io_error(script, e))?;
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let fut = async {
+            stream_lines(stdout, stderr, sink).await.map_err(|e| self.io_error(script, e))?;
+            child.wait().await.map_err(|e| self.io_error(script, e))
+        };
+        let status = match timeout {
+            Some(t) => tokio::time::timeout(t + GRACE, fut).await.map_err(|_| self.timed_out(script, t))?,
+            None => fut.await,
+        }?;
+        let code = exit_code(status);
+        if timed_out(code, started.elapsed(), timeout) {
+            return Err(self.timed_out(script, timeout.unwrap_or_default()));
+        }
+        Ok(code)
+    }
+
+    async fn upload(&self, bytes: &[u8], path: &str, mode: u32) -> Result<(), RemoteError> {
+        let script = upload_script(path, mode);
+        let mut cmd = self.command(&script, None);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| self.io_error(&script, e))?;
+        let mut stdin = child.stdin.take().expect("piped");
+        stdin.write_all(bytes).await.map_err(|e| self.io_error(&script, e))?;
+        drop(stdin);
+        let out = child.wait_with_output().await.map_err(|e| self.io_error(&script, e))?;
+        let code = exit_code(out.status);
+        if code != 0 {
+            return Err(RemoteError::Failed {
+                host: self.host.clone(),
+                command: script.display(),
+                code,
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn forward(&self, target: &str) -> Result<SocketAddr, RemoteError> {
+        // Already local: the target itself is the address to use.
+        target
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| RemoteError::Forward {
+                host: self.host.clone(),
+                target: target.to_string(),
+                reason: "expected host:port".into(),
+            })
+    }
+}

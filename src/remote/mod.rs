@@ -1,0 +1,154 @@
+//! Running commands on hosts: one [`Remote`] trait, an SSH transport and a local
+//! one. Commands are built with [`Cmd`] and quoted in [`quote`], nowhere else.
+
+pub mod local;
+pub mod quote;
+pub mod ssh;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use quote::{Cmd, Script, Word};
+
+/// What a finished command left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// Exit code; a command killed by a signal reports 128 + the signal.
+    pub code: i32,
+    /// Everything it wrote to stdout.
+    pub stdout: String,
+    /// Everything it wrote to stderr.
+    pub stderr: String,
+}
+
+impl Output {
+    /// Whether it exited 0.
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+}
+
+/// Which stream a streamed line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Receives streamed output, a line at a time.
+pub type LineSink<'a> = &'a mut (dyn FnMut(Stream, &str) + Send);
+
+/// Failures of a transport, each naming the host.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The SSH connection could not be opened (host key, auth, network).
+    #[error("{host}: cannot connect: {reason}")]
+    Connect { host: String, reason: String },
+    /// A command could not be started or its output read.
+    #[error("{host}: `{command}` could not run: {reason}")]
+    Io { host: String, command: String, reason: String },
+    /// A command ran past its time and was stopped.
+    #[error("{host}: `{command}` did not finish within {}; it was stopped", humantime::format_duration(*.timeout))]
+    TimedOut { host: String, command: String, timeout: Duration },
+    /// A command exited non-zero where success was required.
+    #[error("{host}: `{command}` exited with {code}{}", if .stderr.is_empty() { String::new() } else { format!(":\n{}", .stderr) })]
+    Failed { host: String, command: String, code: i32, stderr: String },
+    /// A port could not be forwarded.
+    #[error("{host}: cannot forward to {target}: {reason}")]
+    Forward { host: String, target: String, reason: String },
+}
+
+/// The last `n` lines of `text`, for error messages.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A place commands run: a host over SSH, or this machine.
+#[async_trait]
+pub trait Remote: Send + Sync {
+    /// The host's name in output.
+    fn host(&self) -> &str;
+
+    /// Runs `script`, capturing its output. A non-zero exit is not an error here;
+    /// running past `timeout` is, and the command is stopped on the host.
+    async fn run(&self, script: &Script, timeout: Option<Duration>) -> Result<Output, RemoteError>;
+
+    /// Runs `script`, handing each output line to `sink` as it arrives; returns the exit code.
+    async fn stream(&self, script: &Script, timeout: Option<Duration>, sink: LineSink<'_>) -> Result<i32, RemoteError>;
+
+    /// Writes `bytes` to `path` on the host with `mode`, atomically (temp file, then rename).
+    async fn upload(&self, bytes: &[u8], path: &str, mode: u32) -> Result<(), RemoteError>;
+
+    /// Makes `target` (`host:port` as seen from the host) reachable at a local address.
+    async fn forward(&self, target: &str) -> Result<SocketAddr, RemoteError>;
+
+    /// Runs `script` and requires exit 0.
+    async fn check(&self, script: &Script, timeout: Option<Duration>) -> Result<Output, RemoteError> {
+        let out = self.run(script, timeout).await?;
+        if out.success() {
+            Ok(out)
+        } else {
+            Err(RemoteError::Failed {
+                host: self.host().to_string(),
+                command: script.display(),
+                code: out.code,
+                stderr: tail(&out.stderr, 20),
+            })
+        }
+    }
+}
+
+/// The script that writes stdin to `path` atomically with `mode`.
+pub(crate) fn upload_script(path: &str, mode: u32) -> Script {
+    let tmp = format!("{path}.deploy-upload");
+    let dir = match path.rsplit_once('/') {
+        Some(("", _)) => "/".to_string(),
+        Some((d, _)) => d.to_string(),
+        None => ".".to_string(),
+    };
+    Script::new()
+        .then(Cmd::new("mkdir").arg("-p").arg(dir))
+        // umask first so the file is never readable by others, even for a moment.
+        .then(Cmd::new("sh").arg("-c").arg("umask 077 && cat > \"$1\"").arg("sh").arg(&tmp))
+        .then(Cmd::new("chmod").arg(format!("{mode:o}")).arg(&tmp))
+        .then(Cmd::new("mv").arg("-f").arg(&tmp).arg(path))
+}
+
+/// Reads exit code from a std ExitStatus, mapping signals to 128 + n.
+pub(crate) fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// `timeout` exits 124 when it stopped the command (137 after KILL).
+pub(crate) fn timed_out(code: i32, elapsed: Duration, timeout: Option<Duration>) -> bool {
+    matches!(timeout, Some(t) if (code == 124 || code == 137) && elapsed >= t)
+}
+
+/// Reads stdout and stderr line by line as they arrive, handing each to `sink`.
+pub(crate) async fn stream_lines<O, E>(stdout: O, stderr: E, sink: LineSink<'_>) -> std::io::Result<()>
+where
+    O: tokio::io::AsyncRead + Unpin,
+    E: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncBufReadExt;
+    let mut out = tokio::io::BufReader::new(stdout).lines();
+    let mut err = tokio::io::BufReader::new(stderr).lines();
+    let (mut out_done, mut err_done) = (false, false);
+    while !(out_done && err_done) {
+        tokio::select! {
+            line = out.next_line(), if !out_done => match line? {
+                Some(l) => sink(Stream::Stdout, &l),
+                None => out_done = true,
+            },
+            line = err.next_line(), if !err_done => match line? {
+                Some(l) => sink(Stream::Stderr, &l),
+                None => err_done = true,
+            },
+        }
+    }
+    Ok(())
+}

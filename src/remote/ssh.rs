@@ -1,0 +1,203 @@
+//! The SSH transport: one multiplexed OpenSSH master per host (openssh crate,
+//! system `ssh`, so ~/.ssh/config, agents and jump hosts work as they do for `ssh`).
+
+use std::net::{SocketAddr, TcpListener};
+use std::num::NonZeroUsize;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use openssh::{ControlPersist, ForwardType, KnownHosts, Session, SessionBuilder, Socket, Stdio};
+use tokio::io::AsyncWriteExt;
+
+use super::{exit_code, quote, stream_lines, timed_out, upload_script, LineSink, Output, Remote, RemoteError, Script};
+use crate::config::{Host, HostKeyPolicy};
+
+/// Extra time the client waits beyond a command's timeout, for `timeout` on the
+/// host to stop it and report back before the client gives up on the channel.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// A host reached over SSH.
+pub struct SshRemote {
+    host: String,
+    session: Option<Session>,
+}
+
+impl std::fmt::Debug for SshRemote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshRemote").field("host", &self.host).finish()
+    }
+}
+
+impl SshRemote {
+    /// Opens the master connection, verifying the host key under the host's policy.
+    pub async fn connect(host: &Host) -> Result<SshRemote, RemoteError> {
+        let mut builder = SessionBuilder::default();
+        let t = &host.ssh;
+        builder
+            .known_hosts_check(match t.host_key_policy {
+                HostKeyPolicy::Strict => KnownHosts::Strict,
+                HostKeyPolicy::AcceptNew => KnownHosts::Add,
+            })
+            .connect_timeout(t.connect_timeout)
+            // A dead link is noticed within 3 missed keepalives instead of TCP's minutes.
+            .server_alive_interval(Duration::from_secs(5))
+            .control_directory(std::env::temp_dir())
+            // The master is closed when the session is dropped or closed; this only
+            // bounds how long one outlives a deploy that was killed with SIGKILL.
+            .control_persist(ControlPersist::IdleFor(NonZeroUsize::new(600).expect("non-zero")));
+        if let Some(user) = &t.user {
+            builder.user(user.expose().to_string());
+        }
+        if let Some(port) = t.port {
+            builder.port(port);
+        }
+        if let Some(key) = &t.identity_file {
+            builder.keyfile(key);
+        }
+        if let Some(file) = &t.known_hosts_file {
+            builder.user_known_hosts_file(file);
+        }
+        if let Some(jump) = &t.jump {
+            builder.jump_hosts([jump.expose()]);
+        }
+        let session = builder
+            .connect_mux(host.address.expose())
+            .await
+            .map_err(|e| RemoteError::Connect { host: host.name.clone(), reason: ssh_words(&e) })?;
+        Ok(SshRemote { host: host.name.clone(), session: Some(session) })
+    }
+
+    fn session(&self) -> &Session {
+        self.session.as_ref().expect("session is present until close")
+    }
+
+    /// Closes the master connection and removes its control directory.
+    pub async fn close(mut self) -> Result<(), RemoteError> {
+        match self.session.take() {
+            Some(s) => s.close().await.map_err(|e| RemoteError::Io {
+                host: self.host.clone(),
+                command: "close".into(),
+                reason: ssh_words(&e),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn io_error(&self, script: &Script, e: impl std::fmt::Display) -> RemoteError {
+        RemoteError::Io { host: self.host.clone(), command: script.display(), reason: e.to_string() }
+    }
+
+    fn timed_out(&self, script: &Script, timeout: Duration) -> RemoteError {
+        RemoteError::TimedOut { host: self.host.clone(), command: script.display(), timeout }
+    }
+}
+
+/// openssh's own message is "failed to connect to the remote host"; ssh's words
+/// (host key refused, connection refused, permission denied) are in the source.
+fn ssh_words(e: &openssh::Error) -> String {
+    let mut words = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string().trim().to_string();
+        if !text.is_empty() && !words.contains(&text) {
+            words.push_str(": ");
+            words.push_str(&text);
+        }
+        source = s.source();
+    }
+    words
+}
+
+#[async_trait]
+impl Remote for SshRemote {
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    async fn run(&self, script: &Script, timeout: Option<Duration>) -> Result<Output, RemoteError> {
+        let started = Instant::now();
+        let mut cmd = self.session().raw_command(quote::wrap(script, timeout));
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let fut = cmd.output();
+        let out = match timeout {
+            Some(t) => tokio::time::timeout(t + GRACE, fut).await.map_err(|_| self.timed_out(script, t))?,
+            None => fut.await,
+        }
+        .map_err(|e| self.io_error(script, ssh_words(&e)))?;
+        let code = exit_code(out.status);
+        if timed_out(code, started.elapsed(), timeout) {
+            return Err(self.timed_out(script, timeout.unwrap_or_default()));
+        }
+        Ok(Output {
+            code,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    async fn stream(&self, script: &Script, timeout: Option<Duration>, sink: LineSink<'_>) -> Result<i32, RemoteError> {
+        let started = Instant::now();
+        let mut cmd = self.session().raw_command(quote::wrap(script, timeout));
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().await.map_err(|e| self.io_error(script, ssh_words(&e)))?;
+        let stdout = child.stdout().take().expect("piped");
+        let stderr = child.stderr().take().expect("piped");
+        let fut = async {
+            stream_lines(stdout, stderr, sink).await.map_err(|e| self.io_error(script, e))?;
+            child.wait().await.map_err(|e| self.io_error(script, ssh_words(&e)))
+        };
+        let status = match timeout {
+            Some(t) => tokio::time::timeout(t + GRACE, fut).await.map_err(|_| self.timed_out(script, t))?,
+            None => fut.await,
+        }?;
+        let code = exit_code(status);
+        if timed_out(code, started.elapsed(), timeout) {
+            return Err(self.timed_out(script, timeout.unwrap_or_default()));
+        }
+        Ok(code)
+    }
+
+    async fn upload(&self, bytes: &[u8], path: &str, mode: u32) -> Result<(), RemoteError> {
+        let script = upload_script(path, mode);
+        let mut cmd = self.session().raw_command(quote::wrap(&script, None));
+        cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().await.map_err(|e| self.io_error(&script, ssh_words(&e)))?;
+        let mut stdin = child.stdin().take().expect("piped");
+        stdin.write_all(bytes).await.map_err(|e| self.io_error(&script, e))?;
+        stdin.shutdown().await.map_err(|e| self.io_error(&script, e))?;
+        drop(stdin);
+        let out = child.wait_with_output().await.map_err(|e| self.io_error(&script, ssh_words(&e)))?;
+        let code = exit_code(out.status);
+        if code != 0 {
+            return Err(RemoteError::Failed {
+                host: self.host.clone(),
+                command: script.display(),
+                code,
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn forward(&self, target: &str) -> Result<SocketAddr, RemoteError> {
+        let err = |reason: String| RemoteError::Forward { host: self.host.clone(), target: target.to_string(), reason };
+        let (host, port) = target
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+            .ok_or_else(|| err("expected host:port".into()))?;
+        let mut last = String::new();
+        // The mux protocol cannot report a port it picked, so pick a free one here;
+        // another process may take it in between, hence the retries.
+        for _ in 0..3 {
+            let local = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(|e| err(e.to_string()))?;
+            let remote = Socket::TcpSocket { host: host.to_string().into(), port };
+            match self.session().request_port_forward(ForwardType::Local, local, remote).await {
+                Ok(()) => return Ok(local),
+                Err(e) => last = ssh_words(&e),
+            }
+        }
+        Err(err(last))
+    }
+}
