@@ -4,7 +4,10 @@
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
-use git2::{CertificateCheckStatus, Cred, CredentialType, ErrorCode, ObjectType, Oid, PushOptions, RemoteCallbacks, Repository, StatusOptions, TreeWalkMode};
+use git2::{
+    CertificateCheckStatus, Cred, CredentialType, ErrorCode, ObjectType, Oid, PushOptions, RemoteCallbacks, Repository,
+    StatusOptions, TreeWalkMode,
+};
 
 use crate::known_hosts::KnownHosts;
 
@@ -38,7 +41,11 @@ pub enum GitError {
     NoRemote { name: String, reason: String },
     /// The remote refused to update a ref.
     #[error("push to `{remote}` rejected {refname}: {reason}")]
-    Rejected { remote: String, refname: String, reason: String },
+    Rejected {
+        remote: String,
+        refname: String,
+        reason: String,
+    },
     /// The server's host key was refused.
     #[error("push to `{remote}` refused: {reason}")]
     HostKey { remote: String, reason: String },
@@ -75,13 +82,23 @@ impl Repo {
     pub fn discover(dir: &Path) -> Result<Repo, GitError> {
         Repository::discover(dir)
             .map(|repo| Repo { repo })
-            .map_err(|e| GitError::Open { path: dir.to_path_buf(), reason: e.message().to_string() })
+            .map_err(|e| GitError::Open {
+                path: dir.to_path_buf(),
+                reason: e.message().to_string(),
+            })
     }
 
     /// The commit `rev` names (`HEAD`, a branch, a tag, an id).
     pub fn resolve(&self, rev: &str) -> Result<Commit, GitError> {
-        let err = |e: git2::Error| GitError::Resolve { rev: rev.to_string(), reason: e.message().to_string() };
-        let commit = self.repo.revparse_single(rev).and_then(|o| o.peel_to_commit()).map_err(err)?;
+        let err = |e: git2::Error| GitError::Resolve {
+            rev: rev.to_string(),
+            reason: e.message().to_string(),
+        };
+        let commit = self
+            .repo
+            .revparse_single(rev)
+            .and_then(|o| o.peel_to_commit())
+            .map_err(err)?;
         let id = commit.id().to_string();
         Ok(Commit {
             short: id[..7].to_string(),
@@ -96,11 +113,14 @@ impl Repo {
     pub fn dirty_files(&self) -> Result<Vec<String>, GitError> {
         let mut opts = StatusOptions::new();
         opts.include_untracked(false).include_ignored(false);
-        let statuses = self
-            .repo
-            .statuses(Some(&mut opts))
-            .map_err(|e| GitError::Open { path: self.repo.path().to_path_buf(), reason: e.message().to_string() })?;
-        Ok(statuses.iter().filter_map(|s| s.path().ok().map(str::to_string)).collect())
+        let statuses = self.repo.statuses(Some(&mut opts)).map_err(|e| GitError::Open {
+            path: self.repo.path().to_path_buf(),
+            reason: e.message().to_string(),
+        })?;
+        Ok(statuses
+            .iter()
+            .filter_map(|s| s.path().ok().map(str::to_string))
+            .collect())
     }
 
     /// Fails with the changed files if the tree is dirty.
@@ -115,23 +135,23 @@ impl Repo {
 
     /// The URL of remote `name`.
     pub fn remote_url(&self, name: &str) -> Result<String, GitError> {
-        let remote = self
-            .repo
-            .find_remote(name)
-            .map_err(|e| GitError::NoRemote { name: name.to_string(), reason: e.message().to_string() })?;
-        remote
-            .url()
-            .map(str::to_string)
-            .map_err(|_| GitError::NoRemote { name: name.to_string(), reason: "its URL is not UTF-8".into() })
+        let remote = self.repo.find_remote(name).map_err(|e| GitError::NoRemote {
+            name: name.to_string(),
+            reason: e.message().to_string(),
+        })?;
+        remote.url().map(str::to_string).map_err(|_| GitError::NoRemote {
+            name: name.to_string(),
+            reason: "its URL is not UTF-8".into(),
+        })
     }
 
     /// Pushes local branch `branch` to the same branch on remote `name`.
     pub fn push(&self, name: &str, branch: &str, auth: &PushAuth) -> Result<(), GitError> {
         let url = self.remote_url(name)?;
-        let mut remote = self
-            .repo
-            .find_remote(name)
-            .map_err(|e| GitError::NoRemote { name: name.to_string(), reason: e.message().to_string() })?;
+        let mut remote = self.repo.find_remote(name).map_err(|e| GitError::NoRemote {
+            name: name.to_string(),
+            reason: e.message().to_string(),
+        })?;
         let refname = format!("refs/heads/{branch}");
         let port = ssh_host_port(&url).map_or(22, |(_, p)| p);
         let host_key_error: RefCell<Option<String>> = RefCell::new(None);
@@ -150,7 +170,9 @@ impl Repo {
             };
             let decision = match (hostkey.hostkey_type(), hostkey.hostkey()) {
                 (Some(kind), Some(raw)) => auth.known_hosts.decide(host, port, kind.name(), raw),
-                _ => Err(format!("{host} presented no host key that can be checked against known_hosts")),
+                _ => Err(format!(
+                    "{host} presented no host key that can be checked against known_hosts"
+                )),
             };
             match decision {
                 Ok(()) => Ok(CertificateCheckStatus::CertificateOk),
@@ -175,7 +197,11 @@ impl Repo {
                     let public = PathBuf::from(format!("{}.pub", key.display()));
                     return Cred::ssh_key(user, public.exists().then_some(public.as_path()), key, None);
                 }
-                let msg = format!("no SSH key was accepted for {user} (tried {} key(s){})", keys.len(), if agent { " and the agent" } else { "" });
+                let msg = format!(
+                    "no SSH key was accepted for {user} (tried {} key(s){})",
+                    keys.len(),
+                    if agent { " and the agent" } else { "" }
+                );
                 *auth_error.borrow_mut() = Some(msg.clone());
                 return Err(git2::Error::from_str(&msg));
             }
@@ -203,18 +229,30 @@ impl Repo {
         let result = remote.push(&[format!("{refname}:{refname}")], Some(&mut opts));
         drop(opts);
         if let Some(reason) = host_key_error.into_inner() {
-            return Err(GitError::HostKey { remote: name.to_string(), reason });
+            return Err(GitError::HostKey {
+                remote: name.to_string(),
+                reason,
+            });
         }
         if let Some((refname, reason)) = rejected.into_inner().into_iter().next() {
-            return Err(GitError::Rejected { remote: name.to_string(), refname, reason });
+            return Err(GitError::Rejected {
+                remote: name.to_string(),
+                refname,
+                reason,
+            });
         }
         match result {
             Ok(()) => Ok(()),
-            Err(e) if e.code() == ErrorCode::NotFastForward || e.message().contains("fastforward") || e.message().contains("fast-forward") => {
+            Err(e)
+                if e.code() == ErrorCode::NotFastForward
+                    || e.message().contains("fastforward")
+                    || e.message().contains("fast-forward") =>
+            {
                 Err(GitError::Rejected {
                     remote: name.to_string(),
                     refname,
-                    reason: "non-fast-forward: the remote branch has commits this one does not; pull or rebase first".into(),
+                    reason: "non-fast-forward: the remote branch has commits this one does not; pull or rebase first"
+                        .into(),
                 })
             }
             Err(e) => Err(GitError::Push {
@@ -226,7 +264,10 @@ impl Repo {
 
     /// A tar archive of the commit's files (modes and symlinks kept, submodules left out).
     pub fn archive(&self, commit: &Commit) -> Result<Vec<u8>, GitError> {
-        let err = |reason: String| GitError::Archive { commit: commit.short.clone(), reason };
+        let err = |reason: String| GitError::Archive {
+            commit: commit.short.clone(),
+            reason,
+        };
         let oid = Oid::from_str(&commit.id).map_err(|e| err(e.message().to_string()))?;
         let tree = self
             .repo
@@ -292,7 +333,11 @@ fn key_candidates(identity_file: Option<&Path>) -> Vec<PathBuf> {
     identity_file
         .map(Path::to_path_buf)
         .into_iter()
-        .chain(["id_ed25519", "id_ecdsa", "id_rsa"].iter().map(|n| home.join(".ssh").join(n)))
+        .chain(
+            ["id_ed25519", "id_ecdsa", "id_rsa"]
+                .iter()
+                .map(|n| home.join(".ssh").join(n)),
+        )
         .filter(|p| p.exists())
         .collect()
 }
@@ -333,9 +378,15 @@ mod tests {
 
     #[test]
     fn ssh_urls_give_host_and_port() {
-        assert_eq!(ssh_host_port("ssh://u@127.0.0.1:2222/srv/r.git"), Some(("127.0.0.1".into(), 2222)));
+        assert_eq!(
+            ssh_host_port("ssh://u@127.0.0.1:2222/srv/r.git"),
+            Some(("127.0.0.1".into(), 2222))
+        );
         assert_eq!(ssh_host_port("ssh://github.com/a/b"), Some(("github.com".into(), 22)));
-        assert_eq!(ssh_host_port("git@github.com:acme/x.git"), Some(("github.com".into(), 22)));
+        assert_eq!(
+            ssh_host_port("git@github.com:acme/x.git"),
+            Some(("github.com".into(), 22))
+        );
         assert_eq!(ssh_host_port("/srv/r.git"), None);
         assert_eq!(ssh_host_port("https://github.com/a/b"), None);
     }

@@ -40,8 +40,16 @@ impl KnownHosts {
             let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
             home.join(".ssh/known_hosts")
         });
-        let global_files = if file.is_some() { Vec::new() } else { vec![PathBuf::from("/etc/ssh/ssh_known_hosts")] };
-        KnownHosts { user_file, global_files, policy }
+        let global_files = if file.is_some() {
+            Vec::new()
+        } else {
+            vec![PathBuf::from("/etc/ssh/ssh_known_hosts")]
+        };
+        KnownHosts {
+            user_file,
+            global_files,
+            policy,
+        }
     }
 
     /// How known_hosts names `host` on `port`.
@@ -74,7 +82,9 @@ impl KnownHosts {
                     };
                 }
                 let _ = first; // the host field; ssh-keygen already matched it
-                let (Some(kind), Some(data)) = (fields.next(), fields.next()) else { continue };
+                let (Some(kind), Some(data)) = (fields.next(), fields.next()) else {
+                    continue;
+                };
                 if revoked && data == wanted {
                     return Verdict::Changed;
                 }
@@ -119,7 +129,13 @@ fn lookup(file: &Path, name: &str) -> Vec<String> {
     if !file.exists() {
         return Vec::new();
     }
-    let Ok(out) = Command::new("ssh-keygen").arg("-F").arg(name).arg("-f").arg(file).output() else {
+    let Ok(out) = Command::new("ssh-keygen")
+        .arg("-F")
+        .arg(name)
+        .arg("-f")
+        .arg(file)
+        .output()
+    else {
         return Vec::new();
     };
     String::from_utf8_lossy(&out.stdout)

@@ -23,9 +23,7 @@ pub fn run(cli: Cli) -> Exit {
     let mut printer = Printer::new(cli.output, cli.verbose, cli.quiet, cli.color);
     let result = match &cli.command {
         Command::Check => commands::check::run(&cli, &mut printer),
-        Command::Init { compose_file, force } => {
-            commands::init::run(&cli, &printer, compose_file.as_deref(), *force)
-        }
+        Command::Init { compose_file, force } => commands::init::run(&cli, &printer, compose_file.as_deref(), *force),
     };
     match result {
         Ok(exit) => exit,

@@ -39,7 +39,11 @@ pub fn run(cli: &Cli, printer: &mut Printer) -> Result<Exit, Error> {
             env.batch.map_or("all".to_string(), |b| b.to_string())
         ));
         for host in &env.hosts {
-            let user = host.ssh.user.as_ref().map_or(String::from("(ssh default)"), |u| u.to_string());
+            let user = host
+                .ssh
+                .user
+                .as_ref()
+                .map_or(String::from("(ssh default)"), |u| u.to_string());
             let port = host.ssh.port.map_or(String::from("(ssh default)"), |p| p.to_string());
             let vars: Vec<String> = host.vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
             printer.verbose(&format!(
@@ -48,8 +52,14 @@ pub fn run(cli: &Cli, printer: &mut Printer) -> Result<Exit, Error> {
                 host.address,
                 host.path,
                 host.project,
-                host.services.as_ref().map_or(String::new(), |s| format!(", services {}", s.join(","))),
-                if vars.is_empty() { String::new() } else { format!(", vars {}", vars.join(" ")) },
+                host.services
+                    .as_ref()
+                    .map_or(String::new(), |s| format!(", services {}", s.join(","))),
+                if vars.is_empty() {
+                    String::new()
+                } else {
+                    format!(", vars {}", vars.join(" "))
+                },
             ));
         }
     }
@@ -79,7 +89,13 @@ pub fn run(cli: &Cli, printer: &mut Printer) -> Result<Exit, Error> {
 /// One line on what a check looks at; secret values show as redacted.
 fn describe(kind: &CheckKind) -> String {
     match kind {
-        CheckKind::Http { method, url, expect_status, via, .. } => {
+        CheckKind::Http {
+            method,
+            url,
+            expect_status,
+            via,
+            ..
+        } => {
             format!("{method} {url} expecting {expect_status:?} via {via:?}")
         }
         CheckKind::Redis { address, password, via } => format!(
@@ -91,9 +107,18 @@ fn describe(kind: &CheckKind) -> String {
             format!("in {service}: {}", cmd.join(" "))
         }
         CheckKind::ComposePs => "every service running, healthy where it has a healthcheck".into(),
-        CheckKind::Logs { services, absent, present, .. } => format!(
+        CheckKind::Logs {
+            services,
+            absent,
+            present,
+            ..
+        } => format!(
             "logs of {}{}{}",
-            if services.is_empty() { "every service".to_string() } else { services.join(", ") },
+            if services.is_empty() {
+                "every service".to_string()
+            } else {
+                services.join(", ")
+            },
             absent.as_ref().map_or(String::new(), |r| format!(", absent /{r}/")),
             present.as_ref().map_or(String::new(), |r| format!(", present /{r}/")),
         ),

@@ -13,7 +13,12 @@ use crate::report::Printer;
 const TEMPLATE: &str = include_str!("../../templates/deploy.toml");
 
 /// Compose file names, in the order compose itself looks for them.
-const COMPOSE_NAMES: &[&str] = &["compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml"];
+const COMPOSE_NAMES: &[&str] = &[
+    "compose.yaml",
+    "compose.yml",
+    "docker-compose.yml",
+    "docker-compose.yaml",
+];
 
 /// Writes deploy.toml (at `--config`) unless it exists and `force` is off.
 pub fn run(cli: &Cli, printer: &Printer, compose_file: Option<&Path>, force: bool) -> Result<Exit, Error> {
@@ -46,9 +51,8 @@ pub fn run(cli: &Cli, printer: &Printer, compose_file: Option<&Path>, force: boo
         what: format!("cannot read {}", compose_path.display()),
         source: e,
     })?;
-    let services = compose_services(&text).map_err(|e| {
-        Error::Usage(format!("{} is not a compose file: {e}", compose_path.display()))
-    })?;
+    let services = compose_services(&text)
+        .map_err(|e| Error::Usage(format!("{} is not a compose file: {e}", compose_path.display())))?;
     let name = project_name(&dir);
     let relative = compose_path
         .strip_prefix(&dir)
@@ -81,9 +85,7 @@ pub struct Service {
 pub fn compose_services(text: &str) -> Result<Vec<Service>, String> {
     let docs = YamlLoader::load_from_str(text).map_err(|e| e.to_string())?;
     let doc = docs.first().ok_or("the file is empty")?;
-    let services = doc["services"]
-        .as_hash()
-        .ok_or("it has no `services:` section")?;
+    let services = doc["services"].as_hash().ok_or("it has no `services:` section")?;
     Ok(services
         .iter()
         .filter_map(|(k, v)| {
@@ -104,7 +106,13 @@ fn project_name(dir: &Path) -> String {
     let cleaned: String = base
         .to_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     let cleaned = cleaned.trim_start_matches(['-', '_']).to_string();
     if cleaned.is_empty() {
@@ -128,8 +136,14 @@ fn render(name: &str, compose_file: &str, services: &[Service]) -> String {
         .replace("{{name}}", &quoted(name))
         .replace("{{bare_name}}", name)
         .replace("{{compose_file}}", &quoted(compose_file))
-        .replace("{{all_services}}", &services.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "))
-        .replace("{{build}}", &list(services.iter().filter(|s| s.builds).map(|s| s.name.as_str())))
+        .replace(
+            "{{all_services}}",
+            &services.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "),
+        )
+        .replace(
+            "{{build}}",
+            &list(services.iter().filter(|s| s.builds).map(|s| s.name.as_str())),
+        )
         .replace("{{services}}", &list(services.iter().map(|s| s.name.as_str())))
 }
 
@@ -144,8 +158,14 @@ mod tests {
         assert_eq!(
             s,
             vec![
-                Service { name: "api".into(), builds: true },
-                Service { name: "redis".into(), builds: false }
+                Service {
+                    name: "api".into(),
+                    builds: true
+                },
+                Service {
+                    name: "redis".into(),
+                    builds: false
+                }
             ]
         );
     }

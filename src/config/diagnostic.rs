@@ -66,11 +66,9 @@ impl fmt::Display for Diagnostic {
         if let Some(label) = &self.label {
             annotation = annotation.label(label);
         }
-        let report = &[Level::ERROR.primary_title(&self.message).element(
-            Snippet::source(&self.source)
-                .path(&path)
-                .annotation(annotation),
-        )];
+        let report = &[Level::ERROR
+            .primary_title(&self.message)
+            .element(Snippet::source(&self.source).path(&path).annotation(annotation))];
         write!(f, "{}", Renderer::plain().render(report))
     }
 }

@@ -13,15 +13,14 @@ use regex::Regex;
 use toml::Spanned;
 
 pub use diagnostic::Diagnostic;
-pub use schema::{App, CheckType, HostKeyPolicy, Hooks, Rollback, Source, Strategy, TransportKind, Via};
+pub use schema::{App, CheckType, Hooks, HostKeyPolicy, Rollback, Source, Strategy, TransportKind, Via};
 pub use text::{Secret, Text, REDACTED};
 
 use schema::{CheckSpec, EnvironmentSpec, HostSpec};
 
 /// Environment names that would be read as a subcommand.
 pub const RESERVED_NAMES: &[&str] = &[
-    "up", "verify", "rollback", "releases", "status", "lock", "logs", "exec", "setup", "check",
-    "init", "help",
+    "up", "verify", "rollback", "releases", "status", "lock", "logs", "exec", "setup", "check", "init", "help",
 ];
 
 /// A loaded, validated deploy.toml.
@@ -226,13 +225,15 @@ impl Checker<'_> {
             env_file: Option<Spanned<String>>,
         }
         // A syntax error here is reported by the full parse, with the same span.
-        let Ok(Head { env_file: Some(env_file) }) = toml::from_str::<Head>(self.source) else {
+        let Ok(Head {
+            env_file: Some(env_file),
+        }) = toml::from_str::<Head>(self.source)
+        else {
             return Ok(text::Variables::default());
         };
         let file = self.dir().join(env_file.get_ref());
-        let iter = dotenvy::from_path_iter(&file).map_err(|e| {
-            self.at(&env_file, format!("cannot read env_file {}: {e}", file.display()))
-        })?;
+        let iter = dotenvy::from_path_iter(&file)
+            .map_err(|e| self.at(&env_file, format!("cannot read env_file {}: {e}", file.display())))?;
         let mut vars = text::Variables::default();
         for item in iter {
             // dotenvy's error would quote the offending line, which may hold a secret.
@@ -374,7 +375,13 @@ impl Checker<'_> {
                 jump: ssh.jump.clone(),
             };
             let (address, path, project, services, vars) = match host.get_ref() {
-                HostSpec::Name(address) => (address.clone(), spec.path.clone(), project_default.clone(), None, spec.vars.clone()),
+                HostSpec::Name(address) => (
+                    address.clone(),
+                    spec.path.clone(),
+                    project_default.clone(),
+                    None,
+                    spec.vars.clone(),
+                ),
                 HostSpec::Table(t) => {
                     if t.port.is_some() {
                         target.port = t.port;
@@ -409,7 +416,10 @@ impl Checker<'_> {
             if !path.expose().starts_with('/') && spec.transport == TransportKind::Ssh {
                 return Err(self.at(
                     host,
-                    format!("the path of host {} of `{env_name}` is relative: expected an absolute path on the host", i + 1),
+                    format!(
+                        "the path of host {} of `{env_name}` is relative: expected an absolute path on the host",
+                        i + 1
+                    ),
                 ));
             }
             let path = if spec.transport == TransportKind::Local && !path.expose().starts_with('/') {
@@ -429,7 +439,15 @@ impl Checker<'_> {
             if !seen.insert((address.expose().to_string(), target.port, path.expose().to_string())) {
                 return Err(self.at(host, format!("host `{name}` is listed twice in `{env_name}`")));
             }
-            hosts.push(Host { name, address, ssh: target, path, project, services, vars });
+            hosts.push(Host {
+                name,
+                address,
+                ssh: target,
+                path,
+                project,
+                services,
+                vars,
+            });
         }
         Ok(Environment {
             name: env_name.clone(),
@@ -444,7 +462,10 @@ impl Checker<'_> {
         if name_re.is_match(p.get_ref()) {
             Ok(p.get_ref().clone())
         } else {
-            Err(self.at(p, "a compose project name: expected lowercase letters, digits, `-` and `_`".into()))
+            Err(self.at(
+                p,
+                "a compose project name: expected lowercase letters, digits, `-` and `_`".into(),
+            ))
         }
     }
 
@@ -459,20 +480,36 @@ impl Checker<'_> {
             CheckType::Logs => "logs",
         };
         // Fields that only some types take: name them if given to another type.
-        let fields: [(&str, Option<Range<usize>>, &[CheckType]); 15] = [
+        let fields: [FieldUse; 15] = [
             ("url", c.url.as_ref().map(|s| s.span()), &[CheckType::Http]),
             ("method", c.method.as_ref().map(|s| s.span()), &[CheckType::Http]),
             ("body", c.body.as_ref().map(|s| s.span()), &[CheckType::Http]),
             ("headers", c.headers.as_ref().map(|s| s.span()), &[CheckType::Http]),
-            ("expect_status", c.expect_status.as_ref().map(|s| s.span()), &[CheckType::Http]),
-            ("expect_body", c.expect_body.as_ref().map(|s| s.span()), &[CheckType::Http]),
-            ("via", c.via.as_ref().map(|s| s.span()), &[CheckType::Http, CheckType::Redis]),
+            (
+                "expect_status",
+                c.expect_status.as_ref().map(|s| s.span()),
+                &[CheckType::Http],
+            ),
+            (
+                "expect_body",
+                c.expect_body.as_ref().map(|s| s.span()),
+                &[CheckType::Http],
+            ),
+            (
+                "via",
+                c.via.as_ref().map(|s| s.span()),
+                &[CheckType::Http, CheckType::Redis],
+            ),
             ("address", c.address.as_ref().map(|s| s.span()), &[CheckType::Redis]),
             ("password", c.password.as_ref().map(|s| s.span()), &[CheckType::Redis]),
             ("service", c.service.as_ref().map(|s| s.span()), &[CheckType::Exec]),
             ("command", c.command.as_ref().map(|s| s.span()), &[CheckType::Exec]),
             ("services", c.services.as_ref().map(|s| s.span()), &[CheckType::Logs]),
-            ("since_deploy", c.since_deploy.as_ref().map(|s| s.span()), &[CheckType::Logs]),
+            (
+                "since_deploy",
+                c.since_deploy.as_ref().map(|s| s.span()),
+                &[CheckType::Logs],
+            ),
             ("absent", c.absent.as_ref().map(|s| s.span()), &[CheckType::Logs]),
             ("present", c.present.as_ref().map(|s| s.span()), &[CheckType::Logs]),
         ];
@@ -495,17 +532,26 @@ impl Checker<'_> {
         let via = c.via.as_ref().map(|v| *v.get_ref()).unwrap_or_default();
         let kind = match c.kind {
             CheckType::Http => {
-                let url = c.url.as_ref().ok_or_else(|| needs("url", "`url = \"http://127.0.0.1:8000/health\"`"))?;
+                let url = c
+                    .url
+                    .as_ref()
+                    .ok_or_else(|| needs("url", "`url = \"http://127.0.0.1:8000/health\"`"))?;
                 let u = url.get_ref().expose();
                 if !(u.starts_with("http://") || u.starts_with("https://")) {
-                    return Err(self.at(url, "not an HTTP URL: expected `http://host:port/path` or `https://...`".into()));
+                    return Err(self.at(
+                        url,
+                        "not an HTTP URL: expected `http://host:port/path` or `https://...`".into(),
+                    ));
                 }
                 let method = match &c.method {
                     None => "GET".to_string(),
                     Some(m) => {
                         let upper = m.get_ref().to_ascii_uppercase();
                         if !["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].contains(&upper.as_str()) {
-                            return Err(self.at(m, "unknown HTTP method: expected GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS".into()));
+                            return Err(self.at(
+                                m,
+                                "unknown HTTP method: expected GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS".into(),
+                            ));
                         }
                         upper
                     }
@@ -514,7 +560,10 @@ impl Checker<'_> {
                     None => vec![200],
                     Some(s) => {
                         if s.get_ref().is_empty() || s.get_ref().iter().any(|code| !(100..=599).contains(code)) {
-                            return Err(self.at(s, "expect_status: expected a list of HTTP status codes between 100 and 599".into()));
+                            return Err(self.at(
+                                s,
+                                "expect_status: expected a list of HTTP status codes between 100 and 599".into(),
+                            ));
                         }
                         s.get_ref().clone()
                     }
@@ -530,14 +579,20 @@ impl Checker<'_> {
                 }
             }
             CheckType::Redis => {
-                let address = c.address.as_ref().ok_or_else(|| needs("address", "`address = \"127.0.0.1:6379\"`"))?;
+                let address = c
+                    .address
+                    .as_ref()
+                    .ok_or_else(|| needs("address", "`address = \"127.0.0.1:6379\"`"))?;
                 let ok = address
                     .get_ref()
                     .expose()
                     .rsplit_once(':')
                     .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
                 if !ok {
-                    return Err(self.at(address, "not a Redis address: expected `host:port`, like \"127.0.0.1:6379\"".into()));
+                    return Err(self.at(
+                        address,
+                        "not a Redis address: expected `host:port`, like \"127.0.0.1:6379\"".into(),
+                    ));
                 }
                 CheckKind::Redis {
                     address: address.get_ref().clone(),
@@ -546,17 +601,32 @@ impl Checker<'_> {
                 }
             }
             CheckType::Exec => {
-                let service = c.service.as_ref().ok_or_else(|| needs("service", "`service = \"api\"`"))?;
-                let command = c.command.as_ref().ok_or_else(|| needs("command", "`command = [\"redis-cli\", \"ping\"]`"))?;
+                let service = c
+                    .service
+                    .as_ref()
+                    .ok_or_else(|| needs("service", "`service = \"api\"`"))?;
+                let command = c
+                    .command
+                    .as_ref()
+                    .ok_or_else(|| needs("command", "`command = [\"redis-cli\", \"ping\"]`"))?;
                 if command.get_ref().is_empty() {
-                    return Err(self.at(command, "command is empty: expected the program and its arguments".into()));
+                    return Err(self.at(
+                        command,
+                        "command is empty: expected the program and its arguments".into(),
+                    ));
                 }
-                CheckKind::Exec { service: service.get_ref().clone(), command: command.get_ref().clone() }
+                CheckKind::Exec {
+                    service: service.get_ref().clone(),
+                    command: command.get_ref().clone(),
+                }
             }
             CheckType::ComposePs => CheckKind::ComposePs,
             CheckType::Logs => {
                 if c.absent.is_none() && c.present.is_none() {
-                    return Err(needs("absent", "`absent = \"(?i)connection refused\"` or `present = \"...\"`"));
+                    return Err(needs(
+                        "absent",
+                        "`absent = \"(?i)connection refused\"` or `present = \"...\"`",
+                    ));
                 }
                 CheckKind::Logs {
                     services: c.services.as_ref().map(|s| s.get_ref().clone()).unwrap_or_default(),
@@ -574,6 +644,9 @@ impl Checker<'_> {
         Ok(Check { name, timeout, kind })
     }
 }
+
+/// A check field: its name, where it was written (if at all), and the types that take it.
+type FieldUse<'a> = (&'a str, Option<Range<usize>>, &'a [CheckType]);
 
 fn host_has_port(spec: &HostSpec) -> bool {
     matches!(spec, HostSpec::Table(t) if t.port.is_some())

@@ -217,8 +217,7 @@ impl<'de> Deserialize<'de> for HostSpec {
                 Text::deserialize(de::value::StrDeserializer::<E>::new(v)).map(HostSpec::Name)
             }
             fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<HostSpec, A::Error> {
-                HostTable::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(HostSpec::Table)
+                HostTable::deserialize(de::value::MapAccessDeserializer::new(map)).map(HostSpec::Table)
             }
         }
         d.deserialize_any(Visitor)

@@ -98,9 +98,7 @@ pub struct Variables {
 
 impl Variables {
     fn get(&self, name: &str) -> Option<String> {
-        std::env::var(name)
-            .ok()
-            .or_else(|| self.file.get(name).cloned())
+        std::env::var(name).ok().or_else(|| self.file.get(name).cloned())
     }
 }
 
@@ -159,9 +157,8 @@ pub fn interpolate(raw: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
                     "`${{{name}}}` is not a variable name: expected letters, digits and `_`"
                 ));
             }
-            let value = lookup(name).ok_or_else(|| {
-                format!("environment variable `{name}` is not set (and not in env_file)")
-            })?;
+            let value = lookup(name)
+                .ok_or_else(|| format!("environment variable `{name}` is not set (and not in env_file)"))?;
             out.push_str(&value);
             secret = true;
             rest = &tail[end + 1..];

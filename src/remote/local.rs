@@ -32,11 +32,19 @@ impl LocalRemote {
     }
 
     fn io_error(&self, script: &Script, e: impl std::fmt::Display) -> RemoteError {
-        RemoteError::Io { host: self.host.clone(), command: script.display(), reason: e.to_string() }
+        RemoteError::Io {
+            host: self.host.clone(),
+            command: script.display(),
+            reason: e.to_string(),
+        }
     }
 
     fn timed_out(&self, script: &Script, timeout: Duration) -> RemoteError {
-        RemoteError::TimedOut { host: self.host.clone(), command: script.display(), timeout }
+        RemoteError::TimedOut {
+            host: self.host.clone(),
+            command: script.display(),
+            timeout,
+        }
     }
 }
 
@@ -52,7 +60,9 @@ impl Remote for LocalRemote {
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let fut = cmd.output();
         let out = match timeout {
-            Some(t) => tokio::time::timeout(t + GRACE, fut).await.map_err(|_| self.timed_out(script, t))?,
+            Some(t) => tokio::time::timeout(t + GRACE, fut)
+                .await
+                .map_err(|_| self.timed_out(script, t))?,
             None => fut.await,
         }
         .map_err(|e| self.io_error(script, e))?;
@@ -75,11 +85,15 @@ impl Remote for LocalRemote {
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
         let fut = async {
-            stream_lines(stdout, stderr, sink).await.map_err(|e| self.io_error(script, e))?;
+            stream_lines(stdout, stderr, sink)
+                .await
+                .map_err(|e| self.io_error(script, e))?;
             child.wait().await.map_err(|e| self.io_error(script, e))
         };
         let status = match timeout {
-            Some(t) => tokio::time::timeout(t + GRACE, fut).await.map_err(|_| self.timed_out(script, t))?,
+            Some(t) => tokio::time::timeout(t + GRACE, fut)
+                .await
+                .map_err(|_| self.timed_out(script, t))?,
             None => fut.await,
         }?;
         let code = exit_code(status);

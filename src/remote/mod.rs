@@ -48,16 +48,33 @@ pub enum RemoteError {
     Connect { host: String, reason: String },
     /// A command could not be started or its output read.
     #[error("{host}: `{command}` could not run: {reason}")]
-    Io { host: String, command: String, reason: String },
+    Io {
+        host: String,
+        command: String,
+        reason: String,
+    },
     /// A command ran past its time and was stopped.
     #[error("{host}: `{command}` did not finish within {}; it was stopped", humantime::format_duration(*.timeout))]
-    TimedOut { host: String, command: String, timeout: Duration },
+    TimedOut {
+        host: String,
+        command: String,
+        timeout: Duration,
+    },
     /// A command exited non-zero where success was required.
     #[error("{host}: `{command}` exited with {code}{}", if .stderr.is_empty() { String::new() } else { format!(":\n{}", .stderr) })]
-    Failed { host: String, command: String, code: i32, stderr: String },
+    Failed {
+        host: String,
+        command: String,
+        code: i32,
+        stderr: String,
+    },
     /// A port could not be forwarded.
     #[error("{host}: cannot forward to {target}: {reason}")]
-    Forward { host: String, target: String, reason: String },
+    Forward {
+        host: String,
+        target: String,
+        reason: String,
+    },
 }
 
 /// The last `n` lines of `text`, for error messages.
@@ -112,7 +129,13 @@ pub(crate) fn upload_script(path: &str, mode: u32) -> Script {
     Script::new()
         .then(Cmd::new("mkdir").arg("-p").arg(dir))
         // umask first so the file is never readable by others, even for a moment.
-        .then(Cmd::new("sh").arg("-c").arg("umask 077 && cat > \"$1\"").arg("sh").arg(&tmp))
+        .then(
+            Cmd::new("sh")
+                .arg("-c")
+                .arg("umask 077 && cat > \"$1\"")
+                .arg("sh")
+                .arg(&tmp),
+        )
         .then(Cmd::new("chmod").arg(format!("{mode:o}")).arg(&tmp))
         .then(Cmd::new("mv").arg("-f").arg(&tmp).arg(path))
 }

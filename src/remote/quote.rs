@@ -20,7 +20,10 @@ impl Word {
 
 impl From<&str> for Word {
     fn from(s: &str) -> Word {
-        Word { value: s.to_string(), secret: false }
+        Word {
+            value: s.to_string(),
+            secret: false,
+        }
     }
 }
 
@@ -38,7 +41,10 @@ impl From<&String> for Word {
 
 impl From<&Text> for Word {
     fn from(t: &Text) -> Word {
-        Word { value: t.expose().to_string(), secret: t.is_secret() }
+        Word {
+            value: t.expose().to_string(),
+            secret: t.is_secret(),
+        }
     }
 }
 
@@ -59,7 +65,8 @@ impl fmt::Debug for Word {
 /// Plain words that need no quoting are left bare so commands stay readable.
 pub fn quote(s: &str) -> String {
     let plain = !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b));
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b));
     if plain {
         s.to_string()
     } else {
@@ -81,7 +88,13 @@ pub struct Cmd {
 impl Cmd {
     /// A command that runs `program`.
     pub fn new(program: impl Into<Word>) -> Cmd {
-        Cmd { program: program.into(), args: Vec::new(), env: Vec::new(), cwd: None, stdout_to: None }
+        Cmd {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            stdout_to: None,
+        }
     }
 
     /// Adds one argument.
@@ -129,7 +142,13 @@ impl Cmd {
 
     /// The command as a person may see it: secrets replaced by a marker.
     pub fn display(&self) -> String {
-        self.render(|w| if w.secret { REDACTED.to_string() } else { quote(w.expose()) })
+        self.render(|w| {
+            if w.secret {
+                REDACTED.to_string()
+            } else {
+                quote(w.expose())
+            }
+        })
     }
 
     fn render(&self, word: impl Fn(&Word) -> String) -> String {
@@ -178,7 +197,11 @@ impl Script {
 
     /// The script as one shell string.
     pub fn to_shell(&self) -> String {
-        self.steps.iter().map(|c| format!("( {} )", c.to_shell())).collect::<Vec<_>>().join(" && ")
+        self.steps
+            .iter()
+            .map(|c| format!("( {} )", c.to_shell()))
+            .collect::<Vec<_>>()
+            .join(" && ")
     }
 
     /// The script as a person may see it.

@@ -63,8 +63,14 @@ impl SshRemote {
         let session = builder
             .connect_mux(host.address.expose())
             .await
-            .map_err(|e| RemoteError::Connect { host: host.name.clone(), reason: ssh_words(&e) })?;
-        Ok(SshRemote { host: host.name.clone(), session: Some(session) })
+            .map_err(|e| RemoteError::Connect {
+                host: host.name.clone(),
+                reason: ssh_words(&e),
+            })?;
+        Ok(SshRemote {
+            host: host.name.clone(),
+            session: Some(session),
+        })
     }
 
     fn session(&self) -> &Session {
@@ -84,11 +90,19 @@ impl SshRemote {
     }
 
     fn io_error(&self, script: &Script, e: impl std::fmt::Display) -> RemoteError {
-        RemoteError::Io { host: self.host.clone(), command: script.display(), reason: e.to_string() }
+        RemoteError::Io {
+            host: self.host.clone(),
+            command: script.display(),
+            reason: e.to_string(),
+        }
     }
 
     fn timed_out(&self, script: &Script, timeout: Duration) -> RemoteError {
-        RemoteError::TimedOut { host: self.host.clone(), command: script.display(), timeout }
+        RemoteError::TimedOut {
+            host: self.host.clone(),
+            command: script.display(),
+            timeout,
+        }
     }
 }
 
@@ -120,7 +134,9 @@ impl Remote for SshRemote {
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let fut = cmd.output();
         let out = match timeout {
-            Some(t) => tokio::time::timeout(t + GRACE, fut).await.map_err(|_| self.timed_out(script, t))?,
+            Some(t) => tokio::time::timeout(t + GRACE, fut)
+                .await
+                .map_err(|_| self.timed_out(script, t))?,
             None => fut.await,
         }
         .map_err(|e| self.io_error(script, ssh_words(&e)))?;
@@ -143,11 +159,15 @@ impl Remote for SshRemote {
         let stdout = child.stdout().take().expect("piped");
         let stderr = child.stderr().take().expect("piped");
         let fut = async {
-            stream_lines(stdout, stderr, sink).await.map_err(|e| self.io_error(script, e))?;
+            stream_lines(stdout, stderr, sink)
+                .await
+                .map_err(|e| self.io_error(script, e))?;
             child.wait().await.map_err(|e| self.io_error(script, ssh_words(&e)))
         };
         let status = match timeout {
-            Some(t) => tokio::time::timeout(t + GRACE, fut).await.map_err(|_| self.timed_out(script, t))?,
+            Some(t) => tokio::time::timeout(t + GRACE, fut)
+                .await
+                .map_err(|_| self.timed_out(script, t))?,
             None => fut.await,
         }?;
         let code = exit_code(status);
@@ -166,7 +186,10 @@ impl Remote for SshRemote {
         stdin.write_all(bytes).await.map_err(|e| self.io_error(&script, e))?;
         stdin.shutdown().await.map_err(|e| self.io_error(&script, e))?;
         drop(stdin);
-        let out = child.wait_with_output().await.map_err(|e| self.io_error(&script, ssh_words(&e)))?;
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| self.io_error(&script, ssh_words(&e)))?;
         let code = exit_code(out.status);
         if code != 0 {
             return Err(RemoteError::Failed {
@@ -180,7 +203,11 @@ impl Remote for SshRemote {
     }
 
     async fn forward(&self, target: &str) -> Result<SocketAddr, RemoteError> {
-        let err = |reason: String| RemoteError::Forward { host: self.host.clone(), target: target.to_string(), reason };
+        let err = |reason: String| RemoteError::Forward {
+            host: self.host.clone(),
+            target: target.to_string(),
+            reason,
+        };
         let (host, port) = target
             .rsplit_once(':')
             .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
@@ -192,8 +219,15 @@ impl Remote for SshRemote {
             let local = TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
                 .map_err(|e| err(e.to_string()))?;
-            let remote = Socket::TcpSocket { host: host.to_string().into(), port };
-            match self.session().request_port_forward(ForwardType::Local, local, remote).await {
+            let remote = Socket::TcpSocket {
+                host: host.to_string().into(),
+                port,
+            };
+            match self
+                .session()
+                .request_port_forward(ForwardType::Local, local, remote)
+                .await
+            {
                 Ok(()) => return Ok(local),
                 Err(e) => last = ssh_words(&e),
             }

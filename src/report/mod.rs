@@ -84,7 +84,11 @@ impl Printer {
     /// result object on stdout so a pipeline always gets one.
     pub fn error(&self, err: &Error) {
         let text = self.redact(&chain(err));
-        let shown = if text.starts_with("error") { text.clone() } else { format!("error: {text}") };
+        let shown = if text.starts_with("error") {
+            text.clone()
+        } else {
+            format!("error: {text}")
+        };
         let _ = writeln!(std::io::stderr(), "{shown}");
         if self.format == OutputFormat::Json {
             let value = serde_json::json!({

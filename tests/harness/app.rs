@@ -1,0 +1,204 @@
+//! A git repository of a small app (api, worker, redis) whose behaviour per
+//! commit is chosen by the test: healthy or 500, slow to build, slow to start,
+//! Redis late, a line in the logs.
+
+use std::path::{Path, PathBuf};
+
+use super::{git, images, open_tempdir};
+
+/// What the api's health endpoint does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// 200 always.
+    Ok,
+    /// 500 always.
+    Fails,
+    /// 500 until Redis answers PING, then 200 (the incident behind the product).
+    UntilRedis,
+}
+
+/// The app as one commit has it.
+#[derive(Debug, Clone)]
+pub struct Behaviour {
+    /// What `GET /version` answers.
+    pub version: String,
+    pub health: Health,
+    /// `RUN sleep` in the api's Dockerfile.
+    pub slow_build_secs: u32,
+    /// Seconds before the api starts serving.
+    pub slow_start_secs: u32,
+    /// Seconds before redis-server starts.
+    pub redis_delay_secs: u32,
+    /// A line the worker prints when it starts.
+    pub worker_log: Option<String>,
+}
+
+impl Behaviour {
+    /// A healthy release answering `version`.
+    pub fn version(version: &str) -> Behaviour {
+        Behaviour {
+            version: version.to_string(),
+            health: Health::Ok,
+            slow_build_secs: 0,
+            slow_start_secs: 0,
+            redis_delay_secs: 0,
+            worker_log: None,
+        }
+    }
+}
+
+/// The compose file: ports come from API_PORT / REDIS_PORT so hosts sharing one
+/// engine do not collide. `init: true` so stops take milliseconds, not 10 s.
+pub const COMPOSE: &str = r#"version: "3.7"
+services:
+  api:
+    build: ./api
+    init: true
+    ports:
+      - "127.0.0.1:${API_PORT:-18000}:8000"
+    depends_on:
+      - redis
+  worker:
+    build: ./worker
+    init: true
+    depends_on:
+      - redis
+  redis:
+    image: deploy-test/redis:1
+    init: true
+    command: ["sh", "/etc/redis-start.sh"]
+    volumes:
+      - ./redis-start.sh:/etc/redis-start.sh:ro
+    ports:
+      - "127.0.0.1:${REDIS_PORT:-16379}:6379"
+"#;
+
+/// A working copy with commits; removed on drop.
+pub struct AppRepo {
+    pub dir: tempfile::TempDir,
+}
+
+impl AppRepo {
+    /// A repository with one commit of `first`.
+    pub fn new(first: &Behaviour) -> AppRepo {
+        images::ensure();
+        let dir = open_tempdir();
+        git(dir.path(), &["init", "-q", "-b", "main"]);
+        let repo = AppRepo { dir };
+        repo.commit(first);
+        repo
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes the app as `b` describes and commits it; returns the commit id.
+    pub fn commit(&self, b: &Behaviour) -> String {
+        let d = self.path();
+        write(d, "docker-compose.yml", COMPOSE);
+        let slow = if b.slow_build_secs > 0 {
+            format!("RUN sleep {}\n", b.slow_build_secs)
+        } else {
+            String::new()
+        };
+        write(
+            d,
+            "api/Dockerfile",
+            &format!(
+                "FROM {}\n{slow}COPY www /www\nCOPY start.sh /start.sh\nCMD [\"sh\", \"/start.sh\"]\n",
+                images::BUSYBOX
+            ),
+        );
+        write(
+            d,
+            "api/start.sh",
+            &format!("sleep {}\nexec httpd -f -p 8000 -h /www\n", b.slow_start_secs),
+        );
+        write(d, "api/www/version", &format!("{}\n", b.version));
+        let health = match b.health {
+            Health::Ok => "printf 'Content-Type: text/plain\\r\\n\\r\\nok\\n'\n".to_string(),
+            Health::Fails => "printf 'Status: 500 Internal Server Error\\r\\nContent-Type: text/plain\\r\\n\\r\\nboom\\n'\n".to_string(),
+            Health::UntilRedis => "if echo PING | nc -w 1 redis 6379 | grep -q PONG; then\n  printf 'Content-Type: text/plain\\r\\n\\r\\nok\\n'\nelse\n  printf 'Status: 500 Internal Server Error\\r\\nContent-Type: text/plain\\r\\n\\r\\nredis not ready\\n'\nfi\n".to_string(),
+        };
+        write(d, "api/www/cgi-bin/health", &format!("#!/bin/sh\n{health}"));
+        super::set_mode(&d.join("api/www/cgi-bin/health"), 0o755);
+        let log = b
+            .worker_log
+            .as_ref()
+            .map_or(String::new(), |l| format!("echo {}\n", shell_quote(l)));
+        write(
+            d,
+            "worker/Dockerfile",
+            &format!(
+                "FROM {}\nCOPY run.sh /run.sh\nCMD [\"sh\", \"/run.sh\"]\n",
+                images::BUSYBOX
+            ),
+        );
+        write(
+            d,
+            "worker/run.sh",
+            &format!("echo worker {} started\n{log}exec sleep 2147483647\n", b.version),
+        );
+        write(
+            d,
+            "redis-start.sh",
+            &format!(
+                "sleep {}\nexec redis-server --save '' --appendonly no --protected-mode no\n",
+                b.redis_delay_secs
+            ),
+        );
+        git(d, &["add", "-A"]);
+        git(
+            d,
+            &["commit", "-q", "--allow-empty", "-m", &format!("release {}", b.version)],
+        );
+        git(d, &["rev-parse", "HEAD"]).trim().to_string()
+    }
+}
+
+/// A bare repository to push to, by path or over SSH. Removed on drop.
+pub struct BareRemote {
+    pub dir: tempfile::TempDir,
+}
+
+impl BareRemote {
+    /// Owned by the current user, for pushes by path (git refuses other owners' repositories).
+    pub fn new() -> BareRemote {
+        let dir = open_tempdir();
+        git(dir.path(), &["init", "-q", "--bare", "-b", "main", "repo.git"]);
+        BareRemote { dir }
+    }
+
+    /// Owned by the hosts' user, so pushes and fetches over SSH can write to it.
+    pub fn for_ssh() -> BareRemote {
+        super::sshd::ensure_user();
+        let remote = BareRemote::new();
+        super::sh(
+            std::process::Command::new("chown")
+                .arg("-R")
+                .arg(format!("{0}:{0}", super::sshd::USER))
+                .arg(remote.dir.path()),
+        );
+        remote
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("repo.git")
+    }
+
+    /// The URL that reaches it through `host`'s sshd.
+    pub fn ssh_url(&self, port: u16) -> String {
+        format!("ssh://{}@127.0.0.1:{port}{}", super::sshd::USER, self.path().display())
+    }
+}
+
+fn write(dir: &Path, rel: &str, text: &str) {
+    let path = dir.join(rel);
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, text).expect("write");
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}

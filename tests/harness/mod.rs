@@ -1,0 +1,153 @@
+//! Test harness: run the binary, start sshd hosts, build fixture images, make
+//! git repositories. Everything a test starts is stopped and removed on drop.
+
+#![allow(dead_code)] // each test module uses a different part of the harness
+
+pub mod app;
+pub mod images;
+pub mod sshd;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Runs a command and returns stdout; panics with everything it printed if it fails.
+pub fn sh(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `git -C dir args...`, with an identity so commits work on a fresh machine.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    sh(Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        // Repositories here belong to root or to the test user; both are ours.
+        .args([
+            "-c",
+            "safe.directory=*",
+            "-c",
+            "user.name=Deploy Test",
+            "-c",
+            "user.email=test@example.com",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args))
+}
+
+/// Whether `known_hosts` has an entry for 127.0.0.1:`port` (hashed or not).
+pub fn knows_host(known_hosts: &Path, port: u16) -> bool {
+    let out = Command::new("ssh-keygen")
+        .arg("-F")
+        .arg(format!("[127.0.0.1]:{port}"))
+        .arg("-f")
+        .arg(known_hosts)
+        .output()
+        .expect("ssh-keygen");
+    out.status.success() && !out.stdout.is_empty()
+}
+
+/// A run of the `deploy` binary.
+pub struct Test {
+    args: Vec<String>,
+    env: BTreeMap<String, String>,
+    dir: Option<PathBuf>,
+}
+
+/// What a run left.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// stdout and stderr together, for "appears nowhere" assertions.
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+impl Test {
+    pub fn new() -> Test {
+        Test {
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            dir: None,
+        }
+    }
+
+    pub fn arg(mut self, a: impl Into<String>) -> Test {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn args<S: Into<String>>(mut self, a: impl IntoIterator<Item = S>) -> Test {
+        self.args.extend(a.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Test {
+        self.env.insert(k.into(), v.into());
+        self
+    }
+
+    pub fn current_dir(mut self, d: &Path) -> Test {
+        self.dir = Some(d.to_path_buf());
+        self
+    }
+
+    pub fn run(self) -> Run {
+        let mut cmd = assert_cmd::Command::cargo_bin("deploy").expect("the deploy binary is built");
+        cmd.args(&self.args).envs(&self.env).env("NO_COLOR", "1");
+        if let Some(d) = &self.dir {
+            cmd.current_dir(d);
+        }
+        let out = cmd.output().expect("deploy runs");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// The repository's own top directory.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fresh temporary directory others can enter (tests run as root, hosts as the test user).
+pub fn open_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("deploy-test-")
+        .tempdir()
+        .expect("tempdir");
+    set_mode(dir.path(), 0o755);
+    dir
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// Waits for `cond` up to `limit`, polling; panics with `what` if it never holds.
+pub fn wait_for(what: &str, limit: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    let mut delay = std::time::Duration::from_millis(10);
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(std::time::Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,214 @@
+//! sshd hosts on loopback: each with its own port, host key and deploy path,
+//! logging in a dedicated user the way an EC2 `ubuntu` user would.
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use super::{open_tempdir, set_mode, sh};
+
+/// The user the hosts log in: shell /bin/sh (no slow rc files), in the docker group.
+pub const USER: &str = "deploytest";
+
+/// Creates the test user once per run (idempotent across runs).
+pub fn ensure_user() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let exists = Command::new("id")
+            .arg(USER)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !exists {
+            sh(Command::new("useradd").args(["-m", "-s", "/bin/sh", "-G", "docker", USER]));
+            // sshd with UsePAM no refuses a locked account ("!"); "*" has no password yet is not locked.
+            sh(Command::new("usermod").args(["-p", "*", USER]));
+        }
+        let home = PathBuf::from(format!("/home/{USER}"));
+        // Repositories the tests create are owned by root; let git on the host read them.
+        std::fs::write(
+            home.join(".gitconfig"),
+            "[safe]\n\tdirectory = *\n[user]\n\tname = deploytest\n\temail = deploytest@example.com\n",
+        )
+        .expect("write .gitconfig");
+        sh(Command::new("chown")
+            .arg(format!("{USER}:{USER}"))
+            .arg(home.join(".gitconfig")));
+        std::fs::create_dir_all("/run/sshd").expect("mkdir /run/sshd");
+    });
+}
+
+/// The client key every host accepts, made once per target dir.
+pub fn client_key() -> &'static Path {
+    static KEY: OnceLock<PathBuf> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("client-key");
+        let key = dir.join("id_ed25519");
+        if !key.exists() || !dir.join("id_ed25519.pub").exists() {
+            std::fs::create_dir_all(&dir).expect("mkdir client-key");
+            let _ = std::fs::remove_file(&key);
+            sh(Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "deploy-test-client", "-f"])
+                .arg(&key));
+        }
+        set_mode(&key, 0o600);
+        key
+    })
+}
+
+/// A free TCP port on 127.0.0.1 (another process may take it before use; callers retry).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind")
+        .port()
+}
+
+/// One sshd on loopback. Stopped and its files removed on drop.
+pub struct SshHost {
+    pub port: u16,
+    /// Holds the host key, sshd config and log, authorized_keys, and `app/`.
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl SshHost {
+    /// Starts a host with a fresh host key; `app/` under its dir is owned by the test user.
+    pub fn start() -> SshHost {
+        ensure_user();
+        let dir = open_tempdir();
+        let d = dir.path();
+        new_host_key(d);
+        let client_pub = std::fs::read_to_string(format!("{}.pub", client_key().display())).expect("client key");
+        std::fs::write(d.join("authorized_keys"), client_pub).expect("authorized_keys");
+        set_mode(&d.join("authorized_keys"), 0o644);
+        std::fs::create_dir_all(d.join("app")).expect("mkdir app");
+        sh(Command::new("chown").arg(format!("{USER}:{USER}")).arg(d.join("app")));
+        for _ in 0..5 {
+            let port = free_port();
+            if let Some(child) = spawn_sshd(d, port) {
+                return SshHost { port, dir, child };
+            }
+        }
+        panic!(
+            "sshd did not start; log: {}",
+            std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default()
+        );
+    }
+
+    /// The deploy path on this host, owned by the test user.
+    pub fn app_path(&self) -> PathBuf {
+        self.dir.path().join("app")
+    }
+
+    /// The host's public key as known_hosts wants it: `[127.0.0.1]:PORT type base64`.
+    pub fn known_hosts_line(&self) -> String {
+        let public = std::fs::read_to_string(self.dir.path().join("hostkey.pub")).expect("host key");
+        let mut fields = public.split_whitespace();
+        let (kind, data) = (fields.next().expect("type"), fields.next().expect("key"));
+        format!("[127.0.0.1]:{} {kind} {data}", self.port)
+    }
+
+    /// Writes a known_hosts file that trusts this host and returns its path.
+    pub fn known_hosts_file(&self, dir: &Path) -> PathBuf {
+        let path = dir.join(format!("known_hosts-{}", self.port));
+        std::fs::write(&path, format!("{}\n", self.known_hosts_line())).expect("write known_hosts");
+        path
+    }
+
+    /// Replaces the host key (as a reinstalled or impersonated server would) and restarts sshd.
+    pub fn change_host_key(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        new_host_key(self.dir.path());
+        self.child = spawn_sshd(self.dir.path(), self.port).expect("sshd restarts on its port");
+    }
+
+    /// An `[ssh]` table for deploy.toml that reaches this host with the client key.
+    pub fn ssh_toml(&self, known_hosts: &Path, policy: &str) -> String {
+        format!(
+            "[ssh]\nuser = \"{USER}\"\nport = {}\nidentity_file = \"{}\"\nhost_key_policy = \"{policy}\"\nknown_hosts_file = \"{}\"\nconnect_timeout = \"5s\"\n",
+            self.port,
+            client_key().display(),
+            known_hosts.display()
+        )
+    }
+
+    /// A pattern that matches this host's ssh client processes in `pgrep -f`.
+    pub fn client_pattern(&self) -> String {
+        format!("^ssh .*-p {} ", self.port)
+    }
+
+    /// Whether any ssh client process for this host is still running.
+    pub fn ssh_clients_running(&self) -> bool {
+        Command::new("pgrep")
+            .arg("-f")
+            .arg(self.client_pattern())
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for SshHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn new_host_key(dir: &Path) {
+    let key = dir.join("hostkey");
+    let _ = std::fs::remove_file(&key);
+    let _ = std::fs::remove_file(dir.join("hostkey.pub"));
+    sh(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key));
+}
+
+/// Starts sshd on `port` and waits for its banner; `None` if it exited (port taken).
+fn spawn_sshd(dir: &Path, port: u16) -> Option<Child> {
+    let config = format!(
+        "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/hostkey\nAuthorizedKeysFile {d}/authorized_keys\n\
+         PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
+         PidFile {d}/sshd.pid\nPermitRootLogin no\nAllowUsers {USER}\nAllowTcpForwarding yes\n\
+         MaxSessions 100\nMaxStartups 100:30:200\nSubsystem sftp internal-sftp\n",
+        d = dir.display()
+    );
+    std::fs::write(dir.join("sshd_config"), config).expect("sshd_config");
+    let mut child = Command::new("/usr/sbin/sshd")
+        .arg("-D")
+        .arg("-f")
+        .arg(dir.join("sshd_config"))
+        .arg("-E")
+        .arg(dir.join("sshd.log"))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start sshd (is openssh-server installed?)");
+    let mut up = false;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut banner = [0u8; 4];
+            if s.read_exact(&mut banner).is_ok() && &banner == b"SSH-" {
+                up = true;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !up {
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    }
+    Some(child)
+}

@@ -1,0 +1,10 @@
+//! The integration suite: one test binary, driving the real `deploy` binary and
+//! library against real sshd hosts, the Docker engine and git remotes.
+
+mod harness;
+
+mod cli_check;
+mod cli_init;
+mod fixture_app;
+mod git_push;
+mod ssh_transport;
