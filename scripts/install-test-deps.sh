@@ -29,11 +29,5 @@ if ! "$plugin" version 2>/dev/null | grep -q 'v2\.'; then
   install -m 0755 "$bin" "$plugin"
 fi
 
-# The engine: started before the session on this kind of machine; start it where not.
-if ! docker version >/dev/null 2>&1; then
-  echo "starting dockerd"
-  setsid /usr/sbin/dockerd >/var/log/dockerd.log 2>&1 < /dev/null &
-  for _ in $(seq 1 120); do docker version >/dev/null 2>&1 && break; sleep 0.5; done
-  docker version >/dev/null
-fi
+bash "$(dirname "$0")/ensure-docker.sh"
 mkdir -p /run/sshd

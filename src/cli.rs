@@ -18,7 +18,7 @@ Exit codes:
 
 /// Deploy a Docker Compose app to your servers, verify it, and roll back by itself.
 #[derive(Debug, Parser)]
-#[command(name = "deploy", version, after_help = EXIT_CODES)]
+#[command(name = "deploy", version, after_help = EXIT_CODES, override_usage = "deploy [OPTIONS] <ENV>\n       deploy [OPTIONS] <COMMAND>")]
 pub struct Cli {
     /// The config file.
     #[arg(long, global = true, value_name = "PATH", default_value = "deploy.toml")]
@@ -37,6 +37,39 @@ pub struct Cli {
     pub color: Color,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `deploy up` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpArgs {
+    /// The environment.
+    pub env: String,
+    /// The commit to deploy (default: HEAD).
+    #[arg(long, value_name = "REV")]
+    pub rev: Option<String>,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not push (the hosts fetch what the remote already has).
+    #[arg(long)]
+    pub no_push: bool,
+    /// Only these hosts (comma-separated); the rest are left alone.
+    #[arg(long, value_delimiter = ',', value_name = "H1,H2")]
+    pub hosts: Option<Vec<String>>,
+    /// Recorded in the lock and history.
+    #[arg(long, value_name = "TEXT")]
+    pub message: Option<String>,
+    /// Deploy even with uncommitted changes (the commit is deployed, not the changes).
+    #[arg(long)]
+    pub allow_dirty: bool,
+}
+
+/// `deploy lock` actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LockAction {
+    Status,
+    Acquire,
+    Release,
 }
 
 /// Output formats.
@@ -59,6 +92,75 @@ pub enum Color {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Deploy the current commit to ENV (`deploy ENV` is the same).
+    Up(UpArgs),
+    /// Put the previous good release back (or --to RELEASE), from its kept images.
+    Rollback {
+        /// The environment.
+        env: String,
+        /// The release to return to (see `deploy releases`).
+        #[arg(long, value_name = "RELEASE")]
+        to: Option<String>,
+        /// Only these hosts (comma-separated).
+        #[arg(long, value_delimiter = ',', value_name = "H1,H2")]
+        hosts: Option<Vec<String>>,
+        /// Recorded in the lock and history.
+        #[arg(long, value_name = "TEXT")]
+        message: Option<String>,
+    },
+    /// The release history of each host.
+    Releases {
+        /// The environment.
+        env: String,
+    },
+    /// Per host: live release, containers, lock holder.
+    Status {
+        /// The environment.
+        env: String,
+    },
+    /// Look at, take or break the deploy lock.
+    Lock {
+        /// The environment.
+        env: String,
+        /// What to do.
+        #[arg(value_enum)]
+        action: LockAction,
+        /// Release someone else's lock.
+        #[arg(long)]
+        force: bool,
+        /// Why you hold it (acquire).
+        #[arg(long, value_name = "TEXT")]
+        message: Option<String>,
+    },
+    /// Logs of the live release.
+    Logs {
+        /// The environment.
+        env: String,
+        /// One service (default: all).
+        service: Option<String>,
+        /// Lines from the end.
+        #[arg(short = 'n', long = "lines", default_value_t = 100)]
+        lines: u32,
+        /// Keep following.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Run a command in a service of the live release (or on the host without --service).
+    Exec {
+        /// The environment.
+        env: String,
+        /// The compose service to run it in.
+        #[arg(long, value_name = "S")]
+        service: Option<String>,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Prepare hosts: layout, shared files, check docker, compose and git.
+    Setup {
+        /// The environment.
+        env: String,
+    },
     /// Validate deploy.toml without touching any host.
     Check,
     /// Write a commented deploy.toml, prefilled from the compose file here.
@@ -70,4 +172,36 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// The subcommand names, so `deploy prod` can mean `deploy up prod`.
+pub const SUBCOMMANDS: &[&str] = &[
+    "up", "rollback", "releases", "status", "lock", "logs", "exec", "setup", "check", "init", "help",
+];
+
+impl Cli {
+    /// Parses the command line; `deploy ENV ...` is read as `deploy up ENV ...`.
+    pub fn parse_args(args: Vec<std::ffi::OsString>) -> Cli {
+        use clap::Parser;
+        let mut args = args;
+        // Global flags that take a value, so their value is not taken for the ENV.
+        const WITH_VALUE: &[&str] = &["--config", "--output", "--color"];
+        let mut i = 1;
+        while i < args.len() {
+            let a = args[i].to_string_lossy().to_string();
+            if WITH_VALUE.contains(&a.as_str()) {
+                i += 2;
+                continue;
+            }
+            if a.starts_with('-') {
+                i += 1;
+                continue;
+            }
+            if !SUBCOMMANDS.contains(&a.as_str()) {
+                args.insert(i, "up".into());
+            }
+            break;
+        }
+        Cli::parse_from(args)
+    }
 }

@@ -7,10 +7,17 @@
 
 pub mod cli;
 pub mod commands;
+pub mod compose;
 pub mod config;
+pub mod deploy;
 pub mod error;
+pub mod fleet;
 pub mod git;
+pub mod history;
+pub mod interrupt;
 pub mod known_hosts;
+pub mod lock;
+pub mod release;
 pub mod remote;
 pub mod report;
 
@@ -22,6 +29,22 @@ use report::Printer;
 pub fn run(cli: Cli) -> Exit {
     let mut printer = Printer::new(cli.output, cli.verbose, cli.quiet, cli.color);
     let result = match &cli.command {
+        Command::Up(args) => commands::up::run(&cli, &mut printer, args),
+        Command::Rollback { env, to, hosts, message } => {
+            commands::rollback::run(&cli, &mut printer, env, to.as_deref(), hosts.as_deref(), message.as_deref())
+        }
+        Command::Releases { env } => commands::releases::run(&cli, &mut printer, env),
+        Command::Status { env } => commands::status::run(&cli, &mut printer, env),
+        Command::Lock { env, action, force, message } => {
+            commands::lock::run(&cli, &mut printer, env, *action, *force, message.as_deref())
+        }
+        Command::Logs { env, service, lines, follow } => {
+            commands::logs::run(&cli, &mut printer, env, service.as_deref(), *lines, *follow)
+        }
+        Command::Exec { env, service, command } => {
+            commands::exec::run(&cli, &mut printer, env, service.as_deref(), command)
+        }
+        Command::Setup { env } => commands::setup::run(&cli, &mut printer, env),
         Command::Check => commands::check::run(&cli, &mut printer),
         Command::Init { compose_file, force } => commands::init::run(&cli, &printer, compose_file.as_deref(), *force),
     };

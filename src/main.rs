@@ -1,8 +1,6 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = deploy::cli::Cli::parse();
+    let cli = deploy::cli::Cli::parse_args(std::env::args_os().collect());
     deploy::run(cli).into()
 }

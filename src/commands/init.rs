@@ -3,9 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use yaml_rust2::{Yaml, YamlLoader};
-
 use crate::cli::Cli;
+use crate::compose::{services as compose_services, Service};
 use crate::error::{Error, Exit};
 use crate::report::Printer;
 
@@ -72,31 +71,6 @@ pub fn run(cli: &Cli, printer: &Printer, compose_file: Option<&Path>, force: boo
     Ok(Exit::Success)
 }
 
-/// A service of the compose file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Service {
-    /// Its key under `services:`.
-    pub name: String,
-    /// Whether it has a `build:` section.
-    pub builds: bool,
-}
-
-/// The services of a compose file, in file order.
-pub fn compose_services(text: &str) -> Result<Vec<Service>, String> {
-    let docs = YamlLoader::load_from_str(text).map_err(|e| e.to_string())?;
-    let doc = docs.first().ok_or("the file is empty")?;
-    let services = doc["services"].as_hash().ok_or("it has no `services:` section")?;
-    Ok(services
-        .iter()
-        .filter_map(|(k, v)| {
-            Some(Service {
-                name: k.as_str()?.to_string(),
-                builds: !matches!(v["build"], Yaml::BadValue | Yaml::Null),
-            })
-        })
-        .collect())
-}
-
 /// A compose project name from the directory's name: lowercase, `[a-z0-9_-]`.
 fn project_name(dir: &Path) -> String {
     let base = std::path::absolute(dir)
@@ -150,25 +124,6 @@ fn render(name: &str, compose_file: &str, services: &[Service]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_services_and_build_sections() {
-        let yaml = "services:\n  api:\n    build: .\n  redis:\n    image: redis\n";
-        let s = compose_services(yaml).unwrap();
-        assert_eq!(
-            s,
-            vec![
-                Service {
-                    name: "api".into(),
-                    builds: true
-                },
-                Service {
-                    name: "redis".into(),
-                    builds: false
-                }
-            ]
-        );
-    }
 
     #[test]
     fn project_names_are_compose_safe() {

@@ -1,4 +1,105 @@
 //! One module per subcommand; each returns the exit code it ends with.
 
 pub mod check;
+pub mod exec;
 pub mod init;
+pub mod lock;
+pub mod logs;
+pub mod releases;
+pub mod rollback;
+pub mod setup;
+pub mod status;
+pub mod up;
+
+use std::time::Instant;
+
+use crate::cli::Cli;
+use crate::config::{Config, Environment};
+use crate::error::{Error, Exit};
+use crate::fleet::{select_hosts, Fleet};
+use crate::report::events::{Event, HostSummary, Reporter, Summary};
+use crate::report::Printer;
+
+/// Loads deploy.toml and tells the printer its secrets.
+pub fn load(cli: &Cli, printer: &mut Printer) -> Result<Config, Error> {
+    let config = Config::load(&cli.config)?;
+    printer.add_secrets(&config.secrets);
+    Ok(config)
+}
+
+/// The environment called `name`, or a usage error listing the ones there are.
+pub fn environment<'a>(config: &'a Config, name: &str) -> Result<&'a Environment, Error> {
+    config.environment(name).ok_or_else(|| {
+        let known: Vec<&str> = config.environments.keys().map(String::as_str).collect();
+        Error::Usage(format!(
+            "no environment `{name}` in {}; it has {}",
+            config.path.display(),
+            known.join(", ")
+        ))
+    })
+}
+
+/// The async runtime for commands that talk to hosts.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Io { what: "cannot start the async runtime".into(), source: e })
+}
+
+/// Summary of a command that touched hosts.
+pub fn summary(command: &str, env: &str, exit: Exit, started: Instant, hosts: Vec<HostSummary>, error: Option<String>) -> Event {
+    let result = match exit {
+        Exit::Success => "ok",
+        Exit::Failed => "failed",
+        Exit::Usage => "error",
+        Exit::RolledBack => "rolled_back",
+        Exit::RollbackFailed => "rollback_failed",
+        Exit::Locked => "locked",
+        Exit::ChecksFailed => "checks_failed",
+        Exit::Interrupted => "interrupted",
+    };
+    Event::Summary(Summary {
+        command: command.into(),
+        env: env.into(),
+        result: result.into(),
+        exit_code: exit as u8,
+        release: None,
+        commit: None,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        hosts,
+        error,
+    })
+}
+
+/// Connects (and preflights) the selected hosts of `env`, or reports which could
+/// not be reached and returns the exit code for that.
+pub async fn connect(
+    command: &str,
+    env: &Environment,
+    hosts: Option<&[String]>,
+    reporter: &dyn Reporter,
+    started: Instant,
+) -> Result<Result<Fleet, Exit>, Error> {
+    let hosts = select_hosts(env, hosts)?;
+    let failed = |failures: Vec<(String, String)>, what: &str| {
+        let names: Vec<String> = failures.iter().map(|(n, _)| n.clone()).collect();
+        let hosts = failures
+            .into_iter()
+            .map(|(host, e)| HostSummary { host, release: None, outcome: "failed".into(), elapsed_ms: 0, error: Some(e) })
+            .collect();
+        reporter.event(summary(command, &env.name, Exit::Failed, started, hosts, Some(format!("{what}: {}", names.join(", ")))));
+        Exit::Failed
+    };
+    let mut fleet = match Fleet::connect(env, &hosts, reporter).await {
+        Ok(f) => f,
+        Err(failures) => return Ok(Err(failed(failures, "cannot reach"))),
+    };
+    let failures = fleet.preflight(reporter).await;
+    if !failures.is_empty() {
+        fleet.close().await;
+        return Ok(Err(failed(failures, "preflight failed on")));
+    }
+    Ok(Ok(fleet))
+}

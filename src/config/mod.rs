@@ -57,6 +57,8 @@ pub struct Environment {
     pub batch: Option<usize>,
     /// How commands reach the hosts.
     pub transport: TransportKind,
+    /// Compose forced by config; `None`: detected per host.
+    pub compose: Option<crate::compose::Variant>,
 }
 
 /// One server of an environment, with every default filled in.
@@ -455,6 +457,11 @@ impl Checker<'_> {
             parallel: *spec.parallel.get_ref() as usize,
             batch: spec.batch.as_ref().map(|b| *b.get_ref() as usize),
             transport: spec.transport,
+            compose: match spec.compose {
+                schema::ComposeChoice::Auto => None,
+                schema::ComposeChoice::V1 => Some(crate::compose::Variant::V1),
+                schema::ComposeChoice::V2 => Some(crate::compose::Variant::V2),
+            },
         })
     }
 

@@ -53,6 +53,13 @@ pub struct App {
     /// Run `compose down` before `up` (apps that cannot run two versions at once).
     #[serde(default)]
     pub down_before_up: bool,
+    /// A lock whose holder stopped extending it expires after this long.
+    #[serde(default = "default_lock_timeout")]
+    pub lock_timeout: Duration,
+}
+
+fn default_lock_timeout() -> Duration {
+    Duration(std::time::Duration::from_secs(15 * 60))
 }
 
 fn default_compose_files() -> Vec<Text> {
@@ -190,6 +197,19 @@ pub struct EnvironmentSpec {
     pub batch: Option<Spanned<u32>>,
     #[serde(default)]
     pub transport: TransportKind,
+    /// Which Compose to use on the hosts; `auto` prefers v2 where both exist.
+    #[serde(default)]
+    pub compose: ComposeChoice,
+}
+
+/// `compose = "auto" | "v1" | "v2"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ComposeChoice {
+    #[default]
+    Auto,
+    V1,
+    V2,
 }
 
 fn default_parallel() -> Spanned<u32> {

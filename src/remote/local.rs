@@ -27,7 +27,9 @@ impl LocalRemote {
 
     fn command(&self, script: &Script, timeout: Option<Duration>) -> Command {
         let mut cmd = Command::new("sh");
-        cmd.arg("-c").arg(quote::wrap(script, timeout)).kill_on_drop(true);
+        // Its own process group, as sshd gives a remote command its own session: a
+        // Ctrl-C at the terminal reaches deploy, which stops the work itself.
+        cmd.arg("-c").arg(quote::wrap(script, timeout)).kill_on_drop(true).process_group(0);
         cmd
     }
 
@@ -101,6 +103,10 @@ impl Remote for LocalRemote {
             return Err(self.timed_out(script, timeout.unwrap_or_default()));
         }
         Ok(code)
+    }
+
+    async fn close(self: Box<Self>) -> Result<(), RemoteError> {
+        Ok(())
     }
 
     async fn upload(&self, bytes: &[u8], path: &str, mode: u32) -> Result<(), RemoteError> {

@@ -102,6 +102,9 @@ pub trait Remote: Send + Sync {
     /// Makes `target` (`host:port` as seen from the host) reachable at a local address.
     async fn forward(&self, target: &str) -> Result<SocketAddr, RemoteError>;
 
+    /// Ends the connection (closes the SSH master); a no-op for local.
+    async fn close(self: Box<Self>) -> Result<(), RemoteError>;
+
     /// Runs `script` and requires exit 0.
     async fn check(&self, script: &Script, timeout: Option<Duration>) -> Result<Output, RemoteError> {
         let out = self.run(script, timeout).await?;
@@ -115,6 +118,14 @@ pub trait Remote: Send + Sync {
                 stderr: tail(&out.stderr, 20),
             })
         }
+    }
+}
+
+/// Connects to `host` with the environment's transport.
+pub async fn connect(transport: crate::config::TransportKind, host: &crate::config::Host) -> Result<Box<dyn Remote>, RemoteError> {
+    match transport {
+        crate::config::TransportKind::Local => Ok(Box::new(local::LocalRemote::new(host.name.clone()))),
+        crate::config::TransportKind::Ssh => Ok(Box::new(ssh::SshRemote::connect(host).await?)),
     }
 }
 

@@ -140,6 +140,15 @@ impl Cmd {
         self.render(|w| quote(w.expose()))
     }
 
+    /// The whole command as one word, for a shell that runs it (`sh -c <word>`);
+    /// secret if any part of it is.
+    pub fn as_word(&self) -> Word {
+        let secret = self.args.iter().chain(std::iter::once(&self.program)).any(|w| w.secret)
+            || self.env.iter().any(|(_, w)| w.secret)
+            || self.cwd.as_ref().is_some_and(|w| w.secret);
+        Word { value: self.to_shell(), secret }
+    }
+
     /// The command as a person may see it: secrets replaced by a marker.
     pub fn display(&self) -> String {
         self.render(|w| {

@@ -79,6 +79,10 @@ impl SshRemote {
 
     /// Closes the master connection and removes its control directory.
     pub async fn close(mut self) -> Result<(), RemoteError> {
+        self.shutdown().await
+    }
+
+    async fn shutdown(&mut self) -> Result<(), RemoteError> {
         match self.session.take() {
             Some(s) => s.close().await.map_err(|e| RemoteError::Io {
                 host: self.host.clone(),
@@ -175,6 +179,10 @@ impl Remote for SshRemote {
             return Err(self.timed_out(script, timeout.unwrap_or_default()));
         }
         Ok(code)
+    }
+
+    async fn close(mut self: Box<Self>) -> Result<(), RemoteError> {
+        self.shutdown().await
     }
 
     async fn upload(&self, bytes: &[u8], path: &str, mode: u32) -> Result<(), RemoteError> {

@@ -1,6 +1,9 @@
 //! All output goes through here: the printer knows the output format, quiet and
 //! verbose, and scrubs every secret from what it prints.
 
+pub mod events;
+pub mod progress;
+
 use std::io::{IsTerminal, Write};
 
 use crate::cli::{Color, OutputFormat};
@@ -45,6 +48,18 @@ impl Printer {
     /// Whether colors are on.
     pub fn color(&self) -> bool {
         self.color
+    }
+
+    /// The reporter for a run's events: JSON lines, live lines on a TTY, or plain lines.
+    pub fn reporter(&self) -> Box<dyn events::Reporter> {
+        let secrets = self.secrets.clone();
+        match self.format {
+            OutputFormat::Json => Box::new(progress::JsonReporter { secrets }),
+            OutputFormat::Human if std::io::stderr().is_terminal() && self.verbosity >= 0 => {
+                Box::new(progress::LiveReporter::new(secrets))
+            }
+            OutputFormat::Human => Box::new(progress::PlainReporter { secrets, quiet: self.verbosity < 0 }),
+        }
     }
 
     /// Replaces every secret value in `text`.

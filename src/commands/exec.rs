@@ -1,0 +1,65 @@
+//! `deploy exec <ENV> [--service S] -- CMD...`: a command in a service of the live
+//! release (`compose exec -T`), or on the host in the live release's directory.
+
+use std::time::Instant;
+
+use crate::cli::Cli;
+use crate::error::{Error, Exit};
+use crate::remote::{Cmd, Stream};
+use crate::report::events::{Event, HostSummary};
+use crate::report::Printer;
+
+/// Runs the command on every host; exit 0 if it succeeded everywhere, 1 if not.
+pub fn run(cli: &Cli, printer: &mut Printer, env: &str, service: Option<&str>, command: &[String]) -> Result<Exit, Error> {
+    let config = super::load(cli, printer)?;
+    let env = super::environment(&config, env)?;
+    let (program, args) = command.split_first().ok_or_else(|| Error::Usage("exec needs a command after --".into()))?;
+    super::runtime()?.block_on(async {
+        let reporter = printer.reporter();
+        let reporter = reporter.as_ref();
+        let started = Instant::now();
+        let fleet = match super::connect("exec", env, None, reporter, started).await? {
+            Ok(f) => f,
+            Err(exit) => return Ok(exit),
+        };
+        let results = fleet
+            .for_each(|m| {
+                let config = &config;
+                async move {
+                    let Some(current) = &m.current else {
+                        return Err("no release is live here".to_string());
+                    };
+                    let cmd = match service {
+                        Some(s) => m.compose(config, current).cmd(["exec", "-T", s]).arg(program).args(args.iter()),
+                        None => Cmd::new(program).args(args.iter()).current_dir(m.layout.release(current)),
+                    };
+                    let host = m.host.name.clone();
+                    let mut sink = |s: Stream, line: &str| {
+                        reporter.event(Event::Output {
+                            host: host.clone(),
+                            stream: if s == Stream::Stdout { "stdout" } else { "stderr" }.into(),
+                            line: line.to_string(),
+                        })
+                    };
+                    let code = m.remote.stream(&cmd.into(), None, &mut sink).await.map_err(|e| e.to_string())?;
+                    if code == 0 { Ok(()) } else { Err(format!("exited with {code}")) }
+                }
+            })
+            .await;
+        let mut exit = Exit::Success;
+        let hosts = fleet
+            .members
+            .iter()
+            .zip(results)
+            .map(|(m, r)| {
+                if r.is_err() {
+                    exit = Exit::Failed;
+                }
+                HostSummary { host: m.host.name.clone(), release: m.current.clone(), outcome: if r.is_ok() { "ok" } else { "failed" }.into(), elapsed_ms: 0, error: r.err() }
+            })
+            .collect();
+        fleet.close().await;
+        reporter.event(super::summary("exec", &env.name, exit, started, hosts, None));
+        Ok(exit)
+    })
+}

@@ -1,0 +1,75 @@
+//! `deploy logs <ENV> [SERVICE] [-n LINES] [-f]`: the live release's logs, every host.
+
+use std::time::Instant;
+
+use crate::cli::Cli;
+use crate::error::{Error, Exit};
+use crate::interrupt::Interrupt;
+use crate::remote::Stream;
+use crate::report::events::{Event, HostSummary};
+use crate::report::Printer;
+
+/// Streams logs, each line tagged with its host.
+pub fn run(cli: &Cli, printer: &mut Printer, env: &str, service: Option<&str>, lines: u32, follow: bool) -> Result<Exit, Error> {
+    let config = super::load(cli, printer)?;
+    let env = super::environment(&config, env)?;
+    super::runtime()?.block_on(async {
+        let interrupt = Interrupt::install();
+        let reporter = printer.reporter();
+        let reporter = reporter.as_ref();
+        let started = Instant::now();
+        let fleet = match super::connect("logs", env, None, reporter, started).await? {
+            Ok(f) => f,
+            Err(exit) => return Ok(exit),
+        };
+        let work = fleet.for_each(|m| {
+            let config = &config;
+            async move {
+                let Some(current) = &m.current else {
+                    return Err("no release is live here".to_string());
+                };
+                let mut args = vec!["logs".to_string(), "--no-color".into(), "--tail".into(), lines.to_string()];
+                if follow {
+                    args.push("--follow".into());
+                }
+                args.extend(service.map(str::to_string));
+                let cmd = m.compose(config, current).cmd(args);
+                let host = m.host.name.clone();
+                let mut sink = |s: Stream, line: &str| {
+                    reporter.event(Event::Output {
+                        host: host.clone(),
+                        stream: if s == Stream::Stdout { "stdout" } else { "stderr" }.into(),
+                        line: line.to_string(),
+                    })
+                };
+                let code = m.remote.stream(&cmd.into(), None, &mut sink).await.map_err(|e| e.to_string())?;
+                if code == 0 { Ok(()) } else { Err(format!("compose logs exited with {code}")) }
+            }
+        });
+        let results = tokio::select! {
+            r = work => Some(r),
+            _ = interrupt.wait() => None,
+        };
+        let (exit, hosts) = match results {
+            None => (Exit::Interrupted, Vec::new()),
+            Some(results) => {
+                let mut exit = Exit::Success;
+                let hosts = fleet
+                    .members
+                    .iter()
+                    .zip(results)
+                    .map(|(m, r)| {
+                        if r.is_err() {
+                            exit = Exit::Failed;
+                        }
+                        HostSummary { host: m.host.name.clone(), release: m.current.clone(), outcome: if r.is_ok() { "ok" } else { "failed" }.into(), elapsed_ms: 0, error: r.err() }
+                    })
+                    .collect();
+                (exit, hosts)
+            }
+        };
+        fleet.close().await;
+        reporter.event(super::summary("logs", &env.name, exit, started, hosts, None));
+        Ok(exit)
+    })
+}

@@ -1,0 +1,66 @@
+//! `deploy status <ENV>`: per host, the live release, its containers and the lock holder.
+
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::cli::Cli;
+use crate::compose;
+use crate::error::{Error, Exit};
+use crate::fleet::QUICK_TIMEOUT;
+use crate::lock;
+use crate::report::events::{Event, HostSummary};
+use crate::report::Printer;
+
+/// Shows what runs where.
+pub fn run(cli: &Cli, printer: &mut Printer, env: &str) -> Result<Exit, Error> {
+    let config = super::load(cli, printer)?;
+    let env = super::environment(&config, env)?;
+    super::runtime()?.block_on(async {
+        let reporter = printer.reporter();
+        let reporter = reporter.as_ref();
+        let started = Instant::now();
+        let fleet = match super::connect("status", env, None, reporter, started).await? {
+            Ok(f) => f,
+            Err(exit) => return Ok(exit),
+        };
+        let found = fleet
+            .for_each(|m| async move {
+                let ps = m.remote.check(&compose::ps_cmd(&m.host.project).into(), Some(QUICK_TIMEOUT)).await?;
+                let lk = m.remote.check(&lock::status(&m.layout).into(), Some(QUICK_TIMEOUT)).await?;
+                Ok::<_, crate::remote::RemoteError>((compose::parse_ps(&ps.stdout), lock::parse_status(&lk.stdout)))
+            })
+            .await;
+        let mut hosts = Vec::new();
+        let mut exit = Exit::Success;
+        for (m, r) in fleet.members.iter().zip(found) {
+            match r {
+                Ok((containers, holder)) => {
+                    let mut text = format!("release {}\n", m.current.as_deref().unwrap_or("none"));
+                    for c in &containers {
+                        text.push_str(&format!("  {:<12} {:<10} {}\n", c.service, c.state, c.status));
+                    }
+                    text.push_str(&match &holder {
+                        None => "lock: free\n".to_string(),
+                        Some(Some(info)) => format!("lock: held by {}\n", info.describe()),
+                        Some(None) => "lock: held (no info)\n".to_string(),
+                    });
+                    reporter.event(Event::Data {
+                        host: m.host.name.clone(),
+                        kind: "status".into(),
+                        data: json!({ "current": m.current, "containers": containers, "lock": holder.map(|h| h) }),
+                        text,
+                    });
+                    hosts.push(HostSummary { host: m.host.name.clone(), release: m.current.clone(), outcome: "ok".into(), elapsed_ms: 0, error: None });
+                }
+                Err(e) => {
+                    exit = Exit::Failed;
+                    hosts.push(HostSummary { host: m.host.name.clone(), release: m.current.clone(), outcome: "failed".into(), elapsed_ms: 0, error: Some(e.to_string()) });
+                }
+            }
+        }
+        fleet.close().await;
+        reporter.event(super::summary("status", &env.name, exit, started, hosts, None));
+        Ok(exit)
+    })
+}

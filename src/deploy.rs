@@ -1,0 +1,592 @@
+//! `deploy <ENV>`: the pipeline across hosts. Preflight and lock every host,
+//! push, stage and build the new release while the old one serves, switch
+//! (batch by batch), record, prune, unlock. A failed switch puts the previous
+//! release back; Ctrl-C stops cleanly.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::stream::{self, StreamExt};
+
+use crate::compose::{self, OVERRIDE_FILE};
+use crate::config::{Config, Environment, Strategy};
+use crate::error::{Error, Exit};
+use crate::fleet::{select_hosts, step, Fleet, Member, QUICK_TIMEOUT, STEP_TIMEOUT};
+use crate::git::{Commit, PushAuth, Repo};
+use crate::history::{self, Entry, Outcome};
+use crate::interrupt::Interrupt;
+use crate::known_hosts::KnownHosts;
+use crate::lock::{self, LockInfo};
+use crate::release::{self, release_id};
+use crate::report::events::{Event, HostSummary, Reporter, Step, Summary};
+
+/// A build may take long, but not forever.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// The flags of `deploy up`.
+#[derive(Debug, Clone, Default)]
+pub struct UpOptions {
+    pub rev: Option<String>,
+    pub dry_run: bool,
+    pub no_push: bool,
+    pub hosts: Option<Vec<String>>,
+    pub message: Option<String>,
+    pub allow_dirty: bool,
+}
+
+/// What the run will deploy, worked out locally before any host is touched.
+struct Plan {
+    commit: Commit,
+    release: String,
+    build: Vec<String>,
+    /// `strategy = "git"`: what hosts fetch from.
+    fetch_url: Option<String>,
+    /// `strategy = "upload"`: the commit's files.
+    tar: Option<Vec<u8>>,
+}
+
+/// Where one host got to.
+#[derive(Debug, Clone)]
+struct HostState {
+    name: String,
+    previous: Option<String>,
+    staged: bool,
+    switched: bool,
+    live: Option<String>,
+    outcome: &'static str,
+    error: Option<String>,
+    started: Instant,
+}
+
+/// The directory deploy.toml is in: the app's repository.
+pub fn config_dir(config: &Config) -> std::path::PathBuf {
+    match config.path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    }
+}
+
+/// The services to build: `[app] build`, or every service with `build:` in the commit's compose files.
+fn services_to_build(config: &Config, repo: &Repo, commit: &Commit) -> Result<Vec<String>, Error> {
+    if let Some(list) = &config.app.build {
+        return Ok(list.iter().map(|s| s.expose().to_string()).collect());
+    }
+    let mut out: Vec<String> = Vec::new();
+    for file in &config.app.compose_files {
+        let text = repo.read_file(commit, file.expose())?.ok_or_else(|| {
+            Error::Usage(format!("commit {} has no {} (app.compose_files)", commit.short, file.expose()))
+        })?;
+        let services = compose::services(&text)
+            .map_err(|e| Error::Usage(format!("{} in commit {}: {e}", file.expose(), commit.short)))?;
+        for s in services.into_iter().filter(|s| s.builds) {
+            if !out.contains(&s.name) {
+                out.push(s.name);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `deploy up`. Errors before anything starts (config, git) are returned;
+/// everything after ends in a summary event and an exit code.
+pub async fn up(
+    config: &Config,
+    env: &Environment,
+    opts: &UpOptions,
+    reporter: &dyn Reporter,
+    interrupt: &Interrupt,
+) -> Result<Exit, Error> {
+    let started = Instant::now();
+    let hosts = select_hosts(env, opts.hosts.as_deref())?;
+    let repo = Repo::discover(&config_dir(config))?;
+    if !opts.allow_dirty {
+        repo.require_clean()?;
+    }
+    let commit = repo.resolve(opts.rev.as_deref().unwrap_or("HEAD"))?;
+    let build = services_to_build(config, &repo, &commit)?;
+    let branch = config.source.branch.expose();
+    let (fetch_url, tar) = match config.source.strategy {
+        Strategy::Git => {
+            let url = match &config.source.fetch_url {
+                Some(u) => u.expose().to_string(),
+                None => repo.remote_url(config.source.remote.expose())?,
+            };
+            if !opts.no_push && !repo.branch_contains(branch, &commit)? {
+                return Err(Error::Usage(format!(
+                    "commit {} is not on branch `{branch}`, which is what gets pushed; deploy a commit of `{branch}` or pass --no-push",
+                    commit.short
+                )));
+            }
+            (Some(url), None)
+        }
+        Strategy::Upload => (None, Some(repo.archive(&commit)?)),
+    };
+    let plan = Plan { release: release_id(SystemTime::now(), &commit.short), commit, build, fetch_url, tar };
+
+    reporter.event(Event::Start {
+        command: "deploy".into(),
+        env: env.name.clone(),
+        hosts: hosts.iter().map(|h| h.name.clone()).collect(),
+        release: Some(plan.release.clone()),
+        commit: Some(plan.commit.id.clone()),
+    });
+    if hosts.len() < env.hosts.len() {
+        let left: Vec<&str> = env.hosts.iter().filter(|h| !hosts.iter().any(|s| s.name == h.name)).map(|h| h.name.as_str()).collect();
+        reporter.event(Event::Warning { host: None, message: format!("--hosts: left alone: {}", left.join(", ")) });
+    }
+
+    let finish = |result: &str, exit: Exit, states: &[HostState], error: Option<String>| {
+        reporter.event(Event::Summary(Summary {
+            command: "deploy".into(),
+            env: env.name.clone(),
+            result: result.into(),
+            exit_code: exit as u8,
+            release: Some(plan.release.clone()),
+            commit: Some(plan.commit.id.clone()),
+            elapsed_ms: started.elapsed().as_millis() as u64,
+            hosts: states
+                .iter()
+                .map(|s| HostSummary {
+                    host: s.name.clone(),
+                    release: s.live.clone(),
+                    outcome: s.outcome.into(),
+                    elapsed_ms: s.started.elapsed().as_millis() as u64,
+                    error: s.error.clone(),
+                })
+                .collect(),
+            error,
+        }));
+        exit
+    };
+    let mut states: Vec<HostState> = hosts
+        .iter()
+        .map(|h| HostState {
+            name: h.name.clone(),
+            previous: None,
+            staged: false,
+            switched: false,
+            live: None,
+            outcome: "unchanged",
+            error: None,
+            started: Instant::now(),
+        })
+        .collect();
+    let fail_hosts = |states: &mut [HostState], failures: &[(String, String)]| {
+        for (name, e) in failures {
+            if let Some(s) = states.iter_mut().find(|s| &s.name == name) {
+                s.outcome = "failed";
+                s.error = Some(e.clone());
+            }
+        }
+    };
+
+    // 1. Preflight: connect, look, change nothing.
+    let mut fleet = match Fleet::connect(env, &hosts, reporter).await {
+        Ok(f) => f,
+        Err(failures) => {
+            fail_hosts(&mut states, &failures);
+            let names: Vec<&str> = failures.iter().map(|(n, _)| n.as_str()).collect();
+            return Ok(finish("failed", Exit::Failed, &states, Some(format!("cannot reach {}; no host was changed", names.join(", ")))));
+        }
+    };
+    let mut failures = fleet.preflight(reporter).await;
+    if config.source.strategy == Strategy::Git {
+        for m in fleet.members.iter().filter(|m| !m.git) {
+            failures.push((m.host.name.clone(), "git is not installed (strategy = \"git\" needs it; or use strategy = \"upload\")".into()));
+        }
+    }
+    for (s, m) in states.iter_mut().zip(&fleet.members) {
+        s.previous = m.current.clone();
+        s.live = m.current.clone();
+    }
+    if !failures.is_empty() {
+        fail_hosts(&mut states, &failures);
+        fleet.close().await;
+        return Ok(finish("failed", Exit::Failed, &states, Some("preflight failed; no host was changed".into())));
+    }
+    if opts.dry_run {
+        describe_plan(config, &fleet, &plan, reporter);
+        fleet.close().await;
+        return Ok(finish("dry_run", Exit::Success, &states, None));
+    }
+    if interrupt.is_set() {
+        fleet.close().await;
+        return Ok(finish("interrupted", Exit::Interrupted, &states, None));
+    }
+
+    // 2. Lock every host before changing any.
+    let ttl = config.app.lock_timeout.0.as_secs().max(1);
+    let info = LockInfo {
+        holder: lock::whoami(),
+        message: opts.message.clone().unwrap_or_else(|| format!("deploy {} ({})", plan.commit.short, plan.release)),
+        commit: Some(plan.commit.id.clone()),
+        token: lock::new_token(),
+        since: 0,
+        expires: 0,
+    };
+    let ours = match fleet.lock(&info, ttl, reporter).await {
+        Ok(ours) => ours,
+        Err(refused) => {
+            fleet.close().await;
+            fail_hosts(&mut states, &refused.errors);
+            return Ok(match refused.held.is_empty() {
+                true => finish("failed", Exit::Failed, &states, Some("could not take the lock; no host was changed".into())),
+                false => finish("locked", Exit::Locked, &states, Some(format!("another deploy holds the lock: {}", refused.held.join("; ")))),
+            });
+        }
+    };
+
+    // 3. The work, under the lock; the lock is extended while it runs.
+    let (result, exit, error) = {
+        let work = work(config, env, opts, &repo, &fleet, &plan, &mut states, reporter, interrupt);
+        let keeper = fleet.keep_locks(&info.token, ttl);
+        tokio::select! {
+            r = work => r,
+            _ = keeper => unreachable!("the lock keeper never ends"),
+        }
+    };
+
+    // 4. Unlock and close, whatever happened.
+    fleet.unlock(&ours, &info.token, reporter).await;
+    fleet.close().await;
+    Ok(finish(result, exit, &states, error))
+}
+
+/// Push, stage, switch, record, prune. Returns (result, exit code, error).
+#[allow(clippy::too_many_arguments)]
+async fn work(
+    config: &Config,
+    env: &Environment,
+    opts: &UpOptions,
+    repo: &Repo,
+    fleet: &Fleet,
+    plan: &Plan,
+    states: &mut [HostState],
+    reporter: &dyn Reporter,
+    interrupt: &Interrupt,
+) -> (&'static str, Exit, Option<String>) {
+    let id = plan.release.as_str();
+
+    // Push.
+    if config.source.strategy == Strategy::Git && !opts.no_push {
+        let auth = push_auth(config, env);
+        let remote = config.source.remote.expose();
+        let branch = config.source.branch.expose();
+        if let Err(e) = step(reporter, "local", Step::Push, async { repo.push(remote, branch, &auth) }).await {
+            return ("failed", Exit::Failed, Some(e));
+        }
+    }
+
+    // Stage and build on every host while the old release serves.
+    let staging = fleet.for_each(|m| stage(config, m, plan, reporter));
+    let results = tokio::select! {
+        r = staging => Some(r),
+        _ = interrupt.wait() => None,
+    };
+    let Some(results) = results else {
+        discard(config, fleet, id, reporter).await;
+        record(config, fleet, states, plan, Outcome::Interrupted, opts, reporter).await;
+        return ("interrupted", Exit::Interrupted, Some("interrupted before the switch; every host is still on its previous release".into()));
+    };
+    let mut stage_failed = false;
+    for (s, r) in states.iter_mut().zip(results) {
+        match r {
+            Ok(()) => s.staged = true,
+            Err(e) => {
+                s.outcome = "failed";
+                s.error = Some(e);
+                stage_failed = true;
+            }
+        }
+    }
+    if stage_failed {
+        discard(config, fleet, id, reporter).await;
+        record(config, fleet, states, plan, Outcome::Failed, opts, reporter).await;
+        return ("failed", Exit::Failed, Some("staging failed; no host was changed".into()));
+    }
+    if interrupt.is_set() {
+        discard(config, fleet, id, reporter).await;
+        return ("interrupted", Exit::Interrupted, Some("interrupted before the switch; every host is still on its previous release".into()));
+    }
+
+    // Switch, batch by batch. A switch in progress is never abandoned half-way.
+    let batch = env.batch.unwrap_or(fleet.members.len()).max(1);
+    let indices: Vec<usize> = (0..fleet.members.len()).collect();
+    let mut failure: Option<String> = None;
+    let mut interrupted = false;
+    for chunk in indices.chunks(batch) {
+        if interrupt.is_set() {
+            interrupted = true;
+            break;
+        }
+        let results: Vec<(usize, Result<(), String>)> = stream::iter(chunk.iter().copied())
+            .map(|i| async move {
+                let m = &fleet.members[i];
+                (i, step(reporter, &m.host.name, Step::Switch, switch(config, m, id)).await)
+            })
+            .buffer_unordered(fleet.env.parallel.max(1))
+            .collect()
+            .await;
+        for (i, r) in results {
+            // A failed `up` may have replaced some containers: treat it as switched so it is restored.
+            states[i].switched = true;
+            match r {
+                Ok(()) => {
+                    states[i].live = Some(id.to_string());
+                    states[i].outcome = "deployed";
+                }
+                Err(e) => {
+                    states[i].error = Some(e.clone());
+                    failure.get_or_insert(format!("{}: {e}", states[i].name));
+                }
+            }
+        }
+        if failure.is_some() {
+            break;
+        }
+    }
+    if failure.is_some() || interrupted {
+        let restored = restore_switched(config, fleet, states, reporter).await;
+        let outcome = if restored { Outcome::RolledBack } else { Outcome::RollbackFailed };
+        record(config, fleet, states, plan, if interrupted { Outcome::Interrupted } else { outcome }, opts, reporter).await;
+        return match (interrupted, restored) {
+            (true, _) => ("interrupted", Exit::Interrupted, Some("interrupted during the switch; switched hosts were put back".into())),
+            (false, true) => ("rolled_back", Exit::RolledBack, failure),
+            (false, false) => (
+                "rollback_failed",
+                Exit::RollbackFailed,
+                Some(format!("{}; putting the previous release back failed too: a person must look now", failure.unwrap_or_default())),
+            ),
+        };
+    }
+
+    // Record and prune.
+    record(config, fleet, states, plan, Outcome::Deployed, opts, reporter).await;
+    prune(config, fleet, id, reporter).await;
+    if interrupt.is_set() {
+        return ("interrupted", Exit::Interrupted, Some("interrupted after every host switched; the new release is live".into()));
+    }
+    ("ok", Exit::Success, None)
+}
+
+/// How pushes authenticate and check host keys: the `[ssh]` settings of the environment.
+fn push_auth(config: &Config, env: &Environment) -> PushAuth {
+    let _ = config;
+    let ssh = env.hosts.first().map(|h| h.ssh.clone());
+    PushAuth {
+        known_hosts: KnownHosts::new(
+            ssh.as_ref().and_then(|s| s.known_hosts_file.as_deref()),
+            ssh.as_ref().map(|s| s.host_key_policy).unwrap_or_default(),
+        ),
+        identity_file: ssh.and_then(|s| s.identity_file),
+    }
+}
+
+fn pid_file(m: &Member, id: &str) -> String {
+    format!("{}/build-{id}.pid", m.layout.state())
+}
+
+/// Puts release `id` on the host and builds it; the live release is not touched.
+async fn stage(config: &Config, m: &Member, plan: &Plan, reporter: &dyn Reporter) -> Result<(), String> {
+    let id = plan.release.as_str();
+    let host = m.host.name.as_str();
+    let r = &m.remote;
+    let transfer = async {
+        r.check(&release::prepare(&m.layout).into(), Some(QUICK_TIMEOUT)).await?;
+        match (&plan.fetch_url, &plan.tar) {
+            (Some(url), _) => {
+                r.check(&release::fetch_and_export(&m.layout, url, &plan.commit.id, id).into(), Some(STEP_TIMEOUT)).await?;
+            }
+            (None, Some(tar)) => {
+                r.upload(tar, &m.layout.upload(id), 0o600).await?;
+                r.check(&release::extract_upload(&m.layout, id).into(), Some(STEP_TIMEOUT)).await?;
+            }
+            (None, None) => unreachable!("a plan has a URL or a tar"),
+        }
+        let shared: Vec<String> = config.app.shared_files.iter().map(|f| f.expose().to_string()).collect();
+        if !shared.is_empty() {
+            r.check(&release::link_shared(&m.layout, id, &shared).into(), Some(QUICK_TIMEOUT)).await?;
+        }
+        let text = compose::override_file(&m.host.project, &plan.build, id);
+        r.upload(text.as_bytes(), &format!("{}/{OVERRIDE_FILE}", m.layout.release(id)), 0o644).await?;
+        Ok::<(), crate::remote::RemoteError>(())
+    };
+    let fetch_step = if plan.fetch_url.is_some() { Step::Fetch } else { Step::Upload };
+    step(reporter, host, fetch_step, transfer).await?;
+    if plan.build.is_empty() {
+        return Ok(());
+    }
+    let compose = m.compose(config, id);
+    let mut args = vec!["build".to_string()];
+    if config.app.no_cache {
+        args.push("--no-cache".into());
+    }
+    args.extend(plan.build.iter().cloned());
+    let build = release::tracked(&compose.cmd(args), &pid_file(m, id));
+    step(reporter, host, Step::Build, async {
+        let out = r.run(&build.into(), Some(BUILD_TIMEOUT)).await.map_err(|e| e.to_string())?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(format!("compose build exited with {}:\n{}", out.code, crate::remote::tail(&format!("{}{}", out.stdout, out.stderr), 30)))
+        }
+    })
+    .await
+}
+
+/// `up -d` of release `id`, then `current` points at it.
+async fn switch(config: &Config, m: &Member, id: &str) -> Result<(), crate::remote::RemoteError> {
+    if config.app.down_before_up {
+        if let Some(prev) = &m.current {
+            m.remote.check(&m.compose(config, prev).cmd(["down", "--remove-orphans"]).into(), Some(STEP_TIMEOUT)).await?;
+        }
+    }
+    m.remote.check(&m.compose(config, id).cmd(["up", "-d", "--remove-orphans", "--no-build"]).into(), Some(STEP_TIMEOUT)).await?;
+    m.remote.check(&release::point_current(&m.layout, id).into(), Some(QUICK_TIMEOUT)).await?;
+    Ok(())
+}
+
+/// Makes release `target` live again from its kept images: no build.
+pub async fn activate(config: &Config, m: &Member, target: &str) -> Result<(), crate::remote::RemoteError> {
+    m.remote.check(&m.compose(config, target).cmd(["up", "-d", "--remove-orphans", "--no-build"]).into(), Some(STEP_TIMEOUT)).await?;
+    m.remote.check(&release::point_current(&m.layout, target).into(), Some(QUICK_TIMEOUT)).await?;
+    Ok(())
+}
+
+/// Puts every switched host back on its previous release; true if all of them are.
+async fn restore_switched(config: &Config, fleet: &Fleet, states: &mut [HostState], reporter: &dyn Reporter) -> bool {
+    let todo: Vec<usize> = states.iter().enumerate().filter(|(_, s)| s.switched).map(|(i, _)| i).collect();
+    let results: Vec<(usize, Result<(), String>)> = stream::iter(todo)
+        .map(|i| {
+            let prev = states[i].previous.clone();
+            async move {
+                let m = &fleet.members[i];
+                let r = step(reporter, &m.host.name, Step::Rollback, async {
+                    match &prev {
+                        Some(p) => activate(config, m, p).await.map_err(|e| e.to_string()),
+                        None => Err("this was the host's first deploy: there is no previous release to put back".to_string()),
+                    }
+                })
+                .await;
+                (i, r)
+            }
+        })
+        .buffer_unordered(fleet.env.parallel.max(1))
+        .collect()
+        .await;
+    let mut all = true;
+    for (i, r) in results {
+        match r {
+            Ok(()) => {
+                states[i].live = states[i].previous.clone();
+                states[i].outcome = "rolled_back";
+            }
+            Err(e) => {
+                all = false;
+                states[i].outcome = "rollback_failed";
+                let before = states[i].error.take().map(|b| format!("{b}\n")).unwrap_or_default();
+                states[i].error = Some(format!("{before}rollback: {e}"));
+            }
+        }
+    }
+    all
+}
+
+/// Removes release `id` (never live) and its images from every host: a failed or
+/// interrupted staging leaves nothing behind. Stops a build still running.
+async fn discard(config: &Config, fleet: &Fleet, id: &str, reporter: &dyn Reporter) {
+    let _ = config;
+    fleet.for_each(|m| async move {
+        let _ = m.remote.run(&release::stop_tracked(&pid_file(m, id)).into(), Some(QUICK_TIMEOUT)).await;
+        if let Err(e) = m.remote.check(&release::remove(&m.layout, &m.host.project, &[id.to_string()]).into(), Some(STEP_TIMEOUT)).await {
+            reporter.event(Event::Warning { host: Some(m.host.name.clone()), message: format!("could not remove the staged release {id}: {e}") });
+        }
+    })
+    .await;
+}
+
+/// Appends a history line on every host.
+async fn record(
+    config: &Config,
+    fleet: &Fleet,
+    states: &[HostState],
+    plan: &Plan,
+    default: Outcome,
+    opts: &UpOptions,
+    reporter: &dyn Reporter,
+) {
+    let _ = config;
+    let user = lock::whoami();
+    let time = history::now();
+    stream::iter(fleet.members.iter().zip(states))
+        .map(|(m, s)| {
+            let outcome = match s.outcome {
+                "deployed" => Outcome::Deployed,
+                "rolled_back" => Outcome::RolledBack,
+                "rollback_failed" => Outcome::RollbackFailed,
+                "failed" => Outcome::Failed,
+                _ => default,
+            };
+            let entry = Entry {
+                release: plan.release.clone(),
+                commit: plan.commit.id.clone(),
+                time: time.clone(),
+                user: user.clone(),
+                outcome,
+                from: s.previous.clone(),
+                to: s.live.clone(),
+                message: opts.message.clone(),
+            };
+            async move {
+                let _ = step(reporter, &m.host.name, Step::Record, m.remote.check(&history::append(&m.layout, &entry).into(), Some(QUICK_TIMEOUT))).await;
+            }
+        })
+        .buffer_unordered(fleet.env.parallel.max(1))
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// Removes releases (and their images) beyond `keep_releases`.
+async fn prune(config: &Config, fleet: &Fleet, id: &str, reporter: &dyn Reporter) {
+    let keep = *config.app.keep_releases.get_ref() as usize;
+    fleet.for_each(|m| async move {
+        let _ = step(reporter, &m.host.name, Step::Prune, async {
+            let out = m.remote.check(&release::list(&m.layout).into(), Some(QUICK_TIMEOUT)).await?;
+            let ids: Vec<String> = out.stdout.lines().map(str::to_string).collect();
+            let doomed = release::to_prune(ids, keep, Some(id), None);
+            if !doomed.is_empty() {
+                m.remote.check(&release::remove(&m.layout, &m.host.project, &doomed).into(), Some(STEP_TIMEOUT)).await?;
+            }
+            Ok::<(), crate::remote::RemoteError>(())
+        })
+        .await;
+    })
+    .await;
+}
+
+/// `--dry-run`: what would happen, host by host.
+fn describe_plan(config: &Config, fleet: &Fleet, plan: &Plan, reporter: &dyn Reporter) {
+    let id = plan.release.as_str();
+    let info = |host: Option<&str>, message: String| reporter.event(Event::Info { host: host.map(str::to_string), message });
+    info(None, format!("plan: deploy commit {} ({}) as release {id}", plan.commit.short, plan.commit.summary));
+    if config.source.strategy == Strategy::Git {
+        info(None, format!("push branch `{}` to `{}`", config.source.branch, config.source.remote));
+    }
+    for m in &fleet.members {
+        let h = Some(m.host.name.as_str());
+        info(h, format!(
+            "live release: {}; compose {}",
+            m.current.as_deref().unwrap_or("none (first deploy)"),
+            match m.variant { Some(compose::Variant::V1) => "v1", _ => "v2" }
+        ));
+        match &plan.fetch_url {
+            Some(url) => info(h, format!("fetch {} from {url} into {}", plan.commit.short, m.layout.release(id))),
+            None => info(h, format!("upload the commit's files to {}", m.layout.release(id))),
+        }
+        let compose = m.compose(config, id);
+        if !plan.build.is_empty() {
+            info(h, format!("build: {}", compose.cmd(["build"]).args(plan.build.iter()).display()));
+        }
+        info(h, format!("switch: {}", compose.cmd(["up", "-d", "--remove-orphans", "--no-build"]).display()));
+        info(h, format!("then: current -> releases/{id}, record history, keep {} releases", config.app.keep_releases.get_ref()));
+    }
+}

@@ -1,0 +1,262 @@
+//! The hosts of one run, connected: each with its transport, its layout and what
+//! preflight found (compose variant, live release). Commands that touch hosts
+//! start here.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::time::Instant;
+
+use futures::stream::{self, StreamExt};
+
+use crate::compose::{Compose, Variant, OVERRIDE_FILE};
+use crate::config::{Config, Environment, Host};
+use crate::lock::{self, Acquired, LockInfo};
+use crate::error::Error;
+use crate::release::{self, Layout};
+use crate::remote::{self, Remote};
+use crate::report::events::{Event, Reporter, Step, StepStatus};
+
+/// Time limits for remote steps, so a stuck host cannot hang a run.
+pub const STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+/// For commands that should answer at once.
+pub const QUICK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Why the lock could not be taken everywhere.
+#[derive(Debug, Default)]
+pub struct LockRefused {
+    /// "host: locked by ..." for each host someone else holds.
+    pub held: Vec<String>,
+    /// Hosts where taking it failed, with the reason.
+    pub errors: Vec<(String, String)>,
+}
+
+/// One connected host.
+pub struct Member {
+    pub host: Host,
+    pub remote: Box<dyn Remote>,
+    pub layout: Layout,
+    /// Compose on the host (after preflight).
+    pub variant: Option<Variant>,
+    /// The live release (after preflight).
+    pub current: Option<String>,
+    /// Whether git is installed (after preflight).
+    pub git: bool,
+}
+
+impl Member {
+    /// Compose for release `id` of this host's project.
+    pub fn compose(&self, config: &Config, id: &str) -> Compose {
+        let mut files: Vec<String> = config.app.compose_files.iter().map(|f| f.expose().to_string()).collect();
+        files.push(OVERRIDE_FILE.to_string());
+        Compose {
+            variant: self.variant.unwrap_or(Variant::V2),
+            project: self.host.project.clone(),
+            dir: self.layout.release(id),
+            files,
+            vars: self.host.vars.clone(),
+        }
+    }
+}
+
+/// Runs `fut` as `step` on `host`, telling the reporter when it starts and how it ends.
+pub async fn step<T, E: Display>(
+    reporter: &dyn Reporter,
+    host: &str,
+    step: Step,
+    fut: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    reporter.event(Event::Step { host: host.to_string(), step, status: StepStatus::Started });
+    let started = Instant::now();
+    let result = fut.await;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(v) => {
+            reporter.event(Event::Step { host: host.to_string(), step, status: StepStatus::Done { elapsed_ms, detail: None } });
+            Ok(v)
+        }
+        Err(e) => {
+            let error = e.to_string();
+            reporter.event(Event::Step {
+                host: host.to_string(),
+                step,
+                status: StepStatus::Failed { elapsed_ms, error: error.clone() },
+            });
+            Err(error)
+        }
+    }
+}
+
+/// The hosts of `env` that `--hosts` names (all without it); an unknown name is a usage error.
+pub fn select_hosts(env: &Environment, filter: Option<&[String]>) -> Result<Vec<Host>, Error> {
+    let Some(names) = filter else {
+        return Ok(env.hosts.clone());
+    };
+    for n in names {
+        if !env.hosts.iter().any(|h| &h.name == n || h.address.expose() == n) {
+            let known: Vec<&str> = env.hosts.iter().map(|h| h.name.as_str()).collect();
+            return Err(Error::Usage(format!(
+                "--hosts: `{n}` is not a host of `{}`; its hosts are {}",
+                env.name,
+                known.join(", ")
+            )));
+        }
+    }
+    Ok(env.hosts.iter().filter(|h| names.iter().any(|n| &h.name == n || h.address.expose() == n)).cloned().collect())
+}
+
+/// Connected hosts.
+pub struct Fleet {
+    pub env: Environment,
+    pub members: Vec<Member>,
+}
+
+impl Fleet {
+    /// Connects to every host, `parallel` at a time. If any host cannot be reached,
+    /// the others are closed again and every failure is returned by host.
+    pub async fn connect(env: &Environment, hosts: &[Host], reporter: &dyn Reporter) -> Result<Fleet, Vec<(String, String)>> {
+        let results: Vec<(Host, Result<Box<dyn Remote>, String>)> = stream::iter(hosts.iter().cloned())
+            .map(|host| async move {
+                let r = step(reporter, &host.name, Step::Connect, remote::connect(env.transport, &host)).await;
+                (host, r)
+            })
+            .buffered(env.parallel.max(1))
+            .collect()
+            .await;
+        let mut members = Vec::new();
+        let mut failures = Vec::new();
+        for (host, r) in results {
+            match r {
+                Ok(remote) => {
+                    let layout = Layout::new(host.path.expose());
+                    members.push(Member { host, remote, layout, variant: None, current: None, git: false });
+                }
+                Err(e) => failures.push((host.name.clone(), e)),
+            }
+        }
+        let fleet = Fleet { env: env.clone(), members };
+        if failures.is_empty() {
+            Ok(fleet)
+        } else {
+            fleet.close().await;
+            Err(failures)
+        }
+    }
+
+    /// Reads each host's compose variant, live release and tools; returns the
+    /// hosts that cannot be deployed to, with the reason.
+    pub async fn preflight(&mut self, reporter: &dyn Reporter) -> Vec<(String, String)> {
+        let forced = self.env.compose;
+        let parallel = self.env.parallel.max(1);
+        let results: Vec<Result<(), (String, String)>> = stream::iter(self.members.iter_mut())
+            .map(|m| async move {
+                let name = m.host.name.clone();
+                let fut = async {
+                    let out = m.remote.check(&release::preflight(&m.layout).into(), Some(std::time::Duration::from_secs(60))).await.map_err(|e| e.to_string())?;
+                    let mut lines = out.stdout.lines();
+                    let detected = lines.next().and_then(Variant::parse);
+                    let current = lines.next().map(str::trim).filter(|c| *c != "-" && release::is_release_id(c));
+                    let docker = lines.next().map(str::trim).filter(|d| *d != "-" && !d.is_empty());
+                    m.git = lines.next().map(str::trim) == Some("git");
+                    m.current = current.map(str::to_string);
+                    if docker.is_none() {
+                        return Err("docker does not answer on this host (is the engine running, and is the user in the docker group?)".to_string());
+                    }
+                    m.variant = match (forced, detected) {
+                        (Some(v), _) => Some(v),
+                        (None, Some(v)) => Some(v),
+                        (None, None) => return Err("neither `docker compose` (v2) nor `docker-compose` (v1) is installed".to_string()),
+                    };
+                    Ok::<(), String>(())
+                };
+                step(reporter, &name, Step::Preflight, fut).await.map_err(|e| (name, e))
+            })
+            .buffer_unordered(parallel)
+            .collect()
+            .await;
+        results.into_iter().filter_map(Result::err).collect()
+    }
+
+    /// Runs `f` for every member, `parallel` at a time; results in member order.
+    pub async fn for_each<'a, T, F, Fut>(&'a self, f: F) -> Vec<T>
+    where
+        F: Fn(&'a Member) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        stream::iter(self.members.iter().map(f)).buffered(self.env.parallel.max(1)).collect().await
+    }
+
+    /// Takes the lock on every host, or on none: if any host is held by someone
+    /// else (or fails), the locks taken are released again. Returns which hosts are ours.
+    pub async fn lock(&self, info: &LockInfo, ttl: u64, reporter: &dyn Reporter) -> Result<Vec<bool>, LockRefused> {
+        let results = self
+            .for_each(|m| async move {
+                step(reporter, &m.host.name, crate::report::events::Step::Lock, async {
+                    let out = m.remote.check(&lock::acquire(&m.layout, info, ttl).into(), Some(QUICK_TIMEOUT)).await?;
+                    Ok::<_, crate::remote::RemoteError>(lock::parse_acquire(&out.stdout))
+                })
+                .await
+            })
+            .await;
+        let mut refused = LockRefused::default();
+        for (m, r) in self.members.iter().zip(&results) {
+            match r {
+                Ok(Acquired::Fresh) => {}
+                Ok(Acquired::TookOver(old)) => reporter.event(Event::Warning {
+                    host: Some(m.host.name.clone()),
+                    message: format!(
+                        "took over an expired lock{}",
+                        old.as_ref().map(|i| format!(" held by {}", i.describe())).unwrap_or_default()
+                    ),
+                }),
+                Ok(Acquired::Held(holder)) => refused.held.push(format!(
+                    "{}: locked by {}",
+                    m.host.name,
+                    holder.as_ref().map_or("someone (no lock info)".to_string(), LockInfo::describe)
+                )),
+                Err(e) => refused.errors.push((m.host.name.clone(), e.clone())),
+            }
+        }
+        let ours: Vec<bool> = results.iter().map(|r| matches!(r, Ok(Acquired::Fresh | Acquired::TookOver(_)))).collect();
+        if refused.held.is_empty() && refused.errors.is_empty() {
+            Ok(ours)
+        } else {
+            self.unlock(&ours, &info.token, reporter).await;
+            Err(refused)
+        }
+    }
+
+    /// Extends our lock on every host every third of its lifetime; never returns.
+    pub async fn keep_locks(&self, token: &str, ttl: u64) {
+        let every = std::time::Duration::from_secs((ttl / 3).max(1));
+        loop {
+            tokio::time::sleep(every).await;
+            self.for_each(|m| async move {
+                let _ = m.remote.run(&lock::extend(&m.layout, token, ttl).into(), Some(QUICK_TIMEOUT)).await;
+            })
+            .await;
+        }
+    }
+
+    /// Releases the locks we hold (`ours[i]` for member i).
+    pub async fn unlock(&self, ours: &[bool], token: &str, reporter: &dyn Reporter) {
+        let members: Vec<&Member> = self.members.iter().zip(ours).filter(|(_, o)| **o).map(|(m, _)| m).collect();
+        stream::iter(members)
+            .map(|m| async move {
+                let _ = step(
+                    reporter,
+                    &m.host.name,
+                    crate::report::events::Step::Unlock,
+                    m.remote.check(&lock::release(&m.layout, Some(token)).into(), Some(QUICK_TIMEOUT)),
+                )
+                .await;
+            })
+            .buffer_unordered(self.env.parallel.max(1))
+            .collect::<Vec<()>>()
+            .await;
+    }
+
+    /// Closes every connection.
+    pub async fn close(self) {
+        futures::future::join_all(self.members.into_iter().map(|m| m.remote.close())).await;
+    }
+}

@@ -1,0 +1,149 @@
+//! What the pipeline says while it works. Reporters turn these into output.
+
+use serde::Serialize;
+
+/// One step of the work on a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Connect,
+    Preflight,
+    Lock,
+    Push,
+    Fetch,
+    Upload,
+    Build,
+    Switch,
+    Verify,
+    Rollback,
+    Record,
+    Prune,
+    Unlock,
+    Setup,
+}
+
+impl Step {
+    /// The step in the user's words.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Connect => "connect",
+            Step::Preflight => "preflight",
+            Step::Lock => "lock",
+            Step::Push => "push",
+            Step::Fetch => "fetch",
+            Step::Upload => "upload",
+            Step::Build => "build",
+            Step::Switch => "switch",
+            Step::Verify => "verify",
+            Step::Rollback => "rollback",
+            Step::Record => "record",
+            Step::Prune => "prune",
+            Step::Unlock => "unlock",
+            Step::Setup => "setup",
+        }
+    }
+}
+
+/// Where a step is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum StepStatus {
+    Started,
+    Done {
+        elapsed_ms: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    Failed {
+        elapsed_ms: u64,
+        error: String,
+    },
+}
+
+/// How one host ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostSummary {
+    pub host: String,
+    /// The release live on the host at the end (`None`: none, or unknown).
+    pub release: Option<String>,
+    /// deployed, unchanged, rolled_back, rollback_failed, failed, interrupted, skipped, ok.
+    pub outcome: String,
+    pub elapsed_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The last word of a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub command: String,
+    pub env: String,
+    /// ok, failed, rolled_back, rollback_failed, locked, interrupted, checks_failed.
+    pub result: String,
+    pub exit_code: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    pub elapsed_ms: u64,
+    pub hosts: Vec<HostSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Everything a reporter can be told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The run begins.
+    Start {
+        command: String,
+        env: String,
+        hosts: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        release: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        commit: Option<String>,
+    },
+    /// A step on a host (or `host = "local"` for push) started, finished or failed.
+    Step {
+        host: String,
+        step: Step,
+        #[serde(flatten)]
+        status: StepStatus,
+    },
+    /// Something the user should know that does not stop the run.
+    Warning {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+        message: String,
+    },
+    /// A line of a plan (`--dry-run`) or other informational output.
+    Info {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+        message: String,
+    },
+    /// What a read-only command found on a host: `text` for people, `data` for JSON.
+    Data {
+        host: String,
+        kind: String,
+        data: serde_json::Value,
+        #[serde(skip)]
+        text: String,
+    },
+    /// A line a host's command printed (logs, exec).
+    Output {
+        host: String,
+        stream: String,
+        line: String,
+    },
+    /// The end.
+    Summary(Summary),
+}
+
+/// Receives events; implementations print them.
+pub trait Reporter: Send + Sync {
+    /// Handles one event.
+    fn event(&self, event: Event);
+}

@@ -1,0 +1,193 @@
+//! The three reporters: live lines on a TTY (indicatif), plain timestamped lines
+//! elsewhere, and JSON lines.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::events::{Event, HostSummary, Reporter, StepStatus, Summary};
+use crate::config::Secret;
+
+fn secs(ms: u64) -> String {
+    format!("{:.1}s", ms as f64 / 1000.0)
+}
+
+/// One JSON object per line on stdout.
+pub struct JsonReporter {
+    pub secrets: Vec<Secret>,
+}
+
+impl Reporter for JsonReporter {
+    fn event(&self, event: Event) {
+        let line = serde_json::to_string(&event).expect("events serialize");
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", super::redact(&line, &self.secrets));
+        let _ = out.flush();
+    }
+}
+
+/// Plain `TIME [host] step status` lines on stderr, the summary on stdout.
+pub struct PlainReporter {
+    pub secrets: Vec<Secret>,
+    pub quiet: bool,
+}
+
+impl Reporter for PlainReporter {
+    fn event(&self, event: Event) {
+        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+        let line = match &event {
+            Event::Summary(s) => {
+                let text = summary_table(s);
+                let _ = write!(std::io::stdout().lock(), "{}", super::redact(&text, &self.secrets));
+                return;
+            }
+            Event::Output { .. } | Event::Data { .. } => {
+                if let Some(text) = describe(&event) {
+                    let _ = writeln!(std::io::stdout().lock(), "{}", super::redact(&text, &self.secrets));
+                }
+                return;
+            }
+            _ if self.quiet && !matches!(event, Event::Warning { .. }) => return,
+            other => describe(other),
+        };
+        if let Some(line) = line {
+            let _ = writeln!(std::io::stderr().lock(), "{now} {}", super::redact(&line, &self.secrets));
+        }
+    }
+}
+
+/// An event as one line for people, or None for events that have no line.
+fn describe(event: &Event) -> Option<String> {
+    Some(match event {
+        Event::Start { command, env, hosts, release, commit } => format!(
+            "[{env}] {command} {}{}to {} host{}: {}",
+            commit.as_deref().map(|c| format!("commit {} ", &c[..c.len().min(7)])).unwrap_or_default(),
+            release.as_deref().map(|r| format!("as {r} ")).unwrap_or_default(),
+            hosts.len(),
+            if hosts.len() == 1 { "" } else { "s" },
+            hosts.join(", ")
+        ),
+        Event::Step { host, step, status } => match status {
+            StepStatus::Started => format!("[{host}] {} ...", step.name()),
+            StepStatus::Done { elapsed_ms, detail } => format!(
+                "[{host}] {} done ({}){}",
+                step.name(),
+                secs(*elapsed_ms),
+                detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
+            ),
+            StepStatus::Failed { elapsed_ms, error } => {
+                format!("[{host}] {} FAILED ({}): {error}", step.name(), secs(*elapsed_ms))
+            }
+        },
+        Event::Warning { host, message } => match host {
+            Some(h) => format!("[{h}] warning: {message}"),
+            None => format!("warning: {message}"),
+        },
+        Event::Info { host, message } => match host {
+            Some(h) => format!("[{h}] {message}"),
+            None => message.clone(),
+        },
+        Event::Data { host, text, .. } => text.lines().map(|l| format!("[{host}] {l}")).collect::<Vec<_>>().join("\n"),
+        Event::Output { host, line, .. } => format!("[{host}] {line}"),
+        Event::Summary(_) => return None,
+    })
+}
+
+/// The closing table: host, release, outcome, time; then the result line.
+pub fn summary_table(s: &Summary) -> String {
+    let mut out = String::new();
+    if !s.hosts.is_empty() {
+        let w = s.hosts.iter().map(|h| h.host.len()).max().unwrap_or(4).max(4);
+        let rw = s.hosts.iter().map(|h| h.release.as_deref().unwrap_or("-").len()).max().unwrap_or(7).max(7);
+        out.push_str(&format!("{:<w$}  {:<rw$}  {:<16}  {:>7}\n", "HOST", "RELEASE", "OUTCOME", "TIME"));
+        for HostSummary { host, release, outcome, elapsed_ms, error } in &s.hosts {
+            out.push_str(&format!(
+                "{host:<w$}  {:<rw$}  {outcome:<16}  {:>7}\n",
+                release.as_deref().unwrap_or("-"),
+                secs(*elapsed_ms)
+            ));
+            if let Some(e) = error {
+                for line in e.lines() {
+                    out.push_str(&format!("    {line}\n"));
+                }
+            }
+        }
+    }
+    out.push_str(&format!(
+        "{} {}: {}{} in {}\n",
+        s.command,
+        s.env,
+        s.result.replace('_', " "),
+        s.release.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
+        secs(s.elapsed_ms)
+    ));
+    if let Some(e) = &s.error {
+        out.push_str(&format!("error: {e}\n"));
+    }
+    out
+}
+
+/// A live line per host with a spinner (on a TTY).
+pub struct LiveReporter {
+    secrets: Vec<Secret>,
+    multi: MultiProgress,
+    bars: Mutex<BTreeMap<String, ProgressBar>>,
+}
+
+impl LiveReporter {
+    pub fn new(secrets: Vec<Secret>) -> LiveReporter {
+        LiveReporter {
+            secrets,
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+            bars: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn bar(&self, host: &str) -> ProgressBar {
+        let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+        bars.entry(host.to_string())
+            .or_insert_with(|| {
+                let bar = self.multi.add(ProgressBar::new_spinner());
+                bar.set_style(ProgressStyle::with_template("{spinner} {prefix:.bold} {wide_msg}").expect("valid template"));
+                bar.set_prefix(host.to_string());
+                bar.enable_steady_tick(Duration::from_millis(100));
+                bar
+            })
+            .clone()
+    }
+}
+
+impl Reporter for LiveReporter {
+    fn event(&self, event: Event) {
+        match &event {
+            Event::Step { host, step, status } => {
+                let bar = self.bar(host);
+                let msg = match status {
+                    StepStatus::Started => format!("{} ...", step.name()),
+                    StepStatus::Done { elapsed_ms, .. } => format!("{} done ({})", step.name(), secs(*elapsed_ms)),
+                    StepStatus::Failed { error, .. } => format!("{} FAILED: {}", step.name(), error.lines().next().unwrap_or("")),
+                };
+                bar.set_message(super::redact(&msg, &self.secrets));
+            }
+            Event::Summary(s) => {
+                for bar in self.bars.lock().unwrap_or_else(|e| e.into_inner()).values() {
+                    bar.finish();
+                }
+                let _ = write!(std::io::stdout().lock(), "{}", super::redact(&summary_table(s), &self.secrets));
+            }
+            Event::Output { .. } | Event::Data { .. } => {
+                if let Some(text) = describe(&event) {
+                    let _ = self.multi.suspend(|| writeln!(std::io::stdout().lock(), "{}", super::redact(&text, &self.secrets)));
+                }
+            }
+            other => {
+                if let Some(line) = describe(other) {
+                    let _ = self.multi.println(super::redact(&line, &self.secrets));
+                }
+            }
+        }
+    }
+}
