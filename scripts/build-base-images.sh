@@ -17,7 +17,7 @@ FROM scratch
 COPY busybox /bin/busybox
 RUN ["/bin/busybox", "--install", "-s", "/bin"]
 DOCKERFILE
-  docker build -q -t "$busybox_tag" "$work/busybox" >/dev/null
+  docker build -q -t "$busybox_tag" "$work/busybox" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
 fi
 
 if ! docker image inspect "$redis_tag" >/dev/null 2>&1; then
@@ -40,5 +40,5 @@ COPY rootfs/ /
 WORKDIR /data
 CMD ["redis-server", "--save", "", "--appendonly", "no", "--protected-mode", "no"]
 DOCKERFILE
-  docker build -q -t "$redis_tag" "$work/redis" >/dev/null
+  docker build -q -t "$redis_tag" "$work/redis" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
 fi

@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 need=()
 [ -x /bin/busybox ] || need+=(busybox-static)
 [ -x /usr/bin/redis-server ] || need+=(redis-server)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
@@ -21,4 +22,5 @@ cargo build --release --quiet
 # The deploy ships the committed tree; --allow-dirty lets the demo run in a
 # checkout with local edits (they are not deployed).
 ./target/release/deploy local --allow-dirty "$@"
+curl -fsS --retry 20 --retry-connrefused --retry-delay 1 -o /dev/null http://127.0.0.1:18080/health
 echo "The demo api answers at http://127.0.0.1:18080/ (health: http://127.0.0.1:18080/health)"

@@ -9,6 +9,7 @@ command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need_apt+=(openssh-s
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || need_apt+=(busybox-static)
 [ -x /usr/bin/docker-compose ] || need_apt+=(docker-compose)
 command -v git >/dev/null 2>&1 || need_apt+=(git)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v pgrep >/dev/null 2>&1 || need_apt+=(procps)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v docker >/dev/null 2>&1 || need_apt+=(docker.io)

@@ -7,3 +7,6 @@ bash scripts/install-test-deps.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets
+# The README's main command, twice: a fresh deploy, then a second release over it.
+bash scripts/demo.sh
+bash scripts/demo.sh

@@ -208,8 +208,14 @@ mod service_tests {
         assert_eq!(
             services(yaml).unwrap(),
             vec![
-                Service { name: "api".into(), builds: true },
-                Service { name: "redis".into(), builds: false }
+                Service {
+                    name: "api".into(),
+                    builds: true
+                },
+                Service {
+                    name: "redis".into(),
+                    builds: false
+                }
             ]
         );
     }

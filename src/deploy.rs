@@ -73,7 +73,11 @@ fn services_to_build(config: &Config, repo: &Repo, commit: &Commit) -> Result<Ve
     let mut out: Vec<String> = Vec::new();
     for file in &config.app.compose_files {
         let text = repo.read_file(commit, file.expose())?.ok_or_else(|| {
-            Error::Usage(format!("commit {} has no {} (app.compose_files)", commit.short, file.expose()))
+            Error::Usage(format!(
+                "commit {} has no {} (app.compose_files)",
+                commit.short,
+                file.expose()
+            ))
         })?;
         let services = compose::services(&text)
             .map_err(|e| Error::Usage(format!("{} in commit {}: {e}", file.expose(), commit.short)))?;
@@ -120,7 +124,13 @@ pub async fn up(
         }
         Strategy::Upload => (None, Some(repo.archive(&commit)?)),
     };
-    let plan = Plan { release: release_id(SystemTime::now(), &commit.short), commit, build, fetch_url, tar };
+    let plan = Plan {
+        release: release_id(SystemTime::now(), &commit.short),
+        commit,
+        build,
+        fetch_url,
+        tar,
+    };
 
     reporter.event(Event::Start {
         command: "deploy".into(),
@@ -130,8 +140,16 @@ pub async fn up(
         commit: Some(plan.commit.id.clone()),
     });
     if hosts.len() < env.hosts.len() {
-        let left: Vec<&str> = env.hosts.iter().filter(|h| !hosts.iter().any(|s| s.name == h.name)).map(|h| h.name.as_str()).collect();
-        reporter.event(Event::Warning { host: None, message: format!("--hosts: left alone: {}", left.join(", ")) });
+        let left: Vec<&str> = env
+            .hosts
+            .iter()
+            .filter(|h| !hosts.iter().any(|s| s.name == h.name))
+            .map(|h| h.name.as_str())
+            .collect();
+        reporter.event(Event::Warning {
+            host: None,
+            message: format!("--hosts: left alone: {}", left.join(", ")),
+        });
     }
 
     let finish = |result: &str, exit: Exit, states: &[HostState], error: Option<String>| {
@@ -185,13 +203,21 @@ pub async fn up(
         Err(failures) => {
             fail_hosts(&mut states, &failures);
             let names: Vec<&str> = failures.iter().map(|(n, _)| n.as_str()).collect();
-            return Ok(finish("failed", Exit::Failed, &states, Some(format!("cannot reach {}; no host was changed", names.join(", ")))));
+            return Ok(finish(
+                "failed",
+                Exit::Failed,
+                &states,
+                Some(format!("cannot reach {}; no host was changed", names.join(", "))),
+            ));
         }
     };
     let mut failures = fleet.preflight(reporter).await;
     if config.source.strategy == Strategy::Git {
         for m in fleet.members.iter().filter(|m| !m.git) {
-            failures.push((m.host.name.clone(), "git is not installed (strategy = \"git\" needs it; or use strategy = \"upload\")".into()));
+            failures.push((
+                m.host.name.clone(),
+                "git is not installed (strategy = \"git\" needs it; or use strategy = \"upload\")".into(),
+            ));
         }
     }
     for (s, m) in states.iter_mut().zip(&fleet.members) {
@@ -201,7 +227,12 @@ pub async fn up(
     if !failures.is_empty() {
         fail_hosts(&mut states, &failures);
         fleet.close().await;
-        return Ok(finish("failed", Exit::Failed, &states, Some("preflight failed; no host was changed".into())));
+        return Ok(finish(
+            "failed",
+            Exit::Failed,
+            &states,
+            Some("preflight failed; no host was changed".into()),
+        ));
     }
     if opts.dry_run {
         describe_plan(config, &fleet, &plan, reporter);
@@ -217,7 +248,10 @@ pub async fn up(
     let ttl = config.app.lock_timeout.0.as_secs().max(1);
     let info = LockInfo {
         holder: lock::whoami(),
-        message: opts.message.clone().unwrap_or_else(|| format!("deploy {} ({})", plan.commit.short, plan.release)),
+        message: opts
+            .message
+            .clone()
+            .unwrap_or_else(|| format!("deploy {} ({})", plan.commit.short, plan.release)),
         commit: Some(plan.commit.id.clone()),
         token: lock::new_token(),
         since: 0,
@@ -229,15 +263,35 @@ pub async fn up(
             fleet.close().await;
             fail_hosts(&mut states, &refused.errors);
             return Ok(match refused.held.is_empty() {
-                true => finish("failed", Exit::Failed, &states, Some("could not take the lock; no host was changed".into())),
-                false => finish("locked", Exit::Locked, &states, Some(format!("another deploy holds the lock: {}", refused.held.join("; ")))),
+                true => finish(
+                    "failed",
+                    Exit::Failed,
+                    &states,
+                    Some("could not take the lock; no host was changed".into()),
+                ),
+                false => finish(
+                    "locked",
+                    Exit::Locked,
+                    &states,
+                    Some(format!("another deploy holds the lock: {}", refused.held.join("; "))),
+                ),
             });
         }
     };
 
     // 3. The work, under the lock; the lock is extended while it runs.
     let (result, exit, error) = {
-        let work = work(config, env, opts, &repo, &fleet, &plan, &mut states, reporter, interrupt);
+        let work = work(
+            config,
+            env,
+            opts,
+            &repo,
+            &fleet,
+            &plan,
+            &mut states,
+            reporter,
+            interrupt,
+        );
         let keeper = fleet.keep_locks(&info.token, ttl);
         tokio::select! {
             r = work => r,
@@ -271,7 +325,11 @@ async fn work(
         let auth = push_auth(config, env);
         let remote = config.source.remote.expose();
         let branch = config.source.branch.expose();
-        if let Err(e) = step(reporter, "local", Step::Push, async { repo.push(remote, branch, &auth) }).await {
+        if let Err(e) = step(reporter, "local", Step::Push, async {
+            repo.push(remote, branch, &auth)
+        })
+        .await
+        {
             return ("failed", Exit::Failed, Some(e));
         }
     }
@@ -285,7 +343,11 @@ async fn work(
     let Some(results) = results else {
         discard(config, fleet, id, reporter).await;
         record(config, fleet, states, plan, Outcome::Interrupted, opts, reporter).await;
-        return ("interrupted", Exit::Interrupted, Some("interrupted before the switch; every host is still on its previous release".into()));
+        return (
+            "interrupted",
+            Exit::Interrupted,
+            Some("interrupted before the switch; every host is still on its previous release".into()),
+        );
     };
     let mut stage_failed = false;
     for (s, r) in states.iter_mut().zip(results) {
@@ -301,11 +363,19 @@ async fn work(
     if stage_failed {
         discard(config, fleet, id, reporter).await;
         record(config, fleet, states, plan, Outcome::Failed, opts, reporter).await;
-        return ("failed", Exit::Failed, Some("staging failed; no host was changed".into()));
+        return (
+            "failed",
+            Exit::Failed,
+            Some("staging failed; no host was changed".into()),
+        );
     }
     if interrupt.is_set() {
         discard(config, fleet, id, reporter).await;
-        return ("interrupted", Exit::Interrupted, Some("interrupted before the switch; every host is still on its previous release".into()));
+        return (
+            "interrupted",
+            Exit::Interrupted,
+            Some("interrupted before the switch; every host is still on its previous release".into()),
+        );
     }
 
     // Switch, batch by batch. A switch in progress is never abandoned half-way.
@@ -321,7 +391,10 @@ async fn work(
         let results: Vec<(usize, Result<(), String>)> = stream::iter(chunk.iter().copied())
             .map(|i| async move {
                 let m = &fleet.members[i];
-                (i, step(reporter, &m.host.name, Step::Switch, switch(config, m, id)).await)
+                (
+                    i,
+                    step(reporter, &m.host.name, Step::Switch, switch(config, m, id)).await,
+                )
             })
             .buffer_unordered(fleet.env.parallel.max(1))
             .collect()
@@ -346,15 +419,35 @@ async fn work(
     }
     if failure.is_some() || interrupted {
         let restored = restore_switched(config, fleet, states, reporter).await;
-        let outcome = if restored { Outcome::RolledBack } else { Outcome::RollbackFailed };
-        record(config, fleet, states, plan, if interrupted { Outcome::Interrupted } else { outcome }, opts, reporter).await;
+        let outcome = if restored {
+            Outcome::RolledBack
+        } else {
+            Outcome::RollbackFailed
+        };
+        record(
+            config,
+            fleet,
+            states,
+            plan,
+            if interrupted { Outcome::Interrupted } else { outcome },
+            opts,
+            reporter,
+        )
+        .await;
         return match (interrupted, restored) {
-            (true, _) => ("interrupted", Exit::Interrupted, Some("interrupted during the switch; switched hosts were put back".into())),
+            (true, _) => (
+                "interrupted",
+                Exit::Interrupted,
+                Some("interrupted during the switch; switched hosts were put back".into()),
+            ),
             (false, true) => ("rolled_back", Exit::RolledBack, failure),
             (false, false) => (
                 "rollback_failed",
                 Exit::RollbackFailed,
-                Some(format!("{}; putting the previous release back failed too: a person must look now", failure.unwrap_or_default())),
+                Some(format!(
+                    "{}; putting the previous release back failed too: a person must look now",
+                    failure.unwrap_or_default()
+                )),
             ),
         };
     }
@@ -363,7 +456,11 @@ async fn work(
     record(config, fleet, states, plan, Outcome::Deployed, opts, reporter).await;
     prune(config, fleet, id, reporter).await;
     if interrupt.is_set() {
-        return ("interrupted", Exit::Interrupted, Some("interrupted after every host switched; the new release is live".into()));
+        return (
+            "interrupted",
+            Exit::Interrupted,
+            Some("interrupted after every host switched; the new release is live".into()),
+        );
     }
     ("ok", Exit::Success, None)
 }
@@ -391,26 +488,45 @@ async fn stage(config: &Config, m: &Member, plan: &Plan, reporter: &dyn Reporter
     let host = m.host.name.as_str();
     let r = &m.remote;
     let transfer = async {
-        r.check(&release::prepare(&m.layout).into(), Some(QUICK_TIMEOUT)).await?;
+        r.check(&release::prepare(&m.layout).into(), Some(QUICK_TIMEOUT))
+            .await?;
         match (&plan.fetch_url, &plan.tar) {
             (Some(url), _) => {
-                r.check(&release::fetch_and_export(&m.layout, url, &plan.commit.id, id).into(), Some(STEP_TIMEOUT)).await?;
+                r.check(
+                    &release::fetch_and_export(&m.layout, url, &plan.commit.id, id).into(),
+                    Some(STEP_TIMEOUT),
+                )
+                .await?;
             }
             (None, Some(tar)) => {
                 r.upload(tar, &m.layout.upload(id), 0o600).await?;
-                r.check(&release::extract_upload(&m.layout, id).into(), Some(STEP_TIMEOUT)).await?;
+                r.check(&release::extract_upload(&m.layout, id).into(), Some(STEP_TIMEOUT))
+                    .await?;
             }
             (None, None) => unreachable!("a plan has a URL or a tar"),
         }
         let shared: Vec<String> = config.app.shared_files.iter().map(|f| f.expose().to_string()).collect();
         if !shared.is_empty() {
-            r.check(&release::link_shared(&m.layout, id, &shared).into(), Some(QUICK_TIMEOUT)).await?;
+            r.check(
+                &release::link_shared(&m.layout, id, &shared).into(),
+                Some(QUICK_TIMEOUT),
+            )
+            .await?;
         }
         let text = compose::override_file(&m.host.project, &plan.build, id);
-        r.upload(text.as_bytes(), &format!("{}/{OVERRIDE_FILE}", m.layout.release(id)), 0o644).await?;
+        r.upload(
+            text.as_bytes(),
+            &format!("{}/{OVERRIDE_FILE}", m.layout.release(id)),
+            0o644,
+        )
+        .await?;
         Ok::<(), crate::remote::RemoteError>(())
     };
-    let fetch_step = if plan.fetch_url.is_some() { Step::Fetch } else { Step::Upload };
+    let fetch_step = if plan.fetch_url.is_some() {
+        Step::Fetch
+    } else {
+        Step::Upload
+    };
     step(reporter, host, fetch_step, transfer).await?;
     if plan.build.is_empty() {
         return Ok(());
@@ -423,11 +539,18 @@ async fn stage(config: &Config, m: &Member, plan: &Plan, reporter: &dyn Reporter
     args.extend(plan.build.iter().cloned());
     let build = release::tracked(&compose.cmd(args), &pid_file(m, id));
     step(reporter, host, Step::Build, async {
-        let out = r.run(&build.into(), Some(BUILD_TIMEOUT)).await.map_err(|e| e.to_string())?;
+        let out = r
+            .run(&build.into(), Some(BUILD_TIMEOUT))
+            .await
+            .map_err(|e| e.to_string())?;
         if out.success() {
             Ok(())
         } else {
-            Err(format!("compose build exited with {}:\n{}", out.code, crate::remote::tail(&format!("{}{}", out.stdout, out.stderr), 30)))
+            Err(format!(
+                "compose build exited with {}:\n{}",
+                out.code,
+                crate::remote::tail(&format!("{}{}", out.stdout, out.stderr), 30)
+            ))
         }
     })
     .await
@@ -437,24 +560,52 @@ async fn stage(config: &Config, m: &Member, plan: &Plan, reporter: &dyn Reporter
 async fn switch(config: &Config, m: &Member, id: &str) -> Result<(), crate::remote::RemoteError> {
     if config.app.down_before_up {
         if let Some(prev) = &m.current {
-            m.remote.check(&m.compose(config, prev).cmd(["down", "--remove-orphans"]).into(), Some(STEP_TIMEOUT)).await?;
+            m.remote
+                .check(
+                    &m.compose(config, prev).cmd(["down", "--remove-orphans"]).into(),
+                    Some(STEP_TIMEOUT),
+                )
+                .await?;
         }
     }
-    m.remote.check(&m.compose(config, id).cmd(["up", "-d", "--remove-orphans", "--no-build"]).into(), Some(STEP_TIMEOUT)).await?;
-    m.remote.check(&release::point_current(&m.layout, id).into(), Some(QUICK_TIMEOUT)).await?;
+    m.remote
+        .check(
+            &m.compose(config, id)
+                .cmd(["up", "-d", "--remove-orphans", "--no-build"])
+                .into(),
+            Some(STEP_TIMEOUT),
+        )
+        .await?;
+    m.remote
+        .check(&release::point_current(&m.layout, id).into(), Some(QUICK_TIMEOUT))
+        .await?;
     Ok(())
 }
 
 /// Makes release `target` live again from its kept images: no build.
 pub async fn activate(config: &Config, m: &Member, target: &str) -> Result<(), crate::remote::RemoteError> {
-    m.remote.check(&m.compose(config, target).cmd(["up", "-d", "--remove-orphans", "--no-build"]).into(), Some(STEP_TIMEOUT)).await?;
-    m.remote.check(&release::point_current(&m.layout, target).into(), Some(QUICK_TIMEOUT)).await?;
+    m.remote
+        .check(
+            &m.compose(config, target)
+                .cmd(["up", "-d", "--remove-orphans", "--no-build"])
+                .into(),
+            Some(STEP_TIMEOUT),
+        )
+        .await?;
+    m.remote
+        .check(&release::point_current(&m.layout, target).into(), Some(QUICK_TIMEOUT))
+        .await?;
     Ok(())
 }
 
 /// Puts every switched host back on its previous release; true if all of them are.
 async fn restore_switched(config: &Config, fleet: &Fleet, states: &mut [HostState], reporter: &dyn Reporter) -> bool {
-    let todo: Vec<usize> = states.iter().enumerate().filter(|(_, s)| s.switched).map(|(i, _)| i).collect();
+    let todo: Vec<usize> = states
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.switched)
+        .map(|(i, _)| i)
+        .collect();
     let results: Vec<(usize, Result<(), String>)> = stream::iter(todo)
         .map(|i| {
             let prev = states[i].previous.clone();
@@ -463,7 +614,9 @@ async fn restore_switched(config: &Config, fleet: &Fleet, states: &mut [HostStat
                 let r = step(reporter, &m.host.name, Step::Rollback, async {
                     match &prev {
                         Some(p) => activate(config, m, p).await.map_err(|e| e.to_string()),
-                        None => Err("this was the host's first deploy: there is no previous release to put back".to_string()),
+                        None => Err(
+                            "this was the host's first deploy: there is no previous release to put back".to_string(),
+                        ),
                     }
                 })
                 .await;
@@ -495,13 +648,27 @@ async fn restore_switched(config: &Config, fleet: &Fleet, states: &mut [HostStat
 /// interrupted staging leaves nothing behind. Stops a build still running.
 async fn discard(config: &Config, fleet: &Fleet, id: &str, reporter: &dyn Reporter) {
     let _ = config;
-    fleet.for_each(|m| async move {
-        let _ = m.remote.run(&release::stop_tracked(&pid_file(m, id)).into(), Some(QUICK_TIMEOUT)).await;
-        if let Err(e) = m.remote.check(&release::remove(&m.layout, &m.host.project, &[id.to_string()]).into(), Some(STEP_TIMEOUT)).await {
-            reporter.event(Event::Warning { host: Some(m.host.name.clone()), message: format!("could not remove the staged release {id}: {e}") });
-        }
-    })
-    .await;
+    fleet
+        .for_each(|m| async move {
+            let _ = m
+                .remote
+                .run(&release::stop_tracked(&pid_file(m, id)).into(), Some(QUICK_TIMEOUT))
+                .await;
+            if let Err(e) = m
+                .remote
+                .check(
+                    &release::remove(&m.layout, &m.host.project, &[id.to_string()]).into(),
+                    Some(STEP_TIMEOUT),
+                )
+                .await
+            {
+                reporter.event(Event::Warning {
+                    host: Some(m.host.name.clone()),
+                    message: format!("could not remove the staged release {id}: {e}"),
+                });
+            }
+        })
+        .await;
 }
 
 /// Appends a history line on every host.
@@ -537,7 +704,14 @@ async fn record(
                 message: opts.message.clone(),
             };
             async move {
-                let _ = step(reporter, &m.host.name, Step::Record, m.remote.check(&history::append(&m.layout, &entry).into(), Some(QUICK_TIMEOUT))).await;
+                let _ = step(
+                    reporter,
+                    &m.host.name,
+                    Step::Record,
+                    m.remote
+                        .check(&history::append(&m.layout, &entry).into(), Some(QUICK_TIMEOUT)),
+                )
+                .await;
             }
         })
         .buffer_unordered(fleet.env.parallel.max(1))
@@ -548,45 +722,92 @@ async fn record(
 /// Removes releases (and their images) beyond `keep_releases`.
 async fn prune(config: &Config, fleet: &Fleet, id: &str, reporter: &dyn Reporter) {
     let keep = *config.app.keep_releases.get_ref() as usize;
-    fleet.for_each(|m| async move {
-        let _ = step(reporter, &m.host.name, Step::Prune, async {
-            let out = m.remote.check(&release::list(&m.layout).into(), Some(QUICK_TIMEOUT)).await?;
-            let ids: Vec<String> = out.stdout.lines().map(str::to_string).collect();
-            let doomed = release::to_prune(ids, keep, Some(id), None);
-            if !doomed.is_empty() {
-                m.remote.check(&release::remove(&m.layout, &m.host.project, &doomed).into(), Some(STEP_TIMEOUT)).await?;
-            }
-            Ok::<(), crate::remote::RemoteError>(())
+    fleet
+        .for_each(|m| async move {
+            let _ = step(reporter, &m.host.name, Step::Prune, async {
+                let out = m
+                    .remote
+                    .check(&release::list(&m.layout).into(), Some(QUICK_TIMEOUT))
+                    .await?;
+                let ids: Vec<String> = out.stdout.lines().map(str::to_string).collect();
+                let doomed = release::to_prune(ids, keep, Some(id), None);
+                if !doomed.is_empty() {
+                    m.remote
+                        .check(
+                            &release::remove(&m.layout, &m.host.project, &doomed).into(),
+                            Some(STEP_TIMEOUT),
+                        )
+                        .await?;
+                }
+                Ok::<(), crate::remote::RemoteError>(())
+            })
+            .await;
         })
         .await;
-    })
-    .await;
 }
 
 /// `--dry-run`: what would happen, host by host.
 fn describe_plan(config: &Config, fleet: &Fleet, plan: &Plan, reporter: &dyn Reporter) {
     let id = plan.release.as_str();
-    let info = |host: Option<&str>, message: String| reporter.event(Event::Info { host: host.map(str::to_string), message });
-    info(None, format!("plan: deploy commit {} ({}) as release {id}", plan.commit.short, plan.commit.summary));
+    let info = |host: Option<&str>, message: String| {
+        reporter.event(Event::Info {
+            host: host.map(str::to_string),
+            message,
+        })
+    };
+    info(
+        None,
+        format!(
+            "plan: deploy commit {} ({}) as release {id}",
+            plan.commit.short, plan.commit.summary
+        ),
+    );
     if config.source.strategy == Strategy::Git {
-        info(None, format!("push branch `{}` to `{}`", config.source.branch, config.source.remote));
+        info(
+            None,
+            format!("push branch `{}` to `{}`", config.source.branch, config.source.remote),
+        );
     }
     for m in &fleet.members {
         let h = Some(m.host.name.as_str());
-        info(h, format!(
-            "live release: {}; compose {}",
-            m.current.as_deref().unwrap_or("none (first deploy)"),
-            match m.variant { Some(compose::Variant::V1) => "v1", _ => "v2" }
-        ));
+        info(
+            h,
+            format!(
+                "live release: {}; compose {}",
+                m.current.as_deref().unwrap_or("none (first deploy)"),
+                match m.variant {
+                    Some(compose::Variant::V1) => "v1",
+                    _ => "v2",
+                }
+            ),
+        );
         match &plan.fetch_url {
-            Some(url) => info(h, format!("fetch {} from {url} into {}", plan.commit.short, m.layout.release(id))),
+            Some(url) => info(
+                h,
+                format!("fetch {} from {url} into {}", plan.commit.short, m.layout.release(id)),
+            ),
             None => info(h, format!("upload the commit's files to {}", m.layout.release(id))),
         }
         let compose = m.compose(config, id);
         if !plan.build.is_empty() {
-            info(h, format!("build: {}", compose.cmd(["build"]).args(plan.build.iter()).display()));
+            info(
+                h,
+                format!("build: {}", compose.cmd(["build"]).args(plan.build.iter()).display()),
+            );
         }
-        info(h, format!("switch: {}", compose.cmd(["up", "-d", "--remove-orphans", "--no-build"]).display()));
-        info(h, format!("then: current -> releases/{id}, record history, keep {} releases", config.app.keep_releases.get_ref()));
+        info(
+            h,
+            format!(
+                "switch: {}",
+                compose.cmd(["up", "-d", "--remove-orphans", "--no-build"]).display()
+            ),
+        );
+        info(
+            h,
+            format!(
+                "then: current -> releases/{id}, record history, keep {} releases",
+                config.app.keep_releases.get_ref()
+            ),
+        );
     }
 }

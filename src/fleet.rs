@@ -10,8 +10,8 @@ use futures::stream::{self, StreamExt};
 
 use crate::compose::{Compose, Variant, OVERRIDE_FILE};
 use crate::config::{Config, Environment, Host};
-use crate::lock::{self, Acquired, LockInfo};
 use crate::error::Error;
+use crate::lock::{self, Acquired, LockInfo};
 use crate::release::{self, Layout};
 use crate::remote::{self, Remote};
 use crate::report::events::{Event, Reporter, Step, StepStatus};
@@ -46,7 +46,12 @@ pub struct Member {
 impl Member {
     /// Compose for release `id` of this host's project.
     pub fn compose(&self, config: &Config, id: &str) -> Compose {
-        let mut files: Vec<String> = config.app.compose_files.iter().map(|f| f.expose().to_string()).collect();
+        let mut files: Vec<String> = config
+            .app
+            .compose_files
+            .iter()
+            .map(|f| f.expose().to_string())
+            .collect();
         files.push(OVERRIDE_FILE.to_string());
         Compose {
             variant: self.variant.unwrap_or(Variant::V2),
@@ -65,13 +70,24 @@ pub async fn step<T, E: Display>(
     step: Step,
     fut: impl Future<Output = Result<T, E>>,
 ) -> Result<T, String> {
-    reporter.event(Event::Step { host: host.to_string(), step, status: StepStatus::Started });
+    reporter.event(Event::Step {
+        host: host.to_string(),
+        step,
+        status: StepStatus::Started,
+    });
     let started = Instant::now();
     let result = fut.await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(v) => {
-            reporter.event(Event::Step { host: host.to_string(), step, status: StepStatus::Done { elapsed_ms, detail: None } });
+            reporter.event(Event::Step {
+                host: host.to_string(),
+                step,
+                status: StepStatus::Done {
+                    elapsed_ms,
+                    detail: None,
+                },
+            });
             Ok(v)
         }
         Err(e) => {
@@ -79,7 +95,10 @@ pub async fn step<T, E: Display>(
             reporter.event(Event::Step {
                 host: host.to_string(),
                 step,
-                status: StepStatus::Failed { elapsed_ms, error: error.clone() },
+                status: StepStatus::Failed {
+                    elapsed_ms,
+                    error: error.clone(),
+                },
             });
             Err(error)
         }
@@ -101,8 +120,16 @@ pub fn select_hosts(env: &Environment, filter: Option<&[String]>) -> Result<Vec<
             )));
         }
     }
-    Ok(env.hosts.iter().filter(|h| names.iter().any(|n| &h.name == n || h.address.expose() == n)).cloned().collect())
+    Ok(env
+        .hosts
+        .iter()
+        .filter(|h| names.iter().any(|n| &h.name == n || h.address.expose() == n))
+        .cloned()
+        .collect())
 }
+
+/// A connection attempt's result.
+type Connected = Result<Box<dyn Remote>, String>;
 
 /// Connected hosts.
 pub struct Fleet {
@@ -113,10 +140,20 @@ pub struct Fleet {
 impl Fleet {
     /// Connects to every host, `parallel` at a time. If any host cannot be reached,
     /// the others are closed again and every failure is returned by host.
-    pub async fn connect(env: &Environment, hosts: &[Host], reporter: &dyn Reporter) -> Result<Fleet, Vec<(String, String)>> {
-        let results: Vec<(Host, Result<Box<dyn Remote>, String>)> = stream::iter(hosts.iter().cloned())
+    pub async fn connect(
+        env: &Environment,
+        hosts: &[Host],
+        reporter: &dyn Reporter,
+    ) -> Result<Fleet, Vec<(String, String)>> {
+        let results: Vec<(Host, Connected)> = stream::iter(hosts.iter().cloned())
             .map(|host| async move {
-                let r = step(reporter, &host.name, Step::Connect, remote::connect(env.transport, &host)).await;
+                let r = step(
+                    reporter,
+                    &host.name,
+                    Step::Connect,
+                    remote::connect(env.transport, &host),
+                )
+                .await;
                 (host, r)
             })
             .buffered(env.parallel.max(1))
@@ -128,12 +165,22 @@ impl Fleet {
             match r {
                 Ok(remote) => {
                     let layout = Layout::new(host.path.expose());
-                    members.push(Member { host, remote, layout, variant: None, current: None, git: false });
+                    members.push(Member {
+                        host,
+                        remote,
+                        layout,
+                        variant: None,
+                        current: None,
+                        git: false,
+                    });
                 }
                 Err(e) => failures.push((host.name.clone(), e)),
             }
         }
-        let fleet = Fleet { env: env.clone(), members };
+        let fleet = Fleet {
+            env: env.clone(),
+            members,
+        };
         if failures.is_empty() {
             Ok(fleet)
         } else {
@@ -182,7 +229,10 @@ impl Fleet {
         F: Fn(&'a Member) -> Fut,
         Fut: Future<Output = T>,
     {
-        stream::iter(self.members.iter().map(f)).buffered(self.env.parallel.max(1)).collect().await
+        stream::iter(self.members.iter().map(f))
+            .buffered(self.env.parallel.max(1))
+            .collect()
+            .await
     }
 
     /// Takes the lock on every host, or on none: if any host is held by someone
@@ -191,7 +241,10 @@ impl Fleet {
         let results = self
             .for_each(|m| async move {
                 step(reporter, &m.host.name, crate::report::events::Step::Lock, async {
-                    let out = m.remote.check(&lock::acquire(&m.layout, info, ttl).into(), Some(QUICK_TIMEOUT)).await?;
+                    let out = m
+                        .remote
+                        .check(&lock::acquire(&m.layout, info, ttl).into(), Some(QUICK_TIMEOUT))
+                        .await?;
                     Ok::<_, crate::remote::RemoteError>(lock::parse_acquire(&out.stdout))
                 })
                 .await
@@ -205,18 +258,25 @@ impl Fleet {
                     host: Some(m.host.name.clone()),
                     message: format!(
                         "took over an expired lock{}",
-                        old.as_ref().map(|i| format!(" held by {}", i.describe())).unwrap_or_default()
+                        old.as_ref()
+                            .map(|i| format!(" held by {}", i.describe()))
+                            .unwrap_or_default()
                     ),
                 }),
                 Ok(Acquired::Held(holder)) => refused.held.push(format!(
                     "{}: locked by {}",
                     m.host.name,
-                    holder.as_ref().map_or("someone (no lock info)".to_string(), LockInfo::describe)
+                    holder
+                        .as_ref()
+                        .map_or("someone (no lock info)".to_string(), LockInfo::describe)
                 )),
                 Err(e) => refused.errors.push((m.host.name.clone(), e.clone())),
             }
         }
-        let ours: Vec<bool> = results.iter().map(|r| matches!(r, Ok(Acquired::Fresh | Acquired::TookOver(_)))).collect();
+        let ours: Vec<bool> = results
+            .iter()
+            .map(|r| matches!(r, Ok(Acquired::Fresh | Acquired::TookOver(_))))
+            .collect();
         if refused.held.is_empty() && refused.errors.is_empty() {
             Ok(ours)
         } else {
@@ -231,7 +291,10 @@ impl Fleet {
         loop {
             tokio::time::sleep(every).await;
             self.for_each(|m| async move {
-                let _ = m.remote.run(&lock::extend(&m.layout, token, ttl).into(), Some(QUICK_TIMEOUT)).await;
+                let _ = m
+                    .remote
+                    .run(&lock::extend(&m.layout, token, ttl).into(), Some(QUICK_TIMEOUT))
+                    .await;
             })
             .await;
         }
@@ -239,14 +302,21 @@ impl Fleet {
 
     /// Releases the locks we hold (`ours[i]` for member i).
     pub async fn unlock(&self, ours: &[bool], token: &str, reporter: &dyn Reporter) {
-        let members: Vec<&Member> = self.members.iter().zip(ours).filter(|(_, o)| **o).map(|(m, _)| m).collect();
+        let members: Vec<&Member> = self
+            .members
+            .iter()
+            .zip(ours)
+            .filter(|(_, o)| **o)
+            .map(|(m, _)| m)
+            .collect();
         stream::iter(members)
             .map(|m| async move {
                 let _ = step(
                     reporter,
                     &m.host.name,
                     crate::report::events::Step::Unlock,
-                    m.remote.check(&lock::release(&m.layout, Some(token)).into(), Some(QUICK_TIMEOUT)),
+                    m.remote
+                        .check(&lock::release(&m.layout, Some(token)).into(), Some(QUICK_TIMEOUT)),
                 )
                 .await;
             })

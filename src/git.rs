@@ -147,15 +147,25 @@ impl Repo {
 
     /// Whether local branch `branch` has `commit` (is it, or descends from it).
     pub fn branch_contains(&self, branch: &str, commit: &Commit) -> Result<bool, GitError> {
-        let err = |e: git2::Error| GitError::Resolve { rev: branch.to_string(), reason: e.message().to_string() };
-        let tip = self.repo.revparse_single(&format!("refs/heads/{branch}")).and_then(|o| o.peel_to_commit()).map_err(err)?;
+        let err = |e: git2::Error| GitError::Resolve {
+            rev: branch.to_string(),
+            reason: e.message().to_string(),
+        };
+        let tip = self
+            .repo
+            .revparse_single(&format!("refs/heads/{branch}"))
+            .and_then(|o| o.peel_to_commit())
+            .map_err(err)?;
         let oid = Oid::from_str(&commit.id).map_err(err)?;
         Ok(tip.id() == oid || self.repo.graph_descendant_of(tip.id(), oid).map_err(err)?)
     }
 
     /// The text of `path` in `commit`, or `None` if the commit has no such file.
     pub fn read_file(&self, commit: &Commit, path: &str) -> Result<Option<String>, GitError> {
-        let err = |e: git2::Error| GitError::Archive { commit: commit.short.clone(), reason: e.message().to_string() };
+        let err = |e: git2::Error| GitError::Archive {
+            commit: commit.short.clone(),
+            reason: e.message().to_string(),
+        };
         let oid = Oid::from_str(&commit.id).map_err(err)?;
         let tree = self.repo.find_commit(oid).and_then(|c| c.tree()).map_err(err)?;
         let entry = match tree.get_path(Path::new(path)) {

@@ -30,17 +30,33 @@ pub fn run(cli: Cli) -> Exit {
     let mut printer = Printer::new(cli.output, cli.verbose, cli.quiet, cli.color);
     let result = match &cli.command {
         Command::Up(args) => commands::up::run(&cli, &mut printer, args),
-        Command::Rollback { env, to, hosts, message } => {
-            commands::rollback::run(&cli, &mut printer, env, to.as_deref(), hosts.as_deref(), message.as_deref())
-        }
+        Command::Rollback {
+            env,
+            to,
+            hosts,
+            message,
+        } => commands::rollback::run(
+            &cli,
+            &mut printer,
+            env,
+            to.as_deref(),
+            hosts.as_deref(),
+            message.as_deref(),
+        ),
         Command::Releases { env } => commands::releases::run(&cli, &mut printer, env),
         Command::Status { env } => commands::status::run(&cli, &mut printer, env),
-        Command::Lock { env, action, force, message } => {
-            commands::lock::run(&cli, &mut printer, env, *action, *force, message.as_deref())
-        }
-        Command::Logs { env, service, lines, follow } => {
-            commands::logs::run(&cli, &mut printer, env, service.as_deref(), *lines, *follow)
-        }
+        Command::Lock {
+            env,
+            action,
+            force,
+            message,
+        } => commands::lock::run(&cli, &mut printer, env, *action, *force, message.as_deref()),
+        Command::Logs {
+            env,
+            service,
+            lines,
+            follow,
+        } => commands::logs::run(&cli, &mut printer, env, service.as_deref(), *lines, *follow),
         Command::Exec { env, service, command } => {
             commands::exec::run(&cli, &mut printer, env, service.as_deref(), command)
         }

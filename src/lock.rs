@@ -31,7 +31,13 @@ impl LockInfo {
     /// "alice@laptop since 2026-11-25T17:15:00Z (deploy 3f2a9c1), expires ...".
     pub fn describe(&self) -> String {
         let at = |t: u64| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t));
-        format!("{} since {} ({}), expires {}", self.holder, at(self.since), self.message, at(self.expires))
+        format!(
+            "{} since {} ({}), expires {}",
+            self.holder,
+            at(self.since),
+            self.message,
+            at(self.expires)
+        )
     }
 }
 
@@ -81,7 +87,9 @@ pub fn acquire(layout: &Layout, info: &LockInfo, ttl_secs: u64) -> Cmd {
 pub fn parse_acquire(out: &str) -> Acquired {
     let mut lines = out.lines();
     let first = lines.next().unwrap_or("").trim();
-    let info = lines.find(|l| l.trim_start().starts_with('{')).and_then(|l| serde_json::from_str(l).ok());
+    let info = lines
+        .find(|l| l.trim_start().starts_with('{'))
+        .and_then(|l| serde_json::from_str(l).ok());
     match first {
         "fresh" => Acquired::Fresh,
         "takeover" => Acquired::TookOver(info),
@@ -113,7 +121,8 @@ pub fn release(layout: &Layout, token: Option<&str>) -> Cmd {
     shell(RELEASE, &[&layout.lock(), token.unwrap_or("")])
 }
 
-const STATUS: &str = r#"[ -d "$1" ] || { echo free; exit 0; }; echo held; cat "$1/info.json" 2>/dev/null; echo; date +%s"#;
+const STATUS: &str =
+    r#"[ -d "$1" ] || { echo free; exit 0; }; echo held; cat "$1/info.json" 2>/dev/null; echo; date +%s"#;
 
 /// Who holds the lock, if anyone; the host's time on the last line.
 pub fn status(layout: &Layout) -> Cmd {
@@ -124,25 +133,47 @@ pub fn status(layout: &Layout) -> Cmd {
 pub fn parse_status(out: &str) -> Option<Option<LockInfo>> {
     let mut lines = out.lines();
     match lines.next().map(str::trim) {
-        Some("held") => Some(lines.find(|l| l.trim_start().starts_with('{')).and_then(|l| serde_json::from_str(l).ok())),
+        Some("held") => Some(
+            lines
+                .find(|l| l.trim_start().starts_with('{'))
+                .and_then(|l| serde_json::from_str(l).ok()),
+        ),
         _ => None,
     }
 }
 
 /// A token no other deploy will have.
 pub fn new_token() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     format!("{:x}-{:x}", std::process::id(), nanos)
 }
 
 /// `user@machine` of whoever runs deploy.
 pub fn whoami() -> String {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(user_from_passwd)
+        .unwrap_or_else(|| "unknown".into());
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());
     format!("{user}@{host}")
+}
+
+/// The login name of this process's uid (CI runners often have no $USER).
+fn user_from_passwd() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").ok()?.uid().to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 2 && f[2] == uid).then(|| f[0].to_string())
+    })
 }
 
 #[cfg(test)]
@@ -152,7 +183,8 @@ mod tests {
     #[test]
     fn acquire_output_parses() {
         assert_eq!(parse_acquire("fresh\n"), Acquired::Fresh);
-        let held = parse_acquire("held\n{\"holder\":\"a@b\",\"message\":\"m\",\"token\":\"t\",\"since\":1,\"expires\":2}\n");
+        let held =
+            parse_acquire("held\n{\"holder\":\"a@b\",\"message\":\"m\",\"token\":\"t\",\"since\":1,\"expires\":2}\n");
         assert!(matches!(held, Acquired::Held(Some(ref i)) if i.holder == "a@b"));
     }
 }

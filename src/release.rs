@@ -28,7 +28,9 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(root: &str) -> Layout {
-        Layout { root: root.trim_end_matches('/').to_string() }
+        Layout {
+            root: root.trim_end_matches('/').to_string(),
+        }
     }
     pub fn releases(&self) -> String {
         format!("{}/releases", self.root)
@@ -71,10 +73,16 @@ const TRACKED: &str = r#"awk '{print $5}' /proc/$$/stat > "$1"; sh -c "$2"; rc=$
 
 /// Runs `cmd` so that [`stop_tracked`] can stop it (and all it started) later.
 pub fn tracked(cmd: &Cmd, pid_file: &str) -> Cmd {
-    Cmd::new("sh").arg("-c").arg(TRACKED).arg("sh").arg(pid_file).arg(cmd.as_word())
+    Cmd::new("sh")
+        .arg("-c")
+        .arg(TRACKED)
+        .arg("sh")
+        .arg(pid_file)
+        .arg(cmd.as_word())
 }
 
-const STOP_TRACKED: &str = r#"[ -f "$1" ] || exit 0; pg=$(cat "$1"); [ -n "$pg" ] && kill -TERM -- "-$pg" 2>/dev/null; rm -f "$1"; true"#;
+const STOP_TRACKED: &str =
+    r#"[ -f "$1" ] || exit 0; pg=$(cat "$1"); [ -n "$pg" ] && kill -TERM -- "-$pg" 2>/dev/null; rm -f "$1"; true"#;
 
 /// Stops a command started with [`tracked`], if it still runs.
 pub fn stop_tracked(pid_file: &str) -> Cmd {
@@ -99,7 +107,11 @@ pub fn preflight(layout: &Layout) -> Cmd {
 
 /// Creates the layout.
 pub fn prepare(layout: &Layout) -> Cmd {
-    Cmd::new("mkdir").arg("-p").arg(layout.releases()).arg(layout.shared()).arg(layout.state())
+    Cmd::new("mkdir")
+        .arg("-p")
+        .arg(layout.releases())
+        .arg(layout.shared())
+        .arg(layout.state())
 }
 
 const FETCH: &str = r#"set -e
@@ -208,9 +220,20 @@ mod tests {
 
     #[test]
     fn pruning_keeps_the_newest_and_current() {
-        let ids = ["20260101T000000Z-a", "20260102T000000Z-b", "20260103T000000Z-c", "20260104T000000Z-d"];
+        let ids = [
+            "20260101T000000Z-a",
+            "20260102T000000Z-b",
+            "20260103T000000Z-c",
+            "20260104T000000Z-d",
+        ];
         let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
-        assert_eq!(to_prune(ids.clone(), 2, None, None), vec!["20260101T000000Z-a", "20260102T000000Z-b"]);
-        assert_eq!(to_prune(ids, 2, Some("20260101T000000Z-a"), None), vec!["20260102T000000Z-b"]);
+        assert_eq!(
+            to_prune(ids.clone(), 2, None, None),
+            vec!["20260101T000000Z-a", "20260102T000000Z-b"]
+        );
+        assert_eq!(
+            to_prune(ids, 2, Some("20260101T000000Z-a"), None),
+            vec!["20260102T000000Z-b"]
+        );
     }
 }

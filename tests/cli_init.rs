@@ -1,11 +1,11 @@
 //! `deploy init` writes a deploy.toml that `deploy check` accepts, filled from the compose file.
 
-use crate::harness::{app::COMPOSE, open_tempdir, Test};
+use crate::harness::{app::compose, open_tempdir, Test};
 
 #[test]
 fn init_fills_in_the_compose_services_and_check_accepts_it() {
     let dir = open_tempdir();
-    std::fs::write(dir.path().join("docker-compose.yml"), COMPOSE).unwrap();
+    std::fs::write(dir.path().join("docker-compose.yml"), compose()).unwrap();
     let run = Test::new().arg("init").current_dir(dir.path()).run();
     assert_eq!(run.code, 0, "{}", run.all());
     let written = std::fs::read_to_string(dir.path().join("deploy.toml")).unwrap();

@@ -1,28 +1,12 @@
 //! The harness's own fixture: the app builds from the scratch images and serves
 //! its version and health under Docker Compose, so later tests can rely on it.
 
-use std::io::{Read, Write};
 use std::process::Command;
 use std::time::Duration;
 
 use crate::harness::app::{AppRepo, Behaviour, Health};
 use crate::harness::sshd::free_port;
-use crate::harness::{sh, wait_for};
-
-/// GET `path` on 127.0.0.1:`port`: (status, body), or None if nothing answers.
-pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let status = raw.split_whitespace().nth(1)?.parse().ok()?;
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((status, body))
-}
+use crate::harness::{http_get, sh, wait_for};
 
 struct Project {
     dir: std::path::PathBuf,

@@ -4,7 +4,9 @@
 mod harness;
 
 mod cli_check;
+mod cli_check_support;
 mod cli_init;
 mod fixture_app;
 mod git_push;
+mod releases;
 mod ssh_transport;

@@ -10,10 +10,18 @@ use crate::report::events::{Event, HostSummary};
 use crate::report::Printer;
 
 /// Runs the command on every host; exit 0 if it succeeded everywhere, 1 if not.
-pub fn run(cli: &Cli, printer: &mut Printer, env: &str, service: Option<&str>, command: &[String]) -> Result<Exit, Error> {
+pub fn run(
+    cli: &Cli,
+    printer: &mut Printer,
+    env: &str,
+    service: Option<&str>,
+    command: &[String],
+) -> Result<Exit, Error> {
     let config = super::load(cli, printer)?;
     let env = super::environment(&config, env)?;
-    let (program, args) = command.split_first().ok_or_else(|| Error::Usage("exec needs a command after --".into()))?;
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| Error::Usage("exec needs a command after --".into()))?;
     super::runtime()?.block_on(async {
         let reporter = printer.reporter();
         let reporter = reporter.as_ref();
@@ -30,8 +38,14 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str, service: Option<&str>, c
                         return Err("no release is live here".to_string());
                     };
                     let cmd = match service {
-                        Some(s) => m.compose(config, current).cmd(["exec", "-T", s]).arg(program).args(args.iter()),
-                        None => Cmd::new(program).args(args.iter()).current_dir(m.layout.release(current)),
+                        Some(s) => m
+                            .compose(config, current)
+                            .cmd(["exec", "-T", s])
+                            .arg(program)
+                            .args(args.iter()),
+                        None => Cmd::new(program)
+                            .args(args.iter())
+                            .current_dir(m.layout.release(current)),
                     };
                     let host = m.host.name.clone();
                     let mut sink = |s: Stream, line: &str| {
@@ -41,8 +55,16 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str, service: Option<&str>, c
                             line: line.to_string(),
                         })
                     };
-                    let code = m.remote.stream(&cmd.into(), None, &mut sink).await.map_err(|e| e.to_string())?;
-                    if code == 0 { Ok(()) } else { Err(format!("exited with {code}")) }
+                    let code = m
+                        .remote
+                        .stream(&cmd.into(), None, &mut sink)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if code == 0 {
+                        Ok(())
+                    } else {
+                        Err(format!("exited with {code}"))
+                    }
                 }
             })
             .await;
@@ -55,7 +77,13 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str, service: Option<&str>, c
                 if r.is_err() {
                     exit = Exit::Failed;
                 }
-                HostSummary { host: m.host.name.clone(), release: m.current.clone(), outcome: if r.is_ok() { "ok" } else { "failed" }.into(), elapsed_ms: 0, error: r.err() }
+                HostSummary {
+                    host: m.host.name.clone(),
+                    release: m.current.clone(),
+                    outcome: if r.is_ok() { "ok" } else { "failed" }.into(),
+                    elapsed_ms: 0,
+                    error: r.err(),
+                }
             })
             .collect();
         fleet.close().await;

@@ -15,7 +15,14 @@ use crate::report::events::{Event, HostSummary};
 use crate::report::Printer;
 
 /// Runs a lock action on every host.
-pub fn run(cli: &Cli, printer: &mut Printer, env: &str, action: LockAction, force: bool, message: Option<&str>) -> Result<Exit, Error> {
+pub fn run(
+    cli: &Cli,
+    printer: &mut Printer,
+    env: &str,
+    action: LockAction,
+    force: bool,
+    message: Option<&str>,
+) -> Result<Exit, Error> {
     let config = super::load(cli, printer)?;
     let env = super::environment(&config, env)?;
     let me = lock::whoami();
@@ -24,7 +31,14 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str, action: LockAction, forc
         let reporter = printer.reporter();
         let reporter = reporter.as_ref();
         let started = Instant::now();
-        let command = format!("lock {}", match action { LockAction::Status => "status", LockAction::Acquire => "acquire", LockAction::Release => "release" });
+        let command = format!(
+            "lock {}",
+            match action {
+                LockAction::Status => "status",
+                LockAction::Acquire => "acquire",
+                LockAction::Release => "release",
+            }
+        );
         let fleet = match super::connect(&command, env, None, reporter, started).await? {
             Ok(f) => f,
             Err(exit) => return Ok(exit),
@@ -42,9 +56,18 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str, action: LockAction, forc
                     since: 0,
                     expires: 0,
                 };
-                if let Err(r) = fleet.lock(&info, config.app.lock_timeout.0.as_secs().max(1), reporter).await {
+                if let Err(r) = fleet
+                    .lock(&info, config.app.lock_timeout.0.as_secs().max(1), reporter)
+                    .await
+                {
                     exit = if r.held.is_empty() { Exit::Failed } else { Exit::Locked };
-                    error = Some(r.held.into_iter().chain(r.errors.into_iter().map(|(h, e)| format!("{h}: {e}"))).collect::<Vec<_>>().join("; "));
+                    error = Some(
+                        r.held
+                            .into_iter()
+                            .chain(r.errors.into_iter().map(|(h, e)| format!("{h}: {e}")))
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    );
                 }
             }
             LockAction::Release | LockAction::Status => {
@@ -74,13 +97,27 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str, action: LockAction, forc
                             };
                             if action == LockAction::Release && first == "held" {
                                 exit = Exit::Locked;
-                                error = Some("a lock is held by someone else; `deploy lock ENV release --force` breaks it".into());
+                                error = Some(
+                                    "a lock is held by someone else; `deploy lock ENV release --force` breaks it"
+                                        .into(),
+                                );
                             }
-                            reporter.event(Event::Data { host: m.host.name.clone(), kind: "lock".into(), data: json!({ "state": first, "holder": holder }), text });
+                            reporter.event(Event::Data {
+                                host: m.host.name.clone(),
+                                kind: "lock".into(),
+                                data: json!({ "state": first, "holder": holder }),
+                                text,
+                            });
                             (first, None)
                         }
                     };
-                    hosts.push(HostSummary { host: m.host.name.clone(), release: m.current.clone(), outcome, elapsed_ms: 0, error: err });
+                    hosts.push(HostSummary {
+                        host: m.host.name.clone(),
+                        release: m.current.clone(),
+                        outcome,
+                        elapsed_ms: 0,
+                        error: err,
+                    });
                 }
             }
         }

@@ -10,7 +10,14 @@ use crate::report::events::{Event, HostSummary};
 use crate::report::Printer;
 
 /// Streams logs, each line tagged with its host.
-pub fn run(cli: &Cli, printer: &mut Printer, env: &str, service: Option<&str>, lines: u32, follow: bool) -> Result<Exit, Error> {
+pub fn run(
+    cli: &Cli,
+    printer: &mut Printer,
+    env: &str,
+    service: Option<&str>,
+    lines: u32,
+    follow: bool,
+) -> Result<Exit, Error> {
     let config = super::load(cli, printer)?;
     let env = super::environment(&config, env)?;
     super::runtime()?.block_on(async {
@@ -28,7 +35,12 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str, service: Option<&str>, l
                 let Some(current) = &m.current else {
                     return Err("no release is live here".to_string());
                 };
-                let mut args = vec!["logs".to_string(), "--no-color".into(), "--tail".into(), lines.to_string()];
+                let mut args = vec![
+                    "logs".to_string(),
+                    "--no-color".into(),
+                    "--tail".into(),
+                    lines.to_string(),
+                ];
                 if follow {
                     args.push("--follow".into());
                 }
@@ -42,8 +54,16 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str, service: Option<&str>, l
                         line: line.to_string(),
                     })
                 };
-                let code = m.remote.stream(&cmd.into(), None, &mut sink).await.map_err(|e| e.to_string())?;
-                if code == 0 { Ok(()) } else { Err(format!("compose logs exited with {code}")) }
+                let code = m
+                    .remote
+                    .stream(&cmd.into(), None, &mut sink)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if code == 0 {
+                    Ok(())
+                } else {
+                    Err(format!("compose logs exited with {code}"))
+                }
             }
         });
         let results = tokio::select! {
@@ -62,7 +82,13 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str, service: Option<&str>, l
                         if r.is_err() {
                             exit = Exit::Failed;
                         }
-                        HostSummary { host: m.host.name.clone(), release: m.current.clone(), outcome: if r.is_ok() { "ok" } else { "failed" }.into(), elapsed_ms: 0, error: r.err() }
+                        HostSummary {
+                            host: m.host.name.clone(),
+                            release: m.current.clone(),
+                            outcome: if r.is_ok() { "ok" } else { "failed" }.into(),
+                            elapsed_ms: 0,
+                            error: r.err(),
+                        }
                     })
                     .collect();
                 (exit, hosts)

@@ -45,11 +45,21 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| Error::Io { what: "cannot start the async runtime".into(), source: e })
+        .map_err(|e| Error::Io {
+            what: "cannot start the async runtime".into(),
+            source: e,
+        })
 }
 
 /// Summary of a command that touched hosts.
-pub fn summary(command: &str, env: &str, exit: Exit, started: Instant, hosts: Vec<HostSummary>, error: Option<String>) -> Event {
+pub fn summary(
+    command: &str,
+    env: &str,
+    exit: Exit,
+    started: Instant,
+    hosts: Vec<HostSummary>,
+    error: Option<String>,
+) -> Event {
     let result = match exit {
         Exit::Success => "ok",
         Exit::Failed => "failed",
@@ -87,9 +97,22 @@ pub async fn connect(
         let names: Vec<String> = failures.iter().map(|(n, _)| n.clone()).collect();
         let hosts = failures
             .into_iter()
-            .map(|(host, e)| HostSummary { host, release: None, outcome: "failed".into(), elapsed_ms: 0, error: Some(e) })
+            .map(|(host, e)| HostSummary {
+                host,
+                release: None,
+                outcome: "failed".into(),
+                elapsed_ms: 0,
+                error: Some(e),
+            })
             .collect();
-        reporter.event(summary(command, &env.name, Exit::Failed, started, hosts, Some(format!("{what}: {}", names.join(", ")))));
+        reporter.event(summary(
+            command,
+            &env.name,
+            Exit::Failed,
+            started,
+            hosts,
+            Some(format!("{what}: {}", names.join(", "))),
+        ));
         Exit::Failed
     };
     let mut fleet = match Fleet::connect(env, &hosts, reporter).await {

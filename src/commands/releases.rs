@@ -26,9 +26,18 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str) -> Result<Exit, Error> {
         };
         let found = fleet
             .for_each(|m| async move {
-                let hist = m.remote.check(&history::read(&m.layout).into(), Some(QUICK_TIMEOUT)).await?;
-                let list = m.remote.check(&release::list(&m.layout).into(), Some(QUICK_TIMEOUT)).await?;
-                Ok::<_, crate::remote::RemoteError>((history::parse(&hist.stdout), list.stdout.lines().map(str::to_string).collect::<Vec<_>>()))
+                let hist = m
+                    .remote
+                    .check(&history::read(&m.layout).into(), Some(QUICK_TIMEOUT))
+                    .await?;
+                let list = m
+                    .remote
+                    .check(&release::list(&m.layout).into(), Some(QUICK_TIMEOUT))
+                    .await?;
+                Ok::<_, crate::remote::RemoteError>((
+                    history::parse(&hist.stdout),
+                    list.stdout.lines().map(str::to_string).collect::<Vec<_>>(),
+                ))
             })
             .await;
         let mut hosts = Vec::new();
@@ -38,7 +47,8 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str) -> Result<Exit, Error> {
                 Ok((entries, kept)) => {
                     let mut text = String::new();
                     for e in &entries {
-                        let live = m.current.as_deref() == e.to.as_deref() && e.to.as_deref() == Some(e.release.as_str());
+                        let live =
+                            m.current.as_deref() == e.to.as_deref() && e.to.as_deref() == Some(e.release.as_str());
                         text.push_str(&format!(
                             "{} {}  {}  {}  {}  {}{}{}\n",
                             if live { "*" } else { " " },
@@ -46,7 +56,10 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str) -> Result<Exit, Error> {
                             &e.commit[..e.commit.len().min(7)],
                             e.time,
                             e.user,
-                            serde_json::to_value(e.outcome).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+                            serde_json::to_value(e.outcome)
+                                .ok()
+                                .and_then(|v| v.as_str().map(str::to_string))
+                                .unwrap_or_default(),
                             e.from.as_deref().map(|f| format!(" from {f}")).unwrap_or_default(),
                             if kept.contains(&e.release) { "" } else { " (pruned)" },
                         ));
@@ -60,11 +73,23 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str) -> Result<Exit, Error> {
                         data: json!({ "current": m.current, "kept": kept, "history": entries }),
                         text,
                     });
-                    hosts.push(HostSummary { host: m.host.name.clone(), release: m.current.clone(), outcome: "ok".into(), elapsed_ms: 0, error: None });
+                    hosts.push(HostSummary {
+                        host: m.host.name.clone(),
+                        release: m.current.clone(),
+                        outcome: "ok".into(),
+                        elapsed_ms: 0,
+                        error: None,
+                    });
                 }
                 Err(e) => {
                     exit = Exit::Failed;
-                    hosts.push(HostSummary { host: m.host.name.clone(), release: m.current.clone(), outcome: "failed".into(), elapsed_ms: 0, error: Some(e.to_string()) });
+                    hosts.push(HostSummary {
+                        host: m.host.name.clone(),
+                        release: m.current.clone(),
+                        outcome: "failed".into(),
+                        elapsed_ms: 0,
+                        error: Some(e.to_string()),
+                    });
                 }
             }
         }

@@ -15,12 +15,22 @@ use crate::report::events::{Event, HostSummary, Step};
 use crate::report::Printer;
 
 /// Rolls the environment back.
-pub fn run(cli: &Cli, printer: &mut Printer, env: &str, to: Option<&str>, hosts: Option<&[String]>, message: Option<&str>) -> Result<Exit, Error> {
+pub fn run(
+    cli: &Cli,
+    printer: &mut Printer,
+    env: &str,
+    to: Option<&str>,
+    hosts: Option<&[String]>,
+    message: Option<&str>,
+) -> Result<Exit, Error> {
     let config = super::load(cli, printer)?;
     let env = super::environment(&config, env)?;
     if let Some(t) = to {
         if !release::is_release_id(t) {
-            return Err(Error::Usage(format!("--to `{t}` is not a release id (see `deploy releases {}`)", env.name)));
+            return Err(Error::Usage(format!(
+                "--to `{t}` is not a release id (see `deploy releases {}`)",
+                env.name
+            )));
         }
     }
     super::runtime()?.block_on(async {
@@ -42,14 +52,30 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str, to: Option<&str>, hosts:
         // Decide every host's target before changing any.
         let plans = fleet
             .for_each(|m| async move {
-                let hist = m.remote.check(&history::read(&m.layout).into(), Some(QUICK_TIMEOUT)).await.map_err(|e| e.to_string())?;
-                let list = m.remote.check(&release::list(&m.layout).into(), Some(QUICK_TIMEOUT)).await.map_err(|e| e.to_string())?;
+                let hist = m
+                    .remote
+                    .check(&history::read(&m.layout).into(), Some(QUICK_TIMEOUT))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let list = m
+                    .remote
+                    .check(&release::list(&m.layout).into(), Some(QUICK_TIMEOUT))
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let entries = history::parse(&hist.stdout);
                 let existing: Vec<String> = list.stdout.lines().map(str::to_string).collect();
-                let current = m.current.clone().ok_or("no release is live here; nothing to roll back from")?;
+                let current = m
+                    .current
+                    .clone()
+                    .ok_or("no release is live here; nothing to roll back from")?;
                 let target = match to {
                     Some(t) if existing.iter().any(|e| e == t) => t.to_string(),
-                    Some(t) => return Err(format!("release {t} is not on this host (kept: {})", existing.join(", "))),
+                    Some(t) => {
+                        return Err(format!(
+                            "release {t} is not on this host (kept: {})",
+                            existing.join(", ")
+                        ))
+                    }
                     None => history::previous_good(&entries, &current, &existing)
                         .ok_or_else(|| format!("no earlier release is kept to go back to from {current}"))?,
                 };
@@ -66,12 +92,28 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str, to: Option<&str>, hosts:
         for (m, p) in fleet.members.iter().zip(&plans) {
             if let Err(e) = p {
                 refused.push(m.host.name.clone());
-                hosts_out.push(HostSummary { host: m.host.name.clone(), release: m.current.clone(), outcome: "unchanged".into(), elapsed_ms: 0, error: Some(e.clone()) });
+                hosts_out.push(HostSummary {
+                    host: m.host.name.clone(),
+                    release: m.current.clone(),
+                    outcome: "unchanged".into(),
+                    elapsed_ms: 0,
+                    error: Some(e.clone()),
+                });
             }
         }
         if !refused.is_empty() {
             fleet.close().await;
-            reporter.event(super::summary("rollback", &env.name, Exit::Failed, started, hosts_out, Some(format!("nothing to roll back to on {}; no host was changed", refused.join(", ")))));
+            reporter.event(super::summary(
+                "rollback",
+                &env.name,
+                Exit::Failed,
+                started,
+                hosts_out,
+                Some(format!(
+                    "nothing to roll back to on {}; no host was changed",
+                    refused.join(", ")
+                )),
+            ));
             return Ok(Exit::Failed);
         }
         let plans: Vec<(String, String, String)> = plans.into_iter().map(|p| p.expect("checked above")).collect();
@@ -92,16 +134,27 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str, to: Option<&str>, hosts:
                 let (exit, error) = if r.held.is_empty() {
                     (Exit::Failed, "could not take the lock".to_string())
                 } else {
-                    (Exit::Locked, format!("another deploy holds the lock: {}", r.held.join("; ")))
+                    (
+                        Exit::Locked,
+                        format!("another deploy holds the lock: {}", r.held.join("; ")),
+                    )
                 };
-                reporter.event(super::summary("rollback", &env.name, exit, started, Vec::new(), Some(error)));
+                reporter.event(super::summary(
+                    "rollback",
+                    &env.name,
+                    exit,
+                    started,
+                    Vec::new(),
+                    Some(error),
+                ));
                 return Ok(exit);
             }
         };
 
         let results = fleet
             .for_each(|m| {
-                let (current, target, _) = &plans[fleet.members.iter().position(|x| std::ptr::eq(x, m)).expect("member")];
+                let (current, target, _) =
+                    &plans[fleet.members.iter().position(|x| std::ptr::eq(x, m)).expect("member")];
                 let config = &config;
                 async move {
                     let t0 = Instant::now();
@@ -135,17 +188,35 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str, to: Option<&str>, hosts:
                 commit: commit.clone(),
                 time: time.clone(),
                 user: user.clone(),
-                outcome: if error.is_none() { Outcome::Rollback } else { Outcome::RollbackFailed },
+                outcome: if error.is_none() {
+                    Outcome::Rollback
+                } else {
+                    Outcome::RollbackFailed
+                },
                 from: Some(current.clone()),
                 to: live.clone(),
                 message: message.map(str::to_string),
             };
-            let _ = step(reporter, &m.host.name, Step::Record, m.remote.check(&history::append(&m.layout, &entry).into(), Some(QUICK_TIMEOUT))).await;
-            hosts_out.push(HostSummary { host: m.host.name.clone(), release: live, outcome: outcome.into(), elapsed_ms: ms, error });
+            let _ = step(
+                reporter,
+                &m.host.name,
+                Step::Record,
+                m.remote
+                    .check(&history::append(&m.layout, &entry).into(), Some(QUICK_TIMEOUT)),
+            )
+            .await;
+            hosts_out.push(HostSummary {
+                host: m.host.name.clone(),
+                release: live,
+                outcome: outcome.into(),
+                elapsed_ms: ms,
+                error,
+            });
         }
         fleet.unlock(&ours, &info.token, reporter).await;
         fleet.close().await;
-        let error = (exit != Exit::Success).then(|| "the rollback failed on some hosts: a person must look now".to_string());
+        let error =
+            (exit != Exit::Success).then(|| "the rollback failed on some hosts: a person must look now".to_string());
         reporter.event(super::summary("rollback", &env.name, exit, started, hosts_out, error));
         Ok(exit)
     })

@@ -26,8 +26,14 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str) -> Result<Exit, Error> {
         };
         let found = fleet
             .for_each(|m| async move {
-                let ps = m.remote.check(&compose::ps_cmd(&m.host.project).into(), Some(QUICK_TIMEOUT)).await?;
-                let lk = m.remote.check(&lock::status(&m.layout).into(), Some(QUICK_TIMEOUT)).await?;
+                let ps = m
+                    .remote
+                    .check(&compose::ps_cmd(&m.host.project).into(), Some(QUICK_TIMEOUT))
+                    .await?;
+                let lk = m
+                    .remote
+                    .check(&lock::status(&m.layout).into(), Some(QUICK_TIMEOUT))
+                    .await?;
                 Ok::<_, crate::remote::RemoteError>((compose::parse_ps(&ps.stdout), lock::parse_status(&lk.stdout)))
             })
             .await;
@@ -48,14 +54,26 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str) -> Result<Exit, Error> {
                     reporter.event(Event::Data {
                         host: m.host.name.clone(),
                         kind: "status".into(),
-                        data: json!({ "current": m.current, "containers": containers, "lock": holder.map(|h| h) }),
+                        data: json!({ "current": m.current, "containers": containers, "lock": holder }),
                         text,
                     });
-                    hosts.push(HostSummary { host: m.host.name.clone(), release: m.current.clone(), outcome: "ok".into(), elapsed_ms: 0, error: None });
+                    hosts.push(HostSummary {
+                        host: m.host.name.clone(),
+                        release: m.current.clone(),
+                        outcome: "ok".into(),
+                        elapsed_ms: 0,
+                        error: None,
+                    });
                 }
                 Err(e) => {
                     exit = Exit::Failed;
-                    hosts.push(HostSummary { host: m.host.name.clone(), release: m.current.clone(), outcome: "failed".into(), elapsed_ms: 0, error: Some(e.to_string()) });
+                    hosts.push(HostSummary {
+                        host: m.host.name.clone(),
+                        release: m.current.clone(),
+                        outcome: "failed".into(),
+                        elapsed_ms: 0,
+                        error: Some(e.to_string()),
+                    });
                 }
             }
         }

@@ -29,7 +29,10 @@ impl LocalRemote {
         let mut cmd = Command::new("sh");
         // Its own process group, as sshd gives a remote command its own session: a
         // Ctrl-C at the terminal reaches deploy, which stops the work itself.
-        cmd.arg("-c").arg(quote::wrap(script, timeout)).kill_on_drop(true).process_group(0);
+        cmd.arg("-c")
+            .arg(quote::wrap(script, timeout))
+            .kill_on_drop(true)
+            .process_group(0);
         cmd
     }
 

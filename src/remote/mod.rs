@@ -122,7 +122,10 @@ pub trait Remote: Send + Sync {
 }
 
 /// Connects to `host` with the environment's transport.
-pub async fn connect(transport: crate::config::TransportKind, host: &crate::config::Host) -> Result<Box<dyn Remote>, RemoteError> {
+pub async fn connect(
+    transport: crate::config::TransportKind,
+    host: &crate::config::Host,
+) -> Result<Box<dyn Remote>, RemoteError> {
     match transport {
         crate::config::TransportKind::Local => Ok(Box::new(local::LocalRemote::new(host.name.clone()))),
         crate::config::TransportKind::Ssh => Ok(Box::new(ssh::SshRemote::connect(host).await?)),

@@ -146,7 +146,10 @@ impl Cmd {
         let secret = self.args.iter().chain(std::iter::once(&self.program)).any(|w| w.secret)
             || self.env.iter().any(|(_, w)| w.secret)
             || self.cwd.as_ref().is_some_and(|w| w.secret);
-        Word { value: self.to_shell(), secret }
+        Word {
+            value: self.to_shell(),
+            secret,
+        }
     }
 
     /// The command as a person may see it: secrets replaced by a marker.

@@ -23,6 +23,14 @@ pub enum Step {
 }
 
 impl Step {
+    /// Steps that normally take well under a second.
+    pub fn is_quick(self) -> bool {
+        matches!(
+            self,
+            Step::Connect | Step::Preflight | Step::Lock | Step::Record | Step::Prune | Step::Unlock
+        )
+    }
+
     /// The step in the user's words.
     pub fn name(self) -> &'static str {
         match self {
@@ -133,11 +141,7 @@ pub enum Event {
         text: String,
     },
     /// A line a host's command printed (logs, exec).
-    Output {
-        host: String,
-        stream: String,
-        line: String,
-    },
+    Output { host: String, stream: String, line: String },
     /// The end.
     Summary(Summary),
 }

@@ -58,7 +58,10 @@ impl Printer {
             OutputFormat::Human if std::io::stderr().is_terminal() && self.verbosity >= 0 => {
                 Box::new(progress::LiveReporter::new(secrets))
             }
-            OutputFormat::Human => Box::new(progress::PlainReporter { secrets, quiet: self.verbosity < 0 }),
+            OutputFormat::Human => Box::new(progress::PlainReporter {
+                secrets,
+                quiet: self.verbosity < 0,
+            }),
         }
     }
 

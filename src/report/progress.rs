@@ -51,10 +51,20 @@ impl Reporter for PlainReporter {
                 return;
             }
             _ if self.quiet && !matches!(event, Event::Warning { .. }) => return,
+            // Quick steps say only how they ended; long ones also when they start.
+            Event::Step {
+                step,
+                status: StepStatus::Started,
+                ..
+            } if step.is_quick() => return,
             other => describe(other),
         };
         if let Some(line) = line {
-            let _ = writeln!(std::io::stderr().lock(), "{now} {}", super::redact(&line, &self.secrets));
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "{now} {}",
+                super::redact(&line, &self.secrets)
+            );
         }
     }
 }
@@ -62,9 +72,18 @@ impl Reporter for PlainReporter {
 /// An event as one line for people, or None for events that have no line.
 fn describe(event: &Event) -> Option<String> {
     Some(match event {
-        Event::Start { command, env, hosts, release, commit } => format!(
+        Event::Start {
+            command,
+            env,
+            hosts,
+            release,
+            commit,
+        } => format!(
             "[{env}] {command} {}{}to {} host{}: {}",
-            commit.as_deref().map(|c| format!("commit {} ", &c[..c.len().min(7)])).unwrap_or_default(),
+            commit
+                .as_deref()
+                .map(|c| format!("commit {} ", &c[..c.len().min(7)]))
+                .unwrap_or_default(),
             release.as_deref().map(|r| format!("as {r} ")).unwrap_or_default(),
             hosts.len(),
             if hosts.len() == 1 { "" } else { "s" },
@@ -90,7 +109,11 @@ fn describe(event: &Event) -> Option<String> {
             Some(h) => format!("[{h}] {message}"),
             None => message.clone(),
         },
-        Event::Data { host, text, .. } => text.lines().map(|l| format!("[{host}] {l}")).collect::<Vec<_>>().join("\n"),
+        Event::Data { host, text, .. } => text
+            .lines()
+            .map(|l| format!("[{host}] {l}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
         Event::Output { host, line, .. } => format!("[{host}] {line}"),
         Event::Summary(_) => return None,
     })
@@ -101,9 +124,25 @@ pub fn summary_table(s: &Summary) -> String {
     let mut out = String::new();
     if !s.hosts.is_empty() {
         let w = s.hosts.iter().map(|h| h.host.len()).max().unwrap_or(4).max(4);
-        let rw = s.hosts.iter().map(|h| h.release.as_deref().unwrap_or("-").len()).max().unwrap_or(7).max(7);
-        out.push_str(&format!("{:<w$}  {:<rw$}  {:<16}  {:>7}\n", "HOST", "RELEASE", "OUTCOME", "TIME"));
-        for HostSummary { host, release, outcome, elapsed_ms, error } in &s.hosts {
+        let rw = s
+            .hosts
+            .iter()
+            .map(|h| h.release.as_deref().unwrap_or("-").len())
+            .max()
+            .unwrap_or(7)
+            .max(7);
+        out.push_str(&format!(
+            "{:<w$}  {:<rw$}  {:<16}  {:>7}\n",
+            "HOST", "RELEASE", "OUTCOME", "TIME"
+        ));
+        for HostSummary {
+            host,
+            release,
+            outcome,
+            elapsed_ms,
+            error,
+        } in &s.hosts
+        {
             out.push_str(&format!(
                 "{host:<w$}  {:<rw$}  {outcome:<16}  {:>7}\n",
                 release.as_deref().unwrap_or("-"),
@@ -151,7 +190,9 @@ impl LiveReporter {
         bars.entry(host.to_string())
             .or_insert_with(|| {
                 let bar = self.multi.add(ProgressBar::new_spinner());
-                bar.set_style(ProgressStyle::with_template("{spinner} {prefix:.bold} {wide_msg}").expect("valid template"));
+                bar.set_style(
+                    ProgressStyle::with_template("{spinner} {prefix:.bold} {wide_msg}").expect("valid template"),
+                );
                 bar.set_prefix(host.to_string());
                 bar.enable_steady_tick(Duration::from_millis(100));
                 bar
@@ -168,7 +209,9 @@ impl Reporter for LiveReporter {
                 let msg = match status {
                     StepStatus::Started => format!("{} ...", step.name()),
                     StepStatus::Done { elapsed_ms, .. } => format!("{} done ({})", step.name(), secs(*elapsed_ms)),
-                    StepStatus::Failed { error, .. } => format!("{} FAILED: {}", step.name(), error.lines().next().unwrap_or("")),
+                    StepStatus::Failed { error, .. } => {
+                        format!("{} FAILED: {}", step.name(), error.lines().next().unwrap_or(""))
+                    }
                 };
                 bar.set_message(super::redact(&msg, &self.secrets));
             }
@@ -176,11 +219,17 @@ impl Reporter for LiveReporter {
                 for bar in self.bars.lock().unwrap_or_else(|e| e.into_inner()).values() {
                     bar.finish();
                 }
-                let _ = write!(std::io::stdout().lock(), "{}", super::redact(&summary_table(s), &self.secrets));
+                let _ = write!(
+                    std::io::stdout().lock(),
+                    "{}",
+                    super::redact(&summary_table(s), &self.secrets)
+                );
             }
             Event::Output { .. } | Event::Data { .. } => {
                 if let Some(text) = describe(&event) {
-                    let _ = self.multi.suspend(|| writeln!(std::io::stdout().lock(), "{}", super::redact(&text, &self.secrets)));
+                    let _ = self
+                        .multi
+                        .suspend(|| writeln!(std::io::stdout().lock(), "{}", super::redact(&text, &self.secrets)));
                 }
             }
             other => {

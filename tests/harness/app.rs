@@ -49,13 +49,16 @@ impl Behaviour {
 
 /// The compose file: ports come from API_PORT / REDIS_PORT so hosts sharing one
 /// engine do not collide. `init: true` so stops take milliseconds, not 10 s.
-pub const COMPOSE: &str = r#"version: "3.7"
+/// Redis starts `redis_delay` seconds after its container.
+pub fn compose_file(redis_delay: u32) -> String {
+    format!(
+        r#"version: "3.7"
 services:
   api:
     build: ./api
     init: true
     ports:
-      - "127.0.0.1:${API_PORT:-18000}:8000"
+      - "127.0.0.1:${{API_PORT:-18000}}:8000"
     depends_on:
       - redis
   worker:
@@ -66,12 +69,17 @@ services:
   redis:
     image: deploy-test/redis:1
     init: true
-    command: ["sh", "/etc/redis-start.sh"]
-    volumes:
-      - ./redis-start.sh:/etc/redis-start.sh:ro
+    command: ["sh", "-c", "sleep {redis_delay}; exec redis-server --save '' --appendonly no --protected-mode no"]
     ports:
-      - "127.0.0.1:${REDIS_PORT:-16379}:6379"
-"#;
+      - "127.0.0.1:${{REDIS_PORT:-16379}}:6379"
+"#
+    )
+}
+
+/// The compose file of a release with Redis on time.
+pub fn compose() -> String {
+    compose_file(0)
+}
 
 /// A working copy with commits; removed on drop.
 pub struct AppRepo {
@@ -96,7 +104,7 @@ impl AppRepo {
     /// Writes the app as `b` describes and commits it; returns the commit id.
     pub fn commit(&self, b: &Behaviour) -> String {
         let d = self.path();
-        write(d, "docker-compose.yml", COMPOSE);
+        write(d, "docker-compose.yml", &compose_file(b.redis_delay_secs));
         let slow = if b.slow_build_secs > 0 {
             format!("RUN sleep {}\n", b.slow_build_secs)
         } else {
@@ -139,14 +147,6 @@ impl AppRepo {
             d,
             "worker/run.sh",
             &format!("echo worker {} started\n{log}exec sleep 2147483647\n", b.version),
-        );
-        write(
-            d,
-            "redis-start.sh",
-            &format!(
-                "sleep {}\nexec redis-server --save '' --appendonly no --protected-mode no\n",
-                b.redis_delay_secs
-            ),
         );
         git(d, &["add", "-A"]);
         git(

@@ -16,7 +16,9 @@ pub fn ensure() {
     static BUILT: Mutex<bool> = Mutex::new(false);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if !*built {
-        sh(Command::new("bash").arg(repo_root().join("scripts/build-base-images.sh")).args([BUSYBOX, REDIS]));
+        sh(Command::new("bash")
+            .arg(repo_root().join("scripts/build-base-images.sh"))
+            .args([BUSYBOX, REDIS]));
         *built = true;
     }
 }

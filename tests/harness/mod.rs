@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test module uses a different part of the harness
 
 pub mod app;
+pub mod deployment;
 pub mod images;
 pub mod sshd;
 
@@ -150,4 +151,20 @@ pub fn wait_for(what: &str, limit: std::time::Duration, mut cond: impl FnMut() -
         std::thread::sleep(delay);
         delay = (delay * 2).min(std::time::Duration::from_millis(200));
     }
+}
+
+/// GET `path` on 127.0.0.1:`port`: (status, body), or None if nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let status = raw.split_whitespace().nth(1)?.parse().ok()?;
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
 }

@@ -1,0 +1,197 @@
+//! A deployable setup: an sshd host, the app repository with a deploy.toml, a
+//! bare remote the host fetches from, and the app's own ports and compose project.
+//! Its containers, networks and images are removed on drop.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::app::{AppRepo, BareRemote, Behaviour};
+use super::sshd::{free_port, SshHost};
+use super::{git, http_get, open_tempdir, Run, Test};
+
+/// How a deployment is set up.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// "git" or "upload".
+    pub strategy: &'static str,
+    /// "v1", "v2" or "auto".
+    pub compose: &'static str,
+    /// Extra lines for `[app]`.
+    pub app_extra: String,
+}
+
+impl Default for Setup {
+    fn default() -> Setup {
+        Setup {
+            strategy: "git",
+            compose: "v2",
+            app_extra: String::new(),
+        }
+    }
+}
+
+pub struct Deployment {
+    pub host: SshHost,
+    pub app: AppRepo,
+    pub remote: BareRemote,
+    pub known: tempfile::TempDir,
+    pub api_port: u16,
+    pub redis_port: u16,
+    pub project: String,
+}
+
+impl Deployment {
+    /// Everything set up, nothing deployed; the app's first commit is `first`.
+    pub fn new(setup: Setup, first: &Behaviour) -> Deployment {
+        let host = SshHost::start();
+        let app = AppRepo::new(first);
+        let remote = BareRemote::new();
+        git(
+            app.path(),
+            &["remote", "add", "origin", remote.path().to_str().unwrap()],
+        );
+        let known = open_tempdir();
+        let (api_port, redis_port) = (free_port(), free_port());
+        let project = format!("t{}", host.port);
+        let d = Deployment {
+            host,
+            app,
+            remote,
+            known,
+            api_port,
+            redis_port,
+            project,
+        };
+        let config = format!(
+            "[app]\nname = \"app\"\n{}\n\n[source]\nstrategy = \"{}\"\n\n{}\n[environments.test]\nhosts = [\"127.0.0.1\"]\npath = \"{}\"\nproject = \"{}\"\ncompose = \"{}\"\nvars = {{ API_PORT = \"{}\", REDIS_PORT = \"{}\" }}\n",
+            setup.app_extra,
+            setup.strategy,
+            d.host.ssh_toml(&d.host.known_hosts_file(d.known.path()), "strict"),
+            d.host.app_path().display(),
+            d.project,
+            setup.compose,
+            d.api_port,
+            d.redis_port,
+        );
+        // Untracked, so the tree stays clean for deploys.
+        std::fs::write(d.app.path().join("deploy.toml"), config).unwrap();
+        d
+    }
+
+    /// `deploy <args>` in the app's directory.
+    pub fn run(&self, args: &[&str]) -> Run {
+        Test::new()
+            .args(args.iter().copied())
+            .current_dir(self.app.path())
+            .run()
+    }
+
+    /// `deploy test <args>`, requiring `code`.
+    pub fn deploy(&self, extra: &[&str], code: i32) -> Run {
+        let mut args = vec!["test"];
+        args.extend(extra);
+        let run = self.run(&args);
+        assert_eq!(
+            run.code,
+            code,
+            "deploy {args:?} exited {}, expected {code}:\n{}",
+            run.code,
+            run.all()
+        );
+        run
+    }
+
+    /// What the api's /version answers.
+    pub fn version(&self) -> Option<String> {
+        http_get(self.api_port, "/version")
+            .filter(|(s, _)| *s == 200)
+            .map(|(_, b)| b.trim().to_string())
+    }
+
+    /// The release `current` points at.
+    pub fn current(&self) -> Option<String> {
+        std::fs::read_link(self.host.app_path().join("current"))
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+    }
+
+    /// Release directories on the host, oldest first.
+    pub fn releases(&self) -> Vec<String> {
+        let mut ids: Vec<String> = std::fs::read_dir(self.host.app_path().join("releases"))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
+    /// The history file's entries.
+    pub fn history(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.host.app_path().join(".deploy/history.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("history lines are JSON"))
+            .collect()
+    }
+
+    /// `repo:tag` of every image built for this project.
+    pub fn images(&self) -> Vec<String> {
+        let out = super::sh(
+            Command::new("docker")
+                .args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}", "--filter"])
+                .arg(format!("reference={}-*", self.project)),
+        );
+        let mut v: Vec<String> = out.lines().map(str::to_string).collect();
+        v.sort();
+        v
+    }
+
+    /// Container ids of the project (running or not), sorted.
+    pub fn containers(&self) -> Vec<String> {
+        let out = super::sh(
+            Command::new("docker")
+                .args(["ps", "-aq", "--no-trunc", "--filter"])
+                .arg(format!("label=com.docker.compose.project={}", self.project)),
+        );
+        let mut v: Vec<String> = out.lines().map(str::to_string).collect();
+        v.sort();
+        v
+    }
+
+    /// Whether the host's lock directory exists.
+    pub fn locked(&self) -> bool {
+        self.host.app_path().join(".deploy/lock").exists()
+    }
+
+    pub fn app_path(&self) -> PathBuf {
+        self.host.app_path()
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        let label = format!("label=com.docker.compose.project={}", self.project);
+        if let Ok(out) = Command::new("docker").args(["ps", "-aq", "--filter", &label]).output() {
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker").args(["rm", "-f"]).args(&ids).output();
+            }
+        }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &format!("{}_default", self.project)])
+            .output();
+        let images = self.images();
+        if !images.is_empty() {
+            let _ = Command::new("docker")
+                .args(["image", "rm", "-f"])
+                .args(&images)
+                .output();
+        }
+    }
+}
