@@ -53,6 +53,12 @@ pub struct UpArgs {
     /// Do not push (the hosts fetch what the remote already has).
     #[arg(long)]
     pub no_push: bool,
+    /// Skip the verification checklist.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Leave a release that fails its checks live (exit 6).
+    #[arg(long)]
+    pub no_rollback: bool,
     /// Only these hosts (comma-separated); the rest are left alone.
     #[arg(long, value_delimiter = ',', value_name = "H1,H2")]
     pub hosts: Option<Vec<String>>,
@@ -94,6 +100,14 @@ pub enum Color {
 pub enum Command {
     /// Deploy the current commit to ENV (`deploy ENV` is the same).
     Up(UpArgs),
+    /// Run the verification checklist against the live release (exit 0 or 6).
+    Verify {
+        /// The environment.
+        env: String,
+        /// Only these hosts (comma-separated).
+        #[arg(long, value_delimiter = ',', value_name = "H1,H2")]
+        hosts: Option<Vec<String>>,
+    },
     /// Put the previous good release back (or --to RELEASE), from its kept images.
     Rollback {
         /// The environment.
@@ -176,7 +190,7 @@ pub enum Command {
 
 /// The subcommand names, so `deploy prod` can mean `deploy up prod`.
 pub const SUBCOMMANDS: &[&str] = &[
-    "up", "rollback", "releases", "status", "lock", "logs", "exec", "setup", "check", "init", "help",
+    "up", "verify", "rollback", "releases", "status", "lock", "logs", "exec", "setup", "check", "init", "help",
 ];
 
 impl Cli {

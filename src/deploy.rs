@@ -13,11 +13,13 @@ use crate::error::{Error, Exit};
 use crate::fleet::{select_hosts, step, Fleet, Member, QUICK_TIMEOUT, STEP_TIMEOUT};
 use crate::git::{Commit, PushAuth, Repo};
 use crate::history::{self, Entry, Outcome};
+use crate::hooks::{self, Hook};
 use crate::interrupt::Interrupt;
 use crate::known_hosts::KnownHosts;
 use crate::lock::{self, LockInfo};
 use crate::release::{self, release_id};
 use crate::report::events::{Event, HostSummary, Reporter, Step, Summary};
+use crate::verify::{self, CheckResult, Evidence, HostChecks};
 
 /// A build may take long, but not forever.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(60 * 60);
@@ -31,6 +33,8 @@ pub struct UpOptions {
     pub hosts: Option<Vec<String>>,
     pub message: Option<String>,
     pub allow_dirty: bool,
+    pub no_verify: bool,
+    pub no_rollback: bool,
 }
 
 /// What the run will deploy, worked out locally before any host is touched.
@@ -55,6 +59,9 @@ struct HostState {
     outcome: &'static str,
     error: Option<String>,
     started: Instant,
+    checks: Vec<CheckResult>,
+    evidence: Option<Evidence>,
+    rollback_checks: Vec<CheckResult>,
 }
 
 /// The directory deploy.toml is in: the app's repository.
@@ -169,6 +176,9 @@ pub async fn up(
                     outcome: s.outcome.into(),
                     elapsed_ms: s.started.elapsed().as_millis() as u64,
                     error: s.error.clone(),
+                    checks: s.checks.clone(),
+                    evidence: s.evidence.clone(),
+                    rollback_checks: s.rollback_checks.clone(),
                 })
                 .collect(),
             error,
@@ -186,6 +196,9 @@ pub async fn up(
             outcome: "unchanged",
             error: None,
             started: Instant::now(),
+            checks: Vec::new(),
+            evidence: None,
+            rollback_checks: Vec::new(),
         })
         .collect();
     let fail_hosts = |states: &mut [HostState], failures: &[(String, String)]| {
@@ -242,6 +255,42 @@ pub async fn up(
     if interrupt.is_set() {
         fleet.close().await;
         return Ok(finish("interrupted", Exit::Interrupted, &states, None));
+    }
+
+    let hook_env = |result: &str, exit: Option<Exit>| {
+        let mut env_vars = vec![
+            ("DEPLOY_ENV".to_string(), env.name.clone()),
+            ("DEPLOY_RELEASE".to_string(), plan.release.clone()),
+            ("DEPLOY_COMMIT".to_string(), plan.commit.id.clone()),
+            (
+                "DEPLOY_HOSTS".to_string(),
+                hosts.iter().map(|h| h.name.clone()).collect::<Vec<_>>().join(","),
+            ),
+            ("DEPLOY_RESULT".to_string(), result.to_string()),
+        ];
+        if let Some(e) = exit {
+            env_vars.push(("DEPLOY_EXIT_CODE".to_string(), (e as u8).to_string()));
+        }
+        env_vars
+    };
+    if let Some(cmd) = &config.hooks.pre_deploy {
+        if let Err(e) = hooks::run(
+            Hook::PreDeploy,
+            cmd,
+            &config_dir(config),
+            &hook_env("started", None),
+            reporter,
+        )
+        .await
+        {
+            fleet.close().await;
+            return Ok(finish(
+                "failed",
+                Exit::Failed,
+                &states,
+                Some(format!("{e}; no host was changed")),
+            ));
+        }
     }
 
     // 2. Lock every host before changing any.
@@ -302,6 +351,16 @@ pub async fn up(
     // 4. Unlock and close, whatever happened.
     fleet.unlock(&ours, &info.token, reporter).await;
     fleet.close().await;
+    let (hook, cmd) = if exit == Exit::Success {
+        (Hook::PostDeploy, &config.hooks.post_deploy)
+    } else {
+        (Hook::OnFailure, &config.hooks.on_failure)
+    };
+    if let Some(cmd) = cmd {
+        if let Err(e) = hooks::run(hook, cmd, &config_dir(config), &hook_env(result, Some(exit)), reporter).await {
+            reporter.event(Event::Warning { host: None, message: e });
+        }
+    }
     Ok(finish(result, exit, &states, error))
 }
 
@@ -378,10 +437,13 @@ async fn work(
         );
     }
 
-    // Switch, batch by batch. A switch in progress is never abandoned half-way.
+    // Switch, batch by batch, each batch verified before the next. A switch in
+    // progress is never abandoned half-way.
     let batch = env.batch.unwrap_or(fleet.members.len()).max(1);
     let indices: Vec<usize> = (0..fleet.members.len()).collect();
+    let verifying = !opts.no_verify && !config.verify.checks.is_empty();
     let mut failure: Option<String> = None;
+    let mut checks_failed = false;
     let mut interrupted = false;
     for chunk in indices.chunks(batch) {
         if interrupt.is_set() {
@@ -408,6 +470,7 @@ async fn work(
                     states[i].outcome = "deployed";
                 }
                 Err(e) => {
+                    states[i].outcome = "failed";
                     states[i].error = Some(e.clone());
                     failure.get_or_insert(format!("{}: {e}", states[i].name));
                 }
@@ -416,9 +479,83 @@ async fn work(
         if failure.is_some() {
             break;
         }
+        if verifying {
+            let checked = tokio::select! {
+                r = verify::verify_members(config, fleet, chunk, |_| id.to_string(), reporter) => Some(r),
+                _ = interrupt.wait() => None,
+            };
+            let Some(checked) = checked else {
+                interrupted = true;
+                break;
+            };
+            let failed = absorb(states, chunk, checked);
+            if !failed.is_empty() {
+                checks_failed = true;
+                failure = Some(format!("checks failed: {}", failed.join("; ")));
+                break;
+            }
+        }
     }
     if failure.is_some() || interrupted {
-        let restored = restore_switched(config, fleet, states, reporter).await;
+        if !interrupted && (opts.no_rollback || !config.rollback.automatic) {
+            record(config, fleet, states, plan, Outcome::ChecksFailed, opts, reporter).await;
+            let why = if opts.no_rollback {
+                "--no-rollback"
+            } else {
+                "rollback.automatic = false"
+            };
+            return if checks_failed {
+                (
+                    "checks_failed",
+                    Exit::ChecksFailed,
+                    failure.map(|f| format!("{f}; {why}: the new release stays live")),
+                )
+            } else {
+                (
+                    "rollback_failed",
+                    Exit::RollbackFailed,
+                    failure.map(|f| format!("{f}; {why}: left as it is, a person must look now")),
+                )
+            };
+        }
+        let mut restored = restore_switched(config, fleet, states, reporter).await;
+        if restored && verifying && !interrupted {
+            // The previous release must pass the checklist again to count as restored.
+            let back: Vec<usize> = states
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.switched)
+                .map(|(i, _)| i)
+                .collect();
+            let previous: Vec<Option<String>> = states.iter().map(|s| s.previous.clone()).collect();
+            let checked = verify::verify_members(
+                config,
+                fleet,
+                &back,
+                |i| previous[i].clone().unwrap_or_default(),
+                reporter,
+            )
+            .await;
+            let mut failed = Vec::new();
+            for (&i, host) in back.iter().zip(checked) {
+                if !host.ok() {
+                    failed.push(format!("{}: {}", host.host, host.failed_names().join(", ")));
+                    states[i].outcome = "rollback_failed";
+                    if states[i].evidence.is_none() {
+                        states[i].evidence = host.evidence;
+                    }
+                }
+                states[i].rollback_checks = host.checks;
+            }
+            if !failed.is_empty() {
+                restored = false;
+                failure = Some(format!(
+                    "{}; the restored release fails its checks too: {}",
+                    failure.unwrap_or_default(),
+                    failed.join("; ")
+                ));
+            }
+        }
         let outcome = if restored {
             Outcome::RolledBack
         } else {
@@ -440,12 +577,16 @@ async fn work(
                 Exit::Interrupted,
                 Some("interrupted during the switch; switched hosts were put back".into()),
             ),
-            (false, true) => ("rolled_back", Exit::RolledBack, failure),
+            (false, true) => (
+                "rolled_back",
+                Exit::RolledBack,
+                failure.map(|f| format!("{f}; the previous release was restored and verified")),
+            ),
             (false, false) => (
                 "rollback_failed",
                 Exit::RollbackFailed,
                 Some(format!(
-                    "{}; putting the previous release back failed too: a person must look now",
+                    "{}; the rollback did not complete: a person must look now",
                     failure.unwrap_or_default()
                 )),
             ),
@@ -463,6 +604,19 @@ async fn work(
         );
     }
     ("ok", Exit::Success, None)
+}
+
+/// Stores each host's check results; returns "host: check, check" for hosts that failed.
+fn absorb(states: &mut [HostState], indices: &[usize], checked: Vec<HostChecks>) -> Vec<String> {
+    let mut failed = Vec::new();
+    for (&i, host) in indices.iter().zip(checked) {
+        if !host.ok() {
+            failed.push(format!("{}: {}", host.host, host.failed_names().join(", ")));
+        }
+        states[i].checks = host.checks;
+        states[i].evidence = host.evidence;
+    }
+    failed
 }
 
 /// How pushes authenticate and check host keys: the `[ssh]` settings of the environment.
@@ -582,8 +736,25 @@ async fn switch(config: &Config, m: &Member, id: &str) -> Result<(), crate::remo
     Ok(())
 }
 
-/// Makes release `target` live again from its kept images: no build.
+/// Makes release `target` live again from its kept images: no build. Missing
+/// images are reported at once (compose would try to pull them).
 pub async fn activate(config: &Config, m: &Member, target: &str) -> Result<(), crate::remote::RemoteError> {
+    let missing = m
+        .remote
+        .run(&release::missing_images(&m.layout, target).into(), Some(QUICK_TIMEOUT))
+        .await?;
+    let missing: Vec<&str> = missing.stdout.split_whitespace().collect();
+    if !missing.is_empty() {
+        return Err(crate::remote::RemoteError::Failed {
+            host: m.host.name.clone(),
+            command: format!("up release {target}"),
+            code: 1,
+            stderr: format!(
+                "the images of release {target} are gone ({}); it cannot start without a build",
+                missing.join(", ")
+            ),
+        });
+    }
     m.remote
         .check(
             &m.compose(config, target)
@@ -687,6 +858,7 @@ async fn record(
     stream::iter(fleet.members.iter().zip(states))
         .map(|(m, s)| {
             let outcome = match s.outcome {
+                "deployed" if default == Outcome::ChecksFailed => Outcome::ChecksFailed,
                 "deployed" => Outcome::Deployed,
                 "rolled_back" => Outcome::RolledBack,
                 "rollback_failed" => Outcome::RollbackFailed,

@@ -21,6 +21,8 @@ pub enum Outcome {
     Rollback,
     /// Interrupted; the host is on `to`.
     Interrupted,
+    /// Live, but its checks failed and it was left live (`--no-rollback`).
+    ChecksFailed,
 }
 
 /// One line of history.

@@ -14,12 +14,14 @@ pub mod error;
 pub mod fleet;
 pub mod git;
 pub mod history;
+pub mod hooks;
 pub mod interrupt;
 pub mod known_hosts;
 pub mod lock;
 pub mod release;
 pub mod remote;
 pub mod report;
+pub mod verify;
 
 use cli::{Cli, Command};
 use error::Exit;
@@ -43,6 +45,7 @@ pub fn run(cli: Cli) -> Exit {
             hosts.as_deref(),
             message.as_deref(),
         ),
+        Command::Verify { env, hosts } => commands::verify::run(&cli, &mut printer, env, hosts.as_deref()),
         Command::Releases { env } => commands::releases::run(&cli, &mut printer, env),
         Command::Status { env } => commands::status::run(&cli, &mut printer, env),
         Command::Lock {

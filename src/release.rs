@@ -171,6 +171,22 @@ pub fn point_current(layout: &Layout, id: &str) -> Cmd {
     shell(POINT_CURRENT, &[&layout.root, id])
 }
 
+// $1 the release's override file. Prints each image it names that the engine lacks.
+const MISSING_IMAGES: &str = r#"
+[ -f "$1" ] || { echo "(no $1)"; exit 0; }
+sed -n 's/^ *image: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p' "$1" | while IFS= read -r img; do
+  docker image inspect "$img" >/dev/null 2>&1 || echo "$img"
+done
+"#;
+
+/// Lists the images of release `id` (from its override file) that are missing.
+pub fn missing_images(layout: &Layout, id: &str) -> Cmd {
+    shell(
+        MISSING_IMAGES,
+        &[&format!("{}/{}", layout.release(id), crate::compose::OVERRIDE_FILE)],
+    )
+}
+
 const LIST: &str = r#"cd "$1" 2>/dev/null && for d in */; do [ -d "$d" ] && echo "${d%/}"; done; true"#;
 
 /// Lists release directories.

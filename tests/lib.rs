@@ -10,3 +10,4 @@ mod fixture_app;
 mod git_push;
 mod releases;
 mod ssh_transport;
+mod verification;

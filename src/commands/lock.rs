@@ -117,6 +117,9 @@ pub fn run(
                         outcome,
                         elapsed_ms: 0,
                         error: err,
+                        checks: Vec::new(),
+                        evidence: None,
+                        rollback_checks: Vec::new(),
                     });
                 }
             }

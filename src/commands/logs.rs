@@ -88,6 +88,9 @@ pub fn run(
                             outcome: if r.is_ok() { "ok" } else { "failed" }.into(),
                             elapsed_ms: 0,
                             error: r.err(),
+                            checks: Vec::new(),
+                            evidence: None,
+                            rollback_checks: Vec::new(),
                         }
                     })
                     .collect();

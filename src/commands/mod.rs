@@ -10,6 +10,7 @@ pub mod rollback;
 pub mod setup;
 pub mod status;
 pub mod up;
+pub mod verify;
 
 use std::time::Instant;
 
@@ -103,6 +104,9 @@ pub async fn connect(
                 outcome: "failed".into(),
                 elapsed_ms: 0,
                 error: Some(e),
+                checks: Vec::new(),
+                evidence: None,
+                rollback_checks: Vec::new(),
             })
             .collect();
         reporter.event(summary(

@@ -79,6 +79,9 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str) -> Result<Exit, Error> {
                         outcome: "ok".into(),
                         elapsed_ms: 0,
                         error: None,
+                        checks: Vec::new(),
+                        evidence: None,
+                        rollback_checks: Vec::new(),
                     });
                 }
                 Err(e) => {
@@ -89,6 +92,9 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str) -> Result<Exit, Error> {
                         outcome: "failed".into(),
                         elapsed_ms: 0,
                         error: Some(e.to_string()),
+                        checks: Vec::new(),
+                        evidence: None,
+                        rollback_checks: Vec::new(),
                     });
                 }
             }

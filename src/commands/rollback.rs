@@ -98,6 +98,9 @@ pub fn run(
                     outcome: "unchanged".into(),
                     elapsed_ms: 0,
                     error: Some(e.clone()),
+                    checks: Vec::new(),
+                    evidence: None,
+                    rollback_checks: Vec::new(),
                 });
             }
         }
@@ -211,6 +214,9 @@ pub fn run(
                 outcome: outcome.into(),
                 elapsed_ms: ms,
                 error,
+                checks: Vec::new(),
+                evidence: None,
+                rollback_checks: Vec::new(),
             });
         }
         fleet.unlock(&ours, &info.token, reporter).await;

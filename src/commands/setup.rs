@@ -69,7 +69,7 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str) -> Result<Exit, Error> {
                 if r.is_err() {
                     exit = Exit::Failed;
                 }
-                HostSummary { host: m.host.name.clone(), release: m.current.clone(), outcome: if r.is_ok() { "ready" } else { "failed" }.into(), elapsed_ms: 0, error: r.err() }
+                HostSummary { host: m.host.name.clone(), release: m.current.clone(), outcome: if r.is_ok() { "ready" } else { "failed" }.into(), elapsed_ms: 0, error: r.err(), checks: Vec::new(), evidence: None, rollback_checks: Vec::new() }
             })
             .collect();
         fleet.close().await;

@@ -17,6 +17,8 @@ pub fn run(cli: &Cli, printer: &mut Printer, args: &UpArgs) -> Result<Exit, Erro
         hosts: args.hosts.clone(),
         message: args.message.clone(),
         allow_dirty: args.allow_dirty,
+        no_verify: args.no_verify,
+        no_rollback: args.no_rollback,
     };
     super::runtime()?.block_on(async {
         let interrupt = Interrupt::install();

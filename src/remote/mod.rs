@@ -155,7 +155,7 @@ pub(crate) fn upload_script(path: &str, mode: u32) -> Script {
 }
 
 /// Reads exit code from a std ExitStatus, mapping signals to 128 + n.
-pub(crate) fn exit_code(status: std::process::ExitStatus) -> i32 {
+pub fn exit_code(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }

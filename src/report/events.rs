@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::verify::{CheckResult, Evidence};
+
 /// One step of the work on a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -79,6 +81,36 @@ pub struct HostSummary {
     pub elapsed_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The checklist's results on this host (empty when it did not run).
+    pub checks: Vec<CheckResult>,
+    /// Containers and log tails, when a check failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
+    /// After a rollback: the checklist's results on the restored release.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rollback_checks: Vec<CheckResult>,
+}
+
+impl HostSummary {
+    /// A host's line without checks.
+    pub fn new(
+        host: &str,
+        release: Option<String>,
+        outcome: &str,
+        elapsed_ms: u64,
+        error: Option<String>,
+    ) -> HostSummary {
+        HostSummary {
+            host: host.into(),
+            release,
+            outcome: outcome.into(),
+            elapsed_ms,
+            error,
+            checks: Vec::new(),
+            evidence: None,
+            rollback_checks: Vec::new(),
+        }
+    }
 }
 
 /// The last word of a command.
@@ -131,6 +163,12 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         host: Option<String>,
         message: String,
+    },
+    /// A check finished on a host.
+    Check {
+        host: String,
+        #[serde(flatten)]
+        result: CheckResult,
     },
     /// What a read-only command found on a host: `text` for people, `data` for JSON.
     Data {

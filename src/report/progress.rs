@@ -10,6 +10,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::events::{Event, HostSummary, Reporter, StepStatus, Summary};
 use crate::config::Secret;
+use crate::verify::CheckResult;
 
 fn secs(ms: u64) -> String {
     format!("{:.1}s", ms as f64 / 1000.0)
@@ -109,6 +110,7 @@ fn describe(event: &Event) -> Option<String> {
             Some(h) => format!("[{h}] {message}"),
             None => message.clone(),
         },
+        Event::Check { host, result } => format!("[{host}] {}", check_line(result)),
         Event::Data { host, text, .. } => text
             .lines()
             .map(|l| format!("[{host}] {l}"))
@@ -117,6 +119,22 @@ fn describe(event: &Event) -> Option<String> {
         Event::Output { host, line, .. } => format!("[{host}] {line}"),
         Event::Summary(_) => return None,
     })
+}
+
+/// One check's result for people.
+fn check_line(c: &CheckResult) -> String {
+    if c.skipped {
+        return format!("check {}: skipped ({})", c.name, c.detail);
+    }
+    format!(
+        "check {} {} ({} attempt{}, {}): {}",
+        c.name,
+        if c.ok { "passed" } else { "FAILED" },
+        c.attempts,
+        if c.attempts == 1 { "" } else { "s" },
+        secs(c.elapsed_ms),
+        c.detail
+    )
 }
 
 /// The closing table: host, release, outcome, time; then the result line.
@@ -141,6 +159,7 @@ pub fn summary_table(s: &Summary) -> String {
             outcome,
             elapsed_ms,
             error,
+            ..
         } in &s.hosts
         {
             out.push_str(&format!(
@@ -151,6 +170,28 @@ pub fn summary_table(s: &Summary) -> String {
             if let Some(e) = error {
                 for line in e.lines() {
                     out.push_str(&format!("    {line}\n"));
+                }
+            }
+            let h = s.hosts.iter().find(|x| &x.host == host).expect("iterating hosts");
+            for c in &h.checks {
+                out.push_str(&format!("    {}\n", check_line(c)));
+            }
+            if !h.rollback_checks.is_empty() {
+                out.push_str("    after the rollback:\n");
+                for c in &h.rollback_checks {
+                    out.push_str(&format!("      {}\n", check_line(c)));
+                }
+            }
+            if let Some(ev) = &h.evidence {
+                out.push_str("    containers:\n");
+                for c in &ev.containers {
+                    out.push_str(&format!("      {} {} ({})\n", c.service, c.state, c.status));
+                }
+                for (service, lines) in &ev.logs {
+                    out.push_str(&format!("    last {} log lines of {service}:\n", lines.len()));
+                    for l in lines {
+                        out.push_str(&format!("      {l}\n"));
+                    }
                 }
             }
         }

@@ -106,7 +106,12 @@ impl AppRepo {
         let d = self.path();
         write(d, "docker-compose.yml", &compose_file(b.redis_delay_secs));
         let slow = if b.slow_build_secs > 0 {
-            format!("RUN sleep {}\n", b.slow_build_secs)
+            // A nonce so the slow step is never served from the build cache.
+            let nonce = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            format!("RUN sleep {} && echo {nonce}\n", b.slow_build_secs)
         } else {
             String::new()
         };
@@ -121,7 +126,10 @@ impl AppRepo {
         write(
             d,
             "api/start.sh",
-            &format!("sleep {}\nexec httpd -f -p 8000 -h /www\n", b.slow_start_secs),
+            &format!(
+                "echo api {} starting\nsleep {}\nexec httpd -f -v -p 8000 -h /www\n",
+                b.version, b.slow_start_secs
+            ),
         );
         write(d, "api/www/version", &format!("{}\n", b.version));
         let health = match b.health {

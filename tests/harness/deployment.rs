@@ -18,6 +18,9 @@ pub struct Setup {
     pub compose: &'static str,
     /// Extra lines for `[app]`.
     pub app_extra: String,
+    /// More TOML at the end (`[verify]`, checks, hooks); `{API_PORT}` and
+    /// `{REDIS_PORT}` are replaced by the deployment's ports.
+    pub extra: String,
 }
 
 impl Default for Setup {
@@ -26,6 +29,7 @@ impl Default for Setup {
             strategy: "git",
             compose: "v2",
             app_extra: String::new(),
+            extra: String::new(),
         }
     }
 }
@@ -73,8 +77,12 @@ impl Deployment {
             d.api_port,
             d.redis_port,
         );
+        let extra = setup
+            .extra
+            .replace("{API_PORT}", &d.api_port.to_string())
+            .replace("{REDIS_PORT}", &d.redis_port.to_string());
         // Untracked, so the tree stays clean for deploys.
-        std::fs::write(d.app.path().join("deploy.toml"), config).unwrap();
+        std::fs::write(d.app.path().join("deploy.toml"), format!("{config}\n{extra}")).unwrap();
         d
     }
 
@@ -84,6 +92,28 @@ impl Deployment {
             .args(args.iter().copied())
             .current_dir(self.app.path())
             .run()
+    }
+
+    /// `deploy test <args> --output json`, requiring `code`; every stdout line
+    /// must be a JSON object, and the last one is returned (the summary).
+    pub fn deploy_json(&self, extra: &[&str], code: i32) -> (Run, serde_json::Value) {
+        let mut args = vec!["test", "--output", "json"];
+        args.extend(extra);
+        let run = self.run(&args);
+        assert_eq!(
+            run.code,
+            code,
+            "deploy {args:?} exited {}, expected {code}:\n{}",
+            run.code,
+            run.all()
+        );
+        let mut last = serde_json::Value::Null;
+        for line in run.stdout.lines() {
+            last = serde_json::from_str(line).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+            assert!(last.is_object(), "{line}");
+        }
+        assert_eq!(last["event"], "summary", "the last line is the summary: {}", run.stdout);
+        (run, last)
     }
 
     /// `deploy test <args>`, requiring `code`.

@@ -168,3 +168,78 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
         .unwrap_or_default();
     Some((status, body))
 }
+
+/// A network namespace with a veth link to this one: a host with its own
+/// loopback, reachable at `addr`. Removed on drop.
+pub struct Netns {
+    pub name: String,
+    pub addr: String,
+    veth: String,
+}
+
+impl Netns {
+    pub fn new() -> Netns {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        // Unique per process and per call; addresses in a /30 of our own.
+        let n = (std::process::id() % 200 + NEXT.fetch_add(1, Ordering::SeqCst)) % 250 + 1;
+        let name = format!("dtest{n}");
+        let veth = format!("dtv{n}");
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let _ = Command::new("ip").args(["link", "del", &format!("{veth}a")]).output();
+        let outer = format!("10.231.{n}.1/30");
+        let inner = format!("10.231.{n}.2/30");
+        for args in [
+            vec!["netns", "add", &name],
+            vec![
+                "link",
+                "add",
+                &format!("{veth}a"),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &format!("{veth}b"),
+            ],
+            vec!["link", "set", &format!("{veth}b"), "netns", &name],
+            vec!["addr", "add", &outer, "dev", &format!("{veth}a")],
+            vec!["link", "set", &format!("{veth}a"), "up"],
+            vec![
+                "netns",
+                "exec",
+                &name,
+                "ip",
+                "addr",
+                "add",
+                &inner,
+                "dev",
+                &format!("{veth}b"),
+            ],
+            vec!["netns", "exec", &name, "ip", "link", "set", &format!("{veth}b"), "up"],
+            vec!["netns", "exec", &name, "ip", "link", "set", "lo", "up"],
+        ] {
+            sh(Command::new("ip").args(&args));
+        }
+        Netns {
+            name,
+            addr: format!("10.231.{n}.2"),
+            veth,
+        }
+    }
+
+    /// A command run inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &format!("{}a", self.veth)])
+            .output();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}

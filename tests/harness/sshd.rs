@@ -70,6 +70,10 @@ pub fn free_port() -> u16 {
 
 /// One sshd on loopback. Stopped and its files removed on drop.
 pub struct SshHost {
+    /// The address sshd listens on (127.0.0.1, or a network namespace's).
+    pub addr: String,
+    /// The network namespace it runs in, if any.
+    pub netns: Option<String>,
     pub port: u16,
     /// Holds the host key, sshd config and log, authorized_keys, and `app/`.
     pub dir: tempfile::TempDir,
@@ -79,6 +83,11 @@ pub struct SshHost {
 impl SshHost {
     /// Starts a host with a fresh host key; `app/` under its dir is owned by the test user.
     pub fn start() -> SshHost {
+        SshHost::start_at("127.0.0.1", None)
+    }
+
+    /// Starts a host listening on `addr`, inside network namespace `netns` if given.
+    pub fn start_at(addr: &str, netns: Option<&str>) -> SshHost {
         ensure_user();
         let dir = open_tempdir();
         let d = dir.path();
@@ -89,9 +98,16 @@ impl SshHost {
         std::fs::create_dir_all(d.join("app")).expect("mkdir app");
         sh(Command::new("chown").arg(format!("{USER}:{USER}")).arg(d.join("app")));
         for _ in 0..5 {
-            let port = free_port();
-            if let Some(child) = spawn_sshd(d, port) {
-                return SshHost { port, dir, child };
+            // A namespace has its own ports: any is free there.
+            let port = if netns.is_some() { 2222 } else { free_port() };
+            if let Some(child) = spawn_sshd(d, addr, port, netns) {
+                return SshHost {
+                    addr: addr.to_string(),
+                    netns: netns.map(str::to_string),
+                    port,
+                    dir,
+                    child,
+                };
             }
         }
         panic!(
@@ -110,7 +126,7 @@ impl SshHost {
         let public = std::fs::read_to_string(self.dir.path().join("hostkey.pub")).expect("host key");
         let mut fields = public.split_whitespace();
         let (kind, data) = (fields.next().expect("type"), fields.next().expect("key"));
-        format!("[127.0.0.1]:{} {kind} {data}", self.port)
+        format!("[{}]:{} {kind} {data}", self.addr, self.port)
     }
 
     /// Writes a known_hosts file that trusts this host and returns its path.
@@ -125,7 +141,8 @@ impl SshHost {
         let _ = self.child.kill();
         let _ = self.child.wait();
         new_host_key(self.dir.path());
-        self.child = spawn_sshd(self.dir.path(), self.port).expect("sshd restarts on its port");
+        self.child = spawn_sshd(self.dir.path(), &self.addr, self.port, self.netns.as_deref())
+            .expect("sshd restarts on its port");
     }
 
     /// An `[ssh]` table for deploy.toml that reaches this host with the client key.
@@ -171,16 +188,24 @@ fn new_host_key(dir: &Path) {
 }
 
 /// Starts sshd on `port` and waits for its banner; `None` if it exited (port taken).
-fn spawn_sshd(dir: &Path, port: u16) -> Option<Child> {
+fn spawn_sshd(dir: &Path, addr: &str, port: u16, netns: Option<&str>) -> Option<Child> {
     let config = format!(
-        "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/hostkey\nAuthorizedKeysFile {d}/authorized_keys\n\
+        "Port {port}\nListenAddress {addr}\nHostKey {d}/hostkey\nAuthorizedKeysFile {d}/authorized_keys\n\
          PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
          PidFile {d}/sshd.pid\nPermitRootLogin no\nAllowUsers {USER}\nAllowTcpForwarding yes\n\
          MaxSessions 100\nMaxStartups 100:30:200\nSubsystem sftp internal-sftp\n",
         d = dir.display()
     );
     std::fs::write(dir.join("sshd_config"), config).expect("sshd_config");
-    let mut child = Command::new("/usr/sbin/sshd")
+    let mut command = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "/usr/sbin/sshd"]);
+            c
+        }
+        None => Command::new("/usr/sbin/sshd"),
+    };
+    let mut child = command
         .arg("-D")
         .arg("-f")
         .arg(dir.join("sshd_config"))
@@ -195,7 +220,7 @@ fn spawn_sshd(dir: &Path, port: u16) -> Option<Child> {
         if let Ok(Some(_)) = child.try_wait() {
             return None;
         }
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+        if let Ok(mut s) = TcpStream::connect((addr, port)) {
             let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
             let mut banner = [0u8; 4];
             if s.read_exact(&mut banner).is_ok() && &banner == b"SSH-" {

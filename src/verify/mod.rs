@@ -1,0 +1,259 @@
+//! The verification checklist: every check on every host, each retried with
+//! backoff until it passes or its timeout runs out. One file per kind of check.
+
+mod compose_ps;
+mod exec;
+mod http;
+mod logs;
+mod redis;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::compose::{self, Container};
+use crate::config::{Check, CheckKind, Config};
+use crate::fleet::{Fleet, Member, QUICK_TIMEOUT};
+use crate::release::shell;
+use crate::report::events::{Event, Reporter};
+
+/// How one check ended on one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckResult {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub ok: bool,
+    /// Not run on this host (it does not run the service the check is about).
+    pub skipped: bool,
+    pub attempts: u32,
+    pub elapsed_ms: u64,
+    /// The last answer: status and body start, Redis reply, exit code and stderr...
+    pub detail: String,
+}
+
+/// What a failing host looked like: its containers and their last log lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Evidence {
+    pub containers: Vec<Container>,
+    /// Service → its last log lines.
+    pub logs: BTreeMap<String, Vec<String>>,
+}
+
+/// The checklist's outcome on one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostChecks {
+    pub host: String,
+    pub checks: Vec<CheckResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
+}
+
+impl HostChecks {
+    /// Whether every check passed (or was skipped).
+    pub fn ok(&self) -> bool {
+        self.checks.iter().all(|c| c.ok || c.skipped)
+    }
+
+    /// "api health, redis" — the failed checks' names.
+    pub fn failed_names(&self) -> Vec<String> {
+        self.checks
+            .iter()
+            .filter(|c| !c.ok && !c.skipped)
+            .map(|c| c.name.clone())
+            .collect()
+    }
+}
+
+/// Lines of logs kept as evidence per service.
+const EVIDENCE_LINES: u32 = 50;
+
+/// One try of a check: passed or not, and what it saw.
+pub(crate) type Attempt = Result<String, String>;
+
+/// What a check runs against: a host and its live (or new) release.
+pub(crate) struct Target<'a> {
+    pub config: &'a Config,
+    pub member: &'a Member,
+    pub release: &'a str,
+}
+
+/// The check applies to this host: a host that lists its `services` skips checks
+/// about services it does not run.
+fn applies(check: &Check, member: &Member) -> bool {
+    let Some(runs) = &member.host.services else {
+        return true;
+    };
+    match &check.kind {
+        CheckKind::Exec { service, .. } => runs.contains(service),
+        CheckKind::Logs { services, .. } => services.is_empty() || services.iter().any(|s| runs.contains(s)),
+        _ => true,
+    }
+}
+
+async fn attempt(check: &Check, target: &Target<'_>) -> Attempt {
+    match &check.kind {
+        CheckKind::Http { .. } => http::attempt(&check.kind, target).await,
+        CheckKind::Redis { .. } => redis::attempt(&check.kind, target).await,
+        CheckKind::Exec { .. } => exec::attempt(&check.kind, target).await,
+        CheckKind::ComposePs => compose_ps::attempt(target).await,
+        CheckKind::Logs { .. } => logs::attempt(&check.kind, target).await,
+    }
+}
+
+/// A check that is judged once, after the others: a log line that must be absent
+/// can appear at any moment, so it is looked for when the rest has settled.
+fn settles_last(check: &Check) -> bool {
+    matches!(
+        &check.kind,
+        CheckKind::Logs {
+            absent: Some(_),
+            present: None,
+            ..
+        }
+    )
+}
+
+/// Runs one check until it passes or its time is up; first retry after
+/// `interval`, doubling up to `max_interval`.
+async fn run_check(check: &Check, target: &Target<'_>, reporter: &dyn Reporter) -> CheckResult {
+    let started = Instant::now();
+    let verify = &target.config.verify;
+    let mut delay = verify.interval;
+    let mut attempts = 0;
+    let host = target.member.host.name.clone();
+    let once = settles_last(check);
+    let (ok, detail) = loop {
+        attempts += 1;
+        let left = check.timeout.saturating_sub(started.elapsed());
+        let result = match tokio::time::timeout(left.max(Duration::from_millis(100)), attempt(check, target)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "no answer within {}",
+                humantime::format_duration(check.timeout)
+            )),
+        };
+        match result {
+            Ok(detail) => break (true, detail),
+            Err(detail) if once || started.elapsed() + delay >= check.timeout => break (false, detail),
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(verify.max_interval);
+            }
+        }
+    };
+    let result = CheckResult {
+        name: check.name.clone(),
+        kind: check.kind.type_name().into(),
+        ok,
+        skipped: false,
+        attempts,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        detail,
+    };
+    reporter.event(Event::Check {
+        host,
+        result: result.clone(),
+    });
+    result
+}
+
+/// Runs `check`, or records it as skipped where the host does not run its service.
+async fn run_or_skip(check: &Check, target: &Target<'_>, reporter: &dyn Reporter) -> CheckResult {
+    if applies(check, target.member) {
+        return run_check(check, target, reporter).await;
+    }
+    CheckResult {
+        name: check.name.clone(),
+        kind: check.kind.type_name().into(),
+        ok: true,
+        skipped: true,
+        attempts: 0,
+        elapsed_ms: 0,
+        detail: "this host does not run the service".into(),
+    }
+}
+
+/// Runs the checklist on one host: its checks concurrently, absent-log checks
+/// last; evidence is gathered when something failed.
+pub async fn verify_host(config: &Config, member: &Member, release: &str, reporter: &dyn Reporter) -> HostChecks {
+    let target = Target {
+        config,
+        member,
+        release,
+    };
+    let checks = &config.verify.checks;
+    let (last, first): (Vec<&Check>, Vec<&Check>) = checks.iter().partition(|c| settles_last(c));
+    let mut results = futures::future::join_all(first.into_iter().map(|c| run_or_skip(c, &target, reporter))).await;
+    results.extend(futures::future::join_all(last.into_iter().map(|c| run_or_skip(c, &target, reporter))).await);
+    // Report in the file's order.
+    results.sort_by_key(|r| checks.iter().position(|c| c.name == r.name));
+    let mut host = HostChecks {
+        host: member.host.name.clone(),
+        checks: results,
+        evidence: None,
+    };
+    if !host.ok() {
+        host.evidence = Some(evidence(&target).await);
+    }
+    host
+}
+
+/// Runs the checklist on every member, `parallel` hosts at a time.
+pub async fn verify_members(
+    config: &Config,
+    fleet: &Fleet,
+    members: &[usize],
+    release_of: impl Fn(usize) -> String,
+    reporter: &dyn Reporter,
+) -> Vec<HostChecks> {
+    use futures::stream::{self, StreamExt};
+    stream::iter(members.iter().copied())
+        .map(|i| {
+            let release = release_of(i);
+            async move { verify_host(config, &fleet.members[i], &release, reporter).await }
+        })
+        .buffered(fleet.env.parallel.max(1))
+        .collect()
+        .await
+}
+
+/// The containers' state and each service's last log lines.
+async fn evidence(target: &Target<'_>) -> Evidence {
+    let m = target.member;
+    let containers = match m
+        .remote
+        .run(&compose::ps_cmd(&m.host.project).into(), Some(QUICK_TIMEOUT))
+        .await
+    {
+        Ok(out) => compose::parse_ps(&out.stdout),
+        Err(_) => Vec::new(),
+    };
+    let mut logs = BTreeMap::new();
+    for c in &containers {
+        let cmd = shell(
+            r#"docker logs --tail "$1" "$2" 2>&1"#,
+            &[&EVIDENCE_LINES.to_string(), &c.name],
+        );
+        if let Ok(out) = m.remote.run(&cmd.into(), Some(QUICK_TIMEOUT)).await {
+            let lines: Vec<String> = out.stdout.lines().map(str::to_string).collect();
+            logs.entry(c.service.clone()).or_insert_with(Vec::new).extend(lines);
+        }
+    }
+    Evidence { containers, logs }
+}
+
+/// The first `n` characters of `s`, on one line.
+pub(crate) fn excerpt(s: &str, n: usize) -> String {
+    let flat: String = s
+        .trim()
+        .chars()
+        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
+        .collect();
+    if flat.chars().count() > n {
+        format!("{}...", flat.chars().take(n).collect::<String>())
+    } else {
+        flat
+    }
+}
