@@ -311,7 +311,7 @@ fn redis_on_the_hosts_loopback_is_checked_through_ssh_with_a_secret_password() {
 #[test]
 fn secrets_appear_in_no_output_hooks_and_evidence_included() {
     let secret = "tok-5e3a-secret-value";
-    let extra = "\n[[verify.checks]]\nname = \"token check\"\ntype = \"exec\"\nservice = \"api\"\ncommand = [\"sh\", \"-c\", \"echo denied for $0 >&2; exit 1\", \"${DT_TOKEN}\"]\ntimeout = \"2s\"\n\n\
+    let extra = "\n[[verify.checks]]\nname = \"token check\"\ntype = \"exec\"\nservice = \"api\"\ncommand = [\"sh\", \"-c\", \"echo denied for $0 >&2; exit 1\", \"${DT_TOKEN}\"]\ntimeout = \"5s\"\n\n\
          [[verify.checks]]\nname = \"api with token\"\ntype = \"http\"\nurl = \"http://127.0.0.1:{API_PORT}/version\"\nheaders = { Authorization = \"Bearer ${DT_TOKEN}\" }\n\n\
          [hooks]\npre_deploy = \"echo pre: $DT_TOKEN\"\non_failure = \"echo failed: $DT_TOKEN; echo again $DT_TOKEN >&2\"\n";
     let d = Deployment::new(quick_setup(extra), &Behaviour::version("A"));

@@ -124,20 +124,23 @@ async fn run_check(check: &Check, target: &Target<'_>, reporter: &dyn Reporter) 
     let mut attempts = 0;
     let host = target.member.host.name.clone();
     let once = settles_last(check);
+    let mut last: Option<String> = None;
     let (ok, detail) = loop {
         attempts += 1;
         let left = check.timeout.saturating_sub(started.elapsed());
         let result = match tokio::time::timeout(left.max(Duration::from_millis(100)), attempt(check, target)).await {
             Ok(r) => r,
-            Err(_) => Err(format!(
-                "no answer within {}",
-                humantime::format_duration(check.timeout)
-            )),
+            // Cut short by the timeout: the last real answer is the better evidence.
+            Err(_) => Err(match &last {
+                Some(prev) => format!("{prev} (then no answer before the timeout)"),
+                None => format!("no answer within {}", humantime::format_duration(check.timeout)),
+            }),
         };
         match result {
             Ok(detail) => break (true, detail),
             Err(detail) if once || started.elapsed() + delay >= check.timeout => break (false, detail),
-            Err(_) => {
+            Err(detail) => {
+                last = Some(detail);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(verify.max_interval);
             }
