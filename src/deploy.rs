@@ -472,7 +472,13 @@ async fn work(
                 Err(e) => {
                     states[i].outcome = "failed";
                     states[i].error = Some(e.clone());
-                    failure.get_or_insert(format!("{}: {e}", states[i].name));
+                    // Remote errors already start with the host's name.
+                    let named = if e.starts_with(&states[i].name) {
+                        e.clone()
+                    } else {
+                        format!("{}: {e}", states[i].name)
+                    };
+                    failure.get_or_insert(named);
                 }
             }
         }
@@ -667,7 +673,7 @@ async fn stage(config: &Config, m: &Member, plan: &Plan, reporter: &dyn Reporter
             )
             .await?;
         }
-        let text = compose::override_file(&m.host.project, &plan.build, id);
+        let text = compose::override_file(&m.host.project, &m.builds(&plan.build), id);
         r.upload(
             text.as_bytes(),
             &format!("{}/{OVERRIDE_FILE}", m.layout.release(id)),
@@ -682,7 +688,8 @@ async fn stage(config: &Config, m: &Member, plan: &Plan, reporter: &dyn Reporter
         Step::Upload
     };
     step(reporter, host, fetch_step, transfer).await?;
-    if plan.build.is_empty() {
+    let build = m.builds(&plan.build);
+    if build.is_empty() {
         return Ok(());
     }
     let compose = m.compose(config, id);
@@ -690,7 +697,7 @@ async fn stage(config: &Config, m: &Member, plan: &Plan, reporter: &dyn Reporter
     if config.app.no_cache {
         args.push("--no-cache".into());
     }
-    args.extend(plan.build.iter().cloned());
+    args.extend(build);
     let build = release::tracked(&compose.cmd(args), &pid_file(m, id));
     step(reporter, host, Step::Build, async {
         let out = r
@@ -726,6 +733,7 @@ async fn switch(config: &Config, m: &Member, id: &str) -> Result<(), crate::remo
         .check(
             &m.compose(config, id)
                 .cmd(["up", "-d", "--remove-orphans", "--no-build"])
+                .args(m.runs())
                 .into(),
             Some(STEP_TIMEOUT),
         )
@@ -759,6 +767,7 @@ pub async fn activate(config: &Config, m: &Member, target: &str) -> Result<(), c
         .check(
             &m.compose(config, target)
                 .cmd(["up", "-d", "--remove-orphans", "--no-build"])
+                .args(m.runs())
                 .into(),
             Some(STEP_TIMEOUT),
         )

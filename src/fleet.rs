@@ -44,6 +44,19 @@ pub struct Member {
 }
 
 impl Member {
+    /// Of the services a release builds, those this host runs.
+    pub fn builds(&self, all: &[String]) -> Vec<String> {
+        match &self.host.services {
+            Some(runs) => all.iter().filter(|s| runs.contains(s)).cloned().collect(),
+            None => all.to_vec(),
+        }
+    }
+
+    /// The services named to `compose up`: this host's, or none (all).
+    pub fn runs(&self) -> Vec<String> {
+        self.host.services.clone().unwrap_or_default()
+    }
+
     /// Compose for release `id` of this host's project.
     pub fn compose(&self, config: &Config, id: &str) -> Compose {
         let mut files: Vec<String> = config

@@ -7,6 +7,7 @@ mod cli_check;
 mod cli_check_support;
 mod cli_init;
 mod fixture_app;
+mod fleets;
 mod git_push;
 mod releases;
 mod ssh_transport;

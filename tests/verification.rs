@@ -262,6 +262,7 @@ fn redis_on_the_hosts_loopback_is_checked_through_ssh_with_a_secret_password() {
             password,
         ])
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     crate::harness::wait_for("redis in the namespace", std::time::Duration::from_secs(10), || {

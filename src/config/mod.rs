@@ -108,6 +108,9 @@ pub struct Check {
     pub name: String,
     /// Give up after this long.
     pub timeout: std::time::Duration,
+    /// The compose service the check is about: hosts that list their `services`
+    /// and do not run it skip the check.
+    pub service: Option<String>,
     /// What it checks.
     pub kind: CheckKind,
 }
@@ -509,7 +512,11 @@ impl Checker<'_> {
             ),
             ("address", c.address.as_ref().map(|s| s.span()), &[CheckType::Redis]),
             ("password", c.password.as_ref().map(|s| s.span()), &[CheckType::Redis]),
-            ("service", c.service.as_ref().map(|s| s.span()), &[CheckType::Exec]),
+            (
+                "service",
+                c.service.as_ref().map(|s| s.span()),
+                &[CheckType::Exec, CheckType::Http, CheckType::Redis],
+            ),
             ("command", c.command.as_ref().map(|s| s.span()), &[CheckType::Exec]),
             ("services", c.services.as_ref().map(|s| s.span()), &[CheckType::Logs]),
             (
@@ -594,7 +601,7 @@ impl Checker<'_> {
                     .get_ref()
                     .expose()
                     .rsplit_once(':')
-                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+                    .is_some_and(|(h, p)| !h.is_empty() && (p.parse::<u16>().is_ok() || p.contains("{{")));
                 if !ok {
                     return Err(self.at(
                         address,
@@ -648,7 +655,13 @@ impl Checker<'_> {
             Some(t) => t.get_ref().0,
             None => default_timeout,
         };
-        Ok(Check { name, timeout, kind })
+        let service = c.service.as_ref().map(|s| s.get_ref().clone());
+        Ok(Check {
+            name,
+            timeout,
+            service,
+            kind,
+        })
     }
 }
 

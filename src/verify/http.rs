@@ -18,7 +18,8 @@ pub(crate) async fn attempt(kind: &CheckKind, target: &Target<'_>) -> Attempt {
     else {
         unreachable!("http check");
     };
-    let parsed = reqwest::Url::parse(url.expose()).map_err(|e| format!("bad url: {e}"))?;
+    let parsed = reqwest::Url::parse(&super::with_host_vars(url.expose(), target.member)?)
+        .map_err(|e| format!("bad url: {e}"))?;
     let host = parsed.host_str().ok_or("the url has no host")?.to_string();
     let port = parsed.port_or_known_default().ok_or("the url has no port")?;
     let mut client = reqwest::Client::builder()

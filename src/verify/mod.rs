@@ -85,11 +85,34 @@ fn applies(check: &Check, member: &Member) -> bool {
     let Some(runs) = &member.host.services else {
         return true;
     };
-    match &check.kind {
-        CheckKind::Exec { service, .. } => runs.contains(service),
-        CheckKind::Logs { services, .. } => services.is_empty() || services.iter().any(|s| runs.contains(s)),
+    match (&check.service, &check.kind) {
+        (Some(service), _) => runs.contains(service),
+        (None, CheckKind::Logs { services, .. }) => services.is_empty() || services.iter().any(|s| runs.contains(s)),
         _ => true,
     }
+}
+
+/// Replaces `{{NAME}}` with the host's `vars.NAME`, so one check can follow
+/// hosts that publish on different ports or addresses.
+pub(crate) fn with_host_vars(text: &str, member: &Member) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find("}}").ok_or_else(|| format!("unclosed `{{{{` in {text}"))?;
+        let name = after[..end].trim();
+        let value = member.host.vars.get(name).ok_or_else(|| {
+            format!(
+                "host {} has no var `{name}` (used as {{{{{name}}}}} in the check)",
+                member.host.name
+            )
+        })?;
+        out.push_str(value.expose());
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 async fn attempt(check: &Check, target: &Target<'_>) -> Attempt {

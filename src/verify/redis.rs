@@ -21,15 +21,16 @@ pub(crate) async fn attempt(kind: &CheckKind, target: &Target<'_>) -> Attempt {
     let CheckKind::Redis { address, password, via } = kind else {
         unreachable!("redis check");
     };
+    let address_here = super::with_host_vars(address.expose(), target.member)?;
     let addr = match via {
         Via::Ssh => target
             .member
             .remote
-            .forward(address.expose())
+            .forward(&address_here)
             .await
             .map_err(|e| e.to_string())?
             .to_string(),
-        Via::Direct => address.expose().to_string(),
+        Via::Direct => address_here.clone(),
     };
     let shown = address.to_string();
     let stream = TcpStream::connect(&addr).await.map_err(|e| format!("{shown}: {e}"))?;

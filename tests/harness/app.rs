@@ -15,6 +15,8 @@ pub enum Health {
     Fails,
     /// 500 until Redis answers PING, then 200 (the incident behind the product).
     UntilRedis,
+    /// 500 on hosts whose `FAIL_HEALTH` var is 1, 200 elsewhere.
+    FailsWhereFlagged,
 }
 
 /// The app as one commit has it.
@@ -58,7 +60,9 @@ services:
     build: ./api
     init: true
     ports:
-      - "127.0.0.1:${{API_PORT:-18000}}:8000"
+      - "${{API_BIND:-127.0.0.1}}:${{API_PORT:-18000}}:8000"
+    environment:
+      FAIL_HEALTH: "${{FAIL_HEALTH:-0}}"
     depends_on:
       - redis
   worker:
@@ -127,7 +131,7 @@ impl AppRepo {
             d,
             "api/start.sh",
             &format!(
-                "echo api {} starting\nsleep {}\nexec httpd -f -v -p 8000 -h /www\n",
+                "echo api {} starting\necho \"$FAIL_HEALTH\" > /www/fail\nsleep {}\nexec httpd -f -v -p 8000 -h /www\n",
                 b.version, b.slow_start_secs
             ),
         );
@@ -135,6 +139,7 @@ impl AppRepo {
         let health = match b.health {
             Health::Ok => "printf 'Content-Type: text/plain\\r\\n\\r\\nok\\n'\n".to_string(),
             Health::Fails => "printf 'Status: 500 Internal Server Error\\r\\nContent-Type: text/plain\\r\\n\\r\\nboom\\n'\n".to_string(),
+            Health::FailsWhereFlagged => "if [ \"$(cat /www/fail)\" = 1 ]; then\n  printf 'Status: 500 Internal Server Error\\r\\nContent-Type: text/plain\\r\\n\\r\\nflagged\\n'\nelse\n  printf 'Content-Type: text/plain\\r\\n\\r\\nok\\n'\nfi\n".to_string(),
             Health::UntilRedis => "if echo PING | nc -w 1 redis 6379 | grep -q PONG; then\n  printf 'Content-Type: text/plain\\r\\n\\r\\nok\\n'\nelse\n  printf 'Status: 500 Internal Server Error\\r\\nContent-Type: text/plain\\r\\n\\r\\nredis not ready\\n'\nfi\n".to_string(),
         };
         write(d, "api/www/cgi-bin/health", &format!("#!/bin/sh\n{health}"));

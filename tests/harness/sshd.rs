@@ -60,12 +60,21 @@ pub fn client_key() -> &'static Path {
     })
 }
 
-/// A free TCP port on 127.0.0.1 (another process may take it before use; callers retry).
+/// A free TCP port on 127.0.0.1 for a server of the tests (sshd, published app
+/// ports). Taken below the kernel's ephemeral range (32768+), from which the
+/// kernel hands out client ports and `deploy` its tunnels' ports: a port picked
+/// there could be reused by one of those before the server binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind")
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20000 + (std::process::id() % 50) as u16 * 200;
+    loop {
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst) % 12000;
+        let port = 20000 + (base - 20000 + offset) % 12000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// One sshd on loopback. Stopped and its files removed on drop.
@@ -193,7 +202,7 @@ fn spawn_sshd(dir: &Path, addr: &str, port: u16, netns: Option<&str>) -> Option<
         "Port {port}\nListenAddress {addr}\nHostKey {d}/hostkey\nAuthorizedKeysFile {d}/authorized_keys\n\
          PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
          PidFile {d}/sshd.pid\nPermitRootLogin no\nAllowUsers {USER}\nAllowTcpForwarding yes\n\
-         MaxSessions 100\nMaxStartups 100:30:200\nSubsystem sftp internal-sftp\n",
+         MaxSessions 100\nMaxStartups 100:30:200\nClientAliveInterval 2\nClientAliveCountMax 3\nSubsystem sftp internal-sftp\n",
         d = dir.display()
     );
     std::fs::write(dir.join("sshd_config"), config).expect("sshd_config");
@@ -211,7 +220,10 @@ fn spawn_sshd(dir: &Path, addr: &str, port: u16, netns: Option<&str>) -> Option<
         .arg(dir.join("sshd_config"))
         .arg("-E")
         .arg(dir.join("sshd.log"))
+        // Never the test's own stdout: a session left behind would hold it open.
         .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .expect("start sshd (is openssh-server installed?)");
     let mut up = false;

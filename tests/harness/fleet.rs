@@ -1,0 +1,238 @@
+//! Many hosts at once: N sshd hosts (optionally one in its own network namespace),
+//! each with its own path, compose project and ports, in one environment.
+
+use std::process::Command;
+
+use super::app::{AppRepo, BareRemote, Behaviour};
+use super::sshd::{client_key, free_port, SshHost, USER};
+use super::{git, http_get, open_tempdir, Netns, Run, Test};
+
+/// How the fleet is set up.
+#[derive(Debug, Clone, Default)]
+pub struct FleetSetup {
+    pub hosts: usize,
+    pub parallel: Option<usize>,
+    pub batch: Option<usize>,
+    /// Per host (by index): the services it runs, if limited.
+    pub services: Vec<(usize, Vec<&'static str>)>,
+    /// Per host: `vars` to add.
+    pub vars: Vec<(usize, &'static str, &'static str)>,
+    /// The host (by index) that lives in its own network namespace.
+    pub netns_host: Option<usize>,
+    /// More TOML (checks).
+    pub extra: String,
+}
+
+pub struct FleetHost {
+    pub ssh: SshHost,
+    pub api_bind: String,
+    pub api_port: u16,
+    pub project: String,
+}
+
+pub struct TestFleet {
+    pub hosts: Vec<FleetHost>,
+    pub app: AppRepo,
+    pub remote: BareRemote,
+    pub known: tempfile::TempDir,
+    pub netns: Option<Netns>,
+}
+
+impl TestFleet {
+    pub fn new(setup: FleetSetup, first: &Behaviour) -> TestFleet {
+        let netns = setup.netns_host.map(|_| Netns::new());
+        let app = AppRepo::new(first);
+        let remote = BareRemote::new();
+        git(
+            app.path(),
+            &["remote", "add", "origin", remote.path().to_str().unwrap()],
+        );
+        let known = open_tempdir();
+        let mut hosts = Vec::new();
+        let mut known_lines = String::new();
+        let mut tables = String::new();
+        for i in 0..setup.hosts {
+            let in_ns = setup.netns_host == Some(i);
+            let ssh = match (&netns, in_ns) {
+                (Some(ns), true) => SshHost::start_at(&ns.addr, Some(&ns.name)),
+                _ => SshHost::start(),
+            };
+            // A host in a namespace reaches its api on the link's outer address.
+            let api_bind = match (&netns, in_ns) {
+                (Some(ns), true) => format!("{}.1", ns.addr.rsplit_once('.').unwrap().0),
+                _ => "127.0.0.1".to_string(),
+            };
+            let api_port = free_port();
+            let project = format!("f{}", ssh.port);
+            known_lines.push_str(&ssh.known_hosts_line());
+            known_lines.push('\n');
+            let services = setup
+                .services
+                .iter()
+                .find(|(h, _)| *h == i)
+                .map(|(_, s)| {
+                    format!(
+                        "services = [{}]\n",
+                        s.iter().map(|x| format!("\"{x}\"")).collect::<Vec<_>>().join(", ")
+                    )
+                })
+                .unwrap_or_default();
+            let mut vars = format!(
+                "API_BIND = \"{api_bind}\", API_PORT = \"{api_port}\", REDIS_PORT = \"{}\"",
+                free_port()
+            );
+            for (_, k, v) in setup.vars.iter().filter(|(h, _, _)| *h == i) {
+                vars.push_str(&format!(", {k} = \"{v}\""));
+            }
+            tables.push_str(&format!(
+                "[[environments.test.hosts]]\naddress = \"{}\"\nport = {}\npath = \"{}\"\nproject = \"{project}\"\n{services}vars = {{ {vars} }}\n\n",
+                ssh.addr,
+                ssh.port,
+                ssh.app_path().display()
+            ));
+            hosts.push(FleetHost {
+                ssh,
+                api_bind,
+                api_port,
+                project,
+            });
+        }
+        std::fs::write(known.path().join("known_hosts"), known_lines).unwrap();
+        let config = format!(
+            "[app]\nname = \"fleet\"\n\n[ssh]\nuser = \"{USER}\"\nidentity_file = \"{}\"\nknown_hosts_file = \"{}\"\nconnect_timeout = \"5s\"\n\n\
+             [environments.test]\nparallel = {}\n{}\n{tables}\n{}",
+            client_key().display(),
+            known.path().join("known_hosts").display(),
+            setup.parallel.unwrap_or(4),
+            setup.batch.map(|b| format!("batch = {b}\n")).unwrap_or_default(),
+            setup.extra
+        );
+        std::fs::write(app.path().join("deploy.toml"), config).unwrap();
+        TestFleet {
+            hosts,
+            app,
+            remote,
+            known,
+            netns,
+        }
+    }
+
+    /// `deploy test --output json <args>`: the run and every event, the summary last.
+    pub fn deploy(&self, extra: &[&str], code: i32) -> (Run, Vec<serde_json::Value>) {
+        let mut args = vec!["test", "--output", "json"];
+        args.extend(extra);
+        let run = Test::new()
+            .args(args.iter().copied())
+            .current_dir(self.app.path())
+            .run();
+        assert_eq!(
+            run.code,
+            code,
+            "deploy {args:?} exited {}, expected {code}:\n{}",
+            run.code,
+            run.all()
+        );
+        let events: Vec<serde_json::Value> = run
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect();
+        (run, events)
+    }
+
+    /// What host `i`'s api answers at /version.
+    pub fn version(&self, i: usize) -> Option<String> {
+        let h = &self.hosts[i];
+        http_get_at(&h.api_bind, h.api_port, "/version")
+            .filter(|(s, _)| *s == 200)
+            .map(|(_, b)| b.trim().to_string())
+    }
+
+    pub fn current(&self, i: usize) -> Option<String> {
+        std::fs::read_link(self.hosts[i].ssh.app_path().join("current"))
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+    }
+
+    pub fn history(&self, i: usize) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.hosts[i].ssh.app_path().join(".deploy/history.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    pub fn locked(&self, i: usize) -> bool {
+        self.hosts[i].ssh.app_path().join(".deploy/lock").exists()
+    }
+
+    /// Containers of host `i`'s project running `service`.
+    pub fn containers_of(&self, i: usize, service: &str) -> Vec<String> {
+        let out = Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=com.docker.compose.project={}", self.hosts[i].project),
+                "--filter",
+                &format!("label=com.docker.compose.service={service}"),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+fn http_get_at(addr: &str, port: u16, path: &str) -> Option<(u16, String)> {
+    if addr == "127.0.0.1" {
+        return http_get(port, path);
+    }
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect((addr, port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let status = raw.split_whitespace().nth(1)?.parse().ok()?;
+    Some((
+        status,
+        raw.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    ))
+}
+
+impl Drop for TestFleet {
+    fn drop(&mut self) {
+        for h in &self.hosts {
+            let label = format!("label=com.docker.compose.project={}", h.project);
+            if let Ok(out) = Command::new("docker").args(["ps", "-aq", "--filter", &label]).output() {
+                let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .map(str::to_string)
+                    .collect();
+                if !ids.is_empty() {
+                    let _ = Command::new("docker").args(["rm", "-f"]).args(&ids).output();
+                }
+            }
+            let _ = Command::new("docker")
+                .args(["network", "rm", &format!("{}_default", h.project)])
+                .output();
+            if let Ok(out) = Command::new("docker")
+                .args(["image", "ls", "-q", "--filter", &format!("reference={}-*", h.project)])
+                .output()
+            {
+                let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .map(str::to_string)
+                    .collect();
+                if !ids.is_empty() {
+                    let _ = Command::new("docker").args(["image", "rm", "-f"]).args(&ids).output();
+                }
+            }
+        }
+    }
+}
