@@ -717,7 +717,8 @@ async fn stage(config: &Config, m: &Member, plan: &Plan, reporter: &dyn Reporter
     .await
 }
 
-/// `up -d` of release `id`, then `current` points at it.
+/// `up -d` of release `id` (after `down` of the old one where the app asks for it),
+/// then `current` points at it.
 async fn switch(config: &Config, m: &Member, id: &str) -> Result<(), crate::remote::RemoteError> {
     if config.app.down_before_up {
         if let Some(prev) = &m.current {
@@ -729,22 +730,11 @@ async fn switch(config: &Config, m: &Member, id: &str) -> Result<(), crate::remo
                 .await?;
         }
     }
-    m.remote
-        .check(
-            &m.compose(config, id)
-                .cmd(["up", "-d", "--remove-orphans", "--no-build"])
-                .args(m.runs())
-                .into(),
-            Some(STEP_TIMEOUT),
-        )
-        .await?;
-    m.remote
-        .check(&release::point_current(&m.layout, id).into(), Some(QUICK_TIMEOUT))
-        .await?;
-    Ok(())
+    activate(config, m, id).await
 }
 
-/// Makes release `target` live again from its kept images: no build. Missing
+/// Makes release `target` live from its images (built at staging, or kept): no
+/// build. Missing
 /// images are reported at once (compose would try to pull them).
 pub async fn activate(config: &Config, m: &Member, target: &str) -> Result<(), crate::remote::RemoteError> {
     let missing = m

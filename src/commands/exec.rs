@@ -6,7 +6,7 @@ use std::time::Instant;
 use crate::cli::Cli;
 use crate::error::{Error, Exit};
 use crate::remote::{Cmd, Stream};
-use crate::report::events::{Event, HostSummary};
+use crate::report::events::Event;
 use crate::report::Printer;
 
 /// Runs the command on every host; exit 0 if it succeeded everywhere, 1 if not.
@@ -68,27 +68,7 @@ pub fn run(
                 }
             })
             .await;
-        let mut exit = Exit::Success;
-        let hosts = fleet
-            .members
-            .iter()
-            .zip(results)
-            .map(|(m, r)| {
-                if r.is_err() {
-                    exit = Exit::Failed;
-                }
-                HostSummary {
-                    host: m.host.name.clone(),
-                    release: m.current.clone(),
-                    outcome: if r.is_ok() { "ok" } else { "failed" }.into(),
-                    elapsed_ms: 0,
-                    error: r.err(),
-                    checks: Vec::new(),
-                    evidence: None,
-                    rollback_checks: Vec::new(),
-                }
-            })
-            .collect();
+        let (exit, hosts) = super::host_lines(&fleet, results, "ok");
         fleet.close().await;
         reporter.event(super::summary("exec", &env.name, exit, started, hosts, None));
         Ok(exit)

@@ -6,7 +6,7 @@ use crate::cli::Cli;
 use crate::error::{Error, Exit};
 use crate::interrupt::Interrupt;
 use crate::remote::Stream;
-use crate::report::events::{Event, HostSummary};
+use crate::report::events::Event;
 use crate::report::Printer;
 
 /// Streams logs, each line tagged with its host.
@@ -72,30 +72,7 @@ pub fn run(
         };
         let (exit, hosts) = match results {
             None => (Exit::Interrupted, Vec::new()),
-            Some(results) => {
-                let mut exit = Exit::Success;
-                let hosts = fleet
-                    .members
-                    .iter()
-                    .zip(results)
-                    .map(|(m, r)| {
-                        if r.is_err() {
-                            exit = Exit::Failed;
-                        }
-                        HostSummary {
-                            host: m.host.name.clone(),
-                            release: m.current.clone(),
-                            outcome: if r.is_ok() { "ok" } else { "failed" }.into(),
-                            elapsed_ms: 0,
-                            error: r.err(),
-                            checks: Vec::new(),
-                            evidence: None,
-                            rollback_checks: Vec::new(),
-                        }
-                    })
-                    .collect();
-                (exit, hosts)
-            }
+            Some(results) => super::host_lines(&fleet, results, "ok"),
         };
         fleet.close().await;
         reporter.event(super::summary("logs", &env.name, exit, started, hosts, None));

@@ -84,6 +84,30 @@ pub fn summary(
     })
 }
 
+/// Each host's line for a command that worked on it or did not; exit 1 if any did not.
+pub fn host_lines(fleet: &Fleet, results: Vec<Result<(), String>>, ok: &str) -> (Exit, Vec<HostSummary>) {
+    let exit = if results.iter().all(Result::is_ok) {
+        Exit::Success
+    } else {
+        Exit::Failed
+    };
+    let hosts = fleet
+        .members
+        .iter()
+        .zip(results)
+        .map(|(m, r)| {
+            HostSummary::new(
+                &m.host.name,
+                m.current.clone(),
+                if r.is_ok() { ok } else { "failed" },
+                0,
+                r.err(),
+            )
+        })
+        .collect();
+    (exit, hosts)
+}
+
 /// Connects (and preflights) the selected hosts of `env`, or reports which could
 /// not be reached and returns the exit code for that.
 pub async fn connect(

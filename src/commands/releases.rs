@@ -9,7 +9,7 @@ use crate::error::{Error, Exit};
 use crate::fleet::QUICK_TIMEOUT;
 use crate::history;
 use crate::release;
-use crate::report::events::{Event, HostSummary};
+use crate::report::events::Event;
 use crate::report::Printer;
 
 /// Lists releases: id, commit, when, who, outcome; `*` marks the live one.
@@ -40,10 +40,9 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str) -> Result<Exit, Error> {
                 ))
             })
             .await;
-        let mut hosts = Vec::new();
-        let mut exit = Exit::Success;
+        let mut results = Vec::new();
         for (m, r) in fleet.members.iter().zip(found) {
-            match r {
+            results.push(match r {
                 Ok((entries, kept)) => {
                     let mut text = String::new();
                     for e in &entries {
@@ -73,32 +72,12 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str) -> Result<Exit, Error> {
                         data: json!({ "current": m.current, "kept": kept, "history": entries }),
                         text,
                     });
-                    hosts.push(HostSummary {
-                        host: m.host.name.clone(),
-                        release: m.current.clone(),
-                        outcome: "ok".into(),
-                        elapsed_ms: 0,
-                        error: None,
-                        checks: Vec::new(),
-                        evidence: None,
-                        rollback_checks: Vec::new(),
-                    });
+                    Ok(())
                 }
-                Err(e) => {
-                    exit = Exit::Failed;
-                    hosts.push(HostSummary {
-                        host: m.host.name.clone(),
-                        release: m.current.clone(),
-                        outcome: "failed".into(),
-                        elapsed_ms: 0,
-                        error: Some(e.to_string()),
-                        checks: Vec::new(),
-                        evidence: None,
-                        rollback_checks: Vec::new(),
-                    });
-                }
-            }
+                Err(e) => Err(e.to_string()),
+            });
         }
+        let (exit, hosts) = super::host_lines(&fleet, results, "ok");
         fleet.close().await;
         reporter.event(super::summary("releases", &env.name, exit, started, hosts, None));
         Ok(exit)

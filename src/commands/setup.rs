@@ -9,7 +9,7 @@ use crate::deploy::config_dir;
 use crate::error::{Error, Exit};
 use crate::fleet::{step, QUICK_TIMEOUT};
 use crate::release::{self, shell};
-use crate::report::events::{Event, HostSummary, Step};
+use crate::report::events::{Event, Step};
 use crate::report::Printer;
 
 /// Prepares every host.
@@ -60,18 +60,7 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str) -> Result<Exit, Error> {
                 }
             })
             .await;
-        let mut exit = Exit::Success;
-        let hosts = fleet
-            .members
-            .iter()
-            .zip(results)
-            .map(|(m, r)| {
-                if r.is_err() {
-                    exit = Exit::Failed;
-                }
-                HostSummary { host: m.host.name.clone(), release: m.current.clone(), outcome: if r.is_ok() { "ready" } else { "failed" }.into(), elapsed_ms: 0, error: r.err(), checks: Vec::new(), evidence: None, rollback_checks: Vec::new() }
-            })
-            .collect();
+        let (exit, hosts) = super::host_lines(&fleet, results, "ready");
         fleet.close().await;
         reporter.event(super::summary("setup", &env.name, exit, started, hosts, None));
         Ok(exit)

@@ -9,7 +9,7 @@ use crate::compose;
 use crate::error::{Error, Exit};
 use crate::fleet::QUICK_TIMEOUT;
 use crate::lock;
-use crate::report::events::{Event, HostSummary};
+use crate::report::events::Event;
 use crate::report::Printer;
 
 /// Shows what runs where.
@@ -37,10 +37,9 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str) -> Result<Exit, Error> {
                 Ok::<_, crate::remote::RemoteError>((compose::parse_ps(&ps.stdout), lock::parse_status(&lk.stdout)))
             })
             .await;
-        let mut hosts = Vec::new();
-        let mut exit = Exit::Success;
+        let mut results = Vec::new();
         for (m, r) in fleet.members.iter().zip(found) {
-            match r {
+            results.push(match r {
                 Ok((containers, holder)) => {
                     let mut text = format!("release {}\n", m.current.as_deref().unwrap_or("none"));
                     for c in &containers {
@@ -57,32 +56,12 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str) -> Result<Exit, Error> {
                         data: json!({ "current": m.current, "containers": containers, "lock": holder }),
                         text,
                     });
-                    hosts.push(HostSummary {
-                        host: m.host.name.clone(),
-                        release: m.current.clone(),
-                        outcome: "ok".into(),
-                        elapsed_ms: 0,
-                        error: None,
-                        checks: Vec::new(),
-                        evidence: None,
-                        rollback_checks: Vec::new(),
-                    });
+                    Ok(())
                 }
-                Err(e) => {
-                    exit = Exit::Failed;
-                    hosts.push(HostSummary {
-                        host: m.host.name.clone(),
-                        release: m.current.clone(),
-                        outcome: "failed".into(),
-                        elapsed_ms: 0,
-                        error: Some(e.to_string()),
-                        checks: Vec::new(),
-                        evidence: None,
-                        rollback_checks: Vec::new(),
-                    });
-                }
-            }
+                Err(e) => Err(e.to_string()),
+            });
         }
+        let (exit, hosts) = super::host_lines(&fleet, results, "ok");
         fleet.close().await;
         reporter.event(super::summary("status", &env.name, exit, started, hosts, None));
         Ok(exit)

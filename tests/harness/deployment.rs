@@ -203,25 +203,6 @@ impl Deployment {
 
 impl Drop for Deployment {
     fn drop(&mut self) {
-        let label = format!("label=com.docker.compose.project={}", self.project);
-        if let Ok(out) = Command::new("docker").args(["ps", "-aq", "--filter", &label]).output() {
-            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(str::to_string)
-                .collect();
-            if !ids.is_empty() {
-                let _ = Command::new("docker").args(["rm", "-f"]).args(&ids).output();
-            }
-        }
-        let _ = Command::new("docker")
-            .args(["network", "rm", &format!("{}_default", self.project)])
-            .output();
-        let images = self.images();
-        if !images.is_empty() {
-            let _ = Command::new("docker")
-                .args(["image", "rm", "-f"])
-                .args(&images)
-                .output();
-        }
+        super::remove_project(&self.project);
     }
 }

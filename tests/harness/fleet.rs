@@ -208,31 +208,7 @@ fn http_get_at(addr: &str, port: u16, path: &str) -> Option<(u16, String)> {
 impl Drop for TestFleet {
     fn drop(&mut self) {
         for h in &self.hosts {
-            let label = format!("label=com.docker.compose.project={}", h.project);
-            if let Ok(out) = Command::new("docker").args(["ps", "-aq", "--filter", &label]).output() {
-                let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .map(str::to_string)
-                    .collect();
-                if !ids.is_empty() {
-                    let _ = Command::new("docker").args(["rm", "-f"]).args(&ids).output();
-                }
-            }
-            let _ = Command::new("docker")
-                .args(["network", "rm", &format!("{}_default", h.project)])
-                .output();
-            if let Ok(out) = Command::new("docker")
-                .args(["image", "ls", "-q", "--filter", &format!("reference={}-*", h.project)])
-                .output()
-            {
-                let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .map(str::to_string)
-                    .collect();
-                if !ids.is_empty() {
-                    let _ = Command::new("docker").args(["image", "rm", "-f"]).args(&ids).output();
-                }
-            }
+            super::remove_project(&h.project);
         }
     }
 }

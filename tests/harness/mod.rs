@@ -244,3 +244,33 @@ impl Drop for Netns {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
     }
 }
+
+/// Removes a compose project's containers, network and the images built for it.
+pub fn remove_project(project: &str) {
+    let list = |args: &[&str]| -> Vec<String> {
+        Command::new("docker")
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    };
+    let containers = list(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+    ]);
+    if !containers.is_empty() {
+        let _ = Command::new("docker").args(["rm", "-f"]).args(&containers).output();
+    }
+    let _ = Command::new("docker")
+        .args(["network", "rm", &format!("{project}_default")])
+        .output();
+    let images = list(&["image", "ls", "-q", "--filter", &format!("reference={project}-*")]);
+    if !images.is_empty() {
+        let _ = Command::new("docker")
+            .args(["image", "rm", "-f"])
+            .args(&images)
+            .output();
+    }
+}
