@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::events::{Event, HostSummary, Reporter, StepStatus, Summary};
+use super::events::{Event, Reporter, StepStatus, Summary};
 use crate::config::Secret;
 use crate::verify::CheckResult;
 
@@ -150,29 +150,28 @@ pub fn summary_table(s: &Summary) -> String {
             .unwrap_or(7)
             .max(7);
         out.push_str(&format!(
-            "{:<w$}  {:<rw$}  {:<16}  {:>7}\n",
-            "HOST", "RELEASE", "OUTCOME", "TIME"
+            "{:<w$}  {:<rw$}  {:<16}  {:>6}  {:>7}\n",
+            "HOST", "RELEASE", "OUTCOME", "CHECKS", "TIME"
         ));
-        for HostSummary {
-            host,
-            release,
-            outcome,
-            elapsed_ms,
-            error,
-            ..
-        } in &s.hosts
-        {
+        for h in &s.hosts {
+            let run: Vec<&CheckResult> = h.checks.iter().filter(|c| !c.skipped).collect();
+            let checks = if run.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{}/{}", run.iter().filter(|c| c.ok).count(), run.len())
+            };
             out.push_str(&format!(
-                "{host:<w$}  {:<rw$}  {outcome:<16}  {:>7}\n",
-                release.as_deref().unwrap_or("-"),
-                secs(*elapsed_ms)
+                "{:<w$}  {:<rw$}  {:<16}  {checks:>6}  {:>7}\n",
+                h.host,
+                h.release.as_deref().unwrap_or("-"),
+                h.outcome,
+                secs(h.elapsed_ms)
             ));
-            if let Some(e) = error {
+            if let Some(e) = &h.error {
                 for line in e.lines() {
                     out.push_str(&format!("    {line}\n"));
                 }
             }
-            let h = s.hosts.iter().find(|x| &x.host == host).expect("iterating hosts");
             for c in &h.checks {
                 out.push_str(&format!("    {}\n", check_line(c)));
             }
