@@ -354,3 +354,55 @@ fn status_logs_and_exec_look_at_the_live_release() {
     let on_host = d.run(&["exec", "test", "--", "sh", "-c", "exit 7"]);
     assert_eq!(on_host.code, 1, "{}", on_host.all());
 }
+
+#[test]
+fn setup_uploads_shared_files_that_each_release_links() {
+    let d = Deployment::new(
+        Setup {
+            app_extra: "shared_files = [\".env\"]".into(),
+            ..Setup::default()
+        },
+        &Behaviour::version("A"),
+    );
+    // Before setup the host has no .env: the deploy stops at staging and changes nothing.
+    let run = d.deploy(&[], 1);
+    assert!(run.all().contains("shared file"), "{}", run.all());
+    assert!(d.current().is_none());
+
+    std::fs::write(d.app.path().join(".env"), "DATABASE_URL=postgres://example\n").unwrap();
+    let setup = d.run(&["setup", "test"]);
+    assert_eq!(setup.code, 0, "{}", setup.all());
+    let shared = d.app_path().join("shared/.env");
+    assert_eq!(
+        std::fs::read_to_string(&shared).unwrap(),
+        "DATABASE_URL=postgres://example\n"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&shared).unwrap().permissions().mode() & 0o777, 0o600);
+
+    d.deploy(&[], 0);
+    let link = d.app_path().join("releases").join(d.current().unwrap()).join(".env");
+    assert_eq!(std::fs::read_link(&link).unwrap(), shared);
+}
+
+#[test]
+fn hooks_run_around_the_deploy_and_a_failing_pre_deploy_changes_nothing() {
+    let d = Deployment::new(
+        Setup {
+            extra: "[hooks]\npre_deploy = \"echo checking $DEPLOY_COMMIT; test ! -e stop\"\npost_deploy = \"echo \\\"$DEPLOY_ENV $DEPLOY_RESULT $DEPLOY_RELEASE\\\" > post.txt\"\n".into(),
+            ..Setup::default()
+        },
+        &Behaviour::version("A"),
+    );
+    std::fs::write(d.app.path().join("stop"), "").unwrap();
+    let run = d.deploy(&[], 1);
+    assert!(run.all().contains("hook pre_deploy exited with 1"), "{}", run.all());
+    assert!(!d.app_path().join("releases").exists(), "a host was touched");
+    assert!(!d.locked());
+
+    std::fs::remove_file(d.app.path().join("stop")).unwrap();
+    let run = d.deploy(&[], 0);
+    assert!(run.all().contains("checking "), "{}", run.all());
+    let post = std::fs::read_to_string(d.app.path().join("post.txt")).unwrap();
+    assert_eq!(post.trim(), format!("test ok {}", d.current().unwrap()));
+}
