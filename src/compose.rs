@@ -52,22 +52,36 @@ pub struct Compose {
 }
 
 impl Compose {
-    /// `compose -p <project> -f ... <args>` in the release directory.
+    /// `compose -p <project> -f ... <args>` in the release directory, with the
+    /// release's [`ENV_FILE`] exported first: the `vars` travel in that 0600 file,
+    /// not on command lines that every user of the host can read with `ps`.
     pub fn cmd<W: Into<Word>>(&self, args: impl IntoIterator<Item = W>) -> Cmd {
-        let mut cmd = match self.variant {
-            Variant::V2 => Cmd::new("docker").arg("compose"),
-            Variant::V1 => Cmd::new("docker-compose"),
+        let mut cmd = Cmd::new("sh").arg("-c").arg(WITH_ENV_FILE).arg("sh");
+        cmd = match self.variant {
+            Variant::V2 => cmd.arg("docker").arg("compose"),
+            Variant::V1 => cmd.arg("docker-compose"),
         };
-        for (name, value) in &self.vars {
-            cmd = cmd.env(name, value);
-        }
         cmd = cmd.current_dir(self.dir.as_str()).arg("-p").arg(self.project.as_str());
         for f in &self.files {
             cmd = cmd.arg("-f").arg(f.as_str());
         }
         cmd.args(args)
     }
+
+    /// The text of [`ENV_FILE`] for this host's `vars`.
+    pub fn env_file(&self) -> String {
+        self.vars
+            .iter()
+            .map(|(name, value)| format!("export {name}={}\n", crate::remote::quote::quote(value.expose())))
+            .collect()
+    }
 }
+
+/// The file in each release that holds the host's `vars` for compose (0600).
+pub const ENV_FILE: &str = ".deploy-env";
+
+/// Exports the release's env file (if any), then runs the arguments.
+const WITH_ENV_FILE: &str = "[ ! -f ./.deploy-env ] || . ./.deploy-env; exec \"$@\"";
 
 /// The image a built service gets for a release: `<project>-<service>:<release>`.
 pub fn image_name(project: &str, service: &str, release: &str) -> String {
@@ -176,10 +190,14 @@ mod tests {
             files: vec!["docker-compose.yml".into(), OVERRIDE_FILE.into()],
             vars: BTreeMap::from([("API_PORT".to_string(), Text::from("8000"))]),
         };
-        assert_eq!(
-            c.cmd(["up", "-d"]).to_shell(),
-            "cd /srv/shop/releases/1 && API_PORT=8000 docker compose -p shop -f docker-compose.yml -f .deploy-compose.yml up -d"
+        let shell = c.cmd(["up", "-d"]).to_shell();
+        assert!(shell.starts_with("cd /srv/shop/releases/1 && sh -c "), "{shell}");
+        assert!(
+            shell.ends_with(" sh docker compose -p shop -f docker-compose.yml -f .deploy-compose.yml up -d"),
+            "{shell}"
         );
+        assert!(!shell.contains("8000"), "vars stay off the command line: {shell}");
+        assert_eq!(c.env_file(), "export API_PORT=8000\n");
         c.variant = Variant::V1;
         assert!(c.cmd(["ps"]).to_shell().contains("docker-compose -p shop"));
     }

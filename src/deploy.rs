@@ -673,6 +673,13 @@ async fn stage(config: &Config, m: &Member, plan: &Plan, reporter: &dyn Reporter
             )
             .await?;
         }
+        let env = m.compose(config, id).env_file();
+        r.upload(
+            env.as_bytes(),
+            &format!("{}/{}", m.layout.release(id), compose::ENV_FILE),
+            0o600,
+        )
+        .await?;
         let text = compose::override_file(&m.host.project, &m.builds(&plan.build), id);
         r.upload(
             text.as_bytes(),
@@ -753,6 +760,9 @@ pub async fn activate(config: &Config, m: &Member, target: &str) -> Result<(), c
             ),
         });
     }
+    m.remote
+        .check(&release::mark_started(&m.layout, target).into(), Some(QUICK_TIMEOUT))
+        .await?;
     m.remote
         .check(
             &m.compose(config, target)

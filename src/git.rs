@@ -179,12 +179,19 @@ impl Repo {
 
     /// Pushes local branch `branch` to the same branch on remote `name`.
     pub fn push(&self, name: &str, branch: &str, auth: &PushAuth) -> Result<(), GitError> {
-        let url = self.remote_url(name)?;
         let mut remote = self.repo.find_remote(name).map_err(|e| GitError::NoRemote {
             name: name.to_string(),
             reason: e.message().to_string(),
         })?;
         let refname = format!("refs/heads/{branch}");
+        // The push goes to pushurl where one is set; its host key is checked under its port.
+        let url = remote
+            .pushurl()
+            .ok()
+            .flatten()
+            .or_else(|| remote.url().ok())
+            .unwrap_or("")
+            .to_string();
         let port = ssh_host_port(&url).map_or(22, |(_, p)| p);
         let host_key_error: RefCell<Option<String>> = RefCell::new(None);
         let rejected: RefCell<Vec<(String, String)>> = RefCell::new(Vec::new());

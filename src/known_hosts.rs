@@ -18,8 +18,10 @@ pub enum Verdict {
     Known,
     /// The host is not listed with a key of this type.
     Unknown,
-    /// The host is listed with a different key of this type, or the key is revoked.
+    /// The host is listed with a different key, or the key is revoked.
     Changed,
+    /// known_hosts could not be searched (ssh-keygen missing or failing): refuse.
+    Unreadable(String),
 }
 
 /// Where to look.
@@ -67,7 +69,11 @@ impl KnownHosts {
         let wanted = base64::engine::general_purpose::STANDARD.encode(key);
         let mut verdict = Verdict::Unknown;
         for file in std::iter::once(&self.user_file).chain(&self.global_files) {
-            for line in lookup(file, &name) {
+            let lines = match lookup(file, &name) {
+                Ok(lines) => lines,
+                Err(e) => return Verdict::Unreadable(e),
+            };
+            for line in lines {
                 let mut fields = line.split_whitespace();
                 let Some(mut first) = fields.next() else { continue };
                 let mut revoked = false;
@@ -88,12 +94,12 @@ impl KnownHosts {
                 if revoked && data == wanted {
                     return Verdict::Changed;
                 }
-                if kind == key_type {
-                    if data == wanted {
-                        verdict = Verdict::Known;
-                    } else if verdict != Verdict::Known {
-                        verdict = Verdict::Changed;
-                    }
+                // Listed with another key (of any type) and not with this one: changed,
+                // so accept-new never adds a second key for a known host.
+                if kind == key_type && data == wanted {
+                    verdict = Verdict::Known;
+                } else if verdict != Verdict::Known {
+                    verdict = Verdict::Changed;
                 }
             }
         }
@@ -105,6 +111,7 @@ impl KnownHosts {
         let name = Self::host_name(host, port);
         match self.verdict(host, port, key_type, key) {
             Verdict::Known => Ok(()),
+            Verdict::Unreadable(e) => Err(format!("cannot check the host key of {name}: {e}; refusing to connect")),
             Verdict::Changed => Err(format!(
                 "the {key_type} host key of {name} does not match {}: it changed, or someone is in between; refusing to connect",
                 self.user_file.display()
@@ -125,24 +132,29 @@ impl KnownHosts {
 }
 
 /// The entries of `file` that match `name`, as `ssh-keygen -F` finds them.
-fn lookup(file: &Path, name: &str) -> Vec<String> {
+fn lookup(file: &Path, name: &str) -> Result<Vec<String>, String> {
     if !file.exists() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    let Ok(out) = Command::new("ssh-keygen")
+    let out = Command::new("ssh-keygen")
         .arg("-F")
         .arg(name)
         .arg("-f")
         .arg(file)
         .output()
-    else {
-        return Vec::new();
-    };
-    String::from_utf8_lossy(&out.stdout)
+        .map_err(|e| format!("ssh-keygen could not run ({e})"))?;
+    // Exit 1 with no output means "not found"; anything on stderr is a failure.
+    if !out.status.success() && !out.stderr.is_empty() {
+        return Err(format!(
+            "ssh-keygen -F failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(str::to_string)
-        .collect()
+        .collect())
 }
 
 fn append(file: &Path, line: &str) -> std::io::Result<()> {

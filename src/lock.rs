@@ -56,7 +56,7 @@ pub enum Acquired {
 // Prints "fresh", or "takeover" then the old info, or "held" then the holder's info.
 const ACQUIRE: &str = r#"
 lock="$1"; ttl="$3"; now=$(date +%s); exp=$((now + ttl))
-write() { printf '%s\n' "$2" | sed "s/__SINCE__/$now/; s/__EXPIRES__/$exp/" > "$lock/info.json"; }
+write() { printf '%s\n' "$2" | sed "s/\"since\":__SINCE__/\"since\":$now/; s/\"expires\":__EXPIRES__/\"expires\":$exp/" > "$lock/info.json"; }
 mkdir -p "$(dirname "$lock")"
 if mkdir "$lock" 2>/dev/null; then write "$@"; echo fresh; exit 0; fi
 old_exp=$(sed -n 's/.*"expires":\([0-9]*\).*/\1/p' "$lock/info.json" 2>/dev/null)
@@ -100,7 +100,7 @@ pub fn parse_acquire(out: &str) -> Acquired {
 // $1 lock dir, $2 token, $3 ttl seconds.
 const EXTEND: &str = r#"
 now=$(date +%s)
-grep -q "\"token\":\"$2\"" "$1/info.json" 2>/dev/null || { echo "lock is not ours" >&2; exit 1; }
+grep -qF -- "\"token\":\"$2\"" "$1/info.json" 2>/dev/null || { echo "lock is not ours" >&2; exit 1; }
 sed -i "s/\"expires\":[0-9]*/\"expires\":$((now + $3))/" "$1/info.json"
 "#;
 
@@ -112,7 +112,7 @@ pub fn extend(layout: &Layout, token: &str, ttl_secs: u64) -> Cmd {
 // $1 lock dir, $2 token ("" with --force).
 const RELEASE: &str = r#"
 [ -d "$1" ] || { echo free; exit 0; }
-if [ -z "$2" ] || grep -q "\"token\":\"$2\"" "$1/info.json" 2>/dev/null; then rm -rf "$1"; echo released; exit 0; fi
+if [ -z "$2" ] || grep -qF -- "\"token\":\"$2\"" "$1/info.json" 2>/dev/null; then rm -rf "$1"; echo released; exit 0; fi
 echo held; cat "$1/info.json" 2>/dev/null
 "#;
 

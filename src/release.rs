@@ -116,7 +116,7 @@ pub fn prepare(layout: &Layout) -> Cmd {
 
 const FETCH: &str = r#"set -e
 [ -d "$1" ] || git init --bare --quiet "$1"
-git --git-dir="$1" fetch --quiet --force "$2" '+refs/heads/*:refs/heads/*' '+refs/tags/*:refs/tags/*'
+git --git-dir="$1" fetch --quiet --force -- "$2" '+refs/heads/*:refs/heads/*' '+refs/tags/*:refs/tags/*'
 if ! git --git-dir="$1" cat-file -e "$3^{commit}" 2>/dev/null; then
   echo "commit $3 is not in $2" >&2; exit 1
 fi
@@ -159,6 +159,18 @@ pub fn link_shared(layout: &Layout, id: &str, files: &[String]) -> Cmd {
     let mut args = vec![layout.root.as_str(), release.as_str()];
     args.extend(files.iter().map(String::as_str));
     shell(LINK_SHARED, &args)
+}
+
+/// The file in a release that holds when it was last started (`date +%s`, host
+/// clock), written just before `up`: log checks look at lines since then.
+pub const STARTED_FILE: &str = ".deploy-started";
+
+/// Records that release `id` is being started now.
+pub fn mark_started(layout: &Layout, id: &str) -> Cmd {
+    shell(
+        r#"date +%s > "$1""#,
+        &[&format!("{}/{STARTED_FILE}", layout.release(id))],
+    )
 }
 
 const POINT_CURRENT: &str = r#"set -e

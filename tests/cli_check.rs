@@ -178,3 +178,33 @@ fn help_documents_the_exit_codes() {
         assert!(run.stdout.contains(line), "missing `{line}` in --help:\n{}", run.stdout);
     }
 }
+
+#[test]
+fn values_that_would_reach_a_shell_or_git_as_options_are_refused() {
+    let variants = [
+        (
+            format!("{BASE}\n[source]\nfetch_url = \"--upload-pack=touch /tmp/pwned;\"\n"),
+            "cannot start with `-`",
+        ),
+        (
+            BASE.replace(
+                "name = \"shop\"",
+                "name = \"shop\"\nshared_files = [\"../../etc/passwd\"]",
+            ),
+            "without `..`",
+        ),
+        (
+            BASE.replace("name = \"shop\"", "name = \"shop\"\nshared_files = [\"/etc/passwd\"]"),
+            "relative",
+        ),
+        (
+            format!("{BASE}vars = {{ \"api-port\" = \"1\" }}\n"),
+            "not a variable name",
+        ),
+        (format!("{BASE}vars = {{ \"1X\" = \"1\" }}\n"), "not a variable name"),
+    ];
+    for (text, expected) in variants {
+        let stderr = broken(&text);
+        assert!(stderr.contains(expected), "expected `{expected}` in:\n{stderr}");
+    }
+}

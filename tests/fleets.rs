@@ -247,7 +247,7 @@ fn a_host_cut_off_mid_deploy_does_not_hang_the_run_and_the_rest_go_back() {
         "the lost host is named: {s}"
     );
     for i in [0, 1, 3, 4, 5] {
-        assert_eq!(fleet.version(i).as_deref(), Some("A"), "host {i} is back on A");
+        assert_eq!(fleet.version(i).as_deref(), Some("A"), "host {i} is back on A: {s}");
         assert_eq!(s["hosts"][i]["outcome"], "rolled_back", "{}", s["hosts"][i]);
         assert!(!fleet.locked(i));
     }

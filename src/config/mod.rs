@@ -385,7 +385,7 @@ impl Checker<'_> {
                     spec.path.clone(),
                     project_default.clone(),
                     None,
-                    spec.vars.clone(),
+                    plain_vars(&spec.vars),
                 ),
                 HostSpec::Table(t) => {
                     if t.port.is_some() {
@@ -401,8 +401,8 @@ impl Checker<'_> {
                         Some(p) => self.project(name_re, p)?,
                         None => project_default.clone(),
                     };
-                    let mut vars = spec.vars.clone();
-                    vars.extend(t.vars.clone());
+                    let mut vars = plain_vars(&spec.vars);
+                    vars.extend(plain_vars(&t.vars));
                     (
                         t.address.clone(),
                         t.path.clone().or_else(|| spec.path.clone()),
@@ -670,6 +670,11 @@ type FieldUse<'a> = (&'a str, Option<Range<usize>>, &'a [CheckType]);
 
 fn host_has_port(spec: &HostSpec) -> bool {
     matches!(spec, HostSpec::Table(t) if t.port.is_some())
+}
+
+/// `vars` keyed by plain names.
+fn plain_vars(vars: &BTreeMap<schema::VarName, Text>) -> BTreeMap<String, Text> {
+    vars.iter().map(|(k, v)| (k.0.clone(), v.clone())).collect()
 }
 
 /// `~/x` from $HOME; a relative path from the config's directory.

@@ -46,7 +46,7 @@ pub struct App {
     pub no_cache: bool,
     /// Files kept in `<path>/shared/` and linked into each release.
     #[serde(default)]
-    pub shared_files: Vec<Text>,
+    pub shared_files: Vec<SharedFile>,
     /// Releases (and their images) kept on each host.
     #[serde(default = "default_keep_releases")]
     pub keep_releases: Spanned<u32>,
@@ -92,7 +92,7 @@ pub struct Source {
     #[serde(default = "default_branch")]
     pub branch: Text,
     /// What hosts fetch from; default: the remote's URL.
-    pub fetch_url: Option<Text>,
+    pub fetch_url: Option<FetchUrl>,
 }
 
 impl Default for Source {
@@ -191,7 +191,7 @@ pub struct EnvironmentSpec {
     pub path: Option<Text>,
     pub project: Option<Spanned<String>>,
     #[serde(default)]
-    pub vars: BTreeMap<String, Text>,
+    pub vars: BTreeMap<VarName, Text>,
     #[serde(default = "default_parallel")]
     pub parallel: Spanned<u32>,
     pub batch: Option<Spanned<u32>>,
@@ -257,7 +257,7 @@ pub struct HostTable {
     /// The compose services this host runs; checks on other services skip it.
     pub services: Option<Vec<String>>,
     #[serde(default)]
-    pub vars: BTreeMap<String, Text>,
+    pub vars: BTreeMap<VarName, Text>,
 }
 
 /// `[verify]`.
@@ -423,5 +423,79 @@ impl<'de> Deserialize<'de> for Pattern {
                 "this regex does not compile: {reason}; expected a regular expression (Rust regex syntax)"
             ))
         })
+    }
+}
+
+/// A path under `<path>/shared/`: relative, without `..`, not empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedFile(Text);
+
+impl SharedFile {
+    /// The path.
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let t = Text::deserialize(d)?;
+        let p = t.expose();
+        let bad = p.is_empty()
+            || p.starts_with('/')
+            || p.split('/').any(|part| part == ".." || part.is_empty() && p.len() > 1);
+        if bad {
+            return Err(de::Error::custom(
+                "a shared file is a path relative to <path>/shared/: expected something like \".env\" or \"config/app.ini\", without `..`",
+            ));
+        }
+        Ok(SharedFile(t))
+    }
+}
+
+/// A URL git fetches from; never something git would read as an option.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchUrl(Text);
+
+impl FetchUrl {
+    /// The URL.
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+}
+
+impl std::fmt::Display for FetchUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<'de> Deserialize<'de> for FetchUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let t = Text::deserialize(d)?;
+        if t.expose().is_empty() || t.expose().starts_with('-') {
+            return Err(de::Error::custom(
+                "expected a git URL or path (it cannot start with `-`)",
+            ));
+        }
+        Ok(FetchUrl(t))
+    }
+}
+
+/// An environment variable name for compose on the hosts: `[A-Za-z_][A-Za-z0-9_]*`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VarName(pub String);
+
+impl<'de> Deserialize<'de> for VarName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let ok = s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            return Err(de::Error::custom(format!(
+                "`{s}` is not a variable name: expected letters, digits and `_`, not starting with a digit"
+            )));
+        }
+        Ok(VarName(s))
     }
 }

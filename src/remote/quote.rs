@@ -116,7 +116,10 @@ impl Cmd {
     /// that were validated, never from a host.
     pub fn env(mut self, name: &str, value: impl Into<Word>) -> Cmd {
         assert!(
-            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            name.bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
             "invalid environment variable name {name:?}"
         );
         self.env.push((name.to_string(), value.into()));

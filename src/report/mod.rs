@@ -127,8 +127,16 @@ pub fn redact(text: &str, secrets: &[Secret]) -> String {
     let mut out = text.to_string();
     for secret in secrets {
         let value = secret.expose();
-        if value.len() >= 3 && out.contains(value) {
-            out = out.replace(value, REDACTED);
+        if value.len() < 3 {
+            continue;
+        }
+        // Inside JSON a value with quotes, backslashes or control characters is escaped.
+        let escaped = serde_json::to_string(value).unwrap_or_default();
+        let escaped = escaped.trim_matches('"');
+        for form in [value, escaped] {
+            if out.contains(form) {
+                out = out.replace(form, REDACTED);
+            }
         }
     }
     out
@@ -137,6 +145,13 @@ pub fn redact(text: &str, secrets: &[Secret]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redacts_the_json_escaped_form_too() {
+        let s = [Secret::new("pa\"ss\\word")];
+        let json = serde_json::json!({ "line": "got pa\"ss\\word" }).to_string();
+        assert!(!redact(&json, &s).contains("ss"), "{}", redact(&json, &s));
+    }
 
     #[test]
     fn redacts_every_occurrence() {

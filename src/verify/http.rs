@@ -63,7 +63,7 @@ pub(crate) async fn attempt(kind: &CheckKind, target: &Target<'_>) -> Attempt {
     let resp = req
         .send()
         .await
-        .map_err(|e| format!("{method} {}: {}", parsed, error_chain(&e)))?;
+        .map_err(|e| format!("{method} {url}: {}", error_chain(&e.without_url())))?;
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
     let detail = format!("HTTP {status}: {}", excerpt(&text, 200));

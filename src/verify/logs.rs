@@ -1,16 +1,16 @@
 //! `type = "logs"`: a pattern that must be absent from (or present in) the named
-//! services' log lines, since this release started (the moment `current` was
-//! pointed at it) when `since_deploy`.
+//! services' log lines, since this release was started (just before its `up`)
+//! when `since_deploy`.
 
 use super::{excerpt, Attempt, Target};
 use crate::config::CheckKind;
 use crate::fleet::QUICK_TIMEOUT;
 use crate::release::shell;
 
-// $1 project, $2 current link ("" for all lines), $3... services (none: all).
+// $1 project, $2 the live release's started file ("" for all lines), $3... services (none: all).
 const LOGS: &str = r#"
 project="$1"; since=""
-[ -n "$2" ] && since=$(stat -c %Y "$2" 2>/dev/null)
+[ -n "$2" ] && since=$(cat "$2" 2>/dev/null)
 shift 2
 if [ $# -eq 0 ]; then set -- $(docker ps -a --filter "label=com.docker.compose.project=$project" --format '{{.Label "com.docker.compose.service"}}' | sort -u); fi
 for s in "$@"; do
@@ -39,8 +39,8 @@ pub(crate) async fn attempt(kind: &CheckKind, target: &Target<'_>) -> Attempt {
             services.retain(|s| runs.contains(s));
         }
     }
-    let current = if *since_deploy {
-        m.layout.current()
+    let current = if *since_deploy && !target.release.is_empty() {
+        format!("{}/{}", m.layout.release(target.release), crate::release::STARTED_FILE)
     } else {
         String::new()
     };

@@ -28,7 +28,13 @@ pub(crate) async fn attempt(kind: &CheckKind, target: &Target<'_>) -> Attempt {
             .remote
             .forward(&address_here)
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| {
+                if address.is_secret() {
+                    format!("{address}: cannot forward to it")
+                } else {
+                    e.to_string()
+                }
+            })?
             .to_string(),
         Via::Direct => address_here.clone(),
     };
