@@ -525,12 +525,13 @@ async fn work(
             };
         }
         let mut restored = restore_switched(config, fleet, states, reporter).await;
-        if restored && verifying && !interrupted {
-            // The previous release must pass the checklist again to count as restored.
+        if verifying && !interrupted {
+            // Every host put back must pass the checklist again to count as restored,
+            // also when another host could not be put back.
             let back: Vec<usize> = states
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| s.switched)
+                .filter(|(_, s)| s.switched && s.outcome == "rolled_back")
                 .map(|(i, _)| i)
                 .collect();
             let previous: Vec<Option<String>> = states.iter().map(|s| s.previous.clone()).collect();
@@ -772,6 +773,26 @@ pub async fn activate(config: &Config, m: &Member, target: &str) -> Result<(), c
             Some(STEP_TIMEOUT),
         )
         .await?;
+    // Every built service must now run this release's image; recreate any that does not.
+    let stale = m
+        .remote
+        .check(
+            &release::stale_services(&m.layout, &m.host.project, target).into(),
+            Some(QUICK_TIMEOUT),
+        )
+        .await?;
+    let stale: Vec<String> = stale.stdout.split_whitespace().map(str::to_string).collect();
+    if !stale.is_empty() {
+        m.remote
+            .check(
+                &m.compose(config, target)
+                    .cmd(["up", "-d", "--no-build", "--force-recreate"])
+                    .args(stale)
+                    .into(),
+                Some(STEP_TIMEOUT),
+            )
+            .await?;
+    }
     m.remote
         .check(&release::point_current(&m.layout, target).into(), Some(QUICK_TIMEOUT))
         .await?;

@@ -199,6 +199,33 @@ pub fn missing_images(layout: &Layout, id: &str) -> Cmd {
     )
 }
 
+// $1 the release's override file, $2 project. Prints each built service whose
+// running container does not use the image the override names.
+const STALE_SERVICES: &str = r#"
+[ -f "$1" ] || exit 0
+svc=""
+while IFS= read -r line; do
+  case "$line" in
+    "  "[!\ ]*:) svc=$(printf '%s' "$line" | sed 's/^ *"\{0,1\}\([^":]*\)"\{0,1\}:$/\1/') ;;
+    *image:*)
+      img=$(printf '%s' "$line" | sed -n 's/^ *image: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p')
+      running=$(docker ps --filter "label=com.docker.compose.project=$2" --filter "label=com.docker.compose.service=$svc" --format '{{.Image}}')
+      [ -z "$running" ] || [ "$running" = "$img" ] || echo "$svc" ;;
+  esac
+done < "$1"
+"#;
+
+/// Lists the built services of release `id` whose containers run another image.
+pub fn stale_services(layout: &Layout, project: &str, id: &str) -> Cmd {
+    shell(
+        STALE_SERVICES,
+        &[
+            &format!("{}/{}", layout.release(id), crate::compose::OVERRIDE_FILE),
+            project,
+        ],
+    )
+}
+
 const LIST: &str = r#"cd "$1" 2>/dev/null && for d in */; do [ -d "$d" ] && echo "${d%/}"; done; true"#;
 
 /// Lists release directories.

@@ -249,7 +249,14 @@ fn a_host_cut_off_mid_deploy_does_not_hang_the_run_and_the_rest_go_back() {
     for i in [0, 1, 3, 4, 5] {
         if fleet.version(i).as_deref() != Some("A") {
             let ps = Command::new("docker")
-                .args(["ps", "-a", "--filter", &format!("label=com.docker.compose.project={}", fleet.hosts[i].project), "--format", "{{.Names}} {{.Image}} {{.Status}} {{.Ports}}"])
+                .args([
+                    "ps",
+                    "-a",
+                    "--filter",
+                    &format!("label=com.docker.compose.project={}", fleet.hosts[i].project),
+                    "--format",
+                    "{{.Names}} {{.Image}} {{.Status}} {{.Ports}}",
+                ])
                 .output()
                 .unwrap();
             panic!(
