@@ -5,8 +5,7 @@ use std::time::Instant;
 
 use crate::cli::Cli;
 use crate::error::{Error, Exit};
-use crate::remote::{Cmd, Stream};
-use crate::report::events::Event;
+use crate::remote::Cmd;
 use crate::report::Printer;
 
 /// Runs the command on every host; exit 0 if it succeeded everywhere, 1 if not.
@@ -47,24 +46,7 @@ pub fn run(
                             .args(args.iter())
                             .current_dir(m.layout.release(current)),
                     };
-                    let host = m.host.name.clone();
-                    let mut sink = |s: Stream, line: &str| {
-                        reporter.event(Event::Output {
-                            host: host.clone(),
-                            stream: if s == Stream::Stdout { "stdout" } else { "stderr" }.into(),
-                            line: line.to_string(),
-                        })
-                    };
-                    let code = m
-                        .remote
-                        .stream(&cmd.into(), None, &mut sink)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    if code == 0 {
-                        Ok(())
-                    } else {
-                        Err(format!("exited with {code}"))
-                    }
+                    super::stream_output(reporter, m, cmd, "the command").await
                 }
             })
             .await;

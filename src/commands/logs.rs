@@ -5,8 +5,6 @@ use std::time::Instant;
 use crate::cli::Cli;
 use crate::error::{Error, Exit};
 use crate::interrupt::Interrupt;
-use crate::remote::Stream;
-use crate::report::events::Event;
 use crate::report::Printer;
 
 /// Streams logs, each line tagged with its host.
@@ -46,24 +44,7 @@ pub fn run(
                 }
                 args.extend(service.map(str::to_string));
                 let cmd = m.compose(config, current).cmd(args);
-                let host = m.host.name.clone();
-                let mut sink = |s: Stream, line: &str| {
-                    reporter.event(Event::Output {
-                        host: host.clone(),
-                        stream: if s == Stream::Stdout { "stdout" } else { "stderr" }.into(),
-                        line: line.to_string(),
-                    })
-                };
-                let code = m
-                    .remote
-                    .stream(&cmd.into(), None, &mut sink)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if code == 0 {
-                    Ok(())
-                } else {
-                    Err(format!("compose logs exited with {code}"))
-                }
+                super::stream_output(reporter, m, cmd, "compose logs").await
             }
         });
         let results = tokio::select! {

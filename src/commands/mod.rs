@@ -108,6 +108,35 @@ pub fn host_lines(fleet: &Fleet, results: Vec<Result<(), String>>, ok: &str) -> 
     (exit, hosts)
 }
 
+/// Runs `cmd` on the member, each output line reported as it arrives; Err names
+/// a non-zero exit as "`what` exited with N".
+pub async fn stream_output(
+    reporter: &dyn Reporter,
+    m: &crate::fleet::Member,
+    cmd: crate::remote::Cmd,
+    what: &str,
+) -> Result<(), String> {
+    use crate::remote::Stream;
+    let host = m.host.name.clone();
+    let mut sink = |s: Stream, line: &str| {
+        reporter.event(Event::Output {
+            host: host.clone(),
+            stream: if s == Stream::Stdout { "stdout" } else { "stderr" }.into(),
+            line: line.to_string(),
+        })
+    };
+    let code = m
+        .remote
+        .stream(&cmd.into(), None, &mut sink)
+        .await
+        .map_err(|e| e.to_string())?;
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(format!("{what} exited with {code}"))
+    }
+}
+
 /// Connects (and preflights) the selected hosts of `env`, or reports which could
 /// not be reached and returns the exit code for that.
 pub async fn connect(
