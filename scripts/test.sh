@@ -10,3 +10,5 @@ cargo test --all-targets
 # The README's main command, twice: a fresh deploy, then a second release over it.
 bash scripts/demo.sh
 bash scripts/demo.sh
+# The benchmark harness, once on one host, so it cannot rot (figures not judged).
+bash scripts/bench.sh --smoke

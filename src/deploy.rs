@@ -131,7 +131,7 @@ pub async fn up(
         }
         Strategy::Upload => (None, Some(repo.archive(&commit)?)),
     };
-    let plan = Plan {
+    let mut plan = Plan {
         release: release_id(SystemTime::now(), &commit.short),
         commit,
         build,
@@ -159,13 +159,15 @@ pub async fn up(
         });
     }
 
+    // The id the summary reports: the planned one, unless a host already has it.
+    let final_release = std::cell::RefCell::new(plan.release.clone());
     let finish = |result: &str, exit: Exit, states: &[HostState], error: Option<String>| {
         reporter.event(Event::Summary(Summary {
             command: "deploy".into(),
             env: env.name.clone(),
             result: result.into(),
             exit_code: exit as u8,
-            release: Some(plan.release.clone()),
+            release: Some(final_release.borrow().clone()),
             commit: Some(plan.commit.id.clone()),
             elapsed_ms: started.elapsed().as_millis() as u64,
             hosts: states
@@ -246,6 +248,17 @@ pub async fn up(
             &states,
             Some("preflight failed; no host was changed".into()),
         ));
+    }
+    // Two deploys of a commit within one second would get the same id: this one
+    // then takes the second after the newest release any host has.
+    let newest = fleet.members.iter().filter_map(|m| m.newest.as_deref()).max();
+    if let Some(id) = newest.and_then(|n| release::id_after(n, &plan.release, &plan.commit.short)) {
+        reporter.event(Event::Info {
+            host: None,
+            message: format!("release id {} is taken on a host; this release is {id}", plan.release),
+        });
+        plan.release = id.clone();
+        *final_release.borrow_mut() = id;
     }
     if opts.dry_run {
         describe_plan(config, &fleet, &plan, reporter);
@@ -445,7 +458,9 @@ async fn work(
     let mut failure: Option<String> = None;
     let mut checks_failed = false;
     let mut interrupted = false;
-    for chunk in indices.chunks(batch) {
+    let mut pruned = false;
+    let chunks = indices.chunks(batch).count();
+    for (k, chunk) in indices.chunks(batch).enumerate() {
         if interrupt.is_set() {
             interrupted = true;
             break;
@@ -486,10 +501,25 @@ async fn work(
             break;
         }
         if verifying {
+            // Once the last batch is live, old releases are pruned while it is
+            // verified (never the one a rollback would go back to).
+            let prune_now = k + 1 == chunks;
+            let checks = async {
+                if prune_now {
+                    tokio::join!(
+                        verify::verify_members(config, fleet, chunk, |_| id.to_string(), reporter),
+                        prune(config, fleet, id, reporter)
+                    )
+                    .0
+                } else {
+                    verify::verify_members(config, fleet, chunk, |_| id.to_string(), reporter).await
+                }
+            };
             let checked = tokio::select! {
-                r = verify::verify_members(config, fleet, chunk, |_| id.to_string(), reporter) => Some(r),
+                r = checks => Some(r),
                 _ = interrupt.wait() => None,
             };
+            pruned = prune_now && checked.is_some();
             let Some(checked) = checked else {
                 interrupted = true;
                 break;
@@ -602,7 +632,9 @@ async fn work(
 
     // Record and prune.
     record(config, fleet, states, plan, Outcome::Deployed, opts, reporter).await;
-    prune(config, fleet, id, reporter).await;
+    if !pruned {
+        prune(config, fleet, id, reporter).await;
+    }
     if interrupt.is_set() {
         return (
             "interrupted",
@@ -707,22 +739,43 @@ async fn stage(config: &Config, m: &Member, plan: &Plan, reporter: &dyn Reporter
     }
     args.extend(build);
     let build = release::tracked(&compose.cmd(args), &pid_file(m, id));
-    step(reporter, host, Step::Build, async {
+    // With the same tree and variables as the live release, its images are
+    // what a build would give (from the cache): none is run. Not with `no_cache`.
+    let live = m.current.as_deref().filter(|_| !config.app.no_cache);
+    let reused = step(reporter, host, Step::Build, async {
+        if let Some(live) = live {
+            let out = r
+                .check(&release::reuse_images(&m.layout, live, id).into(), Some(QUICK_TIMEOUT))
+                .await
+                .map_err(|e| e.to_string())?;
+            if out.stdout.trim() == "reused" {
+                return Ok(Some(live));
+            }
+        }
         let out = r
             .run(&build.into(), Some(BUILD_TIMEOUT))
             .await
             .map_err(|e| e.to_string())?;
-        if out.success() {
-            Ok(())
-        } else {
-            Err(format!(
+        if !out.success() {
+            return Err(format!(
                 "compose build exited with {}:\n{}",
                 out.code,
                 crate::remote::tail(&format!("{}{}", out.stdout, out.stderr), 30)
-            ))
+            ));
         }
+        r.check(&release::address_images(&m.layout, id).into(), Some(QUICK_TIMEOUT))
+            .await
+            .map(|_| None)
+            .map_err(|e| e.to_string())
     })
-    .await
+    .await?;
+    if let Some(live) = reused {
+        reporter.event(Event::Info {
+            host: Some(host.to_string()),
+            message: format!("nothing built: the release equals the live {live}, whose images it uses"),
+        });
+    }
+    Ok(())
 }
 
 /// `up -d` of release `id` (after `down` of the old one where the app asks for it),
@@ -742,12 +795,11 @@ async fn switch(config: &Config, m: &Member, id: &str) -> Result<(), crate::remo
 }
 
 /// Makes release `target` live from its images (built at staging, or kept): no
-/// build. Missing
-/// images are reported at once (compose would try to pull them).
+/// build. Missing images are reported at once (compose would try to pull them).
 pub async fn activate(config: &Config, m: &Member, target: &str) -> Result<(), crate::remote::RemoteError> {
     let missing = m
         .remote
-        .run(&release::missing_images(&m.layout, target).into(), Some(QUICK_TIMEOUT))
+        .check(&release::before_up(&m.layout, target).into(), Some(QUICK_TIMEOUT))
         .await?;
     let missing: Vec<&str> = missing.stdout.split_whitespace().collect();
     if !missing.is_empty() {
@@ -762,9 +814,6 @@ pub async fn activate(config: &Config, m: &Member, target: &str) -> Result<(), c
         });
     }
     m.remote
-        .check(&release::mark_started(&m.layout, target).into(), Some(QUICK_TIMEOUT))
-        .await?;
-    m.remote
         .check(
             &m.compose(config, target)
                 .cmd(["up", "-d", "--remove-orphans", "--no-build"])
@@ -773,11 +822,12 @@ pub async fn activate(config: &Config, m: &Member, target: &str) -> Result<(), c
             Some(STEP_TIMEOUT),
         )
         .await?;
-    // Every built service must now run this release's image; recreate any that does not.
+    // Every built service must now run this release's image; recreate any that
+    // does not. With none (the usual case) `current` already points at it.
     let stale = m
         .remote
         .check(
-            &release::stale_services(&m.layout, &m.host.project, target).into(),
+            &release::after_up(&m.layout, &m.host.project, target).into(),
             Some(QUICK_TIMEOUT),
         )
         .await?;
@@ -792,10 +842,10 @@ pub async fn activate(config: &Config, m: &Member, target: &str) -> Result<(), c
                 Some(STEP_TIMEOUT),
             )
             .await?;
+        m.remote
+            .check(&release::point_current(&m.layout, target).into(), Some(QUICK_TIMEOUT))
+            .await?;
     }
-    m.remote
-        .check(&release::point_current(&m.layout, target).into(), Some(QUICK_TIMEOUT))
-        .await?;
     Ok(())
 }
 
@@ -921,7 +971,8 @@ async fn record(
         .await;
 }
 
-/// Removes releases (and their images) beyond `keep_releases`.
+/// Removes releases (and their images) beyond `keep_releases`, never `id` nor
+/// the release each host ran before it.
 async fn prune(config: &Config, fleet: &Fleet, id: &str, reporter: &dyn Reporter) {
     let keep = *config.app.keep_releases.get_ref() as usize;
     fleet
@@ -932,7 +983,8 @@ async fn prune(config: &Config, fleet: &Fleet, id: &str, reporter: &dyn Reporter
                     .check(&release::list(&m.layout).into(), Some(QUICK_TIMEOUT))
                     .await?;
                 let ids: Vec<String> = out.stdout.lines().map(str::to_string).collect();
-                let doomed = release::to_prune(ids, keep, Some(id), None);
+                // The release live before this deploy stays: a rollback goes back to it.
+                let doomed = release::to_prune(ids, keep, Some(id), m.current.as_deref());
                 if !doomed.is_empty() {
                     m.remote
                         .check(

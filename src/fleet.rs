@@ -39,6 +39,8 @@ pub struct Member {
     pub variant: Option<Variant>,
     /// The live release (after preflight).
     pub current: Option<String>,
+    /// The newest release directory on the host (live or not), from preflight.
+    pub newest: Option<String>,
     /// Whether git is installed (after preflight).
     pub git: bool,
 }
@@ -184,6 +186,7 @@ impl Fleet {
                         layout,
                         variant: None,
                         current: None,
+                        newest: None,
                         git: false,
                     });
                 }
@@ -217,6 +220,7 @@ impl Fleet {
                     let current = lines.next().map(str::trim).filter(|c| *c != "-" && release::is_release_id(c));
                     let docker = lines.next().map(str::trim).filter(|d| *d != "-" && !d.is_empty());
                     m.git = lines.next().map(str::trim) == Some("git");
+                    m.newest = lines.next().map(str::trim).filter(|n| release::is_release_id(n)).map(str::to_string);
                     m.current = current.map(str::to_string);
                     if docker.is_none() {
                         return Err("docker does not answer on this host (is the engine running, and is the user in the docker group?)".to_string());

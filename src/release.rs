@@ -14,6 +14,28 @@ pub fn release_id(now: SystemTime, short_commit: &str) -> String {
     format!("{compact}-{short_commit}")
 }
 
+/// The id for a release planned as `planned` when `newest` is the newest release
+/// a host already has: `None` if `planned` sorts after it, else the id one
+/// second after `newest`'s time (so ids stay unique and in deploy order).
+pub fn id_after(newest: &str, planned: &str, short_commit: &str) -> Option<String> {
+    let stamp = |id: &str| id.get(..16).map(str::to_string);
+    let (newest_stamp, planned_stamp) = (stamp(newest)?, stamp(planned)?);
+    if planned_stamp > newest_stamp {
+        return None;
+    }
+    let rfc = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &newest_stamp[..4],
+        &newest_stamp[4..6],
+        &newest_stamp[6..8],
+        &newest_stamp[9..11],
+        &newest_stamp[11..13],
+        &newest_stamp[13..15]
+    );
+    let t = humantime::parse_rfc3339(&rfc).ok()?;
+    Some(release_id(t + std::time::Duration::from_secs(1), short_commit))
+}
+
 /// Whether `s` looks like a release id (guards `--to` and names read from hosts).
 pub fn is_release_id(s: &str) -> bool {
     let ok_chars = s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
@@ -61,6 +83,18 @@ impl Layout {
     }
 }
 
+/// Prefixes a shell body with `image_names FILE`, which prints the image each
+/// `image:` line of an override file names, one per line.
+macro_rules! with_image_names {
+    ($body:literal) => {
+        concat!(
+            r#"image_names() { sed -n 's/^ *image: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p' "$@"; }"#,
+            "\n",
+            $body
+        )
+    };
+}
+
 /// A constant shell body run with positional arguments: the one way values enter
 /// multi-step shell here, so they are quoted by [`Cmd`] and never spliced into code.
 pub fn shell(body: &'static str, args: &[&str]) -> Cmd {
@@ -91,13 +125,24 @@ pub fn stop_tracked(pid_file: &str) -> Cmd {
 
 /// Prints, one per line: compose variant, current release id (or `-`), docker
 /// server version (or `-`), whether git is present.
+// The engine is asked while compose is looked for. Compose v2 is found where the
+// docker CLI looks for its plugins (a file test, not two Go start-ups), else asked.
 const PREFLIGHT: &str = r#"
-if docker compose version >/dev/null 2>&1; then echo v2
+engine=$(mktemp) || exit 1
+{ docker version --format '{{.Server.Version}}' 2>/dev/null || echo -; } > "$engine" &
+v2=""
+for d in "${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins" /usr/local/lib/docker/cli-plugins \
+  /usr/local/libexec/docker/cli-plugins /usr/lib/docker/cli-plugins /usr/libexec/docker/cli-plugins; do
+  [ ! -x "$d/docker-compose" ] || { v2=1; break; }
+done
+if [ -n "$v2" ] || docker compose version >/dev/null 2>&1; then echo v2
 elif docker-compose version >/dev/null 2>&1; then echo v1
 else echo none; fi
 cur=$(readlink "$1/current" 2>/dev/null) && basename "$cur" || echo -
-docker version --format '{{.Server.Version}}' 2>/dev/null || echo -
+wait
+cat "$engine"; rm -f "$engine"
 command -v git >/dev/null 2>&1 && echo git || echo nogit
+ls -1 "$1/releases" 2>/dev/null | sort | tail -n 1 | grep . || echo -
 "#;
 
 /// Read-only facts about a host.
@@ -165,11 +210,28 @@ pub fn link_shared(layout: &Layout, id: &str, files: &[String]) -> Cmd {
 /// clock), written just before `up`: log checks look at lines since then.
 pub const STARTED_FILE: &str = ".deploy-started";
 
-/// Records that release `id` is being started now.
-pub fn mark_started(layout: &Layout, id: &str) -> Cmd {
+// $1 the release's override file, $2 its started file. Prints each image the
+// override names that the engine lacks; if none is missing, records that the
+// release is being started now.
+const BEFORE_UP: &str = with_image_names!(
+    r#"
+[ -f "$1" ] || { echo "(no $1)"; exit 0; }
+missing=$(image_names "$1" | while IFS= read -r img; do
+  docker image inspect "$img" >/dev/null 2>&1 || echo "$img"
+done)
+if [ -n "$missing" ]; then echo "$missing"; else date +%s > "$2"; fi
+"#
+);
+
+/// Before `up` of release `id`: lists its missing images (from its override
+/// file); when there are none, marks the release started (see [`STARTED_FILE`]).
+pub fn before_up(layout: &Layout, id: &str) -> Cmd {
     shell(
-        r#"date +%s > "$1""#,
-        &[&format!("{}/{STARTED_FILE}", layout.release(id))],
+        BEFORE_UP,
+        &[
+            &format!("{}/{}", layout.release(id), crate::compose::OVERRIDE_FILE),
+            &format!("{}/{STARTED_FILE}", layout.release(id)),
+        ],
     )
 }
 
@@ -183,47 +245,34 @@ pub fn point_current(layout: &Layout, id: &str) -> Cmd {
     shell(POINT_CURRENT, &[&layout.root, id])
 }
 
-// $1 the release's override file. Prints each image it names that the engine lacks.
-const MISSING_IMAGES: &str = r#"
-[ -f "$1" ] || { echo "(no $1)"; exit 0; }
-sed -n 's/^ *image: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p' "$1" | while IFS= read -r img; do
-  docker image inspect "$img" >/dev/null 2>&1 || echo "$img"
-done
+// $1 root, $2 release id, $3 project. Prints each built service of the release
+// whose running container does not use the image its override names; when
+// there is none, points `current` at the release.
+const AFTER_UP: &str = r#"set -e
+f="$1/releases/$2/.deploy-compose.yml"
+stale=""
+if [ -f "$f" ]; then
+  running=$(docker ps --filter "label=com.docker.compose.project=$3" --format '{{.Label "com.docker.compose.service"}} {{.Image}}')
+  svc=""
+  while IFS= read -r line; do
+    case "$line" in
+      "  "[!\ ]*:) svc=$(printf '%s' "$line" | sed 's/^ *"\{0,1\}\([^":]*\)"\{0,1\}:$/\1/') ;;
+      *image:*)
+        img=$(printf '%s' "$line" | sed -n 's/^ *image: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p')
+        now=$(printf '%s\n' "$running" | awk -v s="$svc" '$1 == s { print $2; exit }')
+        [ -z "$now" ] || [ "$now" = "$img" ] || stale="$stale $svc" ;;
+    esac
+  done < "$f"
+fi
+if [ -n "$stale" ]; then echo $stale; exit 0; fi
+ln -sfn "releases/$2" "$1/.current.tmp"
+mv -T "$1/.current.tmp" "$1/current"
 "#;
 
-/// Lists the images of release `id` (from its override file) that are missing.
-pub fn missing_images(layout: &Layout, id: &str) -> Cmd {
-    shell(
-        MISSING_IMAGES,
-        &[&format!("{}/{}", layout.release(id), crate::compose::OVERRIDE_FILE)],
-    )
-}
-
-// $1 the release's override file, $2 project. Prints each built service whose
-// running container does not use the image the override names.
-const STALE_SERVICES: &str = r#"
-[ -f "$1" ] || exit 0
-svc=""
-while IFS= read -r line; do
-  case "$line" in
-    "  "[!\ ]*:) svc=$(printf '%s' "$line" | sed 's/^ *"\{0,1\}\([^":]*\)"\{0,1\}:$/\1/') ;;
-    *image:*)
-      img=$(printf '%s' "$line" | sed -n 's/^ *image: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p')
-      running=$(docker ps --filter "label=com.docker.compose.project=$2" --filter "label=com.docker.compose.service=$svc" --format '{{.Image}}')
-      [ -z "$running" ] || [ "$running" = "$img" ] || echo "$svc" ;;
-  esac
-done < "$1"
-"#;
-
-/// Lists the built services of release `id` whose containers run another image.
-pub fn stale_services(layout: &Layout, project: &str, id: &str) -> Cmd {
-    shell(
-        STALE_SERVICES,
-        &[
-            &format!("{}/{}", layout.release(id), crate::compose::OVERRIDE_FILE),
-            project,
-        ],
-    )
+/// After `up` of release `id`: lists the built services whose containers run
+/// another image; when there are none, points `current` at the release.
+pub fn after_up(layout: &Layout, project: &str, id: &str) -> Cmd {
+    shell(AFTER_UP, &[&layout.root, id, project])
 }
 
 const LIST: &str = r#"cd "$1" 2>/dev/null && for d in */; do [ -d "$d" ] && echo "${d%/}"; done; true"#;
@@ -233,20 +282,101 @@ pub fn list(layout: &Layout) -> Cmd {
     shell(LIST, &[&layout.releases()])
 }
 
-const REMOVE: &str = r#"set -e
+// $1 root, $2 project, then release ids. Removes each release's directory, the
+// tags its build made (`<project>-<service>:<id>`) and the content tags its
+// override names that no release left names.
+const REMOVE: &str = with_image_names!(
+    r#"set -e
 root="$1"; project="$2"; shift 2
 for id in "$@"; do
+  f="$root/releases/$id/.deploy-compose.yml"
+  named=""
+  [ ! -f "$f" ] || named=$(image_names "$f")
   rm -rf "$root/releases/$id"
-  imgs=$(docker image ls -q --filter "reference=$project-*:$id" | sort -u)
-  [ -z "$imgs" ] || docker image rm -f $imgs >/dev/null
+  own=$(docker image ls --format '{{.Repository}}:{{.Tag}}' --filter "reference=$project-*:$id")
+  for img in $(printf '%s\n%s\n' "$own" "$named" | sort -u); do
+    case "$img" in
+      *:"$id") ;;
+      *) ! grep -qsF "\"$img\"" "$root"/releases/*/.deploy-compose.yml || continue ;;
+    esac
+    ! docker image inspect "$img" >/dev/null 2>&1 || docker image rm "$img" >/dev/null
+  done
 done
-"#;
+"#
+);
 
-/// Removes releases and the images built for them.
+/// Removes releases and the images only they use.
 pub fn remove(layout: &Layout, project: &str, ids: &[String]) -> Cmd {
     let mut args = vec![layout.root.as_str(), project];
     args.extend(ids.iter().map(String::as_str));
     shell(REMOVE, &args)
+}
+
+// $1 the release's override file, as the build left it. Tags every image it
+// names with its content (`<name>:sha-<12 hex of the image id>`) and makes the
+// override name that tag instead: a release whose image of a service did not
+// change names the very image the running container was made from, so `up -d`
+// leaves that container alone, as compose itself does after an unchanged build.
+const ADDRESS_IMAGES: &str = with_image_names!(
+    r#"set -e
+f="$1"
+names=$(image_names "$f")
+[ -n "$names" ] || exit 0
+ids=$(docker image inspect -f '{{.Id}}' $names)
+n=0
+tagging=""
+: > "$f.tmp"
+while IFS= read -r line; do
+  case "$line" in
+    *image:*)
+      n=$((n + 1))
+      img=$(printf '%s\n' "$names" | sed -n "${n}p")
+      id=$(printf '%s\n' "$ids" | sed -n "${n}p")
+      id=${id#sha256:}
+      tag="${img%:*}:sha-$(printf '%s' "$id" | cut -c1-12)"
+      docker tag "$img" "$tag" & tagging="$tagging $!"
+      printf '    image: "%s"\n' "$tag" >> "$f.tmp" ;;
+    *) printf '%s\n' "$line" >> "$f.tmp" ;;
+  esac
+done < "$f"
+for pid in $tagging; do wait "$pid"; done
+mv "$f.tmp" "$f"
+"#
+);
+
+// $1 root, $2 the live release, $3 the staged one. Prints "reused" after
+// copying the live release's override into the staged one when the staged tree
+// and compose variables are byte for byte the live release's, both build the
+// same services and the live release's images are all there: a build would
+// only hit the cache and give the very same images.
+const REUSE_IMAGES: &str = with_image_names!(
+    r#"
+old="$1/releases/$2"; new="$1/releases/$3"
+[ -f "$old/.deploy-compose.yml" ] && [ -f "$new/.deploy-compose.yml" ] || exit 0
+cmp -s "$old/.deploy-env" "$new/.deploy-env" || exit 0
+diff -rq --no-dereference -x .deploy-compose.yml -x .deploy-started "$old" "$new" >/dev/null 2>&1 || exit 0
+services() { grep -v -e 'image:' -e '^#' "$1"; }
+[ "$(services "$old/.deploy-compose.yml")" = "$(services "$new/.deploy-compose.yml")" ] || exit 0
+for img in $(image_names "$old/.deploy-compose.yml"); do
+  docker image inspect "$img" >/dev/null 2>&1 || exit 0
+done
+cp "$old/.deploy-compose.yml" "$new/.deploy-compose.yml"
+echo reused
+"#
+);
+
+/// Before the build of release `id`: reuses the images of the live release
+/// `live` when nothing that goes into them changed (see `REUSE_IMAGES`).
+pub fn reuse_images(layout: &Layout, live: &str, id: &str) -> Cmd {
+    shell(REUSE_IMAGES, &[&layout.root, live, id])
+}
+
+/// After the build: names release `id`'s images by their content in its override.
+pub fn address_images(layout: &Layout, id: &str) -> Cmd {
+    shell(
+        ADDRESS_IMAGES,
+        &[&format!("{}/{}", layout.release(id), crate::compose::OVERRIDE_FILE)],
+    )
 }
 
 /// The releases to prune: all but the newest `keep`, never `current` nor `keep_also`.
@@ -271,6 +401,19 @@ mod tests {
         assert_eq!(id, "20261125T171500Z-3f2a9c1");
         assert!(is_release_id(&id));
         assert!(!is_release_id("../etc"));
+        // A host already has this second's release: the next second is taken.
+        assert_eq!(
+            id_after("20261125T171500Z-3f2a9c1", "20261125T171500Z-3f2a9c1", "3f2a9c1").as_deref(),
+            Some("20261125T171501Z-3f2a9c1")
+        );
+        assert_eq!(
+            id_after("20261125T235959Z-aaaaaaa", "20261125T235958Z-3f2a9c1", "3f2a9c1").as_deref(),
+            Some("20261126T000000Z-3f2a9c1")
+        );
+        assert_eq!(
+            id_after("20261125T171459Z-3f2a9c1", "20261125T171500Z-3f2a9c1", "3f2a9c1"),
+            None
+        );
     }
 
     #[test]

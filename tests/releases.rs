@@ -149,8 +149,96 @@ fn keep_releases_prunes_old_release_dirs_and_their_images() {
             images.iter().any(|i| i.ends_with(kept.as_str())),
             "images of kept {kept} are gone: {images:?}"
         );
+        for named in d.release_images(kept) {
+            assert!(images.contains(&named), "{named} of kept {kept} is gone: {images:?}");
+        }
+    }
+    // Nothing else is left: no content tag only a pruned release named.
+    for image in &images {
+        assert!(
+            ids[2..]
+                .iter()
+                .any(|k| image.ends_with(k.as_str()) || d.release_images(k).contains(image)),
+            "{image} belongs to no kept release: {images:?}"
+        );
     }
     assert_eq!(d.version().as_deref(), Some("D"));
+}
+
+/// Images are named by their content in each release: a release whose image of a
+/// service did not change leaves that service's container running, and pruning
+/// an old release never removes an image a kept release still names.
+#[test]
+fn unchanged_images_keep_their_containers_and_pruning_spares_shared_ones() {
+    let d = Deployment::new(
+        Setup {
+            app_extra: "keep_releases = 2".into(),
+            ..Setup::default()
+        },
+        &Behaviour::version("A"),
+    );
+    d.deploy(&[], 0);
+    let services = ["api", "worker", "redis"];
+    let ids = || services.map(|s| d.container_of(s).unwrap_or_else(|| panic!("{s} runs")));
+    let first = ids();
+    let mut releases = vec![d.current().unwrap()];
+    // The same commit twice more: new releases, the very same containers; the
+    // third deploy prunes the first release, whose images the others share.
+    for _ in 0..2 {
+        let (run, _) = d.deploy_json(&[], 0);
+        releases.push(d.current().unwrap());
+        assert_eq!(
+            ids(),
+            first,
+            "an unchanged release recreated containers:\n{}",
+            run.all()
+        );
+        let events: Vec<serde_json::Value> = run.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        for e in &events {
+            assert!(!(e["step"] == "prune" && e["status"] == "failed"), "prune failed: {e}");
+        }
+        // Nothing that goes into an image changed: no build ran.
+        assert!(
+            events
+                .iter()
+                .any(|e| e["event"] == "info" && e["message"].as_str().unwrap_or("").starts_with("nothing built")),
+            "{}",
+            run.stdout
+        );
+    }
+    assert_eq!(d.releases(), releases[1..].to_vec());
+    let kept = d.release_images(&releases[2]);
+    assert_eq!(kept.len(), 2, "api and worker are built: {kept:?}");
+    assert_eq!(kept, d.release_images(&releases[1]), "same content, same names");
+    let images = d.images();
+    for image in &kept {
+        assert!(
+            images.contains(image),
+            "{image} was pruned though kept releases name it: {images:?}"
+        );
+    }
+    assert!(
+        !images.iter().any(|i| i.ends_with(releases[0].as_str())),
+        "the pruned release's own tags remain: {images:?}"
+    );
+    assert_eq!(d.version().as_deref(), Some("A"));
+
+    // Only the api changes: only the api is rebuilt and replaced.
+    let mut slow = Behaviour::version("A");
+    slow.slow_start_secs = 1;
+    d.app.commit(&slow);
+    let (run, _) = d.deploy_json(&[], 0);
+    assert!(!run.stdout.contains("nothing built"), "{}", run.stdout);
+    let now = ids();
+    assert_ne!(now[0], first[0], "the changed api was not replaced");
+    assert_eq!(now[1..], first[1..], "the unchanged worker and redis were replaced");
+    // And back: the api again, from the kept images, nothing else.
+    let rollback = d.run(&["rollback", "test"]);
+    assert_eq!(rollback.code, 0, "{}", rollback.all());
+    let back = ids();
+    assert_ne!(back[0], now[0]);
+    assert_eq!(back[1..], first[1..]);
+    assert_eq!(d.version().as_deref(), Some("A"));
 }
 
 #[test]

@@ -158,8 +158,9 @@ fn a_rollback_that_cannot_succeed_says_a_person_must_act() {
     let d = Deployment::new(quick_setup(""), &Behaviour::version("A"));
     d.deploy(&[], 0);
     let a = d.current().unwrap();
-    // Someone removed A's images by hand.
-    let images: Vec<String> = d.images().into_iter().filter(|i| i.ends_with(&a)).collect();
+    // Someone removed A's images by hand: every tag of them.
+    let mut images: Vec<String> = d.images().into_iter().filter(|i| i.ends_with(&a)).collect();
+    images.extend(d.release_images(&a));
     assert!(!images.is_empty());
     sh(Command::new("docker").args(["image", "rm", "-f"]).args(&images));
     let mut b = Behaviour::version("B");

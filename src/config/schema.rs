@@ -290,7 +290,7 @@ fn default_check_timeout() -> Duration {
 }
 
 fn default_interval() -> Duration {
-    Duration(std::time::Duration::from_millis(250))
+    Duration(std::time::Duration::from_millis(100))
 }
 
 fn default_max_interval() -> Duration {

@@ -138,18 +138,17 @@ fn settles_last(check: &Check) -> bool {
     )
 }
 
-/// Runs one check until it passes or its time is up; first retry after
-/// `interval`, doubling up to `max_interval`.
+/// Runs one check until it passes or its time is up. See [`retry_delay`].
 async fn run_check(check: &Check, target: &Target<'_>, reporter: &dyn Reporter) -> CheckResult {
     let started = Instant::now();
     let verify = &target.config.verify;
-    let mut delay = verify.interval;
     let mut attempts = 0;
     let host = target.member.host.name.clone();
     let once = settles_last(check);
     let mut last: Option<String> = None;
     let (ok, detail) = loop {
         attempts += 1;
+        let tried = Instant::now();
         let left = check.timeout.saturating_sub(started.elapsed());
         let result = match tokio::time::timeout(left.max(Duration::from_millis(100)), attempt(check, target)).await {
             Ok(r) => r,
@@ -159,13 +158,13 @@ async fn run_check(check: &Check, target: &Target<'_>, reporter: &dyn Reporter) 
                 None => format!("no answer within {}", humantime::format_duration(check.timeout)),
             }),
         };
+        let delay = retry_delay(started.elapsed(), tried.elapsed(), verify.interval, verify.max_interval);
         match result {
             Ok(detail) => break (true, detail),
             Err(detail) if once || started.elapsed() + delay >= check.timeout => break (false, detail),
             Err(detail) => {
                 last = Some(detail);
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(verify.max_interval);
             }
         }
     };
@@ -183,6 +182,16 @@ async fn run_check(check: &Check, target: &Target<'_>, reporter: &dyn Reporter) 
         result: result.clone(),
     });
     result
+}
+
+/// How long to wait before the next attempt of a check that has waited
+/// `waited` so far and whose last attempt took `took`: a twentieth of the time
+/// already waited, so a service that becomes healthy is noticed within 5% of
+/// the time it took (and within `interval` early on); never less than the last
+/// attempt took, so a costly check (an exec in a container) keeps at most half
+/// of the time busy; within `interval` ..= `max_interval`.
+pub(crate) fn retry_delay(waited: Duration, took: Duration, interval: Duration, max_interval: Duration) -> Duration {
+    (waited / 20).max(took).clamp(interval, max_interval.max(interval))
 }
 
 /// Runs `check`, or records it as skipped where the host does not run its service.
@@ -281,5 +290,24 @@ pub(crate) fn excerpt(s: &str, n: usize) -> String {
         format!("{}...", flat.chars().take(n).collect::<String>())
     } else {
         flat
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    #[test]
+    fn retries_come_sooner_than_a_twentieth_of_the_wait_and_no_busier_than_half() {
+        let ms = Duration::from_millis;
+        let (interval, max) = (ms(100), ms(5000));
+        // Early on: every interval.
+        assert_eq!(retry_delay(ms(0), ms(2), interval, max), ms(100));
+        assert_eq!(retry_delay(ms(1900), ms(2), interval, max), ms(100));
+        // A check that has waited 10 s tries every 0.5 s; after 5 minutes, at the ceiling.
+        assert_eq!(retry_delay(ms(10_000), ms(2), interval, max), ms(500));
+        assert_eq!(retry_delay(ms(300_000), ms(2), interval, max), ms(5000));
+        // An attempt that took 300 ms is followed by at least 300 ms of rest.
+        assert_eq!(retry_delay(ms(1000), ms(300), interval, max), ms(300));
     }
 }

@@ -158,6 +158,36 @@ impl Deployment {
         ids
     }
 
+    /// The images release `id`'s override file names (what its containers run).
+    pub fn release_images(&self, id: &str) -> Vec<String> {
+        std::fs::read_to_string(
+            self.host
+                .app_path()
+                .join("releases")
+                .join(id)
+                .join(".deploy-compose.yml"),
+        )
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("image:"))
+        .map(|i| i.trim().trim_matches('"').to_string())
+        .collect()
+    }
+
+    /// The id of the container running `service`, if one runs.
+    pub fn container_of(&self, service: &str) -> Option<String> {
+        let out = super::sh(Command::new("docker").args([
+            "ps",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", self.project),
+            "--filter",
+            &format!("label=com.docker.compose.service={service}"),
+        ]));
+        out.lines().next().map(str::to_string)
+    }
+
     /// The history file's entries.
     pub fn history(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.host.app_path().join(".deploy/history.jsonl"))

@@ -1,0 +1,366 @@
+//! `deploy` side by side with the floor, the manual script and Ansible, on one
+//! test bed, interleaved, with medians. Run by `scripts/bench.sh`, which
+//! installs what it needs and writes BENCHMARKS.md; see that file.
+//!
+//! Arguments: `--hosts 1,4,16` (fleet sizes), `--runs 3` (runs per cell),
+//! `--lag-runs 5`, `--out PATH` (the report), `--logs DIR` (keep every run's
+//! output and deploy's events with their arrival times; `BENCH_TRACE=1` adds
+//! the baselines' per-step times), `--smoke` (1 host, 1 run, a report under
+//! target/ instead: the CI run that keeps this harness alive).
+
+#[path = "../../tests/harness/mod.rs"]
+mod harness;
+
+mod bed;
+mod measure;
+mod report;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bed::{Bed, Hosts, Tool, TOOLS};
+use measure::{timed, Prober, Sample};
+
+/// What a run changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Change {
+    /// The api's page changed: a new commit, the api rebuilt and replaced.
+    Api,
+    /// The same commit again.
+    Nothing,
+}
+
+impl Change {
+    pub fn name(self) -> &'static str {
+        match self {
+            Change::Api => "api changed",
+            Change::Nothing => "no change",
+        }
+    }
+}
+
+struct Options {
+    sizes: Vec<usize>,
+    runs: usize,
+    lag_runs: usize,
+    help_runs: usize,
+    out: PathBuf,
+    /// Where each run's output goes; a temporary directory unless given.
+    logs: Option<PathBuf>,
+    smoke: bool,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        sizes: vec![1, 4, 16],
+        runs: 3,
+        lag_runs: 5,
+        help_runs: 20,
+        out: harness::repo_root().join("BENCHMARKS.md"),
+        logs: None,
+        smoke: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
+        match a.as_str() {
+            "--hosts" => o.sizes = value().split(',').map(|s| s.parse().expect("a host count")).collect(),
+            "--runs" => o.runs = value().parse().expect("a number of runs"),
+            "--lag-runs" => o.lag_runs = value().parse().expect("a number of runs"),
+            "--out" => o.out = PathBuf::from(value()),
+            "--logs" => o.logs = Some(PathBuf::from(value())),
+            "--smoke" => {
+                o.smoke = true;
+                o.sizes = vec![1];
+                o.runs = 1;
+                o.lag_runs = 1;
+                o.help_runs = 3;
+                o.out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-smoke.md");
+            }
+            // `cargo bench` passes --bench to every bench target.
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    o
+}
+
+/// Everything measured, for the report.
+#[derive(Default)]
+pub struct Results {
+    /// (tool, hosts, change) → wall seconds of each run.
+    pub wall: BTreeMap<(Tool, usize, Change), Vec<f64>>,
+    /// hosts → peak RSS (KiB) of each deploy run.
+    pub rss: BTreeMap<usize, Vec<u64>>,
+    /// Health-detection lag of each run, ms.
+    pub lag_ms: Vec<f64>,
+    /// (rollback seconds, the changed deploy's seconds) per run, 1 host.
+    pub rollback: Vec<(f64, f64)>,
+    /// Failed probes on host 1 during each changed deploy's build and switch, per fleet size.
+    pub failed_build: BTreeMap<usize, Vec<usize>>,
+    pub failed_switch: BTreeMap<usize, Vec<usize>>,
+    /// Probes sent during builds (to show the count is not zero for want of probes).
+    pub probes_build: usize,
+    /// Failed probes on host 1 during a whole changed run, per tool and size.
+    pub failed_run: BTreeMap<(Tool, usize), Vec<usize>>,
+    /// `deploy --help`, ms.
+    pub help_ms: Vec<f64>,
+    pub runs: usize,
+    pub sizes: Vec<usize>,
+    pub started: String,
+    pub took: Duration,
+}
+
+fn main() {
+    let o = options();
+    let began = Instant::now();
+    let deploy_bin = PathBuf::from(env!("CARGO_BIN_EXE_deploy"));
+    let max = *o.sizes.iter().max().expect("a fleet size");
+    eprintln!("bench: starting {max} sshd hosts");
+    let hosts = Hosts::start(max);
+    let tmp_logs = harness::open_tempdir();
+    let logs = o.logs.clone().unwrap_or_else(|| tmp_logs.path().to_path_buf());
+    std::fs::create_dir_all(&logs).expect("logs dir");
+    let mut beds: Vec<Bed> = TOOLS.iter().map(|&t| Bed::new(t, &hosts, &o.sizes)).collect();
+    let mut results = Results {
+        runs: o.runs,
+        sizes: o.sizes.clone(),
+        started: sh_out(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])),
+        ..Results::default()
+    };
+    let runner = Runner {
+        deploy: deploy_bin.clone(),
+        hosts: &hosts,
+        logs,
+    };
+
+    // Every tool puts its first release on every host (not measured).
+    eprintln!("bench: first release on {max} hosts with every tool");
+    for bed in &beds {
+        let sha = bed.head();
+        runner.run(bed, max, &sha, "setup");
+    }
+
+    for iter in 0..o.runs {
+        for (k, &n) in o.sizes.iter().enumerate() {
+            // The order of the tools turns from one round to the next.
+            let order: Vec<usize> = (0..TOOLS.len()).map(|i| (i + iter + k) % TOOLS.len()).collect();
+            let shas: Vec<String> = beds.iter_mut().map(|b| b.change_api(None)).collect();
+            for &t in &order {
+                let bed = &beds[t];
+                let site = &bed.sites[0];
+                let prober = Prober::start(site.api_port, "/health", Duration::from_millis(50), None);
+                let sample = runner.run(bed, n, &shas[t], "changed");
+                let probes = prober.finish();
+                let failed = probes.iter().filter(|p| !p.ok).count();
+                results.failed_run.entry((bed.tool, n)).or_default().push(failed);
+                record(&mut results, bed.tool, n, Change::Api, &sample);
+                eprintln!(
+                    "bench: run {} · {n} hosts · api changed · {:<7} {:>6.2} s · failed probes {failed}",
+                    iter + 1,
+                    bed.tool.name(),
+                    sample.wall.as_secs_f64()
+                );
+                if bed.tool == Tool::Deploy {
+                    let host = format!("{}:{}", hosts.ssh[0].addr, hosts.ssh[0].port);
+                    let window = |step: &str| {
+                        let at = |status: &str| {
+                            sample.event_at(|e| {
+                                e["event"] == "step"
+                                    && e["host"] == host.as_str()
+                                    && e["step"] == step
+                                    && e["status"] == status
+                            })
+                        };
+                        (at("started").expect("step started"), at("done").expect("step done"))
+                    };
+                    let count = |(from, to): (Instant, Instant)| {
+                        probes.iter().filter(|p| p.at >= from && p.at <= to && !p.ok).count()
+                    };
+                    let build = window("build");
+                    results.probes_build += probes.iter().filter(|p| p.at >= build.0 && p.at <= build.1).count();
+                    results.failed_build.entry(n).or_default().push(count(build));
+                    results
+                        .failed_switch
+                        .entry(n)
+                        .or_default()
+                        .push(count(window("switch")));
+                    if n == 1 {
+                        let rb = runner.rollback(bed);
+                        results
+                            .rollback
+                            .push((rb.wall.as_secs_f64(), sample.wall.as_secs_f64()));
+                        eprintln!("bench: run {} · rollback {:.2} s", iter + 1, rb.wall.as_secs_f64());
+                        // Back to the new release, so the no-change run finds it live.
+                        runner.run(bed, n, &shas[t], "forward");
+                    }
+                }
+            }
+            for &t in &order {
+                let bed = &beds[t];
+                let sample = runner.run(bed, n, &shas[t], "unchanged");
+                record(&mut results, bed.tool, n, Change::Nothing, &sample);
+                eprintln!(
+                    "bench: run {} · {n} hosts · no change  · {:<7} {:>6.2} s",
+                    iter + 1,
+                    bed.tool.name(),
+                    sample.wall.as_secs_f64()
+                );
+            }
+        }
+    }
+
+    // Health-detection lag: the api starts serving 2 s after its container;
+    // the prober asks it every 5 ms for the new release's page.
+    let bed = beds.iter_mut().find(|b| b.tool == Tool::Deploy).unwrap();
+    for i in 0..o.lag_runs {
+        let sha = bed.change_api(Some(2));
+        let prober = Prober::start(bed.sites[0].api_port, "/", Duration::from_millis(5), Some(bed.marker()));
+        let sample = runner.run(bed, 1, &sha, "lag");
+        let probes = prober.finish();
+        let healthy = probes.iter().find(|p| p.ok).expect("the new release answered").at;
+        let reported = sample
+            .event_at(|e| e["event"] == "check" && e["name"] == "api health" && e["ok"] == true)
+            .expect("api health passed");
+        let lag = reported.saturating_duration_since(healthy).as_secs_f64() * 1000.0
+            - healthy.saturating_duration_since(reported).as_secs_f64() * 1000.0;
+        eprintln!("bench: lag run {} · {lag:.0} ms", i + 1);
+        results.lag_ms.push(lag);
+    }
+
+    for _ in 0..o.help_runs {
+        let t = Instant::now();
+        let out = Command::new(&deploy_bin).arg("--help").output().expect("deploy --help");
+        assert!(out.status.success());
+        results.help_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+
+    drop(beds);
+    // Ansible's ssh masters outlive it by ControlPersist; not past the bench.
+    let _ = Command::new("pkill").args(["-f", "ControlPersist=60s"]).status();
+    results.took = began.elapsed();
+    let text = report::render(&results, &deploy_bin);
+    std::fs::write(&o.out, text).expect("write the report");
+    eprintln!(
+        "bench: wrote {} in {:.0} s",
+        o.out.display(),
+        results.took.as_secs_f64()
+    );
+}
+
+fn record(results: &mut Results, tool: Tool, n: usize, change: Change, sample: &Sample) {
+    results
+        .wall
+        .entry((tool, n, change))
+        .or_default()
+        .push(sample.wall.as_secs_f64());
+    if tool == Tool::Deploy {
+        results.rss.entry(n).or_default().push(sample.max_rss_kib);
+    }
+}
+
+struct Runner<'a> {
+    deploy: PathBuf,
+    hosts: &'a Hosts,
+    logs: PathBuf,
+}
+
+impl Runner<'_> {
+    /// One release of `sha` to the first `n` hosts with `bed`'s tool, timed from
+    /// the push to the last check.
+    fn run(&self, bed: &Bed, n: usize, sha: &str, what: &str) -> Sample {
+        let log = self.log(bed, n, what);
+        let push = || {
+            let mut c = Command::new("git");
+            c.arg("-C").arg(bed.path()).args(["push", "-q", "origin", "main"]);
+            c
+        };
+        let script = |name: &str| harness::repo_root().join("bench").join(name);
+        let commands = match bed.tool {
+            Tool::Floor => {
+                let mut c = Command::new("bash");
+                c.arg(script("floor.sh")).arg(bed.hosts_file(n)).arg(sha);
+                vec![push(), c]
+            }
+            Tool::Manual => {
+                let mut c = Command::new("bash");
+                c.arg(script("manual.sh"))
+                    .arg(bed.hosts_file(n))
+                    .arg(sha)
+                    .arg(harness::sshd::client_key())
+                    .arg(self.hosts.known_hosts());
+                vec![push(), c]
+            }
+            Tool::Ansible => {
+                let mut c = Command::new("/opt/deploy-bench-ansible/bin/ansible-playbook");
+                c.env("ANSIBLE_CONFIG", script("ansible/ansible.cfg"))
+                    .arg("-i")
+                    .arg(bed.hosts_file(n))
+                    .arg("-f")
+                    .arg(n.to_string())
+                    .arg("-e")
+                    .arg(format!("sha={sha}"))
+                    .arg(script("ansible/deploy.yml"));
+                vec![push(), c]
+            }
+            Tool::Deploy => {
+                let mut c = Command::new(&self.deploy);
+                c.current_dir(bed.path())
+                    .arg("--config")
+                    .arg(bed.hosts_file(n))
+                    .args(["bench", "--output", "json"]);
+                vec![c]
+            }
+        };
+        timed(commands, &log)
+    }
+
+    fn rollback(&self, bed: &Bed) -> Sample {
+        let mut c = Command::new(&self.deploy);
+        c.current_dir(bed.path())
+            .arg("--config")
+            .arg(bed.hosts_file(1))
+            .args(["rollback", "bench", "--output", "json"]);
+        timed(vec![c], &self.log(bed, 1, "rollback"))
+    }
+
+    fn log(&self, bed: &Bed, n: usize, what: &str) -> PathBuf {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let seq = SEQ.fetch_add(1, Ordering::SeqCst);
+        self.logs.join(format!("{seq:03}-{}-{n}-{what}.log", bed.tool.name()))
+    }
+}
+
+fn sh_out(cmd: &mut Command) -> String {
+    cmd.output()
+        .map(|o| {
+            String::from_utf8_lossy(if o.stdout.is_empty() { &o.stderr } else { &o.stdout })
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_else(|_| "not found".into())
+}
+
+/// The first line a version command prints.
+pub fn version_of(program: &str, args: &[&str]) -> String {
+    sh_out(Command::new(program).args(args))
+        .lines()
+        .next()
+        .unwrap_or("not found")
+        .to_string()
+}
+
+/// For the report: a file's first line matching `prefix`, after it.
+pub fn field(path: &Path, prefix: &str) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(prefix)
+                .map(|v| v.trim().trim_start_matches(':').trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}

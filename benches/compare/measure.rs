@@ -1,0 +1,190 @@
+//! Timing whole commands: wall time, peak RSS (from wait4), and stdout lines
+//! with the instant each arrived; and an HTTP prober that runs beside them.
+
+use std::io::{BufRead, Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// One timed run of one or more commands, one after another.
+pub struct Sample {
+    pub wall: Duration,
+    /// Peak resident set of the last command, in KiB (its own, not its children's).
+    pub max_rss_kib: u64,
+    /// Lines the last command printed on stdout, with when each arrived.
+    pub lines: Vec<(Instant, String)>,
+}
+
+impl Sample {
+    /// The JSON events (for `deploy --output json`), with their arrival.
+    pub fn events(&self) -> Vec<(Instant, serde_json::Value)> {
+        self.lines
+            .iter()
+            .filter_map(|(t, l)| serde_json::from_str(l).ok().map(|v| (*t, v)))
+            .collect()
+    }
+
+    /// When the event matching `pred` arrived.
+    pub fn event_at(&self, pred: impl Fn(&serde_json::Value) -> bool) -> Option<Instant> {
+        self.events().into_iter().find(|(_, e)| pred(e)).map(|(t, _)| t)
+    }
+}
+
+/// Runs `commands` in turn and times them together. stderr (and stdout of all
+/// but the last) goes to `log`. Panics with the log's tail if one fails.
+pub fn timed(mut commands: Vec<Command>, log: &Path) -> Sample {
+    let started = Instant::now();
+    let last = commands.len() - 1;
+    let mut max_rss_kib = 0;
+    let mut lines = Vec::new();
+    for (i, cmd) in commands.iter_mut().enumerate() {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open log");
+        let _ = writeln!(&file, "$ {cmd:?}");
+        cmd.stdin(Stdio::null()).stderr(file.try_clone().unwrap());
+        // Only the last command's stdout is read: nothing a tool leaves
+        // running (an ssh master) may hold a pipe the bench waits on.
+        if i == last {
+            cmd.stdout(Stdio::piped());
+        } else {
+            cmd.stdout(file);
+        }
+        // Reaped by wait4 below (for its rusage), not by Child::wait.
+        #[allow(clippy::zombie_processes)]
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let reader = child.stdout.take().map(|out| {
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                for line in std::io::BufReader::new(out).lines() {
+                    match line {
+                        Ok(l) => got.push((Instant::now(), l)),
+                        Err(_) => break,
+                    }
+                }
+                got
+            })
+        });
+        let (status, rss) = wait4(child.id());
+        if let Some(r) = reader {
+            lines = r.join().expect("reader");
+        }
+        max_rss_kib = rss;
+        let mut file = std::fs::OpenOptions::new().append(true).open(log).expect("open log");
+        for (t, l) in &lines {
+            let _ = writeln!(file, "{:>7} ms | {l}", t.duration_since(started).as_millis());
+        }
+        let _ = writeln!(file, "= {} ms, exit status {status}", started.elapsed().as_millis());
+        if status != 0 {
+            let mut text = String::new();
+            let _ = std::fs::File::open(log).and_then(|mut f| f.read_to_string(&mut text));
+            let tail: Vec<&str> = text.lines().rev().take(60).collect();
+            let out: Vec<&str> = lines.iter().rev().take(20).map(|(_, l)| l.as_str()).collect();
+            panic!(
+                "{cmd:?} failed (wait status {status}); stdout tail:\n{}\nlog tail:\n{}",
+                out.into_iter().rev().collect::<Vec<_>>().join("\n"),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+    }
+    Sample {
+        wall: started.elapsed(),
+        max_rss_kib,
+        lines,
+    }
+}
+
+/// Waits for `pid` and returns its wait status and peak RSS in KiB.
+fn wait4(pid: u32) -> (i32, u64) {
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: waiting on a child we spawned and have not waited for.
+        let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
+        if r == pid as libc::pid_t {
+            return (status, usage.ru_maxrss as u64);
+        }
+        let err = std::io::Error::last_os_error();
+        assert_eq!(err.kind(), std::io::ErrorKind::Interrupted, "wait4: {err}");
+    }
+}
+
+/// One probe: when it was sent and whether it passed.
+#[derive(Clone, Copy)]
+pub struct Probe {
+    pub at: Instant,
+    pub ok: bool,
+}
+
+/// GETs `path` on 127.0.0.1:`port` every `period` until stopped. A probe passes
+/// on status 200 (and, with `want`, a body containing it).
+pub struct Prober {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<Vec<Probe>>,
+}
+
+impl Prober {
+    pub fn start(port: u16, path: &'static str, period: Duration, want: Option<String>) -> Prober {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut probes = Vec::new();
+            let mut next = Instant::now();
+            while !flag.load(Ordering::SeqCst) {
+                let at = Instant::now();
+                let ok = match get(port, path) {
+                    Some((200, body)) => want.as_ref().is_none_or(|w| body.contains(w.as_str())),
+                    _ => false,
+                };
+                probes.push(Probe { at, ok });
+                next += period;
+                let now = Instant::now();
+                if next > now {
+                    std::thread::sleep(next - now);
+                } else {
+                    next = now;
+                }
+            }
+            probes
+        });
+        Prober { stop, handle }
+    }
+
+    pub fn finish(self) -> Vec<Probe> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.join().expect("prober")
+    }
+}
+
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let status = raw.split_whitespace().nth(1)?.parse().ok()?;
+    Some((
+        status,
+        raw.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    ))
+}
+
+/// The median of `xs` (the mean of the middle two for an even count).
+pub fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The side-by-side benchmark: deploy vs the floor, the manual ssh script and
+# Ansible, on sshd hosts of this machine. Installs what it needs (the test
+# dependencies and Ansible from PyPI), builds the release binary, runs the
+# harness in benches/compare/ and writes BENCHMARKS.md. Run as root.
+#
+#   bash scripts/bench.sh                 # N = 1, 4, 16; 3 runs each; BENCHMARKS.md
+#   bash scripts/bench.sh --smoke         # N = 1, one run; report under target/ (CI)
+#   bash scripts/bench.sh --hosts 1,4 --runs 5 --out /tmp/b.md
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-bench-deps.sh
+bash scripts/build-base-images.sh deploy-demo/busybox:1 deploy-demo/redis:1 >/dev/null
+cargo bench --quiet --bench compare -- "$@"
