@@ -4,7 +4,7 @@
 # dependencies and Ansible from PyPI), builds the release binary, runs the
 # harness in benches/compare/ and writes BENCHMARKS.md. Run as root.
 #
-#   bash scripts/bench.sh                 # N = 1, 4, 16; 3 runs each; BENCHMARKS.md
+#   bash scripts/bench.sh                 # N = 1, 4, 16; 5 runs each; BENCHMARKS.md
 #   bash scripts/bench.sh --smoke         # N = 1, one run; report under target/ (CI)
 #   bash scripts/bench.sh --hosts 1,4 --runs 5 --out /tmp/b.md
 set -euo pipefail

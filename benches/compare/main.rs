@@ -2,7 +2,7 @@
 //! test bed, interleaved, with medians. Run by `scripts/bench.sh`, which
 //! installs what it needs and writes BENCHMARKS.md; see that file.
 //!
-//! Arguments: `--hosts 1,4,16` (fleet sizes), `--runs 3` (runs per cell),
+//! Arguments: `--hosts 1,4,16` (fleet sizes), `--runs 5` (runs per cell),
 //! `--lag-runs 5`, `--out PATH` (the report), `--logs DIR` (keep every run's
 //! output and deploy's events with their arrival times; `BENCH_TRACE=1` adds
 //! the baselines' per-step times), `--smoke` (1 host, 1 run, a report under
@@ -55,7 +55,7 @@ struct Options {
 fn options() -> Options {
     let mut o = Options {
         sizes: vec![1, 4, 16],
-        runs: 3,
+        runs: 5,
         lag_runs: 5,
         help_runs: 20,
         out: harness::repo_root().join("BENCHMARKS.md"),

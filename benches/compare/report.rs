@@ -247,7 +247,7 @@ pub fn render(r: &Results, deploy_bin: &Path) -> String {
         }
     }
     let _ = writeln!(s, "\n## Run it\n");
-    let _ = writeln!(s, "```\nbash scripts/bench.sh            # N = 1, 4, 16; 3 runs; rewrites BENCHMARKS.md (about 30 min here)\nbash scripts/bench.sh --smoke    # N = 1, one run, report under target/ (what CI runs)\n```");
+    let _ = writeln!(s, "```\nbash scripts/bench.sh            # N = 1, 4, 16; 5 runs; rewrites BENCHMARKS.md (about 30 min here)\nbash scripts/bench.sh --smoke    # N = 1, one run, report under target/ (what CI runs)\n```");
     s
 }
 
