@@ -458,9 +458,7 @@ async fn work(
     let mut failure: Option<String> = None;
     let mut checks_failed = false;
     let mut interrupted = false;
-    let mut pruned = false;
-    let chunks = indices.chunks(batch).count();
-    for (k, chunk) in indices.chunks(batch).enumerate() {
+    for chunk in indices.chunks(batch) {
         if interrupt.is_set() {
             interrupted = true;
             break;
@@ -501,25 +499,10 @@ async fn work(
             break;
         }
         if verifying {
-            // Once the last batch is live, old releases are pruned while it is
-            // verified (never the one a rollback would go back to).
-            let prune_now = k + 1 == chunks;
-            let checks = async {
-                if prune_now {
-                    tokio::join!(
-                        verify::verify_members(config, fleet, chunk, |_| id.to_string(), reporter),
-                        prune(config, fleet, id, reporter)
-                    )
-                    .0
-                } else {
-                    verify::verify_members(config, fleet, chunk, |_| id.to_string(), reporter).await
-                }
-            };
             let checked = tokio::select! {
-                r = checks => Some(r),
+                r = verify::verify_members(config, fleet, chunk, |_| id.to_string(), reporter) => Some(r),
                 _ = interrupt.wait() => None,
             };
-            pruned = prune_now && checked.is_some();
             let Some(checked) = checked else {
                 interrupted = true;
                 break;
@@ -632,9 +615,7 @@ async fn work(
 
     // Record and prune.
     record(config, fleet, states, plan, Outcome::Deployed, opts, reporter).await;
-    if !pruned {
-        prune(config, fleet, id, reporter).await;
-    }
+    prune(config, fleet, id, reporter).await;
     if interrupt.is_set() {
         return (
             "interrupted",
@@ -744,11 +725,11 @@ async fn stage(config: &Config, m: &Member, plan: &Plan, reporter: &dyn Reporter
     let live = m.current.as_deref().filter(|_| !config.app.no_cache);
     let reused = step(reporter, host, Step::Build, async {
         if let Some(live) = live {
+            // Any doubt (an error, a timeout) means a build.
             let out = r
-                .check(&release::reuse_images(&m.layout, live, id).into(), Some(QUICK_TIMEOUT))
-                .await
-                .map_err(|e| e.to_string())?;
-            if out.stdout.trim() == "reused" {
+                .run(&release::reuse_images(&m.layout, live, id).into(), Some(QUICK_TIMEOUT))
+                .await;
+            if out.is_ok_and(|o| o.success() && o.stdout.trim() == "reused") {
                 return Ok(Some(live));
             }
         }

@@ -142,7 +142,7 @@ cur=$(readlink "$1/current" 2>/dev/null) && basename "$cur" || echo -
 wait
 cat "$engine"; rm -f "$engine"
 command -v git >/dev/null 2>&1 && echo git || echo nogit
-ls -1 "$1/releases" 2>/dev/null | sort | tail -n 1 | grep . || echo -
+ls -1 "$1/releases" 2>/dev/null | grep -E '^[0-9]{8}T[0-9]{6}Z-' | sort | tail -n 1 | grep . || echo -
 "#;
 
 /// Read-only facts about a host.
@@ -288,20 +288,25 @@ pub fn list(layout: &Layout) -> Cmd {
 const REMOVE: &str = with_image_names!(
     r#"set -e
 root="$1"; project="$2"; shift 2
+names=""
+refs=""
 for id in "$@"; do
   f="$root/releases/$id/.deploy-compose.yml"
-  named=""
-  [ ! -f "$f" ] || named=$(image_names "$f")
-  rm -rf "$root/releases/$id"
-  own=$(docker image ls --format '{{.Repository}}:{{.Tag}}' --filter "reference=$project-*:$id")
-  for img in $(printf '%s\n%s\n' "$own" "$named" | sort -u); do
-    case "$img" in
-      *:"$id") ;;
-      *) ! grep -qsF "\"$img\"" "$root"/releases/*/.deploy-compose.yml || continue ;;
-    esac
-    ! docker image inspect "$img" >/dev/null 2>&1 || docker image rm "$img" >/dev/null
-  done
+  [ ! -f "$f" ] || names="$names $(image_names "$f")"
+  refs="$refs --filter reference=$project-*:$id"
 done
+set -f  # the references' `*` is docker's pattern, not the shell's
+[ -z "$refs" ] || names="$names $(docker image ls --format '{{.Repository}}:{{.Tag}}' $refs)"
+set +f
+for id in "$@"; do rm -rf "$root/releases/$id"; done
+doomed=""
+for img in $(printf '%s\n' $names | sort -u); do
+  # An image a remaining release names stays (a reused release names the tags
+  # of the release it was reused from).
+  grep -qsF "\"$img\"" "$root"/releases/*/.deploy-compose.yml || doomed="$doomed $img"
+done
+# One that a container still uses cannot go; it is said on stderr, not fatal.
+[ -z "$doomed" ] || docker image rm $doomed >/dev/null || true
 "#
 );
 

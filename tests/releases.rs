@@ -175,7 +175,9 @@ fn unchanged_images_keep_their_containers_and_pruning_spares_shared_ones() {
             app_extra: "keep_releases = 2".into(),
             ..Setup::default()
         },
-        &Behaviour::version("A"),
+        // A version no other test builds: the engine is shared, and twin builds
+        // running at once can leave two images for one build step in its cache.
+        &Behaviour::version("unchanged-A"),
     );
     d.deploy(&[], 0);
     let services = ["api", "worker", "redis"];
@@ -221,10 +223,10 @@ fn unchanged_images_keep_their_containers_and_pruning_spares_shared_ones() {
         !images.iter().any(|i| i.ends_with(releases[0].as_str())),
         "the pruned release's own tags remain: {images:?}"
     );
-    assert_eq!(d.version().as_deref(), Some("A"));
+    assert_eq!(d.version().as_deref(), Some("unchanged-A"));
 
     // Only the api changes: only the api is rebuilt and replaced.
-    let mut slow = Behaviour::version("A");
+    let mut slow = Behaviour::version("unchanged-A");
     slow.slow_start_secs = 1;
     d.app.commit(&slow);
     let (run, _) = d.deploy_json(&[], 0);
@@ -238,7 +240,7 @@ fn unchanged_images_keep_their_containers_and_pruning_spares_shared_ones() {
     let back = ids();
     assert_ne!(back[0], now[0]);
     assert_eq!(back[1..], first[1..]);
-    assert_eq!(d.version().as_deref(), Some("A"));
+    assert_eq!(d.version().as_deref(), Some("unchanged-A"));
 }
 
 #[test]

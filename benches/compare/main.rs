@@ -114,6 +114,12 @@ pub struct Results {
 }
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs bench targets
+    // too, with no arguments: a half-hour benchmark is not a test.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("benches/compare: run by `cargo bench` (scripts/bench.sh), not by `cargo test`");
+        return;
+    }
     let o = options();
     let began = Instant::now();
     let deploy_bin = PathBuf::from(env!("CARGO_BIN_EXE_deploy"));
@@ -134,6 +140,10 @@ fn main() {
         deploy: deploy_bin.clone(),
         hosts: &hosts,
         logs,
+        masters: tempfile::Builder::new()
+            .prefix("bench-cp-")
+            .tempdir_in("/tmp")
+            .expect("tempdir"),
     };
 
     // Every tool puts its first release on every host (not measured).
@@ -180,13 +190,22 @@ fn main() {
                         probes.iter().filter(|p| p.at >= from && p.at <= to && !p.ok).count()
                     };
                     let build = window("build");
+                    // The switch, until the new release answers: from `switch` started
+                    // to its api health check passing on this host.
+                    let switched = (
+                        window("switch").0,
+                        sample
+                            .event_at(|e| {
+                                e["event"] == "check"
+                                    && e["host"] == host.as_str()
+                                    && e["name"] == "api health"
+                                    && e["ok"] == true
+                            })
+                            .unwrap_or(window("switch").1),
+                    );
                     results.probes_build += probes.iter().filter(|p| p.at >= build.0 && p.at <= build.1).count();
                     results.failed_build.entry(n).or_default().push(count(build));
-                    results
-                        .failed_switch
-                        .entry(n)
-                        .or_default()
-                        .push(count(window("switch")));
+                    results.failed_switch.entry(n).or_default().push(count(switched));
                     if n == 1 {
                         let rb = runner.rollback(bed);
                         results
@@ -239,7 +258,15 @@ fn main() {
 
     drop(beds);
     // Ansible's ssh masters outlive it by ControlPersist; not past the bench.
-    let _ = Command::new("pkill").args(["-f", "ControlPersist=60s"]).status();
+    for dir in std::fs::read_dir(runner.masters.path()).into_iter().flatten().flatten() {
+        for socket in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+            let _ = Command::new("ssh")
+                .arg("-o")
+                .arg(format!("ControlPath={}", socket.path().display()))
+                .args(["-O", "exit", "x"])
+                .output();
+        }
+    }
     results.took = began.elapsed();
     let text = report::render(&results, &deploy_bin);
     std::fs::write(&o.out, text).expect("write the report");
@@ -265,6 +292,8 @@ struct Runner<'a> {
     deploy: PathBuf,
     hosts: &'a Hosts,
     logs: PathBuf,
+    /// Ansible's ssh control sockets, a fresh directory per run.
+    masters: tempfile::TempDir,
 }
 
 impl Runner<'_> {
@@ -294,8 +323,13 @@ impl Runner<'_> {
                 vec![push(), c]
             }
             Tool::Ansible => {
+                // Each run starts with no master connection, as deploy's runs do;
+                // within the run ControlPersist shares one per host.
+                let masters = self.masters.path().join(format!("{:03}", self.seq()));
+                std::fs::create_dir_all(&masters).expect("control path dir");
                 let mut c = Command::new("/opt/deploy-bench-ansible/bin/ansible-playbook");
                 c.env("ANSIBLE_CONFIG", script("ansible/ansible.cfg"))
+                    .env("ANSIBLE_SSH_CONTROL_PATH_DIR", &masters)
                     .arg("-i")
                     .arg(bed.hosts_file(n))
                     .arg("-f")
@@ -327,10 +361,14 @@ impl Runner<'_> {
     }
 
     fn log(&self, bed: &Bed, n: usize, what: &str) -> PathBuf {
+        self.logs
+            .join(format!("{:03}-{}-{n}-{what}.log", self.seq(), bed.tool.name()))
+    }
+
+    fn seq(&self) -> usize {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let seq = SEQ.fetch_add(1, Ordering::SeqCst);
-        self.logs.join(format!("{seq:03}-{}-{n}-{what}.log", bed.tool.name()))
+        SEQ.fetch_add(1, Ordering::SeqCst)
     }
 }
 

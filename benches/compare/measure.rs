@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 /// One timed run of one or more commands, one after another.
 pub struct Sample {
     pub wall: Duration,
-    /// Peak resident set of the last command, in KiB (its own, not its children's).
+    /// Peak resident set of the last command, in KiB: the largest of it and the
+    /// children it waited for (ssh masters that went to the background are not among them).
     pub max_rss_kib: u64,
     /// Lines the last command printed on stdout, with when each arrived.
     pub lines: Vec<(Instant, String)>,
