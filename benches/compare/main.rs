@@ -192,8 +192,9 @@ fn main() {
                     let build = window("build");
                     // The switch, until the new release answers: from `switch` started
                     // to its api health check passing on this host.
+                    let (switch_started, switch_done) = window("switch");
                     let switched = (
-                        window("switch").0,
+                        switch_started,
                         sample
                             .event_at(|e| {
                                 e["event"] == "check"
@@ -201,7 +202,7 @@ fn main() {
                                     && e["name"] == "api health"
                                     && e["ok"] == true
                             })
-                            .unwrap_or(window("switch").1),
+                            .unwrap_or(switch_done),
                     );
                     results.probes_build += probes.iter().filter(|p| p.at >= build.0 && p.at <= build.1).count();
                     results.failed_build.entry(n).or_default().push(count(build));

@@ -139,7 +139,7 @@ impl Prober {
             let mut next = Instant::now();
             while !flag.load(Ordering::SeqCst) {
                 let at = Instant::now();
-                let ok = match get(port, path) {
+                let ok = match crate::harness::http_get_at("127.0.0.1", port, path, Duration::from_secs(1)) {
                     Some((200, body)) => want.as_ref().is_none_or(|w| body.contains(w.as_str())),
                     _ => false,
                 };
@@ -161,22 +161,6 @@ impl Prober {
         self.stop.store(true, Ordering::SeqCst);
         self.handle.join().expect("prober")
     }
-}
-
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let status = raw.split_whitespace().nth(1)?.parse().ok()?;
-    Some((
-        status,
-        raw.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default(),
-    ))
 }
 
 /// The median of `xs` (the mean of the middle two for an even count).

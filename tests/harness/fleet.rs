@@ -5,7 +5,7 @@ use std::process::Command;
 
 use super::app::{AppRepo, BareRemote, Behaviour};
 use super::sshd::{client_key, free_port, SshHost, USER};
-use super::{git, http_get, open_tempdir, Netns, Run, Test};
+use super::{git, http_get_at, open_tempdir, Netns, Run, Test};
 
 /// How the fleet is set up.
 #[derive(Debug, Clone, Default)]
@@ -143,7 +143,7 @@ impl TestFleet {
     /// What host `i`'s api answers at /version.
     pub fn version(&self, i: usize) -> Option<String> {
         let h = &self.hosts[i];
-        http_get_at(&h.api_bind, h.api_port, "/version")
+        http_get_at(&h.api_bind, h.api_port, "/version", std::time::Duration::from_secs(5))
             .filter(|(s, _)| *s == 200)
             .map(|(_, b)| b.trim().to_string())
     }
@@ -184,25 +184,6 @@ impl TestFleet {
             .map(str::to_string)
             .collect()
     }
-}
-
-fn http_get_at(addr: &str, port: u16, path: &str) -> Option<(u16, String)> {
-    if addr == "127.0.0.1" {
-        return http_get(port, path);
-    }
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect((addr, port)).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let status = raw.split_whitespace().nth(1)?.parse().ok()?;
-    Some((
-        status,
-        raw.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default(),
-    ))
 }
 
 impl Drop for TestFleet {

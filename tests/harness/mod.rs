@@ -156,10 +156,16 @@ pub fn wait_for(what: &str, limit: std::time::Duration, mut cond: impl FnMut() -
 
 /// GET `path` on 127.0.0.1:`port`: (status, body), or None if nothing answers.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_get_at("127.0.0.1", port, path, std::time::Duration::from_secs(5))
+}
+
+/// GET `path` on `addr`:`port`, giving up on connect or read after `limit`.
+pub fn http_get_at(addr: &str, port: u16, path: &str, limit: std::time::Duration) -> Option<(u16, String)> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let ip: std::net::IpAddr = addr.parse().ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&(ip, port).into(), limit).ok()?;
+    s.set_read_timeout(Some(limit)).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
     let mut raw = String::new();
     s.read_to_string(&mut raw).ok()?;
     let status = raw.split_whitespace().nth(1)?.parse().ok()?;
