@@ -70,6 +70,45 @@ pub struct UpArgs {
     pub allow_dirty: bool,
 }
 
+/// `deploy rollback` flags.
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = ROLLBACK_EXIT_CODES)]
+pub struct RollbackArgs {
+    /// The environment.
+    pub env: String,
+    /// The release to return to (see `deploy releases`); it must be kept on every selected host.
+    #[arg(long, value_name = "RELEASE")]
+    pub to: Option<String>,
+    /// Only these hosts (comma-separated); the rest are left alone.
+    #[arg(long, value_delimiter = ',', value_name = "H1,H2")]
+    pub hosts: Option<Vec<String>>,
+    /// Recorded in the lock and history.
+    #[arg(long, value_name = "TEXT")]
+    pub message: Option<String>,
+    /// Skip the checklist on the release rolled back to (said in the summary).
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
+/// What `deploy rollback`'s exit codes mean.
+pub const ROLLBACK_EXIT_CODES: &str = "\
+Exit codes of rollback:
+  0    every host runs the target release and it passed its checks (or --no-verify)
+  1    nothing changed: a host is unreachable, or no release to go back to is kept on every host
+  3    the target failed its checks; every host was put back on the release it was on, verified
+  4    putting a host back failed too, or the lock was lost mid-way: a person must look now
+  5    another deploy holds the lock
+  6    the target failed its checks and was left live (rollback.automatic = false)
+  130  interrupted (Ctrl-C / SIGTERM); switched hosts were put back";
+
+/// `--hosts`, for commands that take it.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct HostsArg {
+    /// Only these hosts (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "H1,H2")]
+    pub hosts: Option<Vec<String>>,
+}
+
 /// `deploy lock` actions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LockAction {
@@ -108,29 +147,22 @@ pub enum Command {
         #[arg(long, value_delimiter = ',', value_name = "H1,H2")]
         hosts: Option<Vec<String>>,
     },
-    /// Put the previous good release back (or --to RELEASE), from its kept images.
-    Rollback {
-        /// The environment.
-        env: String,
-        /// The release to return to (see `deploy releases`).
-        #[arg(long, value_name = "RELEASE")]
-        to: Option<String>,
-        /// Only these hosts (comma-separated).
-        #[arg(long, value_delimiter = ',', value_name = "H1,H2")]
-        hosts: Option<Vec<String>>,
-        /// Recorded in the lock and history.
-        #[arg(long, value_name = "TEXT")]
-        message: Option<String>,
-    },
+    /// Put the previous good release back (or --to RELEASE) on every host, from
+    /// its kept images, and run the checklist on it.
+    Rollback(RollbackArgs),
     /// The release history of each host.
     Releases {
         /// The environment.
         env: String,
+        #[command(flatten)]
+        hosts: HostsArg,
     },
     /// Per host: live release, containers, lock holder.
     Status {
         /// The environment.
         env: String,
+        #[command(flatten)]
+        hosts: HostsArg,
     },
     /// Look at, take or break the deploy lock.
     Lock {
@@ -145,6 +177,11 @@ pub enum Command {
         /// Why you hold it (acquire).
         #[arg(long, value_name = "TEXT")]
         message: Option<String>,
+        /// acquire: let the lock expire after this long (default: it stays until released).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        ttl: Option<std::time::Duration>,
+        #[command(flatten)]
+        hosts: HostsArg,
     },
     /// Logs of the live release.
     Logs {
@@ -158,6 +195,8 @@ pub enum Command {
         /// Keep following.
         #[arg(short, long)]
         follow: bool,
+        #[command(flatten)]
+        hosts: HostsArg,
     },
     /// Run a command in a service of the live release (or on the host without --service).
     Exec {
@@ -166,6 +205,8 @@ pub enum Command {
         /// The compose service to run it in.
         #[arg(long, value_name = "S")]
         service: Option<String>,
+        #[command(flatten)]
+        hosts: HostsArg,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -174,6 +215,8 @@ pub enum Command {
     Setup {
         /// The environment.
         env: String,
+        #[command(flatten)]
+        hosts: HostsArg,
     },
     /// Validate deploy.toml without touching any host.
     Check,

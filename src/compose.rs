@@ -10,7 +10,7 @@ use crate::config::Text;
 use crate::remote::{Cmd, Word};
 
 /// Which Compose a host has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Variant {
     /// The `docker compose` plugin.
@@ -26,6 +26,14 @@ impl Variant {
             "v2" => Some(Variant::V2),
             "v1" => Some(Variant::V1),
             _ => None,
+        }
+    }
+
+    /// `v1` or `v2`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::V2 => "v2",
+            Variant::V1 => "v1",
         }
     }
 }

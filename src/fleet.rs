@@ -8,10 +8,11 @@ use std::time::Instant;
 
 use futures::stream::{self, StreamExt};
 
+use crate::activation::Record;
 use crate::compose::{Compose, Variant, OVERRIDE_FILE};
 use crate::config::{Config, Environment, Host};
 use crate::error::Error;
-use crate::lock::{self, Acquired, LockInfo};
+use crate::lock::{self, Acquired, Extend, LockInfo};
 use crate::release::{self, Layout};
 use crate::remote::{self, Remote};
 use crate::report::events::{Event, Reporter, Step, StepStatus};
@@ -35,10 +36,14 @@ pub struct Member {
     pub host: Host,
     pub remote: Box<dyn Remote>,
     pub layout: Layout,
-    /// Compose on the host (after preflight).
+    /// The Compose new releases use on this host (after preflight).
     pub variant: Option<Variant>,
-    /// The live release (after preflight).
+    /// Every Compose the host has (after preflight).
+    pub variants: Vec<Variant>,
+    /// The live release (after preflight: a look, not what a change decides by).
     pub current: Option<String>,
+    /// The live release's record, where it has one (after preflight).
+    pub record: Option<Record>,
     /// The newest release directory on the host (live or not), from preflight.
     pub newest: Option<String>,
     /// Whether git is installed (after preflight).
@@ -59,7 +64,7 @@ impl Member {
         self.host.services.clone().unwrap_or_default()
     }
 
-    /// Compose for release `id` of this host's project.
+    /// Compose for a release staged now: today's config for this host's project.
     pub fn compose(&self, config: &Config, id: &str) -> Compose {
         let mut files: Vec<String> = config
             .app
@@ -160,6 +165,22 @@ impl Fleet {
         hosts: &[Host],
         reporter: &dyn Reporter,
     ) -> Result<Fleet, Vec<(String, String)>> {
+        let (fleet, failures) = Fleet::connect_reachable(env, hosts, reporter).await;
+        if failures.is_empty() {
+            Ok(fleet)
+        } else {
+            fleet.close().await;
+            Err(failures)
+        }
+    }
+
+    /// Connects to every host it can, `parallel` at a time: the fleet of those
+    /// that answered, and each one that did not with the reason.
+    pub async fn connect_reachable(
+        env: &Environment,
+        hosts: &[Host],
+        reporter: &dyn Reporter,
+    ) -> (Fleet, Vec<(String, String)>) {
         let results: Vec<(Host, Connected)> = stream::iter(hosts.iter().cloned())
             .map(|host| async move {
                 let r = step(
@@ -185,7 +206,9 @@ impl Fleet {
                         remote,
                         layout,
                         variant: None,
+                        variants: Vec::new(),
                         current: None,
+                        record: None,
                         newest: None,
                         git: false,
                     });
@@ -197,12 +220,17 @@ impl Fleet {
             env: env.clone(),
             members,
         };
-        if failures.is_empty() {
-            Ok(fleet)
-        } else {
-            fleet.close().await;
-            Err(failures)
-        }
+        (fleet, failures)
+    }
+
+    /// Removes the members named in `failures` (closing their connections), so
+    /// the fleet holds only hosts that passed preflight.
+    pub async fn drop_failed(&mut self, failures: &[(String, String)]) {
+        let (keep, gone): (Vec<Member>, Vec<Member>) = std::mem::take(&mut self.members)
+            .into_iter()
+            .partition(|m| !failures.iter().any(|(n, _)| n == &m.host.name));
+        self.members = keep;
+        futures::future::join_all(gone.into_iter().map(|m| m.remote.close())).await;
     }
 
     /// Reads each host's compose variant, live release and tools; returns the
@@ -216,12 +244,15 @@ impl Fleet {
                 let fut = async {
                     let out = m.remote.check(&release::preflight(&m.layout).into(), Some(std::time::Duration::from_secs(60))).await.map_err(|e| e.to_string())?;
                     let mut lines = out.stdout.lines();
-                    let detected = lines.next().and_then(Variant::parse);
+                    let variants: Vec<Variant> = lines.next().unwrap_or("").split_whitespace().filter_map(Variant::parse).collect();
+                    let detected = variants.first().copied();
                     let current = lines.next().map(str::trim).filter(|c| *c != "-" && release::is_release_id(c));
                     let docker = lines.next().map(str::trim).filter(|d| *d != "-" && !d.is_empty());
                     m.git = lines.next().map(str::trim) == Some("git");
                     m.newest = lines.next().map(str::trim).filter(|n| release::is_release_id(n)).map(str::to_string);
                     m.current = current.map(str::to_string);
+                    m.record = Record::parse(&lines.collect::<Vec<_>>().join("\n")).filter(|r| Some(r.release.as_str()) == current);
+                    m.variants = variants;
                     if docker.is_none() {
                         return Err("docker does not answer on this host (is the engine running, and is the user in the docker group?)".to_string());
                     }
@@ -252,12 +283,26 @@ impl Fleet {
             .await
     }
 
+    /// Runs `f` for every member with its own item of `items` (in member
+    /// order), `parallel` at a time; results in member order.
+    pub async fn for_each_with<'a, I, T, F, Fut>(&'a self, items: Vec<I>, f: F) -> Vec<T>
+    where
+        F: Fn(&'a Member, I) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        stream::iter(self.members.iter().zip(items).map(|(m, i)| f(m, i)))
+            .buffered(self.env.parallel.max(1))
+            .collect()
+            .await
+    }
+
     /// Takes the lock on every host, or on none: if any host is held by someone
-    /// else (or fails), the locks taken are released again. Returns which hosts are ours.
-    pub async fn lock(&self, info: &LockInfo, ttl: u64, reporter: &dyn Reporter) -> Result<Vec<bool>, LockRefused> {
+    /// else (or fails), the locks taken are released again. `ttl = 0`: a lock
+    /// that never expires (taken by hand).
+    pub async fn lock(&self, info: &LockInfo, ttl: u64, reporter: &dyn Reporter) -> Result<LockGuard, LockRefused> {
         let results = self
             .for_each(|m| async move {
-                step(reporter, &m.host.name, crate::report::events::Step::Lock, async {
+                step(reporter, &m.host.name, Step::Lock, async {
                     let out = m
                         .remote
                         .check(&lock::acquire(&m.layout, info, ttl).into(), Some(QUICK_TIMEOUT))
@@ -287,63 +332,155 @@ impl Fleet {
                         .as_ref()
                         .map_or("someone (no lock info)".to_string(), LockInfo::describe)
                 )),
+                Ok(Acquired::Busy) => refused.errors.push((
+                    m.host.name.clone(),
+                    "another lock operation kept the host's lock mutex for 30 s".into(),
+                )),
                 Err(e) => refused.errors.push((m.host.name.clone(), e.clone())),
             }
         }
-        let ours: Vec<bool> = results
-            .iter()
-            .map(|r| matches!(r, Ok(Acquired::Fresh | Acquired::TookOver(_))))
-            .collect();
+        let guard = LockGuard {
+            token: info.token.clone(),
+            ttl,
+            ours: results
+                .iter()
+                .map(|r| matches!(r, Ok(Acquired::Fresh | Acquired::TookOver(_))))
+                .collect(),
+            kept: std::sync::Mutex::new(vec![std::time::SystemTime::now(); self.members.len()]),
+            lost: std::sync::Mutex::new(None),
+        };
         if refused.held.is_empty() && refused.errors.is_empty() {
-            Ok(ours)
+            Ok(guard)
         } else {
-            self.unlock(&ours, &info.token, reporter).await;
+            guard.release(self, reporter).await;
             Err(refused)
         }
-    }
-
-    /// Extends our lock on every host every third of its lifetime; never returns.
-    pub async fn keep_locks(&self, token: &str, ttl: u64) {
-        let every = std::time::Duration::from_secs((ttl / 3).max(1));
-        loop {
-            tokio::time::sleep(every).await;
-            self.for_each(|m| async move {
-                let _ = m
-                    .remote
-                    .run(&lock::extend(&m.layout, token, ttl).into(), Some(QUICK_TIMEOUT))
-                    .await;
-            })
-            .await;
-        }
-    }
-
-    /// Releases the locks we hold (`ours[i]` for member i).
-    pub async fn unlock(&self, ours: &[bool], token: &str, reporter: &dyn Reporter) {
-        let members: Vec<&Member> = self
-            .members
-            .iter()
-            .zip(ours)
-            .filter(|(_, o)| **o)
-            .map(|(m, _)| m)
-            .collect();
-        stream::iter(members)
-            .map(|m| async move {
-                let _ = step(
-                    reporter,
-                    &m.host.name,
-                    crate::report::events::Step::Unlock,
-                    m.remote
-                        .check(&lock::release(&m.layout, Some(token)).into(), Some(QUICK_TIMEOUT)),
-                )
-                .await;
-            })
-            .buffer_unordered(self.env.parallel.max(1))
-            .collect::<Vec<()>>()
-            .await;
     }
 
     /// Closes every connection.
     pub async fn close(self) {
         futures::future::join_all(self.members.into_iter().map(|m| m.remote.close())).await;
+    }
+}
+
+/// The lock a run holds on every host of its fleet. The run asks
+/// [`LockGuard::held`] before each change; [`LockGuard::keep`] extends the
+/// lock meanwhile and notices when it is no longer ours.
+#[derive(Debug)]
+pub struct LockGuard {
+    token: String,
+    ttl: u64,
+    /// Which members' locks this run took.
+    ours: Vec<bool>,
+    /// Wall-clock time each member's lock was last known to be ours and
+    /// extended (wall clock: a suspended laptop's monotonic clock stands still).
+    kept: std::sync::Mutex<Vec<std::time::SystemTime>>,
+    /// Why the lock is no longer ours, once it is not.
+    lost: std::sync::Mutex<Option<String>>,
+}
+
+impl LockGuard {
+    /// The token the lock was taken with.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Extends the lock every third of its lifetime until dropped; never returns.
+    /// A lock found not ours, or expired, is marked lost.
+    pub async fn keep(&self, fleet: &Fleet) {
+        if self.ttl == 0 {
+            return std::future::pending().await;
+        }
+        let every = std::time::Duration::from_secs((self.ttl / 3).max(1));
+        loop {
+            tokio::time::sleep(every).await;
+            self.extend(fleet).await;
+        }
+    }
+
+    /// `Ok` while the lock is ours on every host; else why not. When the last
+    /// extension is older than half the lock's lifetime (the keeper could not
+    /// run: a laptop asleep), the hosts are asked first.
+    pub async fn held(&self, fleet: &Fleet) -> Result<(), String> {
+        let stale = self.ttl > 0 && {
+            let half = std::time::Duration::from_secs(self.ttl / 2);
+            let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            kept.iter()
+                .zip(&self.ours)
+                .any(|(t, ours)| *ours && t.elapsed().unwrap_or_default() >= half)
+        };
+        if stale {
+            self.extend(fleet).await;
+        }
+        match self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
+    }
+
+    /// One extension on every host we hold.
+    async fn extend(&self, fleet: &Fleet) {
+        let results = fleet
+            .for_each(|m| async move {
+                let sent = std::time::SystemTime::now();
+                let r = m
+                    .remote
+                    .run(&lock::extend(&m.layout, &self.token, self.ttl).into(), Some(QUICK_TIMEOUT))
+                    .await;
+                let verdict = match r {
+                    Ok(out) => lock::parse_extend(out.code, &out.stderr),
+                    Err(e) => Extend::Unknown(e.to_string()),
+                };
+                (sent, verdict)
+            })
+            .await;
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lost = self.lost.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, (m, (sent, verdict))) in fleet.members.iter().zip(results).enumerate() {
+            if !self.ours.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            let why = match verdict {
+                Extend::Kept => {
+                    kept[i] = sent;
+                    continue;
+                }
+                Extend::NotOurs => "the lock was taken by someone else (or broken with --force)".to_string(),
+                Extend::Expired => format!(
+                    "the lock expired: it was not extended for longer than lock_timeout ({}s); was this machine asleep?",
+                    self.ttl
+                ),
+                // Unanswered: it may still be ours, unless it is past its time.
+                Extend::Unknown(_) if kept[i].elapsed().unwrap_or_default().as_secs() < self.ttl => continue,
+                Extend::Unknown(e) => format!("the lock could not be extended within lock_timeout: {e}"),
+            };
+            lost.get_or_insert(format!("{}: {why}", m.host.name));
+        }
+    }
+
+    /// Releases the locks this run took.
+    pub async fn release(&self, fleet: &Fleet, reporter: &dyn Reporter) {
+        let members: Vec<&Member> = fleet
+            .members
+            .iter()
+            .zip(&self.ours)
+            .filter(|(_, o)| **o)
+            .map(|(m, _)| m)
+            .collect();
+        let token = self.token.as_str();
+        stream::iter(members)
+            .map(|m| async move {
+                let _ = step(
+                    reporter,
+                    &m.host.name,
+                    Step::Unlock,
+                    m.remote
+                        .check(&lock::release(&m.layout, Some(token)).into(), Some(QUICK_TIMEOUT)),
+                )
+                .await;
+            })
+            .buffer_unordered(fleet.env.parallel.max(1))
+            .collect::<Vec<()>>()
+            .await;
     }
 }

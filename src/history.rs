@@ -5,10 +5,10 @@ use serde::{Deserialize, Serialize};
 use crate::release::{shell, Layout};
 use crate::remote::Cmd;
 
-/// How a release attempt ended.
+/// What a history line says happened to its release on the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub enum Recorded {
     /// Switched and live.
     Deployed,
     /// Failed before it went live; nothing changed.
@@ -35,7 +35,7 @@ pub struct Entry {
     pub time: String,
     /// `user@machine`.
     pub user: String,
-    pub outcome: Outcome,
+    pub outcome: Recorded,
     /// The release live before.
     #[serde(default)]
     pub from: Option<String>,
@@ -70,7 +70,7 @@ pub fn previous_good(entries: &[Entry], current: &str, existing: &[String]) -> O
     entries
         .iter()
         .rev()
-        .filter(|e| matches!(e.outcome, Outcome::Deployed | Outcome::Rollback))
+        .filter(|e| matches!(e.outcome, Recorded::Deployed | Recorded::Rollback))
         .map(|e| e.to.clone().unwrap_or_else(|| e.release.clone()))
         .find(|id| id != current && existing.contains(id) && id.as_str() < current)
         .or_else(|| {

@@ -2,14 +2,16 @@
 //! one safe command.
 //!
 //! Where things live: [`cli`] is the command line, [`commands`] has one module per
-//! subcommand, [`config`] reads deploy.toml, [`remote`] runs commands on hosts (and
-//! quotes them, in one place), [`git`] is the local repository, [`report`] prints.
+//! subcommand, [`config`] reads deploy.toml, [`pipeline`] is every change to a
+//! live release (`deploy up` and `deploy rollback`), [`activation`] makes a
+//! release live, [`verify`] is the checklist, [`remote`] runs commands on hosts
+//! (and quotes them, in one place), [`git`] is the local repository, [`report`] prints.
 
+pub mod activation;
 pub mod cli;
 pub mod commands;
 pub mod compose;
 pub mod config;
-pub mod deploy;
 pub mod error;
 pub mod fleet;
 pub mod git;
@@ -17,7 +19,10 @@ pub mod history;
 pub mod hooks;
 pub mod interrupt;
 pub mod known_hosts;
+pub mod live;
 pub mod lock;
+pub mod outcome;
+pub mod pipeline;
 pub mod release;
 pub mod remote;
 pub mod report;
@@ -32,38 +37,51 @@ pub fn run(cli: Cli) -> Exit {
     let mut printer = Printer::new(cli.output, cli.verbose, cli.quiet, cli.color);
     let result = match &cli.command {
         Command::Up(args) => commands::up::run(&cli, &mut printer, args),
-        Command::Rollback {
-            env,
-            to,
-            hosts,
-            message,
-        } => commands::rollback::run(
-            &cli,
-            &mut printer,
-            env,
-            to.as_deref(),
-            hosts.as_deref(),
-            message.as_deref(),
-        ),
+        Command::Rollback(args) => commands::rollback::run(&cli, &mut printer, args),
         Command::Verify { env, hosts } => commands::verify::run(&cli, &mut printer, env, hosts.as_deref()),
-        Command::Releases { env } => commands::releases::run(&cli, &mut printer, env),
-        Command::Status { env } => commands::status::run(&cli, &mut printer, env),
+        Command::Releases { env, hosts } => commands::releases::run(&cli, &mut printer, env, hosts.hosts.as_deref()),
+        Command::Status { env, hosts } => commands::status::run(&cli, &mut printer, env, hosts.hosts.as_deref()),
         Command::Lock {
             env,
             action,
             force,
             message,
-        } => commands::lock::run(&cli, &mut printer, env, *action, *force, message.as_deref()),
+            ttl,
+            hosts,
+        } => commands::lock::run(
+            &cli,
+            &mut printer,
+            commands::lock::LockArgs {
+                env,
+                action: *action,
+                force: *force,
+                message: message.as_deref(),
+                ttl: *ttl,
+                hosts: hosts.hosts.as_deref(),
+            },
+        ),
         Command::Logs {
             env,
             service,
             lines,
             follow,
-        } => commands::logs::run(&cli, &mut printer, env, service.as_deref(), *lines, *follow),
-        Command::Exec { env, service, command } => {
-            commands::exec::run(&cli, &mut printer, env, service.as_deref(), command)
-        }
-        Command::Setup { env } => commands::setup::run(&cli, &mut printer, env),
+            hosts,
+        } => commands::logs::run(
+            &cli,
+            &mut printer,
+            env,
+            service.as_deref(),
+            *lines,
+            *follow,
+            hosts.hosts.as_deref(),
+        ),
+        Command::Exec {
+            env,
+            service,
+            hosts,
+            command,
+        } => commands::exec::run(&cli, &mut printer, env, service.as_deref(), hosts.hosts.as_deref(), command),
+        Command::Setup { env, hosts } => commands::setup::run(&cli, &mut printer, env, hosts.hosts.as_deref()),
         Command::Check => commands::check::run(&cli, &mut printer),
         Command::Init { compose_file, force } => commands::init::run(&cli, &printer, compose_file.as_deref(), *force),
     };

@@ -7,9 +7,32 @@ use serde::{Deserialize, Serialize};
 use crate::release::{shell, Layout};
 use crate::remote::Cmd;
 
-/// What a lock says about its holder.
+/// Whether a lock guards a deploy or was taken by hand (a freeze).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LockKind {
+    /// Held by a running deploy or rollback, which extends it while it works.
+    #[default]
+    Deploy,
+    /// Taken with `deploy lock acquire`: it stays until released (or its `--ttl`).
+    Manual,
+}
+
+/// What a lock says about its holder. `since`, `expires` and `token` come first
+/// in the JSON, so the scripts on the host read them at fixed places and no
+/// message can be taken for them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockInfo {
+    /// Host time, seconds since the epoch.
+    #[serde(default)]
+    pub since: u64,
+    /// Host time after which the lock may be taken over; 0: never.
+    #[serde(default)]
+    pub expires: u64,
+    /// Identifies this holder, so only it can extend or release without --force.
+    pub token: String,
+    #[serde(default)]
+    pub kind: LockKind,
     /// `user@machine` of the deployer.
     pub holder: String,
     /// What it is doing: "deploy <commit>", or the `--message`.
@@ -17,26 +40,25 @@ pub struct LockInfo {
     /// The commit being deployed, if any.
     #[serde(default)]
     pub commit: Option<String>,
-    /// Identifies this holder, so only it can extend or release without --force.
-    pub token: String,
-    /// Host time, seconds since the epoch.
-    #[serde(default)]
-    pub since: u64,
-    /// Host time after which the lock may be taken over.
-    #[serde(default)]
-    pub expires: u64,
 }
 
 impl LockInfo {
     /// "alice@laptop since 2026-11-25T17:15:00Z (deploy 3f2a9c1), expires ...".
     pub fn describe(&self) -> String {
         let at = |t: u64| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t));
+        let kind = match self.kind {
+            LockKind::Deploy => "",
+            LockKind::Manual => "manual lock, ",
+        };
+        let expiry = match self.expires {
+            0 => "never expires".to_string(),
+            t => format!("expires {}", at(t)),
+        };
         format!(
-            "{} since {} ({}), expires {}",
+            "{} since {} ({}), {kind}{expiry}",
             self.holder,
             at(self.since),
-            self.message,
-            at(self.expires)
+            self.message
         )
     }
 }
@@ -50,36 +72,82 @@ pub enum Acquired {
     TookOver(Option<LockInfo>),
     /// Someone else holds it.
     Held(Option<LockInfo>),
+    /// Another lock operation on the host kept the lock's mutex too long.
+    Busy,
 }
 
-// $1 lock dir, $2 info JSON with __SINCE__/__EXPIRES__ placeholders, $3 ttl seconds.
-// Prints "fresh", or "takeover" then the old info, or "held" then the holder's info.
-const ACQUIRE: &str = r#"
-lock="$1"; ttl="$3"; now=$(date +%s); exp=$((now + ttl))
-write() { printf '%s\n' "$2" | sed "s/\"since\":__SINCE__/\"since\":$now/; s/\"expires\":__EXPIRES__/\"expires\":$exp/" > "$lock/info.json"; }
-mkdir -p "$(dirname "$lock")"
+/// Prefixes a lock script with `alone`, which makes the rest of the script the
+/// only lock operation running on the host: under flock(1) where the host has
+/// it (released by the kernel if the process dies), else a mkdir mutex that is
+/// removed when it is a minute old. `.deploy/` is made 0700 and files 0600.
+/// Every script takes the lock directory as `$1`.
+macro_rules! lock_script {
+    ($body:literal) => {
+        concat!(
+            r#"
+lock="$1"; state=$(dirname "$lock")
+mkdir -p "$state" && chmod 700 "$state" || exit 1
+umask 077
+alone() {
+  if command -v flock >/dev/null 2>&1; then
+    exec 9>>"$lock.mutex" && flock -w 30 9 && return 0
+    return 1
+  fi
+  i=0
+  until mkdir "$lock.mutex.d" 2>/dev/null; do
+    age=$(( $(date +%s) - $(stat -c %Y "$lock.mutex.d" 2>/dev/null || date +%s) ))
+    [ "$age" -lt 60 ] || rmdir "$lock.mutex.d" 2>/dev/null
+    i=$((i + 1)); [ "$i" -lt 300 ] || return 1
+    sleep 0.1
+  done
+  trap 'rmdir "$lock.mutex.d" 2>/dev/null' EXIT
+}
+# The fields every script reads, at the start of info.json (see LockInfo).
+field() { sed -n "1s/^{\"since\":\([0-9]*\),\"expires\":\([0-9]*\),\"token\":\"\([^\"]*\)\".*/\\$1/p" "$lock/info.json" 2>/dev/null; }
+"#,
+            $body
+        )
+    };
+}
+
+// $2 info JSON with __SINCE__/__EXPIRES__ placeholders, $3 ttl seconds (0: never
+// expires). Prints "fresh", "takeover" then the old info, "held" then the
+// holder's info, or "busy".
+const ACQUIRE: &str = lock_script!(
+    r#"
+ttl="$3"
+alone || { echo busy; exit 0; }
+now=$(date +%s)
+if [ "$ttl" -gt 0 ]; then exp=$((now + ttl)); else exp=0; fi
+write() {
+  printf '%s\n' "$2" | sed "1s/^{\"since\":__SINCE__,\"expires\":__EXPIRES__,/{\"since\":$now,\"expires\":$exp,/" > "$lock/info.tmp" &&
+    mv -f "$lock/info.tmp" "$lock/info.json"
+}
 if mkdir "$lock" 2>/dev/null; then write "$@"; echo fresh; exit 0; fi
-old_exp=$(sed -n 's/.*"expires":\([0-9]*\).*/\1/p' "$lock/info.json" 2>/dev/null)
-# A lock without info (its holder died right after mkdir) expires from its mtime.
-[ -n "$old_exp" ] || old_exp=$(( $(stat -c %Y "$lock" 2>/dev/null || echo "$now") + ttl ))
-if [ "$old_exp" -lt "$now" ]; then
+old_exp=$(field 2)
+# A lock without readable info (its holder died right after mkdir) expires from its mtime.
+[ -n "$old_exp" ] || old_exp=$(( $(stat -c %Y "$lock" 2>/dev/null || echo "$now") + (ttl > 0 ? ttl : 900) ))
+if [ "$old_exp" != 0 ] && [ "$old_exp" -lt "$now" ]; then
+  old=$(cat "$lock/info.json" 2>/dev/null)
+  # Renamed aside first: that needs only the state dir to be ours.
   stale="$lock.stale.$$"
   if mv "$lock" "$stale" 2>/dev/null && mkdir "$lock" 2>/dev/null; then
-    write "$@"; echo takeover; cat "$stale/info.json" 2>/dev/null; rm -rf "$stale"; exit 0
+    rm -rf "$stale" 2>/dev/null
+    write "$@"; echo takeover; printf '%s\n' "$old"; exit 0
   fi
 fi
 echo held; cat "$lock/info.json" 2>/dev/null; exit 0
-"#;
+"#
+);
 
-/// Takes the lock unless someone else holds an unexpired one.
+/// Takes the lock unless someone else holds an unexpired one. `ttl_secs = 0`:
+/// a lock that never expires (a manual one).
 pub fn acquire(layout: &Layout, info: &LockInfo, ttl_secs: u64) -> Cmd {
     let mut template = info.clone();
     template.since = 0;
     template.expires = 0;
-    let json = serde_json::to_string(&template)
-        .expect("lock info serializes")
-        .replace("\"since\":0", "\"since\":__SINCE__")
-        .replace("\"expires\":0", "\"expires\":__EXPIRES__");
+    let json = serde_json::to_string(&template).expect("lock info serializes");
+    let json = json.replacen("{\"since\":0,\"expires\":0,", "{\"since\":__SINCE__,\"expires\":__EXPIRES__,", 1);
     shell(ACQUIRE, &[&layout.lock(), &json, &ttl_secs.to_string()])
 }
 
@@ -93,28 +161,60 @@ pub fn parse_acquire(out: &str) -> Acquired {
     match first {
         "fresh" => Acquired::Fresh,
         "takeover" => Acquired::TookOver(info),
+        "busy" => Acquired::Busy,
         _ => Acquired::Held(info),
     }
 }
 
-// $1 lock dir, $2 token, $3 ttl seconds.
-const EXTEND: &str = r#"
-now=$(date +%s)
-grep -qF -- "\"token\":\"$2\"" "$1/info.json" 2>/dev/null || { echo "lock is not ours" >&2; exit 1; }
-sed -i "s/\"expires\":[0-9]*/\"expires\":$((now + $3))/" "$1/info.json"
-"#;
+/// Why a lock could not be extended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Extend {
+    /// Extended.
+    Kept,
+    /// Someone else's now, or gone: the run no longer holds it.
+    NotOurs,
+    /// Still ours, but past its expiry: anyone may have taken it meanwhile.
+    Expired,
+    /// Could not be asked (network, mutex): try again.
+    Unknown(String),
+}
 
-/// Pushes our lock's expiry forward.
+// $2 token, $3 ttl seconds. Exit 3: not ours; 4: expired; 0: extended.
+const EXTEND: &str = lock_script!(
+    r#"
+alone || { echo "the lock's mutex is busy" >&2; exit 2; }
+now=$(date +%s)
+[ "$(field 3)" = "$2" ] || { echo "the lock is not ours" >&2; exit 3; }
+exp=$(field 2)
+if [ -z "$exp" ] || { [ "$exp" != 0 ] && [ "$exp" -lt "$now" ]; }; then echo "the lock expired" >&2; exit 4; fi
+sed -i "1s/^{\"since\":\([0-9]*\),\"expires\":[0-9]*,/{\"since\":\1,\"expires\":$((now + $3)),/" "$lock/info.json"
+"#
+);
+
+/// Pushes our lock's expiry forward; refuses a lock that is not ours or expired.
 pub fn extend(layout: &Layout, token: &str, ttl_secs: u64) -> Cmd {
     shell(EXTEND, &[&layout.lock(), token, &ttl_secs.to_string()])
 }
 
-// $1 lock dir, $2 token ("" with --force).
-const RELEASE: &str = r#"
-[ -d "$1" ] || { echo free; exit 0; }
-if [ -z "$2" ] || grep -qF -- "\"token\":\"$2\"" "$1/info.json" 2>/dev/null; then rm -rf "$1"; echo released; exit 0; fi
-echo held; cat "$1/info.json" 2>/dev/null
-"#;
+/// Reads [`extend`]'s exit code.
+pub fn parse_extend(code: i32, stderr: &str) -> Extend {
+    match code {
+        0 => Extend::Kept,
+        3 => Extend::NotOurs,
+        4 => Extend::Expired,
+        _ => Extend::Unknown(crate::remote::tail(stderr, 3)),
+    }
+}
+
+// $2 token ("" with --force).
+const RELEASE: &str = lock_script!(
+    r#"
+alone || { echo busy; exit 0; }
+[ -d "$lock" ] || { echo free; exit 0; }
+if [ -z "$2" ] || [ "$(field 3)" = "$2" ]; then rm -rf "$lock"; echo released; exit 0; fi
+echo held; cat "$lock/info.json" 2>/dev/null
+"#
+);
 
 /// Releases our lock; with `token = None` (--force), anyone's.
 pub fn release(layout: &Layout, token: Option<&str>) -> Cmd {
@@ -183,8 +283,9 @@ mod tests {
     #[test]
     fn acquire_output_parses() {
         assert_eq!(parse_acquire("fresh\n"), Acquired::Fresh);
-        let held =
-            parse_acquire("held\n{\"holder\":\"a@b\",\"message\":\"m\",\"token\":\"t\",\"since\":1,\"expires\":2}\n");
+        let held = parse_acquire(
+            "held\n{\"since\":1,\"expires\":2,\"token\":\"t\",\"kind\":\"manual\",\"holder\":\"a@b\",\"message\":\"m\"}\n",
+        );
         assert!(matches!(held, Acquired::Held(Some(ref i)) if i.holder == "a@b"));
     }
 }

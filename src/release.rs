@@ -123,10 +123,13 @@ pub fn stop_tracked(pid_file: &str) -> Cmd {
     shell(STOP_TRACKED, &[pid_file])
 }
 
-/// Prints, one per line: compose variant, current release id (or `-`), docker
-/// server version (or `-`), whether git is present.
+/// Prints, one per line: the compose variants the host has (`v2 v1`, `v2`,
+/// `v1` or `none`), the current release id (or `-`), the docker server version
+/// (or `-`), whether git is present, the newest release dir (or `-`); then the
+/// current release's record, if it has one.
 // The engine is asked while compose is looked for. Compose v2 is found where the
-// docker CLI looks for its plugins (a file test, not two Go start-ups), else asked.
+// docker CLI looks for its plugins (a file test, not two Go start-ups), else
+// asked; v1 beside it by its name on PATH, and asked only where it is the only one.
 const PREFLIGHT: &str = r#"
 engine=$(mktemp) || exit 1
 { docker version --format '{{.Server.Version}}' 2>/dev/null || echo -; } > "$engine" &
@@ -135,19 +138,22 @@ for d in "${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins" /usr/local/lib/docker/cli
   /usr/local/libexec/docker/cli-plugins /usr/lib/docker/cli-plugins /usr/libexec/docker/cli-plugins; do
   [ ! -x "$d/docker-compose" ] || { v2=1; break; }
 done
-if [ -n "$v2" ] || docker compose version >/dev/null 2>&1; then echo v2
+if [ -n "$v2" ] || docker compose version >/dev/null 2>&1; then
+  if command -v docker-compose >/dev/null 2>&1; then echo v2 v1; else echo v2; fi
 elif docker-compose version >/dev/null 2>&1; then echo v1
 else echo none; fi
-cur=$(readlink "$1/current" 2>/dev/null) && basename "$cur" || echo -
+cur=$(readlink "$1/current" 2>/dev/null) && cur=$(basename "$cur") && echo "$cur" || echo -
 wait
 cat "$engine"; rm -f "$engine"
 command -v git >/dev/null 2>&1 && echo git || echo nogit
 ls -1 "$1/releases" 2>/dev/null | grep -E '^[0-9]{8}T[0-9]{6}Z-' | sort | tail -n 1 | grep . || echo -
+[ -z "$cur" ] || cat "$1/releases/$cur/$2" 2>/dev/null
+true
 "#;
 
 /// Read-only facts about a host.
 pub fn preflight(layout: &Layout) -> Cmd {
-    shell(PREFLIGHT, &[&layout.root])
+    shell(PREFLIGHT, &[&layout.root, crate::activation::RECORD_FILE])
 }
 
 /// Creates the layout.
@@ -359,7 +365,7 @@ const REUSE_IMAGES: &str = with_image_names!(
 old="$1/releases/$2"; new="$1/releases/$3"
 [ -f "$old/.deploy-compose.yml" ] && [ -f "$new/.deploy-compose.yml" ] || exit 0
 cmp -s "$old/.deploy-env" "$new/.deploy-env" || exit 0
-diff -rq --no-dereference -x .deploy-compose.yml -x .deploy-started "$old" "$new" >/dev/null 2>&1 || exit 0
+diff -rq --no-dereference -x .deploy-compose.yml -x .deploy-started -x .deploy-release.json "$old" "$new" >/dev/null 2>&1 || exit 0
 services() { grep -v -e 'image:' -e '^#' "$1"; }
 [ "$(services "$old/.deploy-compose.yml")" = "$(services "$new/.deploy-compose.yml")" ] || exit 0
 for img in $(image_names "$old/.deploy-compose.yml"); do

@@ -309,7 +309,7 @@ fn a_second_deploy_meets_the_lock_and_expired_locks_are_taken_over() {
     std::fs::create_dir_all(&lock).unwrap();
     std::fs::write(
         lock.join("info.json"),
-        r#"{"holder":"ghost@gone","message":"crashed","token":"x","since":1,"expires":2}"#,
+        r#"{"since":1,"expires":2,"token":"x","kind":"deploy","holder":"ghost@gone","message":"crashed"}"#,
     )
     .unwrap();
     let run = d.deploy(&[], 0);

@@ -14,6 +14,7 @@ pub fn run(
     printer: &mut Printer,
     env: &str,
     service: Option<&str>,
+    hosts: Option<&[String]>,
     command: &[String],
 ) -> Result<Exit, Error> {
     let config = super::load(cli, printer)?;
@@ -25,34 +26,32 @@ pub fn run(
         let reporter = printer.reporter();
         let reporter = reporter.as_ref();
         let started = Instant::now();
-        let fleet = match super::connect("exec", env, None, reporter, started).await? {
-            Ok(f) => f,
-            Err(exit) => return Ok(exit),
-        };
+        let (fleet, unreachable) = super::reach(env, hosts, reporter).await?;
         let results = fleet
             .for_each(|m| {
                 let config = &config;
                 async move {
-                    let Some(current) = &m.current else {
+                    let Some(record) = m.live_record(config) else {
                         return Err("no release is live here".to_string());
                     };
                     let cmd = match service {
                         Some(s) => m
-                            .compose(config, current)
+                            .compose_for(&record)
                             .cmd(["exec", "-T", s])
                             .arg(program)
                             .args(args.iter()),
                         None => Cmd::new(program)
                             .args(args.iter())
-                            .current_dir(m.layout.release(current)),
+                            .current_dir(m.layout.release(&record.release)),
                     };
                     super::stream_output(reporter, m, cmd, "the command").await
                 }
             })
             .await;
-        let (exit, hosts) = super::host_lines(&fleet, results, "ok");
+        let (exit, hosts) = super::host_lines(&fleet, results, "ok", &unreachable);
         fleet.close().await;
-        reporter.event(super::summary("exec", &env.name, exit, started, hosts, None));
+        let error = super::unreachable_error(&unreachable);
+        reporter.event(super::summary("exec", &env.name, exit, started, hosts, error));
         Ok(exit)
     })
 }

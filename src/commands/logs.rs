@@ -15,6 +15,7 @@ pub fn run(
     service: Option<&str>,
     lines: u32,
     follow: bool,
+    hosts: Option<&[String]>,
 ) -> Result<Exit, Error> {
     let config = super::load(cli, printer)?;
     let env = super::environment(&config, env)?;
@@ -23,14 +24,11 @@ pub fn run(
         let reporter = printer.reporter();
         let reporter = reporter.as_ref();
         let started = Instant::now();
-        let fleet = match super::connect("logs", env, None, reporter, started).await? {
-            Ok(f) => f,
-            Err(exit) => return Ok(exit),
-        };
+        let (fleet, unreachable) = super::reach(env, hosts, reporter).await?;
         let work = fleet.for_each(|m| {
             let config = &config;
             async move {
-                let Some(current) = &m.current else {
+                let Some(record) = m.live_record(config) else {
                     return Err("no release is live here".to_string());
                 };
                 let mut args = vec![
@@ -43,7 +41,7 @@ pub fn run(
                     args.push("--follow".into());
                 }
                 args.extend(service.map(str::to_string));
-                let cmd = m.compose(config, current).cmd(args);
+                let cmd = m.compose_for(&record).cmd(args);
                 super::stream_output(reporter, m, cmd, "compose logs").await
             }
         });
@@ -53,10 +51,11 @@ pub fn run(
         };
         let (exit, hosts) = match results {
             None => (Exit::Interrupted, Vec::new()),
-            Some(results) => super::host_lines(&fleet, results, "ok"),
+            Some(results) => super::host_lines(&fleet, results, "ok", &unreachable),
         };
         fleet.close().await;
-        reporter.event(super::summary("logs", &env.name, exit, started, hosts, None));
+        let error = super::unreachable_error(&unreachable);
+        reporter.event(super::summary("logs", &env.name, exit, started, hosts, error));
         Ok(exit)
     })
 }

@@ -84,14 +84,20 @@ pub fn summary(
     })
 }
 
-/// Each host's line for a command that worked on it or did not; exit 1 if any did not.
-pub fn host_lines(fleet: &Fleet, results: Vec<Result<(), String>>, ok: &str) -> (Exit, Vec<HostSummary>) {
-    let exit = if results.iter().all(Result::is_ok) {
+/// Each host's line for a command that worked on it or did not, then one for
+/// each host that could not be reached; exit 1 if any did not work or answer.
+pub fn host_lines(
+    fleet: &Fleet,
+    results: Vec<Result<(), String>>,
+    ok: &str,
+    unreachable: &[(String, String)],
+) -> (Exit, Vec<HostSummary>) {
+    let exit = if results.iter().all(Result::is_ok) && unreachable.is_empty() {
         Exit::Success
     } else {
         Exit::Failed
     };
-    let hosts = fleet
+    let mut hosts: Vec<HostSummary> = fleet
         .members
         .iter()
         .zip(results)
@@ -105,7 +111,24 @@ pub fn host_lines(fleet: &Fleet, results: Vec<Result<(), String>>, ok: &str) -> 
             )
         })
         .collect();
+    hosts.extend(unreachable_lines(unreachable));
     (exit, hosts)
+}
+
+/// The summary lines of hosts that could not be reached or looked at.
+pub fn unreachable_lines(unreachable: &[(String, String)]) -> Vec<HostSummary> {
+    unreachable
+        .iter()
+        .map(|(host, e)| HostSummary::new(host, None, "unreachable", 0, Some(e.clone())))
+        .collect()
+}
+
+/// "cannot reach web2, web3": the summary's error when hosts did not answer.
+pub fn unreachable_error(unreachable: &[(String, String)]) -> Option<String> {
+    (!unreachable.is_empty()).then(|| {
+        let names: Vec<&str> = unreachable.iter().map(|(n, _)| n.as_str()).collect();
+        format!("cannot reach {}; shown: the hosts that answered", names.join(", "))
+    })
 }
 
 /// Runs `cmd` on the member, each output line reported as it arrives; Err names
@@ -137,49 +160,20 @@ pub async fn stream_output(
     }
 }
 
-/// Connects (and preflights) the selected hosts of `env`, or reports which could
-/// not be reached and returns the exit code for that.
-pub async fn connect(
-    command: &str,
+/// Connects to and preflights the selected hosts of `env` that answer: the
+/// fleet of those, and each host that did not with the reason. Read-only
+/// commands go on with the hosts they reached; each one that did not is named.
+pub async fn reach(
     env: &Environment,
     hosts: Option<&[String]>,
     reporter: &dyn Reporter,
-    started: Instant,
-) -> Result<Result<Fleet, Exit>, Error> {
+) -> Result<(Fleet, Vec<(String, String)>), Error> {
     let hosts = select_hosts(env, hosts)?;
-    let failed = |failures: Vec<(String, String)>, what: &str| {
-        let names: Vec<String> = failures.iter().map(|(n, _)| n.clone()).collect();
-        let hosts = failures
-            .into_iter()
-            .map(|(host, e)| HostSummary {
-                host,
-                release: None,
-                outcome: "failed".into(),
-                elapsed_ms: 0,
-                error: Some(e),
-                checks: Vec::new(),
-                evidence: None,
-                rollback_checks: Vec::new(),
-            })
-            .collect();
-        reporter.event(summary(
-            command,
-            &env.name,
-            Exit::Failed,
-            started,
-            hosts,
-            Some(format!("{what}: {}", names.join(", "))),
-        ));
-        Exit::Failed
-    };
-    let mut fleet = match Fleet::connect(env, &hosts, reporter).await {
-        Ok(f) => f,
-        Err(failures) => return Ok(Err(failed(failures, "cannot reach"))),
-    };
+    let (mut fleet, mut unreachable) = Fleet::connect_reachable(env, &hosts, reporter).await;
     let failures = fleet.preflight(reporter).await;
-    if !failures.is_empty() {
-        fleet.close().await;
-        return Ok(Err(failed(failures, "preflight failed on")));
-    }
-    Ok(Ok(fleet))
+    fleet.drop_failed(&failures).await;
+    unreachable.extend(failures);
+    // Keep the file's order in the summary: reachable hosts first, in order.
+    unreachable.sort_by_key(|(n, _)| hosts.iter().position(|h| &h.name == n));
+    Ok((fleet, unreachable))
 }

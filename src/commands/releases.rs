@@ -13,17 +13,14 @@ use crate::report::events::Event;
 use crate::report::Printer;
 
 /// Lists releases: id, commit, when, who, outcome; `*` marks the live one.
-pub fn run(cli: &Cli, printer: &mut Printer, env: &str) -> Result<Exit, Error> {
+pub fn run(cli: &Cli, printer: &mut Printer, env: &str, hosts: Option<&[String]>) -> Result<Exit, Error> {
     let config = super::load(cli, printer)?;
     let env = super::environment(&config, env)?;
     super::runtime()?.block_on(async {
         let reporter = printer.reporter();
         let reporter = reporter.as_ref();
         let started = Instant::now();
-        let fleet = match super::connect("releases", env, None, reporter, started).await? {
-            Ok(f) => f,
-            Err(exit) => return Ok(exit),
-        };
+        let (fleet, unreachable) = super::reach(env, hosts, reporter).await?;
         let found = fleet
             .for_each(|m| async move {
                 let hist = m
@@ -77,9 +74,10 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str) -> Result<Exit, Error> {
                 Err(e) => Err(e.to_string()),
             });
         }
-        let (exit, hosts) = super::host_lines(&fleet, results, "ok");
+        let (exit, hosts) = super::host_lines(&fleet, results, "ok", &unreachable);
         fleet.close().await;
-        reporter.event(super::summary("releases", &env.name, exit, started, hosts, None));
+        let error = super::unreachable_error(&unreachable);
+        reporter.event(super::summary("releases", &env.name, exit, started, hosts, error));
         Ok(exit)
     })
 }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use crate::cli::Cli;
 use crate::config::Strategy;
-use crate::deploy::config_dir;
+use crate::pipeline::config_dir;
 use crate::error::{Error, Exit};
 use crate::fleet::{step, QUICK_TIMEOUT};
 use crate::release::{self, shell};
@@ -13,7 +13,7 @@ use crate::report::events::{Event, Step};
 use crate::report::Printer;
 
 /// Prepares every host.
-pub fn run(cli: &Cli, printer: &mut Printer, env: &str) -> Result<Exit, Error> {
+pub fn run(cli: &Cli, printer: &mut Printer, env: &str, hosts: Option<&[String]>) -> Result<Exit, Error> {
     let config = super::load(cli, printer)?;
     let env = super::environment(&config, env)?;
     let dir = config_dir(&config);
@@ -21,10 +21,7 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str) -> Result<Exit, Error> {
         let reporter = printer.reporter();
         let reporter = reporter.as_ref();
         let started = Instant::now();
-        let fleet = match super::connect("setup", env, None, reporter, started).await? {
-            Ok(f) => f,
-            Err(exit) => return Ok(exit),
-        };
+        let (fleet, unreachable) = super::reach(env, hosts, reporter).await?;
         let results = fleet
             .for_each(|m| {
                 let (config, dir) = (&config, &dir);
@@ -60,9 +57,10 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str) -> Result<Exit, Error> {
                 }
             })
             .await;
-        let (exit, hosts) = super::host_lines(&fleet, results, "ready");
+        let (exit, hosts) = super::host_lines(&fleet, results, "ready", &unreachable);
         fleet.close().await;
-        reporter.event(super::summary("setup", &env.name, exit, started, hosts, None));
+        let error = super::unreachable_error(&unreachable);
+        reporter.event(super::summary("setup", &env.name, exit, started, hosts, error));
         Ok(exit)
     })
 }

@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use crate::activation::Record;
 use crate::cli::Cli;
 use crate::error::{Error, Exit};
 use crate::interrupt::Interrupt;
@@ -9,7 +10,8 @@ use crate::report::events::{Event, HostSummary};
 use crate::report::Printer;
 use crate::verify;
 
-/// Runs every check on every host; exit 0 if all pass, 6 if any fails.
+/// Runs every check on every reachable host; exit 0 if all pass, 6 if any
+/// fails, 1 if all that answered pass but a host did not answer.
 pub fn run(cli: &Cli, printer: &mut Printer, env: &str, hosts: Option<&[String]>) -> Result<Exit, Error> {
     let config = super::load(cli, printer)?;
     let env = super::environment(&config, env)?;
@@ -25,18 +27,16 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str, hosts: Option<&[String]>
             release: None,
             commit: None,
         });
-        let fleet = match super::connect("verify", env, hosts, reporter, started).await? {
-            Ok(f) => f,
-            Err(exit) => return Ok(exit),
-        };
+        let (fleet, unreachable) = super::reach(env, hosts, reporter).await?;
         let all: Vec<usize> = (0..fleet.members.len()).collect();
-        let currents: Vec<String> = fleet
+        // The live release as it was started: its own compose files and project.
+        let records: Vec<Record> = fleet
             .members
             .iter()
-            .map(|m| m.current.clone().unwrap_or_default())
+            .map(|m| m.live_record(&config).unwrap_or_else(|| Record::inferred(&config, m, "")))
             .collect();
         let checked = tokio::select! {
-            r = verify::verify_members(&config, &fleet, &all, |i| currents[i].clone(), reporter) => Some(r),
+            r = verify::verify_members(&config, &fleet, &all, |i| records[i].clone(), reporter) => Some(r),
             _ = interrupt.wait() => None,
         };
         let Some(checked) = checked else {
@@ -52,7 +52,7 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str, hosts: Option<&[String]>
             return Ok(Exit::Interrupted);
         };
         let mut failed = Vec::new();
-        let hosts: Vec<HostSummary> = fleet
+        let mut hosts: Vec<HostSummary> = fleet
             .members
             .iter()
             .zip(checked)
@@ -73,13 +73,13 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str, hosts: Option<&[String]>
                 h
             })
             .collect();
+        hosts.extend(super::unreachable_lines(&unreachable));
         fleet.close().await;
-        let exit = if failed.is_empty() {
-            Exit::Success
-        } else {
-            Exit::ChecksFailed
+        let (exit, error) = match (failed.is_empty(), super::unreachable_error(&unreachable)) {
+            (false, _) => (Exit::ChecksFailed, Some(format!("checks failed: {}", failed.join("; ")))),
+            (true, Some(e)) => (Exit::Failed, Some(e)),
+            (true, None) => (Exit::Success, None),
         };
-        let error = (!failed.is_empty()).then(|| format!("checks failed: {}", failed.join("; ")));
         reporter.event(super::summary("verify", &env.name, exit, started, hosts, error));
         Ok(exit)
     })

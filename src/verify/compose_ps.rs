@@ -6,7 +6,7 @@ use crate::fleet::QUICK_TIMEOUT;
 
 pub(crate) async fn attempt(target: &Target<'_>) -> Attempt {
     let m = target.member;
-    let services = m.compose(target.config, target.release).cmd(["config", "--services"]);
+    let services = m.compose_for(target.record).cmd(["config", "--services"]);
     let out = m
         .remote
         .check(&services.into(), Some(QUICK_TIMEOUT))
@@ -24,7 +24,7 @@ pub(crate) async fn attempt(target: &Target<'_>) -> Attempt {
     }
     let ps = m
         .remote
-        .check(&compose::ps_cmd(&m.host.project).into(), Some(QUICK_TIMEOUT))
+        .check(&compose::ps_cmd(&target.record.project).into(), Some(QUICK_TIMEOUT))
         .await
         .map_err(|e| e.to_string())?;
     let containers = compose::parse_ps(&ps.stdout);

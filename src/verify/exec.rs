@@ -10,7 +10,7 @@ pub(crate) async fn attempt(kind: &CheckKind, target: &Target<'_>) -> Attempt {
     };
     let m = target.member;
     let cmd = m
-        .compose(target.config, target.release)
+        .compose_for(target.record)
         .cmd(["exec", "-T", service.as_str()])
         .args(command.iter());
     let out = m

@@ -39,12 +39,13 @@ pub(crate) async fn attempt(kind: &CheckKind, target: &Target<'_>) -> Attempt {
             services.retain(|s| runs.contains(s));
         }
     }
-    let current = if *since_deploy && !target.release.is_empty() {
-        format!("{}/{}", m.layout.release(target.release), crate::release::STARTED_FILE)
+    let release = target.record.release.as_str();
+    let current = if *since_deploy && !release.is_empty() {
+        format!("{}/{}", m.layout.release(release), crate::release::STARTED_FILE)
     } else {
         String::new()
     };
-    let mut args: Vec<&str> = vec![m.host.project.as_str(), current.as_str()];
+    let mut args: Vec<&str> = vec![target.record.project.as_str(), current.as_str()];
     args.extend(services.iter().map(String::as_str));
     let out = m
         .remote

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::activation::Record;
 use crate::compose::{self, Container};
 use crate::config::{Check, CheckKind, Config};
 use crate::fleet::{Fleet, Member, QUICK_TIMEOUT};
@@ -76,7 +77,8 @@ pub(crate) type Attempt = Result<String, String>;
 pub(crate) struct Target<'a> {
     pub config: &'a Config,
     pub member: &'a Member,
-    pub release: &'a str,
+    /// The release checked, with how it runs.
+    pub record: &'a Record,
 }
 
 /// The check applies to this host: a host that lists its `services` skips checks
@@ -212,12 +214,8 @@ async fn run_or_skip(check: &Check, target: &Target<'_>, reporter: &dyn Reporter
 
 /// Runs the checklist on one host: its checks concurrently, absent-log checks
 /// last; evidence is gathered when something failed.
-pub async fn verify_host(config: &Config, member: &Member, release: &str, reporter: &dyn Reporter) -> HostChecks {
-    let target = Target {
-        config,
-        member,
-        release,
-    };
+pub async fn verify_host(config: &Config, member: &Member, record: &Record, reporter: &dyn Reporter) -> HostChecks {
+    let target = Target { config, member, record };
     let checks = &config.verify.checks;
     let (last, first): (Vec<&Check>, Vec<&Check>) = checks.iter().partition(|c| settles_last(c));
     let mut results = futures::future::join_all(first.into_iter().map(|c| run_or_skip(c, &target, reporter))).await;
@@ -240,14 +238,14 @@ pub async fn verify_members(
     config: &Config,
     fleet: &Fleet,
     members: &[usize],
-    release_of: impl Fn(usize) -> String,
+    record_of: impl Fn(usize) -> Record,
     reporter: &dyn Reporter,
 ) -> Vec<HostChecks> {
     use futures::stream::{self, StreamExt};
     stream::iter(members.iter().copied())
         .map(|i| {
-            let release = release_of(i);
-            async move { verify_host(config, &fleet.members[i], &release, reporter).await }
+            let record = record_of(i);
+            async move { verify_host(config, &fleet.members[i], &record, reporter).await }
         })
         .buffered(fleet.env.parallel.max(1))
         .collect()
@@ -259,7 +257,7 @@ async fn evidence(target: &Target<'_>) -> Evidence {
     let m = target.member;
     let containers = match m
         .remote
-        .run(&compose::ps_cmd(&m.host.project).into(), Some(QUICK_TIMEOUT))
+        .run(&compose::ps_cmd(&target.record.project).into(), Some(QUICK_TIMEOUT))
         .await
     {
         Ok(out) => compose::parse_ps(&out.stdout),

@@ -1,0 +1,513 @@
+//! The pipeline every change to a live release goes through. `deploy up` and
+//! `deploy rollback` are two entries to one sequence of phases, so the lock
+//! keeper, Ctrl-C, the checklist, evidence and history exist once:
+//!
+//! connect → preflight → (pre_deploy) → lock → read live state under the lock →
+//! stage (up: push, fetch, build) or choose (rollback: one kept release for the
+//! whole fleet) → switch batch by batch, each batch verified → restore on failure,
+//! verified → record → prune (up) → unlock → (post_deploy / on_failure).
+
+mod choose;
+mod hosts;
+mod switch;
+mod up;
+
+use std::time::Instant;
+
+use futures::stream::{self, StreamExt};
+
+use crate::activation::Record;
+use crate::config::{Config, Environment, Host};
+use crate::error::{Error, Exit};
+use crate::fleet::{select_hosts, step, Fleet, LockGuard, QUICK_TIMEOUT};
+use crate::history::{self, Entry};
+use crate::hooks::{self, Hook};
+use crate::interrupt::Interrupt;
+use crate::live::{self, LiveState};
+use crate::lock::{self, LockInfo};
+use crate::outcome::{Change, Outcome};
+use crate::report::events::{Event, Reporter, Step, Summary};
+
+pub use hosts::{HostRun, Progress};
+pub use up::{config_dir, UpPlan};
+
+/// The flags of `deploy up`.
+#[derive(Debug, Clone, Default)]
+pub struct UpOptions {
+    pub rev: Option<String>,
+    pub dry_run: bool,
+    pub no_push: bool,
+    pub hosts: Option<Vec<String>>,
+    pub message: Option<String>,
+    pub allow_dirty: bool,
+    pub no_verify: bool,
+    pub no_rollback: bool,
+}
+
+/// The flags of `deploy rollback`.
+#[derive(Debug, Clone, Default)]
+pub struct RollbackOptions {
+    /// The release to go back to; default: the newest earlier good one every host has.
+    pub to: Option<String>,
+    pub hosts: Option<Vec<String>>,
+    pub message: Option<String>,
+    pub no_verify: bool,
+}
+
+/// A change to a live release.
+#[derive(Debug, Clone)]
+pub enum Request {
+    Up(UpOptions),
+    Rollback(RollbackOptions),
+}
+
+impl Request {
+    fn change(&self) -> Change {
+        match self {
+            Request::Up(_) => Change::Up,
+            Request::Rollback(_) => Change::Rollback,
+        }
+    }
+
+    fn hosts(&self) -> Option<&[String]> {
+        match self {
+            Request::Up(o) => o.hosts.as_deref(),
+            Request::Rollback(o) => o.hosts.as_deref(),
+        }
+    }
+
+    fn message(&self) -> Option<&str> {
+        match self {
+            Request::Up(o) => o.message.as_deref(),
+            Request::Rollback(o) => o.message.as_deref(),
+        }
+    }
+
+    fn no_verify(&self) -> bool {
+        match self {
+            Request::Up(o) => o.no_verify,
+            Request::Rollback(o) => o.no_verify,
+        }
+    }
+
+    /// Why a failed release is left live instead of put back, if it is.
+    fn leave_failures(&self, config: &Config) -> Option<&'static str> {
+        match self {
+            Request::Up(o) if o.no_rollback => Some("--no-rollback"),
+            _ if !config.rollback.automatic => Some("rollback.automatic = false"),
+            _ => None,
+        }
+    }
+}
+
+/// Why the pipeline ended: the run's outcome and what to tell people.
+#[derive(Debug)]
+pub(crate) struct End {
+    pub outcome: Outcome,
+    pub error: Option<String>,
+}
+
+impl End {
+    fn new(outcome: Outcome, error: impl Into<Option<String>>) -> End {
+        End {
+            outcome,
+            error: error.into(),
+        }
+    }
+}
+
+/// One run: what it works with and where each host got to.
+pub(crate) struct Run<'a> {
+    pub config: &'a Config,
+    pub env: &'a Environment,
+    pub request: &'a Request,
+    pub change: Change,
+    pub reporter: &'a dyn Reporter,
+    pub interrupt: &'a Interrupt,
+    pub started: Instant,
+    /// The release this run makes live (planned for up, chosen for rollback).
+    pub release: Option<String>,
+    pub commit: Option<String>,
+    pub hosts: Vec<HostRun>,
+}
+
+impl Run<'_> {
+    /// Tells the reporter something worth knowing that does not stop the run.
+    pub fn warn(&self, host: Option<&str>, message: String) {
+        self.reporter.event(Event::Warning {
+            host: host.map(str::to_string),
+            message,
+        });
+    }
+
+    /// Tells the reporter what the run is doing.
+    pub fn info(&self, host: Option<&str>, message: String) {
+        self.reporter.event(Event::Info {
+            host: host.map(str::to_string),
+            message,
+        });
+    }
+
+    /// Whether the checklist runs after a switch.
+    fn verifying(&self) -> bool {
+        !self.request.no_verify() && !self.config.verify.checks.is_empty()
+    }
+
+    /// Emits the summary and returns the exit code.
+    fn finish(&self, end: End) -> Exit {
+        self.reporter.event(Event::Summary(Summary {
+            command: self.change.command().into(),
+            env: self.env.name.clone(),
+            result: end.outcome.result_name().into(),
+            exit_code: end.outcome.exit() as u8,
+            release: self.release.clone(),
+            commit: self.commit.clone(),
+            elapsed_ms: self.started.elapsed().as_millis() as u64,
+            hosts: self.hosts.iter().map(HostRun::summary).collect(),
+            error: end.error,
+        }));
+        end.outcome.exit()
+    }
+
+    /// Marks each named host failed.
+    fn fail_hosts(&mut self, failures: &[(String, String)]) {
+        for (name, e) in failures {
+            if let Some(h) = self.hosts.iter_mut().find(|h| &h.name == name) {
+                h.fail(Outcome::Failed, e.clone());
+            }
+        }
+    }
+}
+
+/// Runs a change. Errors before anything starts (config, git) are returned;
+/// everything after ends in a summary event and an exit code.
+pub async fn run(
+    config: &Config,
+    env: &Environment,
+    request: &Request,
+    reporter: &dyn Reporter,
+    interrupt: &Interrupt,
+) -> Result<Exit, Error> {
+    let hosts = select_hosts(env, request.hosts())?;
+    let mut plan = match request {
+        Request::Up(o) => Some(UpPlan::prepare(config, o)?),
+        Request::Rollback(o) => {
+            choose::validate_to(env, o.to.as_deref())?;
+            None
+        }
+    };
+    let mut run = Run {
+        config,
+        env,
+        request,
+        change: request.change(),
+        reporter,
+        interrupt,
+        started: Instant::now(),
+        release: plan
+            .as_ref()
+            .map(|p| p.release.clone())
+            .or_else(|| match request {
+                Request::Rollback(o) => o.to.clone(),
+                Request::Up(_) => None,
+            }),
+        commit: plan.as_ref().map(|p| p.commit.id.clone()),
+        hosts: hosts.iter().map(|h| HostRun::new(&h.name)).collect(),
+    };
+    announce(&run, &hosts);
+
+    // Look: connect and preflight every selected host; change nothing.
+    let fleet = match connect(&mut run, &hosts).await {
+        Ok(f) => f,
+        Err(end) => return Ok(run.finish(end)),
+    };
+    if let (Request::Up(o), Some(plan)) = (request, plan.as_ref()) {
+        if o.dry_run {
+            up::describe(config, &fleet, plan, reporter);
+            fleet.close().await;
+            return Ok(run.finish(End::new(Outcome::DryRun, None)));
+        }
+    }
+    if interrupt.is_set() {
+        fleet.close().await;
+        return Ok(run.finish(End::new(Outcome::Interrupted, None)));
+    }
+    if let Some(end) = pre_hook(&run).await {
+        fleet.close().await;
+        return Ok(run.finish(end));
+    }
+
+    // Change, under the lock.
+    let end = locked(&mut run, &fleet, plan.as_mut()).await;
+    fleet.close().await;
+    post_hook(&run, &end).await;
+    Ok(run.finish(end))
+}
+
+/// The start event, and which hosts `--hosts` leaves alone.
+fn announce(run: &Run<'_>, hosts: &[Host]) {
+    run.reporter.event(Event::Start {
+        command: run.change.command().into(),
+        env: run.env.name.clone(),
+        hosts: hosts.iter().map(|h| h.name.clone()).collect(),
+        release: run.release.clone(),
+        commit: run.commit.clone(),
+    });
+    if hosts.len() < run.env.hosts.len() {
+        let left: Vec<&str> = run
+            .env
+            .hosts
+            .iter()
+            .filter(|h| !hosts.iter().any(|s| s.name == h.name))
+            .map(|h| h.name.as_str())
+            .collect();
+        run.warn(None, format!("--hosts: left alone: {}", left.join(", ")));
+    }
+}
+
+/// Connects to and preflights every selected host; a change needs all of them.
+async fn connect(run: &mut Run<'_>, hosts: &[Host]) -> Result<Fleet, End> {
+    let mut fleet = match Fleet::connect(run.env, hosts, run.reporter).await {
+        Ok(f) => f,
+        Err(failures) => {
+            run.fail_hosts(&failures);
+            let names: Vec<&str> = failures.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(End::new(
+                Outcome::Failed,
+                format!("cannot reach {}; no host was changed", names.join(", ")),
+            ));
+        }
+    };
+    let mut failures = fleet.preflight(run.reporter).await;
+    if run.change == Change::Up && run.config.source.strategy == crate::config::Strategy::Git {
+        for m in fleet.members.iter().filter(|m| !m.git) {
+            failures.push((
+                m.host.name.clone(),
+                "git is not installed (strategy = \"git\" needs it; or use strategy = \"upload\")".into(),
+            ));
+        }
+    }
+    for (h, m) in run.hosts.iter_mut().zip(&fleet.members) {
+        h.live = m.current.clone();
+    }
+    if !failures.is_empty() {
+        run.fail_hosts(&failures);
+        fleet.close().await;
+        return Err(End::new(
+            Outcome::Failed,
+            "preflight failed; no host was changed".to_string(),
+        ));
+    }
+    Ok(fleet)
+}
+
+/// `DEPLOY_*` variables for the hooks.
+fn hook_env(run: &Run<'_>, result: &str, exit: Option<Exit>) -> Vec<(String, String)> {
+    let mut vars = vec![
+        ("DEPLOY_ENV".to_string(), run.env.name.clone()),
+        ("DEPLOY_RELEASE".to_string(), run.release.clone().unwrap_or_default()),
+        ("DEPLOY_COMMIT".to_string(), run.commit.clone().unwrap_or_default()),
+        (
+            "DEPLOY_HOSTS".to_string(),
+            run.hosts.iter().map(|h| h.name.clone()).collect::<Vec<_>>().join(","),
+        ),
+        ("DEPLOY_RESULT".to_string(), result.to_string()),
+    ];
+    if let Some(e) = exit {
+        vars.push(("DEPLOY_EXIT_CODE".to_string(), (e as u8).to_string()));
+    }
+    vars
+}
+
+/// `pre_deploy` (deploy up only): a failure stops the run before the lock.
+async fn pre_hook(run: &Run<'_>) -> Option<End> {
+    let cmd = run.config.hooks.pre_deploy.as_ref().filter(|_| run.change == Change::Up)?;
+    let dir = up::config_dir(run.config);
+    match hooks::run(Hook::PreDeploy, cmd, &dir, &hook_env(run, "started", None), run.reporter).await {
+        Ok(()) => None,
+        Err(e) => Some(End::new(Outcome::Failed, format!("{e}; no host was changed"))),
+    }
+}
+
+/// `post_deploy` or `on_failure` (deploy up only), after the lock is released.
+async fn post_hook(run: &Run<'_>, end: &End) {
+    if run.change != Change::Up || matches!(end.outcome, Outcome::DryRun) {
+        return;
+    }
+    let hooks = &run.config.hooks;
+    let (hook, cmd) = match end.outcome.exit() {
+        Exit::Success => (Hook::PostDeploy, &hooks.post_deploy),
+        _ => (Hook::OnFailure, &hooks.on_failure),
+    };
+    let Some(cmd) = cmd else { return };
+    let vars = hook_env(run, end.outcome.result_name(), Some(end.outcome.exit()));
+    if let Err(e) = hooks::run(hook, cmd, &up::config_dir(run.config), &vars, run.reporter).await {
+        run.warn(None, e);
+    }
+}
+
+/// Takes the lock, does the work under it (the keeper extending it), releases it.
+async fn locked(run: &mut Run<'_>, fleet: &Fleet, plan: Option<&mut UpPlan>) -> End {
+    let info = LockInfo {
+        since: 0,
+        expires: 0,
+        token: lock::new_token(),
+        kind: lock::LockKind::Deploy,
+        holder: lock::whoami(),
+        message: run.request.message().map(str::to_string).unwrap_or_else(|| match &plan {
+            Some(p) => format!("deploy {}", p.commit.short),
+            None => "rollback".to_string(),
+        }),
+        commit: plan.as_ref().map(|p| p.commit.id.clone()),
+    };
+    let ttl = run.config.app.lock_timeout.0.as_secs().max(1);
+    let guard = match fleet.lock(&info, ttl, run.reporter).await {
+        Ok(g) => g,
+        Err(refused) => {
+            run.fail_hosts(&refused.errors);
+            return match refused.held.is_empty() {
+                true => End::new(Outcome::Failed, "could not take the lock; no host was changed".to_string()),
+                false => End::new(
+                    Outcome::Locked,
+                    format!("another deploy holds the lock: {}", refused.held.join("; ")),
+                ),
+            };
+        }
+    };
+    let end = {
+        let work = changes(run, fleet, plan, &guard);
+        tokio::select! {
+            end = work => end,
+            _ = guard.keep(fleet) => unreachable!("the lock keeper never ends"),
+        }
+    };
+    guard.release(fleet, run.reporter).await;
+    end
+}
+
+/// Everything under the lock: read what is live, prepare the target, switch,
+/// verify, restore on failure, record, prune.
+async fn changes(run: &mut Run<'_>, fleet: &Fleet, plan: Option<&mut UpPlan>, guard: &LockGuard) -> End {
+    let states = match read_live(run, fleet).await {
+        Ok(s) => s,
+        Err(end) => return end,
+    };
+    // The target on every host: a staged new release, or a kept one.
+    let prepared = match plan {
+        Some(plan) => up::stage(run, fleet, plan, &states, guard).await,
+        None => choose::target(run, fleet, &states).await,
+    };
+    if let Err(end) = prepared {
+        record(run, fleet, &states, end.outcome).await;
+        return end;
+    }
+    let end = switch::roll_out(run, fleet, guard).await;
+    record(run, fleet, &states, end.outcome).await;
+    if run.change == Change::Up && end.outcome == Outcome::Deployed {
+        match guard.held(fleet).await {
+            Ok(()) => up::prune(run, fleet).await,
+            Err(why) => run.warn(None, format!("old releases were not pruned: {why}")),
+        }
+    }
+    end
+}
+
+/// Reads every host's live release, kept releases, records and history, under
+/// the lock: this, not preflight, decides what a failed change puts back.
+async fn read_live(run: &mut Run<'_>, fleet: &Fleet) -> Result<Vec<LiveState>, End> {
+    let results = fleet
+        .for_each(|m| async move {
+            m.remote
+                .check(&live::read(&m.layout).into(), Some(QUICK_TIMEOUT))
+                .await
+                .map(|out| live::parse(&out.stdout))
+                .map_err(|e| (m.host.name.clone(), e.to_string()))
+        })
+        .await;
+    let mut states = Vec::new();
+    let mut failures = Vec::new();
+    let mut inferred = Vec::new();
+    for ((h, m), r) in run.hosts.iter_mut().zip(&fleet.members).zip(results) {
+        match r {
+            Ok(state) => {
+                if state.torn_lines > 0 {
+                    run.reporter.event(Event::Warning {
+                        host: Some(h.name.clone()),
+                        message: format!(
+                            "{} line(s) of {} are not readable (a torn write) and were skipped",
+                            state.torn_lines,
+                            m.layout.history()
+                        ),
+                    });
+                }
+                h.from = state.current.as_deref().map(|cur| {
+                    state.records.get(cur).cloned().unwrap_or_else(|| {
+                        inferred.push(format!("{} on {}", cur, h.name));
+                        Record::inferred(run.config, m, cur)
+                    })
+                });
+                h.live = state.current.clone();
+                states.push(state);
+            }
+            Err(f) => failures.push(f),
+        }
+    }
+    if !inferred.is_empty() {
+        run.warn(
+            None,
+            format!(
+                "release {} has no record of how it was started (staged by an older deploy): it would be put back with today's deploy.toml",
+                inferred.join(", ")
+            ),
+        );
+    }
+    if !failures.is_empty() {
+        run.fail_hosts(&failures);
+        return Err(End::new(
+            Outcome::Failed,
+            "could not read the live release; no host was changed".to_string(),
+        ));
+    }
+    Ok(states)
+}
+
+/// Appends each host's history line for this run, which ended with `outcome`.
+async fn record(run: &Run<'_>, fleet: &Fleet, states: &[LiveState], outcome: Outcome) {
+    let user = lock::whoami();
+    let time = history::now();
+    let message = run.request.message().map(str::to_string);
+    stream::iter(fleet.members.iter().zip(&run.hosts).zip(states))
+        .filter_map(|((m, h), state)| {
+            let recorded = h.outcome.recorded(run.change, outcome);
+            let release = h.to.as_ref().map(|r| r.release.clone()).or_else(|| run.release.clone());
+            let entry = recorded.zip(release).map(|(recorded, release)| Entry {
+                commit: h
+                    .to
+                    .as_ref()
+                    .map(|r| r.commit.clone())
+                    .or_else(|| run.commit.clone())
+                    .unwrap_or_else(|| state.commit_of(&release)),
+                release,
+                time: time.clone(),
+                user: user.clone(),
+                outcome: recorded,
+                from: h.before().map(str::to_string),
+                to: h.live.clone(),
+                message: message.clone(),
+            });
+            async move { entry.map(|e| (m, e)) }
+        })
+        .map(|(m, entry)| async move {
+            let _ = step(
+                run.reporter,
+                &m.host.name,
+                Step::Record,
+                m.remote
+                    .check(&history::append(&m.layout, &entry).into(), Some(QUICK_TIMEOUT)),
+            )
+            .await;
+        })
+        .buffer_unordered(fleet.env.parallel.max(1))
+        .collect::<Vec<()>>()
+        .await;
+}

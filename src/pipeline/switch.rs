@@ -1,0 +1,299 @@
+//! Switching: batch by batch, each batch verified before the next; on a failure
+//! (or Ctrl-C) every switched host goes back to the release it was on, and the
+//! checklist runs again there.
+
+use futures::stream::{self, StreamExt};
+
+use super::{End, Progress, Run};
+use crate::activation::{self, Record};
+use crate::fleet::{step, Fleet, LockGuard};
+use crate::outcome::Outcome;
+use crate::report::events::Step;
+use crate::verify::{self, HostChecks};
+
+/// Why the roll-out stopped before every batch was live and verified.
+enum Halt {
+    /// A switch failed on a host.
+    SwitchFailed(String),
+    /// The checklist failed on some hosts.
+    ChecksFailed(String),
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+    /// The lock is no longer ours: no further change may be made.
+    LockLost(String),
+}
+
+/// Switches every host to its `to` release, batch by batch, verifying each
+/// batch; on a failure puts the switched hosts back. The run's end.
+pub(super) async fn roll_out(run: &mut Run<'_>, fleet: &Fleet, guard: &LockGuard) -> End {
+    let halt = match switch_batches(run, fleet, guard).await {
+        Ok(()) => return End::new(Outcome::Deployed, None),
+        Err(halt) => halt,
+    };
+    let what = match run.change {
+        crate::outcome::Change::Up => "the new release",
+        crate::outcome::Change::Rollback => "the rollback target",
+    };
+    let (failure, checks_failed) = match halt {
+        Halt::LockLost(why) => return lock_lost(run, why),
+        Halt::Interrupted => {
+            let error = match restore(run, fleet, false).await {
+                Err(also) => format!("interrupted during the switch; {also}: a person must look now"),
+                Ok(()) if run.hosts.iter().any(|h| h.progress == Progress::Switched) => {
+                    "interrupted during the switch; switched hosts were put back".to_string()
+                }
+                Ok(()) => "interrupted before the switch; every host is still on its previous release".to_string(),
+            };
+            for h in run.hosts.iter_mut().filter(|h| h.outcome == Outcome::Unchanged) {
+                h.outcome = Outcome::Interrupted;
+            }
+            return End::new(Outcome::Interrupted, error);
+        }
+        Halt::SwitchFailed(f) => (f, false),
+        Halt::ChecksFailed(f) => (f, true),
+    };
+    if let Some(why) = run.request.leave_failures(run.config) {
+        return if checks_failed {
+            for h in run.hosts.iter_mut().filter(|h| h.checks.iter().any(|c| !c.ok && !c.skipped)) {
+                h.outcome = Outcome::ChecksFailed;
+            }
+            End::new(
+                Outcome::ChecksFailed,
+                format!("{failure}; {why}: {what} stays live"),
+            )
+        } else {
+            End::new(
+                Outcome::RollbackFailed,
+                format!("{failure}; {why}: left as it is, a person must look now"),
+            )
+        };
+    }
+    if let Err(why) = guard.held(fleet).await {
+        return lock_lost(run, format!("{failure}; then {why}"));
+    }
+    let restored = restore(run, fleet, run.verifying()).await;
+    match restored {
+        Ok(()) => End::new(
+            Outcome::RolledBack,
+            format!("{failure}; every host was put back on the release it was on, and it passed its checks"),
+        ),
+        Err(also) => End::new(
+            Outcome::RollbackFailed,
+            format!("{failure}; {also}: a person must look now"),
+        ),
+    }
+}
+
+/// Switches and verifies batch after batch until all are done or one fails.
+async fn switch_batches(run: &mut Run<'_>, fleet: &Fleet, guard: &LockGuard) -> Result<(), Halt> {
+    let batch = run.env.batch.unwrap_or(fleet.members.len()).max(1);
+    let indices: Vec<usize> = (0..fleet.members.len()).collect();
+    for chunk in indices.chunks(batch) {
+        if run.interrupt.is_set() {
+            return Err(Halt::Interrupted);
+        }
+        guard.held(fleet).await.map_err(Halt::LockLost)?;
+        switch_batch(run, fleet, chunk).await?;
+        if !run.verifying() {
+            continue;
+        }
+        let checked = tokio::select! {
+            r = verify_hosts(run, fleet, chunk, false) => Some(r),
+            _ = run.interrupt.wait() => None,
+        };
+        let failed = absorb(run, chunk, checked.ok_or(Halt::Interrupted)?);
+        if !failed.is_empty() {
+            return Err(Halt::ChecksFailed(format!("checks failed: {}", failed.join("; "))));
+        }
+    }
+    Ok(())
+}
+
+/// Switches the hosts of one batch, `parallel` at a time. A switch in progress
+/// is never abandoned half-way.
+async fn switch_batch(run: &mut Run<'_>, fleet: &Fleet, chunk: &[usize]) -> Result<(), Halt> {
+    let todo: Vec<(usize, Option<Record>, Record)> = chunk
+        .iter()
+        .filter_map(|&i| {
+            let h = &run.hosts[i];
+            let to = h.to.clone()?;
+            Some((i, h.from.clone(), to))
+        })
+        .collect();
+    let config = run.config;
+    let reporter = run.reporter;
+    let results: Vec<(usize, bool, Result<(), String>)> = stream::iter(todo)
+        .map(|(i, from, to)| async move {
+            let m = &fleet.members[i];
+            if from.as_ref().map(|f| &f.release) == Some(&to.release) {
+                // Already there (a rollback to the live release): nothing to switch.
+                return (i, false, Ok(()));
+            }
+            let r = step(
+                reporter,
+                &m.host.name,
+                Step::Switch,
+                activation::switch(config, m, from.as_ref(), &to),
+            )
+            .await;
+            (i, true, r)
+        })
+        .buffer_unordered(fleet.env.parallel.max(1))
+        .collect()
+        .await;
+    let mut failure = None;
+    for (i, switched, r) in results {
+        let h = &mut run.hosts[i];
+        if switched {
+            // A failed `up` may have replaced some containers: it counts as switched, to be put back.
+            h.progress = Progress::Switched;
+        }
+        match r {
+            Ok(()) => {
+                h.live = h.to.as_ref().map(|t| t.release.clone());
+                h.outcome = Outcome::Deployed;
+            }
+            Err(e) => {
+                // Remote errors already start with the host's name.
+                let named = if e.starts_with(&h.name) {
+                    e.clone()
+                } else {
+                    format!("{}: {e}", h.name)
+                };
+                h.fail(Outcome::Failed, e);
+                failure.get_or_insert(named);
+            }
+        }
+    }
+    match failure {
+        Some(f) => Err(Halt::SwitchFailed(f)),
+        None => Ok(()),
+    }
+}
+
+/// The checklist on hosts `indices`: against their `to` release, or after a
+/// restore against the release they were put back on.
+async fn verify_hosts(run: &Run<'_>, fleet: &Fleet, indices: &[usize], restored: bool) -> Vec<HostChecks> {
+    let records: Vec<Record> = run
+        .hosts
+        .iter()
+        .zip(&fleet.members)
+        .map(|(h, m)| {
+            let r = if restored { h.from.clone() } else { h.to.clone() };
+            r.unwrap_or_else(|| Record::inferred(run.config, m, ""))
+        })
+        .collect();
+    verify::verify_members(run.config, fleet, indices, |i| records[i].clone(), run.reporter).await
+}
+
+/// Stores each host's check results; returns "host: check, check" for hosts that failed.
+fn absorb(run: &mut Run<'_>, indices: &[usize], checked: Vec<HostChecks>) -> Vec<String> {
+    let mut failed = Vec::new();
+    for (&i, host) in indices.iter().zip(checked) {
+        if !host.ok() {
+            failed.push(format!("{}: {}", host.host, host.failed_names().join(", ")));
+        }
+        run.hosts[i].absorb(host, false);
+    }
+    failed
+}
+
+/// Puts every switched host back on the release it was on, then (`verify`)
+/// runs the checklist there. Err says what did not come back.
+async fn restore(run: &mut Run<'_>, fleet: &Fleet, verify: bool) -> Result<(), String> {
+    let todo: Vec<(usize, Option<Record>)> = run
+        .hosts
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.progress == Progress::Switched)
+        .map(|(i, h)| (i, h.from.clone()))
+        .collect();
+    let reporter = run.reporter;
+    let results: Vec<(usize, Result<(), String>)> = stream::iter(todo)
+        .map(|(i, from)| async move {
+            let m = &fleet.members[i];
+            let r = step(reporter, &m.host.name, Step::Rollback, async {
+                match &from {
+                    Some(record) => activation::activate(m, record).await.map_err(|e| e.to_string()),
+                    None => Err("this was the host's first deploy: there is no previous release to put back".to_string()),
+                }
+            })
+            .await;
+            (i, r)
+        })
+        .buffer_unordered(fleet.env.parallel.max(1))
+        .collect()
+        .await;
+    let mut not_back = Vec::new();
+    let mut back = Vec::new();
+    for (i, r) in results {
+        let h = &mut run.hosts[i];
+        match r {
+            Ok(()) => {
+                h.live = h.before().map(str::to_string);
+                h.outcome = Outcome::RolledBack;
+                back.push(i);
+            }
+            Err(e) => {
+                not_back.push(h.name.clone());
+                h.fail(Outcome::RollbackFailed, format!("putting the release from before back failed: {e}"));
+            }
+        }
+    }
+    // Hosts that never switched but failed the checklist (a rollback that found
+    // them on its target) were on their own release all along: check them too.
+    if verify {
+        back.extend(
+            run.hosts
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| h.progress != Progress::Switched && h.checks.iter().any(|c| !c.ok && !c.skipped))
+                .map(|(i, _)| i),
+        );
+        back.sort_unstable();
+        let checked = verify_hosts(run, fleet, &back, true).await;
+        let mut failed = Vec::new();
+        for (&i, host) in back.iter().zip(checked) {
+            if !host.ok() {
+                failed.push(format!("{}: {}", host.host, host.failed_names().join(", ")));
+                run.hosts[i].outcome = Outcome::RollbackFailed;
+            }
+            run.hosts[i].absorb(host, true);
+        }
+        if !failed.is_empty() {
+            let mut why = format!("the release put back fails its checks too: {}", failed.join("; "));
+            if !not_back.is_empty() {
+                why = format!("{} could not be put back; {why}", not_back.join(", "));
+            }
+            return Err(why);
+        }
+    }
+    match not_back.is_empty() {
+        true => Ok(()),
+        false => Err(format!("{} could not be put back", not_back.join(", "))),
+    }
+}
+
+/// The lock is gone: nothing more may change. Hosts already switched stay as
+/// they are, for a person to look at.
+fn lock_lost(run: &mut Run<'_>, why: String) -> End {
+    let switched: Vec<String> = run
+        .hosts
+        .iter()
+        .filter(|h| h.progress == Progress::Switched)
+        .map(|h| h.name.clone())
+        .collect();
+    if switched.is_empty() {
+        return End::new(
+            Outcome::Failed,
+            format!("{why}; stopped before the switch, every host is still on its previous release"),
+        );
+    }
+    End::new(
+        Outcome::RollbackFailed,
+        format!(
+            "{why}; stopped without the lock after switching {}: nothing was put back, a person must look now",
+            switched.join(", ")
+        ),
+    )
+}

@@ -1,0 +1,436 @@
+//! `deploy up`'s own phases: plan the release locally, push, stage and build it
+//! on every host while the old one serves, prune after a success.
+
+use std::time::{Duration, SystemTime};
+
+use super::{End, Run, UpOptions};
+use crate::activation::{Record, RECORD_FILE};
+use crate::compose::{self, OVERRIDE_FILE};
+use crate::config::{Config, Environment, Strategy};
+use crate::error::Error;
+use crate::fleet::{step, Fleet, LockGuard, Member, QUICK_TIMEOUT, STEP_TIMEOUT};
+use crate::git::{Commit, PushAuth, Repo};
+use crate::known_hosts::KnownHosts;
+use crate::live::LiveState;
+use crate::outcome::Outcome;
+use crate::pipeline::Progress;
+use crate::release::{self, release_id};
+use crate::report::events::{Event, Reporter, Step};
+
+/// A build may take long, but not forever.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// What `deploy up` will deploy, worked out locally before any host is touched.
+#[derive(Debug)]
+pub struct UpPlan {
+    pub commit: Commit,
+    /// The release id (the second after the newest a host has, if that is later).
+    pub release: String,
+    /// The services built.
+    pub build: Vec<String>,
+    /// `strategy = "git"`: what hosts fetch from.
+    fetch_url: Option<String>,
+    /// `strategy = "upload"`: the commit's files.
+    tar: Option<Vec<u8>>,
+    /// The repository deploy.toml lives in.
+    repo: Repo,
+    no_push: bool,
+}
+
+/// The directory deploy.toml is in: the app's repository.
+pub fn config_dir(config: &Config) -> std::path::PathBuf {
+    match config.path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    }
+}
+
+impl UpPlan {
+    /// Resolves the commit and what it builds; refuses a dirty tree or a commit
+    /// that the pushed branch does not have.
+    pub fn prepare(config: &Config, opts: &UpOptions) -> Result<UpPlan, Error> {
+        let repo = Repo::discover(&config_dir(config))?;
+        if !opts.allow_dirty {
+            repo.require_clean()?;
+        }
+        let commit = repo.resolve(opts.rev.as_deref().unwrap_or("HEAD"))?;
+        let build = services_to_build(config, &repo, &commit)?;
+        let branch = config.source.branch.expose();
+        let (fetch_url, tar) = match config.source.strategy {
+            Strategy::Git => {
+                let url = match &config.source.fetch_url {
+                    Some(u) => u.expose().to_string(),
+                    None => repo.remote_url(config.source.remote.expose())?,
+                };
+                if !opts.no_push && !repo.branch_contains(branch, &commit)? {
+                    return Err(Error::Usage(format!(
+                        "commit {} is not on branch `{branch}`, which is what gets pushed; deploy a commit of `{branch}` or pass --no-push",
+                        commit.short
+                    )));
+                }
+                (Some(url), None)
+            }
+            Strategy::Upload => (None, Some(repo.archive(&commit)?)),
+        };
+        Ok(UpPlan {
+            release: release_id(SystemTime::now(), &commit.short),
+            commit,
+            build,
+            fetch_url,
+            tar,
+            repo,
+            no_push: opts.no_push || config.source.strategy != Strategy::Git,
+        })
+    }
+}
+
+/// The services to build: `[app] build`, or every service with `build:` in the commit's compose files.
+fn services_to_build(config: &Config, repo: &Repo, commit: &Commit) -> Result<Vec<String>, Error> {
+    if let Some(list) = &config.app.build {
+        return Ok(list.iter().map(|s| s.expose().to_string()).collect());
+    }
+    let mut out: Vec<String> = Vec::new();
+    for file in &config.app.compose_files {
+        let text = repo.read_file(commit, file.expose())?.ok_or_else(|| {
+            Error::Usage(format!(
+                "commit {} has no {} (app.compose_files)",
+                commit.short,
+                file.expose()
+            ))
+        })?;
+        let services = compose::services(&text)
+            .map_err(|e| Error::Usage(format!("{} in commit {}: {e}", file.expose(), commit.short)))?;
+        for s in services.into_iter().filter(|s| s.builds) {
+            if !out.contains(&s.name) {
+                out.push(s.name);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// How pushes authenticate and check host keys: the `[ssh]` settings of the environment.
+fn push_auth(env: &Environment) -> PushAuth {
+    let ssh = env.hosts.first().map(|h| h.ssh.clone());
+    PushAuth {
+        known_hosts: KnownHosts::new(
+            ssh.as_ref().and_then(|s| s.known_hosts_file.as_deref()),
+            ssh.as_ref().map(|s| s.host_key_policy).unwrap_or_default(),
+        ),
+        identity_file: ssh.and_then(|s| s.identity_file),
+    }
+}
+
+fn pid_file(m: &Member, id: &str) -> String {
+    format!("{}/build-{id}.pid", m.layout.state())
+}
+
+/// Pushes, then stages and builds the release on every host while the old one
+/// serves. On failure or Ctrl-C the staged release is removed everywhere.
+pub(super) async fn stage(
+    run: &mut Run<'_>,
+    fleet: &Fleet,
+    plan: &mut UpPlan,
+    states: &[LiveState],
+    guard: &LockGuard,
+) -> Result<(), End> {
+    // Two deploys of a commit within one second would get the same id: this one
+    // then takes the second after the newest release any host has.
+    let newest = states.iter().filter_map(LiveState::newest).max();
+    if let Some(id) = newest.and_then(|n| release::id_after(n, &plan.release, &plan.commit.short)) {
+        run.info(
+            None,
+            format!("release id {} is taken on a host; this release is {id}", plan.release),
+        );
+        plan.release = id;
+        run.release = Some(plan.release.clone());
+    }
+    guard
+        .held(fleet)
+        .await
+        .map_err(|why| End::new(Outcome::Failed, format!("{why}; stopped before staging, no host was changed")))?;
+    push(run, plan).await?;
+
+    let befores: Vec<Option<String>> = states.iter().map(|s| s.current.clone()).collect();
+    let (config, reporter, plan_ref) = (run.config, run.reporter, &*plan);
+    let staging = fleet.for_each_with(befores, |m, before| async move {
+        let record = Record::new(config, m, &plan_ref.release, &plan_ref.commit.id, &plan_ref.build);
+        stage_host(config, m, plan_ref, &record, before.as_deref(), reporter)
+            .await
+            .map(|()| record)
+    });
+    let results = tokio::select! {
+        r = staging => Some(r),
+        _ = run.interrupt.wait() => None,
+    };
+    let Some(results) = results else {
+        discard(fleet, &plan.release, run.reporter).await;
+        return Err(End::new(
+            Outcome::Interrupted,
+            "interrupted before the switch; every host is still on its previous release".to_string(),
+        ));
+    };
+    let mut failed = false;
+    for (h, r) in run.hosts.iter_mut().zip(results) {
+        match r {
+            Ok(record) => {
+                h.to = Some(record);
+                h.progress = Progress::Staged;
+            }
+            Err(e) => {
+                h.fail(Outcome::Failed, e);
+                failed = true;
+            }
+        }
+    }
+    if failed || run.interrupt.is_set() {
+        discard(fleet, &plan.release, run.reporter).await;
+        return Err(match failed {
+            true => End::new(Outcome::Failed, "staging failed; no host was changed".to_string()),
+            false => End::new(
+                Outcome::Interrupted,
+                "interrupted before the switch; every host is still on its previous release".to_string(),
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Pushes the branch (`strategy = "git"`, not `--no-push`).
+async fn push(run: &Run<'_>, plan: &UpPlan) -> Result<(), End> {
+    if plan.no_push {
+        return Ok(());
+    }
+    let config = run.config;
+    let auth = push_auth(run.env);
+    let (remote, branch) = (config.source.remote.expose(), config.source.branch.expose());
+    step(run.reporter, "local", Step::Push, async { plan.repo.push(remote, branch, &auth) })
+        .await
+        .map_err(|e| End::new(Outcome::Failed, e))
+}
+
+/// Puts release `plan.release` on the host and builds it; the live release is not touched.
+async fn stage_host(
+    config: &Config,
+    m: &Member,
+    plan: &UpPlan,
+    record: &Record,
+    live: Option<&str>,
+    reporter: &dyn Reporter,
+) -> Result<(), String> {
+    let id = plan.release.as_str();
+    let host = m.host.name.as_str();
+    let r = &m.remote;
+    let transfer = async {
+        r.check(&release::prepare(&m.layout).into(), Some(QUICK_TIMEOUT))
+            .await?;
+        match (&plan.fetch_url, &plan.tar) {
+            (Some(url), _) => {
+                r.check(
+                    &release::fetch_and_export(&m.layout, url, &plan.commit.id, id).into(),
+                    Some(STEP_TIMEOUT),
+                )
+                .await?;
+            }
+            (None, Some(tar)) => {
+                r.upload(tar, &m.layout.upload(id), 0o600).await?;
+                r.check(&release::extract_upload(&m.layout, id).into(), Some(STEP_TIMEOUT))
+                    .await?;
+            }
+            (None, None) => unreachable!("a plan has a URL or a tar"),
+        }
+        let shared: Vec<String> = config.app.shared_files.iter().map(|f| f.expose().to_string()).collect();
+        if !shared.is_empty() {
+            r.check(
+                &release::link_shared(&m.layout, id, &shared).into(),
+                Some(QUICK_TIMEOUT),
+            )
+            .await?;
+        }
+        let dir = m.layout.release(id);
+        let env = m.compose(config, id).env_file();
+        r.upload(env.as_bytes(), &format!("{dir}/{}", record.env_file), 0o600)
+            .await?;
+        let text = compose::override_file(&m.host.project, &record.build, id);
+        r.upload(text.as_bytes(), &format!("{dir}/{OVERRIDE_FILE}"), 0o644)
+            .await?;
+        r.upload(record.to_json().as_bytes(), &format!("{dir}/{RECORD_FILE}"), 0o644)
+            .await?;
+        Ok::<(), crate::remote::RemoteError>(())
+    };
+    let fetch_step = if plan.fetch_url.is_some() {
+        Step::Fetch
+    } else {
+        Step::Upload
+    };
+    step(reporter, host, fetch_step, transfer).await?;
+    if record.build.is_empty() {
+        return Ok(());
+    }
+    let mut args = vec!["build".to_string()];
+    if config.app.no_cache {
+        args.push("--no-cache".into());
+    }
+    args.extend(record.build.iter().cloned());
+    let build = release::tracked(&m.compose_for(record).cmd(args), &pid_file(m, id));
+    // With the same tree and variables as the live release, its images are
+    // what a build would give (from the cache): none is run. Not with `no_cache`.
+    let live = live.filter(|_| !config.app.no_cache);
+    let reused = step(reporter, host, Step::Build, async {
+        if let Some(live) = live {
+            // Any doubt (an error, a timeout) means a build.
+            let out = r
+                .run(&release::reuse_images(&m.layout, live, id).into(), Some(QUICK_TIMEOUT))
+                .await;
+            if out.is_ok_and(|o| o.success() && o.stdout.trim() == "reused") {
+                return Ok(Some(live));
+            }
+        }
+        let out = r
+            .run(&build.into(), Some(BUILD_TIMEOUT))
+            .await
+            .map_err(|e| e.to_string())?;
+        if !out.success() {
+            return Err(format!(
+                "compose build exited with {}:\n{}",
+                out.code,
+                crate::remote::tail(&format!("{}{}", out.stdout, out.stderr), 30)
+            ));
+        }
+        r.check(&release::address_images(&m.layout, id).into(), Some(QUICK_TIMEOUT))
+            .await
+            .map(|_| None)
+            .map_err(|e| e.to_string())
+    })
+    .await?;
+    if let Some(live) = reused {
+        reporter.event(Event::Info {
+            host: Some(host.to_string()),
+            message: format!("nothing built: the release equals the live {live}, whose images it uses"),
+        });
+    }
+    Ok(())
+}
+
+/// Removes release `id` (never live) and its images from every host: a failed or
+/// interrupted staging leaves nothing behind. Stops a build still running.
+async fn discard(fleet: &Fleet, id: &str, reporter: &dyn Reporter) {
+    fleet
+        .for_each(|m| async move {
+            let _ = m
+                .remote
+                .run(&release::stop_tracked(&pid_file(m, id)).into(), Some(QUICK_TIMEOUT))
+                .await;
+            if let Err(e) = m
+                .remote
+                .check(
+                    &release::remove(&m.layout, &m.host.project, &[id.to_string()]).into(),
+                    Some(STEP_TIMEOUT),
+                )
+                .await
+            {
+                reporter.event(Event::Warning {
+                    host: Some(m.host.name.clone()),
+                    message: format!("could not remove the staged release {id}: {e}"),
+                });
+            }
+        })
+        .await;
+}
+
+/// Removes releases (and their images) beyond `keep_releases`.
+pub(super) async fn prune(run: &Run<'_>, fleet: &Fleet) {
+    let keep = *run.config.app.keep_releases.get_ref() as usize;
+    // Never the new release nor the one it replaced: a rollback goes back to it.
+    let spared: Vec<(Option<String>, Option<String>)> = run
+        .hosts
+        .iter()
+        .map(|h| (h.to.as_ref().map(|r| r.release.clone()), h.before().map(str::to_string)))
+        .collect();
+    fleet
+        .for_each_with(spared, |m, (new, before)| async move {
+            let _ = step(run.reporter, &m.host.name, Step::Prune, async {
+                let out = m
+                    .remote
+                    .check(&release::list(&m.layout).into(), Some(QUICK_TIMEOUT))
+                    .await?;
+                let ids: Vec<String> = out.stdout.lines().map(str::to_string).collect();
+                let doomed = release::to_prune(ids, keep, new.as_deref(), before.as_deref());
+                if !doomed.is_empty() {
+                    m.remote
+                        .check(
+                            &release::remove(&m.layout, &m.host.project, &doomed).into(),
+                            Some(STEP_TIMEOUT),
+                        )
+                        .await?;
+                }
+                Ok::<(), crate::remote::RemoteError>(())
+            })
+            .await;
+        })
+        .await;
+}
+
+/// `--dry-run`: what would happen, host by host.
+pub(super) fn describe(config: &Config, fleet: &Fleet, plan: &UpPlan, reporter: &dyn Reporter) {
+    let id = plan.release.as_str();
+    let info = |host: Option<&str>, message: String| {
+        reporter.event(Event::Info {
+            host: host.map(str::to_string),
+            message,
+        })
+    };
+    info(
+        None,
+        format!(
+            "plan: deploy commit {} ({}) as release {id}",
+            plan.commit.short, plan.commit.summary
+        ),
+    );
+    if !plan.no_push {
+        info(
+            None,
+            format!("push branch `{}` to `{}`", config.source.branch, config.source.remote),
+        );
+    }
+    for m in &fleet.members {
+        let h = Some(m.host.name.as_str());
+        info(
+            h,
+            format!(
+                "live release: {}; compose {}",
+                m.current.as_deref().unwrap_or("none (first deploy)"),
+                m.variant.unwrap_or(compose::Variant::V2).name()
+            ),
+        );
+        match &plan.fetch_url {
+            Some(url) => info(
+                h,
+                format!("fetch {} from {url} into {}", plan.commit.short, m.layout.release(id)),
+            ),
+            None => info(h, format!("upload the commit's files to {}", m.layout.release(id))),
+        }
+        let compose = m.compose(config, id);
+        let build = m.builds(&plan.build);
+        if !build.is_empty() {
+            info(h, format!("build: {}", compose.cmd(["build"]).args(build.iter()).display()));
+        }
+        info(
+            h,
+            format!(
+                "switch: {}",
+                compose
+                    .cmd(["up", "-d", "--remove-orphans", "--no-build"])
+                    .args(m.runs())
+                    .display()
+            ),
+        );
+        info(
+            h,
+            format!(
+                "then: current -> releases/{id}, record history, keep {} releases",
+                config.app.keep_releases.get_ref()
+            ),
+        );
+    }
+}
