@@ -425,7 +425,10 @@ impl LockGuard {
                 let sent = std::time::SystemTime::now();
                 let r = m
                     .remote
-                    .run(&lock::extend(&m.layout, &self.token, self.ttl).into(), Some(QUICK_TIMEOUT))
+                    .run(
+                        &lock::extend(&m.layout, &self.token, self.ttl).into(),
+                        Some(QUICK_TIMEOUT),
+                    )
                     .await;
                 let verdict = match r {
                     Ok(out) => lock::parse_extend(out.code, &out.stderr),

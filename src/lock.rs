@@ -147,7 +147,11 @@ pub fn acquire(layout: &Layout, info: &LockInfo, ttl_secs: u64) -> Cmd {
     template.since = 0;
     template.expires = 0;
     let json = serde_json::to_string(&template).expect("lock info serializes");
-    let json = json.replacen("{\"since\":0,\"expires\":0,", "{\"since\":__SINCE__,\"expires\":__EXPIRES__,", 1);
+    let json = json.replacen(
+        "{\"since\":0,\"expires\":0,",
+        "{\"since\":__SINCE__,\"expires\":__EXPIRES__,",
+        1,
+    );
     shell(ACQUIRE, &[&layout.lock(), &json, &ttl_secs.to_string()])
 }
 

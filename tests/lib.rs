@@ -9,6 +9,7 @@ mod cli_init;
 mod fixture_app;
 mod fleets;
 mod git_push;
+mod pipeline;
 mod releases;
 mod ssh_transport;
 mod verification;

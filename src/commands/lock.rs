@@ -60,10 +60,7 @@ pub fn run(cli: &Cli, printer: &mut Printer, args: LockArgs<'_>) -> Result<Exit,
                     token: token.clone(),
                     kind: LockKind::Manual,
                     holder: me.clone(),
-                    message: args
-                        .message
-                        .unwrap_or("held by hand (deploy lock acquire)")
-                        .to_string(),
+                    message: args.message.unwrap_or("held by hand (deploy lock acquire)").to_string(),
                     commit: None,
                 };
                 // Whole seconds, rounded up: a lock never expires sooner than asked.

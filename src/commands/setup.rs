@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use crate::cli::Cli;
 use crate::config::Strategy;
-use crate::pipeline::config_dir;
 use crate::error::{Error, Exit};
 use crate::fleet::{step, QUICK_TIMEOUT};
+use crate::pipeline::config_dir;
 use crate::release::{self, shell};
 use crate::report::events::{Event, Step};
 use crate::report::Printer;

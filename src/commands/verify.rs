@@ -33,7 +33,10 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str, hosts: Option<&[String]>
         let records: Vec<Record> = fleet
             .members
             .iter()
-            .map(|m| m.live_record(&config).unwrap_or_else(|| Record::inferred(&config, m, "")))
+            .map(|m| {
+                m.live_record(&config)
+                    .unwrap_or_else(|| Record::inferred(&config, m, ""))
+            })
             .collect();
         let checked = tokio::select! {
             r = verify::verify_members(&config, &fleet, &all, |i| records[i].clone(), reporter) => Some(r),
@@ -76,7 +79,10 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str, hosts: Option<&[String]>
         hosts.extend(super::unreachable_lines(&unreachable));
         fleet.close().await;
         let (exit, error) = match (failed.is_empty(), super::unreachable_error(&unreachable)) {
-            (false, _) => (Exit::ChecksFailed, Some(format!("checks failed: {}", failed.join("; ")))),
+            (false, _) => (
+                Exit::ChecksFailed,
+                Some(format!("checks failed: {}", failed.join("; "))),
+            ),
             (true, Some(e)) => (Exit::Failed, Some(e)),
             (true, None) => (Exit::Success, None),
         };

@@ -98,12 +98,20 @@ fn newest_common(run: &Run<'_>, names: &[&str], states: &[LiveState]) -> Result<
     let wanted = candidates
         .iter()
         .rev()
-        .find(|id| states.iter().any(|s| s.releases.iter().any(|r| r == *id) && good_here(s, id)))
+        .find(|id| {
+            states
+                .iter()
+                .any(|s| s.releases.iter().any(|r| r == *id) && good_here(s, id))
+        })
         .map(|s| s.to_string());
     let chosen = candidates
         .iter()
         .rev()
-        .find(|id| states.iter().all(|s| s.releases.iter().any(|r| r == *id) && good_here(s, id)))
+        .find(|id| {
+            states
+                .iter()
+                .all(|s| s.releases.iter().any(|r| r == *id) && good_here(s, id))
+        })
         .map(|s| s.to_string());
     let lacking = |id: &str| -> Vec<String> {
         names

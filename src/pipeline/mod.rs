@@ -204,13 +204,10 @@ pub async fn run(
         reporter,
         interrupt,
         started: Instant::now(),
-        release: plan
-            .as_ref()
-            .map(|p| p.release.clone())
-            .or_else(|| match request {
-                Request::Rollback(o) => o.to.clone(),
-                Request::Up(_) => None,
-            }),
+        release: plan.as_ref().map(|p| p.release.clone()).or_else(|| match request {
+            Request::Rollback(o) => o.to.clone(),
+            Request::Up(_) => None,
+        }),
         commit: plan.as_ref().map(|p| p.commit.id.clone()),
         hosts: hosts.iter().map(|h| HostRun::new(&h.name)).collect(),
     };
@@ -321,9 +318,22 @@ fn hook_env(run: &Run<'_>, result: &str, exit: Option<Exit>) -> Vec<(String, Str
 
 /// `pre_deploy` (deploy up only): a failure stops the run before the lock.
 async fn pre_hook(run: &Run<'_>) -> Option<End> {
-    let cmd = run.config.hooks.pre_deploy.as_ref().filter(|_| run.change == Change::Up)?;
+    let cmd = run
+        .config
+        .hooks
+        .pre_deploy
+        .as_ref()
+        .filter(|_| run.change == Change::Up)?;
     let dir = up::config_dir(run.config);
-    match hooks::run(Hook::PreDeploy, cmd, &dir, &hook_env(run, "started", None), run.reporter).await {
+    match hooks::run(
+        Hook::PreDeploy,
+        cmd,
+        &dir,
+        &hook_env(run, "started", None),
+        run.reporter,
+    )
+    .await
+    {
         Ok(()) => None,
         Err(e) => Some(End::new(Outcome::Failed, format!("{e}; no host was changed"))),
     }
@@ -354,10 +364,14 @@ async fn locked(run: &mut Run<'_>, fleet: &Fleet, plan: Option<&mut UpPlan>) -> 
         token: lock::new_token(),
         kind: lock::LockKind::Deploy,
         holder: lock::whoami(),
-        message: run.request.message().map(str::to_string).unwrap_or_else(|| match &plan {
-            Some(p) => format!("deploy {}", p.commit.short),
-            None => "rollback".to_string(),
-        }),
+        message: run
+            .request
+            .message()
+            .map(str::to_string)
+            .unwrap_or_else(|| match &plan {
+                Some(p) => format!("deploy {}", p.commit.short),
+                None => "rollback".to_string(),
+            }),
         commit: plan.as_ref().map(|p| p.commit.id.clone()),
     };
     let ttl = run.config.app.lock_timeout.0.as_secs().max(1);
@@ -366,7 +380,10 @@ async fn locked(run: &mut Run<'_>, fleet: &Fleet, plan: Option<&mut UpPlan>) -> 
         Err(refused) => {
             run.fail_hosts(&refused.errors);
             return match refused.held.is_empty() {
-                true => End::new(Outcome::Failed, "could not take the lock; no host was changed".to_string()),
+                true => End::new(
+                    Outcome::Failed,
+                    "could not take the lock; no host was changed".to_string(),
+                ),
                 false => End::new(
                     Outcome::Locked,
                     format!("another deploy holds the lock: {}", refused.held.join("; ")),
@@ -398,8 +415,22 @@ async fn changes(run: &mut Run<'_>, fleet: &Fleet, plan: Option<&mut UpPlan>, gu
         None => choose::target(run, fleet, &states).await,
     };
     if let Err(end) = prepared {
-        record(run, fleet, &states, end.outcome).await;
+        // A staging that failed is a deploy that failed; a rollback that found
+        // nothing to go back to attempted nothing.
+        if run.change == Change::Up {
+            record(run, fleet, &states, end.outcome).await;
+        }
         return end;
+    }
+    if run.request.no_verify() && !run.config.verify.checks.is_empty() {
+        run.warn(
+            None,
+            format!(
+                "--no-verify: the checklist ({} checks) does not run; nothing says {} works",
+                run.config.verify.checks.len(),
+                run.release.as_deref().unwrap_or("the release")
+            ),
+        );
     }
     let end = switch::roll_out(run, fleet, guard).await;
     record(run, fleet, &states, end.outcome).await;

@@ -54,13 +54,14 @@ pub(super) async fn roll_out(run: &mut Run<'_>, fleet: &Fleet, guard: &LockGuard
     };
     if let Some(why) = run.request.leave_failures(run.config) {
         return if checks_failed {
-            for h in run.hosts.iter_mut().filter(|h| h.checks.iter().any(|c| !c.ok && !c.skipped)) {
+            for h in run
+                .hosts
+                .iter_mut()
+                .filter(|h| h.checks.iter().any(|c| !c.ok && !c.skipped))
+            {
                 h.outcome = Outcome::ChecksFailed;
             }
-            End::new(
-                Outcome::ChecksFailed,
-                format!("{failure}; {why}: {what} stays live"),
-            )
+            End::new(Outcome::ChecksFailed, format!("{failure}; {why}: {what} stays live"))
         } else {
             End::new(
                 Outcome::RollbackFailed,
@@ -215,7 +216,9 @@ async fn restore(run: &mut Run<'_>, fleet: &Fleet, verify: bool) -> Result<(), S
             let r = step(reporter, &m.host.name, Step::Rollback, async {
                 match &from {
                     Some(record) => activation::activate(m, record).await.map_err(|e| e.to_string()),
-                    None => Err("this was the host's first deploy: there is no previous release to put back".to_string()),
+                    None => {
+                        Err("this was the host's first deploy: there is no previous release to put back".to_string())
+                    }
                 }
             })
             .await;
@@ -236,7 +239,10 @@ async fn restore(run: &mut Run<'_>, fleet: &Fleet, verify: bool) -> Result<(), S
             }
             Err(e) => {
                 not_back.push(h.name.clone());
-                h.fail(Outcome::RollbackFailed, format!("putting the release from before back failed: {e}"));
+                h.fail(
+                    Outcome::RollbackFailed,
+                    format!("putting the release from before back failed: {e}"),
+                );
             }
         }
     }

@@ -145,10 +145,12 @@ pub(super) async fn stage(
         plan.release = id;
         run.release = Some(plan.release.clone());
     }
-    guard
-        .held(fleet)
-        .await
-        .map_err(|why| End::new(Outcome::Failed, format!("{why}; stopped before staging, no host was changed")))?;
+    guard.held(fleet).await.map_err(|why| {
+        End::new(
+            Outcome::Failed,
+            format!("{why}; stopped before staging, no host was changed"),
+        )
+    })?;
     push(run, plan).await?;
 
     let befores: Vec<Option<String>> = states.iter().map(|s| s.current.clone()).collect();
@@ -204,9 +206,11 @@ async fn push(run: &Run<'_>, plan: &UpPlan) -> Result<(), End> {
     let config = run.config;
     let auth = push_auth(run.env);
     let (remote, branch) = (config.source.remote.expose(), config.source.branch.expose());
-    step(run.reporter, "local", Step::Push, async { plan.repo.push(remote, branch, &auth) })
-        .await
-        .map_err(|e| End::new(Outcome::Failed, e))
+    step(run.reporter, "local", Step::Push, async {
+        plan.repo.push(remote, branch, &auth)
+    })
+    .await
+    .map_err(|e| End::new(Outcome::Failed, e))
 }
 
 /// Puts release `plan.release` on the host and builds it; the live release is not touched.
@@ -413,7 +417,10 @@ pub(super) fn describe(config: &Config, fleet: &Fleet, plan: &UpPlan, reporter: 
         let compose = m.compose(config, id);
         let build = m.builds(&plan.build);
         if !build.is_empty() {
-            info(h, format!("build: {}", compose.cmd(["build"]).args(build.iter()).display()));
+            info(
+                h,
+                format!("build: {}", compose.cmd(["build"]).args(build.iter()).display()),
+            );
         }
         info(
             h,

@@ -119,8 +119,16 @@ impl TestFleet {
 
     /// `deploy test --output json <args>`: the run and every event, the summary last.
     pub fn deploy(&self, extra: &[&str], code: i32) -> (Run, Vec<serde_json::Value>) {
-        let mut args = vec!["test", "--output", "json"];
+        let mut args = vec!["test"];
         args.extend(extra);
+        self.json(&args, code)
+    }
+
+    /// `deploy <args> --output json`, requiring exit `code`: the run and every
+    /// event, the summary last.
+    pub fn json(&self, args: &[&str], code: i32) -> (Run, Vec<serde_json::Value>) {
+        let mut args = args.to_vec();
+        args.extend(["--output", "json"]);
         let run = Test::new()
             .args(args.iter().copied())
             .current_dir(self.app.path())
@@ -146,6 +154,24 @@ impl TestFleet {
         http_get_at(&h.api_bind, h.api_port, "/version", std::time::Duration::from_secs(5))
             .filter(|(s, _)| *s == 200)
             .map(|(_, b)| b.trim().to_string())
+    }
+
+    /// `deploy <args>` for people (human output), in the app's directory.
+    pub fn run(&self, args: &[&str]) -> Run {
+        Test::new()
+            .args(args.iter().copied())
+            .current_dir(self.app.path())
+            .run()
+    }
+
+    /// The release each host's `current` points at.
+    pub fn currents(&self) -> Vec<Option<String>> {
+        (0..self.hosts.len()).map(|i| self.current(i)).collect()
+    }
+
+    /// What each host's api answers at /version.
+    pub fn versions(&self) -> Vec<Option<String>> {
+        (0..self.hosts.len()).map(|i| self.version(i)).collect()
     }
 
     pub fn current(&self, i: usize) -> Option<String> {

@@ -154,6 +154,12 @@ impl SshHost {
             .expect("sshd restarts on its port");
     }
 
+    /// Stops the server (the host is down); its files stay.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// An `[ssh]` table for deploy.toml that reaches this host with the client key.
     pub fn ssh_toml(&self, known_hosts: &Path, policy: &str) -> String {
         format!(
