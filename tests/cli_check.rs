@@ -177,6 +177,15 @@ fn help_documents_the_exit_codes() {
     ] {
         assert!(run.stdout.contains(line), "missing `{line}` in --help:\n{}", run.stdout);
     }
+    let run = Test::new().args(["rollback", "--help"]).run();
+    assert_eq!(run.code, 0);
+    for line in [
+        "0    every host runs the target release and it passed its checks",
+        "3    the target failed its checks; every host was put back",
+        "4    putting a host back failed too",
+    ] {
+        assert!(run.stdout.contains(line), "missing `{line}` in rollback --help:\n{}", run.stdout);
+    }
 }
 
 #[test]
