@@ -11,7 +11,7 @@ use crate::compose::{self, OVERRIDE_FILE};
 use crate::config::{Config, Environment, Strategy};
 use crate::error::{Error, Exit};
 use crate::fleet::{select_hosts, step, Fleet, Member, QUICK_TIMEOUT, STEP_TIMEOUT};
-use crate::git::{Commit, PushAuth, Repo};
+use crate::git::{self, Commit, PushAuth, Repo};
 use crate::history::{self, Entry, Outcome};
 use crate::hooks::{self, Hook};
 use crate::interrupt::Interrupt;
@@ -286,24 +286,15 @@ pub async fn up(
         }
         env_vars
     };
-    if let Some(cmd) = &config.hooks.pre_deploy {
-        if let Err(e) = hooks::run(
-            Hook::PreDeploy,
-            cmd,
-            &config_dir(config),
-            &hook_env("started", None),
-            reporter,
-        )
-        .await
-        {
-            fleet.close().await;
-            return Ok(finish(
-                "failed",
-                Exit::Failed,
-                &states,
-                Some(format!("{e}; no host was changed")),
-            ));
-        }
+    let dir = config_dir(config);
+    let vars = hook_env("started", None);
+    if let Err(e) = hooks::run(Hook::PreDeploy, &config.hooks, &dir, &vars, reporter, interrupt).await {
+        fleet.close().await;
+        let (result, exit) = match e.is_interrupted() {
+            true => ("interrupted", Exit::Interrupted),
+            false => ("failed", Exit::Failed),
+        };
+        return Ok(finish(result, exit, &states, Some(format!("{e}; no host was changed"))));
     }
 
     // 2. Lock every host before changing any.
@@ -364,15 +355,17 @@ pub async fn up(
     // 4. Unlock and close, whatever happened.
     fleet.unlock(&ours, &info.token, reporter).await;
     fleet.close().await;
-    let (hook, cmd) = if exit == Exit::Success {
-        (Hook::PostDeploy, &config.hooks.post_deploy)
+    let hook = if exit == Exit::Success {
+        Hook::PostDeploy
     } else {
-        (Hook::OnFailure, &config.hooks.on_failure)
+        Hook::OnFailure
     };
-    if let Some(cmd) = cmd {
-        if let Err(e) = hooks::run(hook, cmd, &config_dir(config), &hook_env(result, Some(exit)), reporter).await {
-            reporter.event(Event::Warning { host: None, message: e });
-        }
+    let vars = hook_env(result, Some(exit));
+    if let Err(e) = hooks::run(hook, &config.hooks, &dir, &vars, reporter, interrupt).await {
+        reporter.event(Event::Warning {
+            host: None,
+            message: e.to_string(),
+        });
     }
     Ok(finish(result, exit, &states, error))
 }
@@ -397,12 +390,22 @@ async fn work(
         let auth = push_auth(config, env);
         let remote = config.source.remote.expose();
         let branch = config.source.branch.expose();
-        if let Err(e) = step(reporter, "local", Step::Push, async {
-            repo.push(remote, branch, &auth)
-        })
-        .await
-        {
-            return ("failed", Exit::Failed, Some(e));
+        let timeout = config.source.push_timeout.get_ref().0;
+        let mut interrupted = false;
+        let pushed = step(reporter, "local", Step::Push, async {
+            let r = git::push(repo.path(), remote, branch, &auth, timeout, interrupt).await;
+            interrupted = r.as_ref().is_err_and(|e| e.is_interrupted());
+            r
+        });
+        if let Err(e) = pushed.await {
+            return match interrupted {
+                true => (
+                    "interrupted",
+                    Exit::Interrupted,
+                    Some(format!("{e}; no host was changed")),
+                ),
+                false => ("failed", Exit::Failed, Some(e)),
+            };
         }
     }
 

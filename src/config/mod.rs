@@ -267,6 +267,18 @@ impl Checker<'_> {
                 "keep_releases must keep at least the live release: expected 1 or more".into(),
             ));
         }
+        for (value, what) in [
+            (&file.source.push_timeout, "source.push_timeout"),
+            (&file.hooks.timeout, "hooks.timeout"),
+        ] {
+            if value.get_ref().0.is_zero() {
+                return Err(self.at(
+                    value,
+                    format!("{what} must be longer than zero: expected a duration like \"2m\""),
+                ));
+            }
+        }
+        self.shared_paths(&file.app)?;
         let no_envs = BTreeMap::new();
         let envs = file.environments.as_ref().map_or(&no_envs, |e| e.get_ref());
         if envs.is_empty() {
@@ -466,6 +478,32 @@ impl Checker<'_> {
                 schema::ComposeChoice::V2 => Some(crate::compose::Variant::V2),
             },
         })
+    }
+
+    /// A shared directory is linked into the release whole: no other shared
+    /// path may be it or lie inside it (linking that one would write through
+    /// the directory's link into `shared/`).
+    fn shared_paths(&self, app: &App) -> Result<(), ConfigError> {
+        let files = app.shared_files.iter().map(|f| ("file", f.expose()));
+        let all: Vec<(&str, &str)> = files
+            .chain(app.shared_dirs.iter().map(|d| ("directory", d.expose())))
+            .collect();
+        for (i, (_, dir)) in all.iter().enumerate().filter(|(_, (kind, _))| *kind == "directory") {
+            for (j, (kind, other)) in all.iter().enumerate() {
+                let inside = other
+                    .strip_prefix(dir)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+                if i != j && inside {
+                    return Err(self.error(
+                        None,
+                        format!(
+                            "app.shared_dirs: `{dir}` is linked whole, so shared {kind} `{other}` cannot be listed too: expected each shared path once, none inside a shared directory"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn project(&self, name_re: &Regex, p: &Spanned<String>) -> Result<String, ConfigError> {
