@@ -682,13 +682,8 @@ async fn stage(config: &Config, m: &Member, plan: &Plan, reporter: &dyn Reporter
             }
             (None, None) => unreachable!("a plan has a URL or a tar"),
         }
-        let shared: Vec<String> = config.app.shared_files.iter().map(|f| f.expose().to_string()).collect();
-        if !shared.is_empty() {
-            r.check(
-                &release::link_shared(&m.layout, id, &shared).into(),
-                Some(QUICK_TIMEOUT),
-            )
-            .await?;
+        if let Some(link) = release::link_shared(&m.layout, id, &config.app) {
+            r.check(&link.into(), Some(QUICK_TIMEOUT)).await?;
         }
         let env = m.compose(config, id).env_file();
         r.upload(
