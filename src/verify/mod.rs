@@ -6,6 +6,7 @@ mod exec;
 mod http;
 mod logs;
 mod redis;
+mod tunnel;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use crate::config::{Check, CheckKind, Config};
 use crate::fleet::{Fleet, Member, QUICK_TIMEOUT};
 use crate::release::shell;
 use crate::report::events::{Event, Reporter};
+use tunnel::Tunnels;
 
 /// How one check ended on one host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -77,6 +79,8 @@ pub(crate) struct Target<'a> {
     pub config: &'a Config,
     pub member: &'a Member,
     pub release: &'a str,
+    /// The host's port forwards for this checklist run.
+    pub tunnels: &'a Tunnels<'a>,
 }
 
 /// The check applies to this host: a host that lists its `services` skips checks
@@ -211,17 +215,22 @@ async fn run_or_skip(check: &Check, target: &Target<'_>, reporter: &dyn Reporter
 }
 
 /// Runs the checklist on one host: its checks concurrently, absent-log checks
-/// last; evidence is gathered when something failed.
+/// last; evidence is gathered when something failed. The port forwards its
+/// checks used are closed when they are done (or, if this is cut short, before
+/// the host's next command).
 pub async fn verify_host(config: &Config, member: &Member, release: &str, reporter: &dyn Reporter) -> HostChecks {
+    let tunnels = Tunnels::new(member.remote.as_ref());
     let target = Target {
         config,
         member,
         release,
+        tunnels: &tunnels,
     };
     let checks = &config.verify.checks;
     let (last, first): (Vec<&Check>, Vec<&Check>) = checks.iter().partition(|c| settles_last(c));
     let mut results = futures::future::join_all(first.into_iter().map(|c| run_or_skip(c, &target, reporter))).await;
     results.extend(futures::future::join_all(last.into_iter().map(|c| run_or_skip(c, &target, reporter))).await);
+    tunnels.close().await;
     // Report in the file's order.
     results.sort_by_key(|r| checks.iter().position(|c| c.name == r.name));
     let mut host = HostChecks {
@@ -230,7 +239,7 @@ pub async fn verify_host(config: &Config, member: &Member, release: &str, report
         evidence: None,
     };
     if !host.ok() {
-        host.evidence = Some(evidence(&target).await);
+        host.evidence = Some(evidence(member).await);
     }
     host
 }
@@ -255,8 +264,7 @@ pub async fn verify_members(
 }
 
 /// The containers' state and each service's last log lines.
-async fn evidence(target: &Target<'_>) -> Evidence {
-    let m = target.member;
+async fn evidence(m: &Member) -> Evidence {
     let containers = match m
         .remote
         .run(&compose::ps_cmd(&m.host.project).into(), Some(QUICK_TIMEOUT))
