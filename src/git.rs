@@ -395,7 +395,7 @@ impl Repo {
 /// push runs on a thread of its own (not the runtime's blocking pool, which the
 /// runtime would wait for when it shuts down), which opens its own
 /// `Repository`. Given up, the thread is left behind; libgit2's connect and
-/// read timeouts, set to `timeout`, end it soon after.
+/// read timeouts, set just above `timeout`, end it soon after.
 pub async fn push(
     repo_path: &Path,
     remote: &str,
@@ -443,13 +443,13 @@ pub async fn push(
     }
 }
 
-/// Sets libgit2's connect and read timeouts (process-wide) to `timeout`, so a
-/// push thread that was given up ends by itself.
+/// Sets libgit2's connect and read timeouts (process-wide) to a little more
+/// than `timeout`, so a push thread that was given up ends by itself, and
+/// libgit2's own timeout never beats [`push`]'s, whose error names the limit.
 fn set_server_timeouts(timeout: Duration) {
     static SETTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let ms = libc::c_int::try_from(timeout.as_millis())
-        .unwrap_or(libc::c_int::MAX)
-        .max(1);
+    let limit = timeout.saturating_add(Duration::from_secs(1));
+    let ms = libc::c_int::try_from(limit.as_millis()).unwrap_or(libc::c_int::MAX);
     let _guard = SETTING.lock().unwrap_or_else(|e| e.into_inner());
     // SAFETY: these write two C globals that libgit2 reads when it opens a
     // connection. They are written here, under a lock, before the push thread

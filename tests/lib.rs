@@ -10,5 +10,6 @@ mod fixture_app;
 mod fleets;
 mod git_push;
 mod releases;
+mod safety;
 mod ssh_transport;
 mod verification;
