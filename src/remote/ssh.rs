@@ -16,6 +16,9 @@ use crate::config::{Host, HostKeyPolicy};
 /// host to stop it and report back before the client gives up on the channel.
 const GRACE: Duration = Duration::from_secs(10);
 
+/// How long the ssh master may take to close a port forward (it needs no round trip).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A host reached over SSH.
 pub struct SshRemote {
     host: String,
@@ -267,15 +270,19 @@ impl Remote for SshRemote {
     async fn close_forward(&self, target: &str, local: SocketAddr) -> Result<(), RemoteError> {
         let remote = target_socket(target).ok_or_else(|| self.forward_error(target, "expected host:port".into()))?;
         // The same arguments as the request, as the mux protocol matches on them.
-        self.session()
-            .close_port_forward(ForwardType::Local, local, remote)
-            .await
-            .map_err(|e| {
-                self.forward_error(
-                    target,
-                    format!("cannot close the forward at {local}: {}", ssh_words(&e)),
-                )
-            })
+        // The master answers by itself, at once; a wedged one must not hang the run.
+        let closing = self.session().close_port_forward(ForwardType::Local, local, remote);
+        match tokio::time::timeout(FORWARD_TIMEOUT, closing).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.forward_error(
+                target,
+                format!("cannot close the forward at {local}: {}", ssh_words(&e)),
+            )),
+            Err(_) => Err(self.forward_error(
+                target,
+                format!("the ssh master did not close the forward at {local} within {FORWARD_TIMEOUT:?}"),
+            )),
+        }
     }
 
     fn close_forward_later(&self, target: &str, local: SocketAddr) {
