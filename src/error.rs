@@ -54,6 +54,7 @@ impl Error {
     pub fn exit(&self) -> Exit {
         match self {
             Error::Config(_) | Error::Usage(_) => Exit::Usage,
+            Error::Git(e) if e.is_interrupted() => Exit::Interrupted,
             Error::Git(_) | Error::Remote(_) | Error::Io { .. } => Exit::Failed,
         }
     }

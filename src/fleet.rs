@@ -51,6 +51,21 @@ pub struct Member {
 }
 
 impl Member {
+    /// A connected host before preflight has looked at it.
+    pub fn new(host: Host, remote: Box<dyn Remote>) -> Member {
+        Member {
+            layout: Layout::new(host.path.expose()),
+            host,
+            remote,
+            variant: None,
+            variants: Vec::new(),
+            current: None,
+            record: None,
+            newest: None,
+            git: false,
+        }
+    }
+
     /// Of the services a release builds, those this host runs.
     pub fn builds(&self, all: &[String]) -> Vec<String> {
         match &self.host.services {
@@ -199,20 +214,7 @@ impl Fleet {
         let mut failures = Vec::new();
         for (host, r) in results {
             match r {
-                Ok(remote) => {
-                    let layout = Layout::new(host.path.expose());
-                    members.push(Member {
-                        host,
-                        remote,
-                        layout,
-                        variant: None,
-                        variants: Vec::new(),
-                        current: None,
-                        record: None,
-                        newest: None,
-                        git: false,
-                    });
-                }
+                Ok(remote) => members.push(Member::new(host, remote)),
                 Err(e) => failures.push((host.name.clone(), e)),
             }
         }

@@ -3,12 +3,14 @@
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use git2::{
     CertificateCheckStatus, Cred, CredentialType, ErrorCode, ObjectType, Oid, PushOptions, RemoteCallbacks, Repository,
     StatusOptions, TreeWalkMode,
 };
 
+use crate::interrupt::Interrupt;
 use crate::known_hosts::KnownHosts;
 
 /// A resolved commit.
@@ -52,9 +54,22 @@ pub enum GitError {
     /// Any other push failure (network, auth).
     #[error("push to `{remote}` failed: {reason}")]
     Push { remote: String, reason: String },
+    /// The push did not finish within `[source] push_timeout`.
+    #[error("push to `{remote}` did not finish within {} ([source] push_timeout); it was given up", humantime::format_duration(*.timeout))]
+    PushTimedOut { remote: String, timeout: Duration },
+    /// deploy was interrupted (Ctrl-C, SIGTERM) during the push.
+    #[error("push to `{remote}` was interrupted")]
+    PushInterrupted { remote: String },
     /// The commit's files could not be packed.
     #[error("cannot pack commit {commit}: {reason}")]
     Archive { commit: String, reason: String },
+}
+
+impl GitError {
+    /// Whether the run was interrupted (exit 130) rather than git failing.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, GitError::PushInterrupted { .. })
+    }
 }
 
 /// How a push authenticates and checks the server.
@@ -86,6 +101,11 @@ impl Repo {
                 path: dir.to_path_buf(),
                 reason: e.message().to_string(),
             })
+    }
+
+    /// The repository's git directory (what [`push`] opens again on its own thread).
+    pub fn path(&self) -> &Path {
+        self.repo.path()
     }
 
     /// The commit `rev` names (`HEAD`, a branch, a tag, an id).
@@ -177,7 +197,8 @@ impl Repo {
         Ok(Some(String::from_utf8_lossy(blob.content()).into_owned()))
     }
 
-    /// Pushes local branch `branch` to the same branch on remote `name`.
+    /// Pushes local branch `branch` to the same branch on remote `name`. Blocks
+    /// until git is done, however long that is: async code calls [`push`].
     pub fn push(&self, name: &str, branch: &str, auth: &PushAuth) -> Result<(), GitError> {
         let mut remote = self.repo.find_remote(name).map_err(|e| GitError::NoRemote {
             name: name.to_string(),
@@ -363,6 +384,79 @@ impl Repo {
             return Err(err(reason));
         }
         tar.into_inner().map_err(|e| err(e.to_string()))
+    }
+}
+
+/// Pushes local branch `branch` of the repository at `repo_path` to remote
+/// `remote`, giving up after `timeout` ([`GitError::PushTimedOut`]) or when
+/// `interrupt` fires ([`GitError::PushInterrupted`]).
+///
+/// git2 blocks, and a server that never answers would block it for good: the
+/// push runs on a thread of its own (not the runtime's blocking pool, which the
+/// runtime would wait for when it shuts down), which opens its own
+/// `Repository`. Given up, the thread is left behind; libgit2's connect and
+/// read timeouts, set just above `timeout`, end it soon after.
+pub async fn push(
+    repo_path: &Path,
+    remote: &str,
+    branch: &str,
+    auth: &PushAuth,
+    timeout: Duration,
+    interrupt: &Interrupt,
+) -> Result<(), GitError> {
+    set_server_timeouts(timeout);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (path, name, branch, auth) = (
+        repo_path.to_path_buf(),
+        remote.to_string(),
+        branch.to_string(),
+        auth.clone(),
+    );
+    let spawned = std::thread::Builder::new().name("git push".into()).spawn(move || {
+        let result = Repository::open(&path)
+            .map_err(|e| GitError::Open {
+                path: path.clone(),
+                reason: e.message().to_string(),
+            })
+            .and_then(|repo| Repo { repo }.push(&name, &branch, &auth));
+        // Nobody listens any more when the push was given up.
+        let _ = tx.send(result);
+    });
+    if let Err(e) = spawned {
+        return Err(GitError::Push {
+            remote: remote.to_string(),
+            reason: format!("cannot start a thread for it: {e}"),
+        });
+    }
+    tokio::select! {
+        result = rx => result.unwrap_or_else(|_| Err(GitError::Push {
+            remote: remote.to_string(),
+            reason: "the push ended without a result".into(),
+        })),
+        _ = tokio::time::sleep(timeout) => Err(GitError::PushTimedOut {
+            remote: remote.to_string(),
+            timeout,
+        }),
+        _ = interrupt.wait() => Err(GitError::PushInterrupted {
+            remote: remote.to_string(),
+        }),
+    }
+}
+
+/// Sets libgit2's connect and read timeouts (process-wide) to a little more
+/// than `timeout`, so a push thread that was given up ends by itself, and
+/// libgit2's own timeout never beats [`push`]'s, whose error names the limit.
+fn set_server_timeouts(timeout: Duration) {
+    static SETTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let limit = timeout.saturating_add(Duration::from_secs(1));
+    let ms = libc::c_int::try_from(limit.as_millis()).unwrap_or(libc::c_int::MAX);
+    let _guard = SETTING.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: these write two C globals that libgit2 reads when it opens a
+    // connection. They are written here, under a lock, before the push thread
+    // that reads them starts; nothing else in deploy opens git connections.
+    unsafe {
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(ms);
+        let _ = git2::opts::set_server_timeout_in_milliseconds(ms);
     }
 }
 

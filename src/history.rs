@@ -46,9 +46,20 @@ pub struct Entry {
     pub message: Option<String>,
 }
 
-const APPEND: &str = r#"mkdir -p "$(dirname "$1")" && printf '%s\n' "$2" >> "$1""#;
+// $1 the history file, $2 the line. Under umask 077 in a 0700 `.deploy/` (one
+// made by an older version is closed up). A last line cut short (no newline at
+// the end) is ended first, so it cannot swallow this entry.
+const APPEND: &str = r#"set -e
+umask 077
+dir=$(dirname "$1")
+mkdir -p "$dir"
+chmod 700 "$dir" 2>/dev/null || true
+if [ -s "$1" ] && [ -n "$(tail -c 1 "$1")" ]; then printf '\n' >> "$1"; fi
+printf '%s\n' "$2" >> "$1"
+chmod 600 "$1" 2>/dev/null || true
+"#;
 
-/// Appends `entry`.
+/// Appends `entry` on a line of its own.
 pub fn append(layout: &Layout, entry: &Entry) -> Cmd {
     let line = serde_json::to_string(entry).expect("history entry serializes");
     shell(APPEND, &[&layout.history(), &line])
@@ -59,9 +70,47 @@ pub fn read(layout: &Layout) -> Cmd {
     shell(r#"cat "$1" 2>/dev/null; true"#, &[&layout.history()])
 }
 
-/// Parses the file; lines that are not entries (a torn write) are skipped.
-pub fn parse(text: &str) -> Vec<Entry> {
-    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+/// A host's history as read: its entries, and how many lines were not entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct History {
+    /// The entries, oldest first.
+    pub entries: Vec<Entry>,
+    /// Lines that are not entries (a write cut short, an edit): skipped.
+    pub skipped: usize,
+}
+
+impl History {
+    /// What to tell the user about skipped lines, if there were any.
+    pub fn warning(&self) -> Option<String> {
+        (self.skipped > 0).then(|| {
+            format!(
+                "history.jsonl: skipped {} line{} that {} not a history entry (a write cut short?)",
+                self.skipped,
+                if self.skipped == 1 { "" } else { "s" },
+                if self.skipped == 1 { "is" } else { "are" },
+            )
+        })
+    }
+}
+
+impl std::ops::Deref for History {
+    type Target = [Entry];
+    fn deref(&self) -> &[Entry] {
+        &self.entries
+    }
+}
+
+/// Parses the file; lines that are not entries are skipped and counted (see
+/// [`History::warning`]; callers report it, this module prints nothing).
+pub fn parse(text: &str) -> History {
+    let mut history = History::default();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match serde_json::from_str(line) {
+            Ok(entry) => history.entries.push(entry),
+            Err(_) => history.skipped += 1,
+        }
+    }
+    history
 }
 
 /// The release to go back to from `current`: the newest earlier release that was
@@ -84,4 +133,28 @@ pub fn previous_good(entries: &[Entry], current: &str, existing: &[String]) -> O
 /// Now, RFC 3339 UTC.
 pub fn now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(release: &str) -> String {
+        format!(
+            r#"{{"release":"{release}","commit":"abc","time":"2026-01-01T00:00:00Z","user":"u@m","outcome":"deployed"}}"#
+        )
+    }
+
+    #[test]
+    fn a_torn_line_is_skipped_and_counted_the_next_entry_kept() {
+        let a = entry("20260101T000000Z-a");
+        let b = entry("20260102T000000Z-b");
+        let text = format!("{a}\n{}\n{b}\n", &a[..20]);
+        let h = parse(&text);
+        assert_eq!(h.entries.len(), 2);
+        assert_eq!(h.entries[1].release, "20260102T000000Z-b");
+        assert_eq!(h.skipped, 1);
+        assert!(h.warning().unwrap().contains("skipped 1 line "), "{:?}", h.warning());
+        assert_eq!(parse(&format!("{a}\n")).warning(), None);
+    }
 }

@@ -97,9 +97,9 @@ pub fn parse(out: &str) -> LiveState {
     if section == "record" {
         finish_record(&mut state, &mut record_of, &mut record_text);
     }
-    let nonblank = history_text.lines().filter(|l| !l.trim().is_empty()).count();
-    state.history = history::parse(&history_text);
-    state.torn_lines = nonblank - state.history.len();
+    let history = history::parse(&history_text);
+    state.torn_lines = history.skipped;
+    state.history = history.entries;
     state
 }
 

@@ -156,13 +156,19 @@ pub fn preflight(layout: &Layout) -> Cmd {
     shell(PREFLIGHT, &[&layout.root, crate::activation::RECORD_FILE])
 }
 
-/// Creates the layout.
+// $1 releases, $2 shared, $3 the state dir. The state dir (lock token,
+// history) is made under umask 077, so it is never readable by others even
+// for a moment, and one made by an older version is closed up.
+const PREPARE: &str = r#"set -e
+mkdir -p "$1" "$2"
+(umask 077 && mkdir -p "$3")
+chmod 700 "$3"
+"#;
+
+/// Creates the layout: `releases/` and `shared/`, and `.deploy/` as 0700 (also
+/// when it exists with another mode).
 pub fn prepare(layout: &Layout) -> Cmd {
-    Cmd::new("mkdir")
-        .arg("-p")
-        .arg(layout.releases())
-        .arg(layout.shared())
-        .arg(layout.state())
+    shell(PREPARE, &[&layout.releases(), &layout.shared(), &layout.state()])
 }
 
 const FETCH: &str = r#"set -e
@@ -193,23 +199,64 @@ pub fn extract_upload(layout: &Layout, id: &str) -> Cmd {
     shell(EXTRACT, &[&layout.upload(id), &layout.release(id)])
 }
 
+// $1 root, $2 release dir, $3 how many shared files follow, then the files,
+// then the shared directories. A shared file must exist and is made 0600 (never
+// a directory: chmod 600 would lock its owner out of it). A missing shared
+// directory is made 0700; an existing one keeps the mode its operator gave it
+// (a container running as another uid may need more).
 const LINK_SHARED: &str = r#"set -e
-root="$1"; rel="$2"; shift 2
-for f in "$@"; do
-  if [ ! -e "$root/shared/$f" ]; then echo "shared file $root/shared/$f is missing (deploy setup uploads it)" >&2; exit 1; fi
-  chmod 600 "$root/shared/$f"
-  mkdir -p "$(dirname "$rel/$f")"
-  rm -rf "$rel/$f"
-  ln -s "$root/shared/$f" "$rel/$f"
+root="$1"; rel="$2"; nfiles="$3"; shift 3
+link() {
+  mkdir -p "$(dirname "$rel/$1")"
+  rm -rf "$rel/$1"
+  ln -s "$root/shared/$1" "$rel/$1"
+}
+i=0
+for p in "$@"; do
+  i=$((i + 1))
+  if [ "$i" -le "$nfiles" ]; then
+    if [ -d "$root/shared/$p" ]; then echo "shared file $root/shared/$p is a directory (list it in app.shared_dirs)" >&2; exit 1; fi
+    if [ ! -e "$root/shared/$p" ]; then echo "shared file $root/shared/$p is missing (deploy setup uploads it)" >&2; exit 1; fi
+    chmod 600 "$root/shared/$p"
+  else
+    if [ -e "$root/shared/$p" ] && [ ! -d "$root/shared/$p" ]; then echo "shared directory $root/shared/$p is not a directory" >&2; exit 1; fi
+    [ -d "$root/shared/$p" ] || (umask 077 && mkdir -p "$root/shared/$p")
+  fi
+  link "$p"
 done
 "#;
 
-/// Links each shared file into the release.
-pub fn link_shared(layout: &Layout, id: &str, files: &[String]) -> Cmd {
+/// Links each of the app's shared files and directories into release `id`
+/// (see `LINK_SHARED`); `None` when it has none.
+pub fn link_shared(layout: &Layout, id: &str, app: &crate::config::App) -> Option<Cmd> {
+    let files: Vec<&str> = app.shared_files.iter().map(|f| f.expose()).collect();
+    let dirs: Vec<&str> = app.shared_dirs.iter().map(|d| d.expose()).collect();
+    if files.is_empty() && dirs.is_empty() {
+        return None;
+    }
     let release = layout.release(id);
-    let mut args = vec![layout.root.as_str(), release.as_str()];
-    args.extend(files.iter().map(String::as_str));
-    shell(LINK_SHARED, &args)
+    let count = files.len().to_string();
+    let mut args = vec![layout.root.as_str(), release.as_str(), count.as_str()];
+    args.extend(files);
+    args.extend(dirs);
+    Some(shell(LINK_SHARED, &args))
+}
+
+// $1 shared, then directories. Makes the missing ones 0700.
+const SHARED_DIRS: &str = r#"set -e
+shared="$1"; shift
+for d in "$@"; do
+  if [ -e "$shared/$d" ] && [ ! -d "$shared/$d" ]; then echo "shared directory $shared/$d is not a directory" >&2; exit 1; fi
+  [ -d "$shared/$d" ] || (umask 077 && mkdir -p "$shared/$d")
+done
+"#;
+
+/// Creates the app's shared directories that are missing (0700), for `deploy setup`.
+pub fn make_shared_dirs(layout: &Layout, app: &crate::config::App) -> Cmd {
+    let shared = layout.shared();
+    let mut args = vec![shared.as_str()];
+    args.extend(app.shared_dirs.iter().map(|d| d.expose()));
+    shell(SHARED_DIRS, &args)
 }
 
 /// The file in a release that holds when it was last started (`date +%s`, host

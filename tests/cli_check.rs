@@ -184,7 +184,11 @@ fn help_documents_the_exit_codes() {
         "3    the target failed its checks; every host was put back",
         "4    putting a host back failed too",
     ] {
-        assert!(run.stdout.contains(line), "missing `{line}` in rollback --help:\n{}", run.stdout);
+        assert!(
+            run.stdout.contains(line),
+            "missing `{line}` in rollback --help:\n{}",
+            run.stdout
+        );
     }
 }
 

@@ -11,5 +11,6 @@ mod fleets;
 mod git_push;
 mod pipeline;
 mod releases;
+mod safety;
 mod ssh_transport;
 mod verification;

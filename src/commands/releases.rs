@@ -40,7 +40,14 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str, hosts: Option<&[String]>
         let mut results = Vec::new();
         for (m, r) in fleet.members.iter().zip(found) {
             results.push(match r {
-                Ok((entries, kept)) => {
+                Ok((history, kept)) => {
+                    if let Some(message) = history.warning() {
+                        reporter.event(Event::Warning {
+                            host: Some(m.host.name.clone()),
+                            message,
+                        });
+                    }
+                    let entries = history.entries;
                     let mut text = String::new();
                     for e in &entries {
                         let live =

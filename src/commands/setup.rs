@@ -1,5 +1,6 @@
 //! `deploy setup <ENV>`: check docker, compose and git on every host, create the
-//! layout, and upload shared files that the host does not have yet (0600).
+//! layout and the shared directories (0700), and upload shared files that the
+//! host does not have yet (0600).
 
 use std::time::Instant;
 
@@ -31,6 +32,12 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str, hosts: Option<&[String]>
                             return Err("git is not installed (strategy = \"git\" needs it)".to_string());
                         }
                         m.remote.check(&release::prepare(&m.layout).into(), Some(QUICK_TIMEOUT)).await.map_err(|e| e.to_string())?;
+                        if !config.app.shared_dirs.is_empty() {
+                            m.remote
+                                .check(&release::make_shared_dirs(&m.layout, &config.app).into(), Some(QUICK_TIMEOUT))
+                                .await
+                                .map_err(|e| e.to_string())?;
+                        }
                         for f in &config.app.shared_files {
                             let name = f.expose();
                             let remote_path = format!("{}/{name}", m.layout.shared());

@@ -267,6 +267,18 @@ impl Checker<'_> {
                 "keep_releases must keep at least the live release: expected 1 or more".into(),
             ));
         }
+        for (value, what) in [
+            (&file.source.push_timeout, "source.push_timeout"),
+            (&file.hooks.timeout, "hooks.timeout"),
+        ] {
+            if value.get_ref().0.is_zero() {
+                return Err(self.at(
+                    value,
+                    format!("{what} must be longer than zero: expected a duration like \"2m\""),
+                ));
+            }
+        }
+        self.shared_paths(&file.app)?;
         let no_envs = BTreeMap::new();
         let envs = file.environments.as_ref().map_or(&no_envs, |e| e.get_ref());
         if envs.is_empty() {
@@ -466,6 +478,32 @@ impl Checker<'_> {
                 schema::ComposeChoice::V2 => Some(crate::compose::Variant::V2),
             },
         })
+    }
+
+    /// A shared directory is linked into the release whole: no other shared
+    /// path may be it or lie inside it (linking that one would write through
+    /// the directory's link into `shared/`); no path is listed twice.
+    fn shared_paths(&self, app: &App) -> Result<(), ConfigError> {
+        let files = app.shared_files.iter().map(|f| ("file", f.expose()));
+        let dirs = app.shared_dirs.iter().map(|d| ("directory", d.expose()));
+        let all: Vec<(&str, &str)> = files.chain(dirs).collect();
+        for (i, (kind, path)) in all.iter().enumerate() {
+            for (other_kind, other) in &all[i + 1..] {
+                let within = |outer: &str, inner: &str| inner.strip_prefix(outer).is_some_and(|r| r.starts_with('/'));
+                let clash = path == other
+                    || (*kind == "directory" && within(path, other))
+                    || (*other_kind == "directory" && within(other, path));
+                if clash {
+                    return Err(self.error(
+                        None,
+                        format!(
+                            "shared {kind} `{path}` and shared {other_kind} `{other}` overlap: expected each shared path once, none inside a shared directory (app.shared_files, app.shared_dirs)"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn project(&self, name_re: &Regex, p: &Spanned<String>) -> Result<String, ConfigError> {
@@ -689,5 +727,61 @@ fn expand_path(dir: &Path, raw: &str) -> PathBuf {
         p
     } else {
         dir.join(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str =
+        "[app]\nname = \"shop\"\n{APP}\n[environments.prod]\nhosts = [\"web1.example.com\"]\npath = \"/srv/shop\"\n{REST}";
+
+    fn parse(app: &str, rest: &str) -> Result<Config, String> {
+        let text = BASE.replace("{APP}", app).replace("{REST}", rest);
+        Config::parse(Path::new("deploy.toml"), &text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn push_and_hook_timeouts_default_and_cannot_be_zero() {
+        let c = parse("", "").unwrap();
+        assert_eq!(c.source.push_timeout.get_ref().0, std::time::Duration::from_secs(120));
+        assert_eq!(c.hooks.timeout.get_ref().0, std::time::Duration::from_secs(600));
+        let c = parse("", "[source]\npush_timeout = \"2s\"\n[hooks]\ntimeout = \"1s\"\n").unwrap();
+        assert_eq!(c.source.push_timeout.get_ref().0, std::time::Duration::from_secs(2));
+        assert_eq!(c.hooks.timeout.get_ref().0, std::time::Duration::from_secs(1));
+        let e = parse("", "[source]\npush_timeout = \"0s\"\n").unwrap_err();
+        assert!(
+            e.contains("push_timeout must be longer than zero") && e.contains("deploy.toml:"),
+            "{e}"
+        );
+        let e = parse("", "[hooks]\ntimeout = \"0ms\"\n").unwrap_err();
+        assert!(e.contains("hooks.timeout must be longer than zero"), "{e}");
+    }
+
+    #[test]
+    fn shared_dirs_are_relative_and_hold_no_other_shared_path() {
+        let c = parse(
+            "shared_dirs = [\"uploads\", \"storage/cache/\"]\nshared_files = [\".env\"]",
+            "",
+        )
+        .unwrap();
+        let dirs: Vec<&str> = c.app.shared_dirs.iter().map(|d| d.expose()).collect();
+        assert_eq!(dirs, ["uploads", "storage/cache"]);
+        for bad in ["\"../x\"", "\"/srv/x\"", "\"a/../b\"", "\".\"", "\"\"", "\"a//b\""] {
+            let e = parse(&format!("shared_dirs = [{bad}]"), "").unwrap_err();
+            assert!(e.contains("a shared directory is a path relative"), "{bad}: {e}");
+        }
+        for (files, dirs) in [
+            ("[\"public/robots.txt\"]", "[\"public\"]"),
+            ("[]", "[\"data\", \"data/cache\"]"),
+            ("[\"uploads\"]", "[\"uploads\"]"),
+            ("[\".env\", \".env\"]", "[]"),
+        ] {
+            let e = parse(&format!("shared_files = {files}\nshared_dirs = {dirs}"), "").unwrap_err();
+            assert!(e.contains("overlap"), "{files} {dirs}: {e}");
+        }
+        // A name that only starts like a shared directory is not inside it.
+        parse("shared_files = [\"public2/x\"]\nshared_dirs = [\"public\"]", "").unwrap();
     }
 }

@@ -47,6 +47,10 @@ pub struct App {
     /// Files kept in `<path>/shared/` and linked into each release.
     #[serde(default)]
     pub shared_files: Vec<SharedFile>,
+    /// Directories kept in `<path>/shared/` and linked into each release
+    /// (uploads, data that outlives a release).
+    #[serde(default)]
+    pub shared_dirs: Vec<SharedDir>,
     /// Releases (and their images) kept on each host.
     #[serde(default = "default_keep_releases")]
     pub keep_releases: Spanned<u32>,
@@ -93,6 +97,9 @@ pub struct Source {
     pub branch: Text,
     /// What hosts fetch from; default: the remote's URL.
     pub fetch_url: Option<FetchUrl>,
+    /// A push that has not finished after this long is given up.
+    #[serde(default = "default_push_timeout")]
+    pub push_timeout: Spanned<Duration>,
 }
 
 impl Default for Source {
@@ -102,8 +109,13 @@ impl Default for Source {
             remote: default_remote(),
             branch: default_branch(),
             fetch_url: None,
+            push_timeout: default_push_timeout(),
         }
     }
+}
+
+fn default_push_timeout() -> Spanned<Duration> {
+    Spanned::new(0..0, Duration(std::time::Duration::from_secs(2 * 60)))
 }
 
 fn default_remote() -> Text {
@@ -368,12 +380,30 @@ fn yes() -> bool {
 }
 
 /// `[hooks]`: local commands run by `sh -c`; a non-zero exit aborts.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Hooks {
     pub pre_deploy: Option<Text>,
     pub post_deploy: Option<Text>,
     pub on_failure: Option<Text>,
+    /// A hook still running after this long is stopped (with all it started).
+    #[serde(default = "default_hook_timeout")]
+    pub timeout: Spanned<Duration>,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            pre_deploy: None,
+            post_deploy: None,
+            on_failure: None,
+            timeout: default_hook_timeout(),
+        }
+    }
+}
+
+fn default_hook_timeout() -> Spanned<Duration> {
+    Spanned::new(0..0, Duration(std::time::Duration::from_secs(10 * 60)))
 }
 
 /// A duration written as a string: `"500ms"`, `"10s"`, `"2m"`.
@@ -437,19 +467,47 @@ impl SharedFile {
     }
 }
 
+/// Whether `p` is a usable path under `<path>/shared/`: relative, no `..` or
+/// `.`, no empty part.
+fn is_shared_path(p: &str) -> bool {
+    !(p.is_empty() || p.starts_with('/') || p.split('/').any(|part| part == ".." || part == "." || part.is_empty()))
+}
+
 impl<'de> Deserialize<'de> for SharedFile {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let t = Text::deserialize(d)?;
-        let p = t.expose();
-        let bad = p.is_empty()
-            || p.starts_with('/')
-            || p.split('/').any(|part| part == ".." || part.is_empty() && p.len() > 1);
-        if bad {
+        if !is_shared_path(t.expose()) {
             return Err(de::Error::custom(
                 "a shared file is a path relative to <path>/shared/: expected something like \".env\" or \"config/app.ini\", without `..`",
             ));
         }
         Ok(SharedFile(t))
+    }
+}
+
+/// A directory under `<path>/shared/` (like Capistrano's linked_dirs): relative,
+/// without `..`, not empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedDir(Text);
+
+impl SharedDir {
+    /// The path.
+    pub fn expose(&self) -> &str {
+        self.0.expose().trim_end_matches('/')
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedDir {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let t = Text::deserialize(d)?;
+        let p = t.expose();
+        // A trailing slash is how people write directories; it is not an empty part.
+        if !is_shared_path(p.strip_suffix('/').unwrap_or(p)) {
+            return Err(de::Error::custom(
+                "a shared directory is a path relative to <path>/shared/: expected something like \"uploads\" or \"storage/cache\", without `..`",
+            ));
+        }
+        Ok(SharedDir(t))
     }
 }
 

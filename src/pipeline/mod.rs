@@ -318,23 +318,23 @@ fn hook_env(run: &Run<'_>, result: &str, exit: Option<Exit>) -> Vec<(String, Str
 
 /// `pre_deploy` (deploy up only): a failure stops the run before the lock.
 async fn pre_hook(run: &Run<'_>) -> Option<End> {
-    let cmd = run
-        .config
-        .hooks
-        .pre_deploy
-        .as_ref()
-        .filter(|_| run.change == Change::Up)?;
+    if run.change != Change::Up {
+        return None;
+    }
     let dir = up::config_dir(run.config);
+    let vars = hook_env(run, "started", None);
     match hooks::run(
         Hook::PreDeploy,
-        cmd,
+        &run.config.hooks,
         &dir,
-        &hook_env(run, "started", None),
+        &vars,
         run.reporter,
+        run.interrupt,
     )
     .await
     {
         Ok(()) => None,
+        Err(e) if e.is_interrupted() => Some(End::new(Outcome::Interrupted, format!("{e}; no host was changed"))),
         Err(e) => Some(End::new(Outcome::Failed, format!("{e}; no host was changed"))),
     }
 }
@@ -344,15 +344,14 @@ async fn post_hook(run: &Run<'_>, end: &End) {
     if run.change != Change::Up || matches!(end.outcome, Outcome::DryRun) {
         return;
     }
-    let hooks = &run.config.hooks;
-    let (hook, cmd) = match end.outcome.exit() {
-        Exit::Success => (Hook::PostDeploy, &hooks.post_deploy),
-        _ => (Hook::OnFailure, &hooks.on_failure),
+    let hook = match end.outcome.exit() {
+        Exit::Success => Hook::PostDeploy,
+        _ => Hook::OnFailure,
     };
-    let Some(cmd) = cmd else { return };
     let vars = hook_env(run, end.outcome.result_name(), Some(end.outcome.exit()));
-    if let Err(e) = hooks::run(hook, cmd, &up::config_dir(run.config), &vars, run.reporter).await {
-        run.warn(None, e);
+    let dir = up::config_dir(run.config);
+    if let Err(e) = hooks::run(hook, &run.config.hooks, &dir, &vars, run.reporter, run.interrupt).await {
+        run.warn(None, e.to_string());
     }
 }
 

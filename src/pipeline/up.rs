@@ -9,7 +9,7 @@ use crate::compose::{self, OVERRIDE_FILE};
 use crate::config::{Config, Environment, Strategy};
 use crate::error::Error;
 use crate::fleet::{step, Fleet, LockGuard, Member, QUICK_TIMEOUT, STEP_TIMEOUT};
-use crate::git::{Commit, PushAuth, Repo};
+use crate::git::{self, Commit, PushAuth, Repo};
 use crate::known_hosts::KnownHosts;
 use crate::live::LiveState;
 use crate::outcome::Outcome;
@@ -206,11 +206,18 @@ async fn push(run: &Run<'_>, plan: &UpPlan) -> Result<(), End> {
     let config = run.config;
     let auth = push_auth(run.env);
     let (remote, branch) = (config.source.remote.expose(), config.source.branch.expose());
-    step(run.reporter, "local", Step::Push, async {
-        plan.repo.push(remote, branch, &auth)
+    let timeout = config.source.push_timeout.get_ref().0;
+    let mut interrupted = false;
+    let pushed = step(run.reporter, "local", Step::Push, async {
+        let r = git::push(plan.repo.path(), remote, branch, &auth, timeout, run.interrupt).await;
+        interrupted = r.as_ref().is_err_and(|e| e.is_interrupted());
+        r
     })
-    .await
-    .map_err(|e| End::new(Outcome::Failed, e))
+    .await;
+    pushed.map_err(|e| match interrupted {
+        true => End::new(Outcome::Interrupted, format!("{e}; no host was changed")),
+        false => End::new(Outcome::Failed, format!("{e}; no host was changed")),
+    })
 }
 
 /// Puts release `plan.release` on the host and builds it; the live release is not touched.
@@ -243,13 +250,8 @@ async fn stage_host(
             }
             (None, None) => unreachable!("a plan has a URL or a tar"),
         }
-        let shared: Vec<String> = config.app.shared_files.iter().map(|f| f.expose().to_string()).collect();
-        if !shared.is_empty() {
-            r.check(
-                &release::link_shared(&m.layout, id, &shared).into(),
-                Some(QUICK_TIMEOUT),
-            )
-            .await?;
+        if let Some(link) = release::link_shared(&m.layout, id, &config.app) {
+            r.check(&link.into(), Some(QUICK_TIMEOUT)).await?;
         }
         let dir = m.layout.release(id);
         let env = m.compose(config, id).env_file();

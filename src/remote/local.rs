@@ -133,6 +133,13 @@ impl Remote for LocalRemote {
         Ok(())
     }
 
+    async fn close_forward(&self, _target: &str, _local: SocketAddr) -> Result<(), RemoteError> {
+        // Nothing was opened: the target is used as it is.
+        Ok(())
+    }
+
+    fn close_forward_later(&self, _target: &str, _local: SocketAddr) {}
+
     async fn forward(&self, target: &str) -> Result<SocketAddr, RemoteError> {
         // Already local: the target itself is the address to use.
         target

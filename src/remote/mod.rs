@@ -100,7 +100,15 @@ pub trait Remote: Send + Sync {
     async fn upload(&self, bytes: &[u8], path: &str, mode: u32) -> Result<(), RemoteError>;
 
     /// Makes `target` (`host:port` as seen from the host) reachable at a local address.
+    /// It stays open until [`Remote::close_forward`] (or the connection's end).
     async fn forward(&self, target: &str) -> Result<SocketAddr, RemoteError>;
+
+    /// Closes the forward that [`Remote::forward`] opened for `target` at `local`.
+    async fn close_forward(&self, target: &str, local: SocketAddr) -> Result<(), RemoteError>;
+
+    /// Closes that forward from code that cannot wait (a drop): it is closed
+    /// before the transport's next command, or with the connection.
+    fn close_forward_later(&self, target: &str, local: SocketAddr);
 
     /// Ends the connection (closes the SSH master); a no-op for local.
     async fn close(self: Box<Self>) -> Result<(), RemoteError>;

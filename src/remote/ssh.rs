@@ -16,10 +16,15 @@ use crate::config::{Host, HostKeyPolicy};
 /// host to stop it and report back before the client gives up on the channel.
 const GRACE: Duration = Duration::from_secs(10);
 
+/// How long the ssh master may take to close a port forward (it needs no round trip).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A host reached over SSH.
 pub struct SshRemote {
     host: String,
     session: Option<Session>,
+    /// Forwards to close before the next command (see [`Remote::close_forward_later`]).
+    unwanted: std::sync::Mutex<Vec<(String, SocketAddr)>>,
 }
 
 impl std::fmt::Debug for SshRemote {
@@ -70,6 +75,7 @@ impl SshRemote {
         Ok(SshRemote {
             host: host.name.clone(),
             session: Some(session),
+            unwanted: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -93,6 +99,23 @@ impl SshRemote {
         }
     }
 
+    /// Closes the forwards that were let go of without waiting.
+    async fn close_unwanted(&self) {
+        let unwanted = std::mem::take(&mut *self.unwanted.lock().unwrap_or_else(|e| e.into_inner()));
+        for (target, local) in unwanted {
+            // One that cannot be closed goes with the master; nothing else to do.
+            let _ = self.close_forward(&target, local).await;
+        }
+    }
+
+    fn forward_error(&self, target: &str, reason: String) -> RemoteError {
+        RemoteError::Forward {
+            host: self.host.clone(),
+            target: target.to_string(),
+            reason,
+        }
+    }
+
     fn io_error(&self, script: &Script, e: impl std::fmt::Display) -> RemoteError {
         RemoteError::Io {
             host: self.host.clone(),
@@ -108,6 +131,15 @@ impl SshRemote {
             timeout,
         }
     }
+}
+
+/// `host:port` (the host may be `[v6]`) as the socket a forward connects to.
+fn target_socket(target: &str) -> Option<Socket<'static>> {
+    let (host, port) = target.rsplit_once(':')?;
+    Some(Socket::TcpSocket {
+        host: host.trim_matches(['[', ']']).to_string().into(),
+        port: port.parse().ok()?,
+    })
 }
 
 /// openssh's own message is "failed to connect to the remote host"; ssh's words
@@ -133,6 +165,7 @@ impl Remote for SshRemote {
     }
 
     async fn run(&self, script: &Script, timeout: Option<Duration>) -> Result<Output, RemoteError> {
+        self.close_unwanted().await;
         let started = Instant::now();
         let mut cmd = self.session().raw_command(quote::wrap(script, timeout));
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -156,6 +189,7 @@ impl Remote for SshRemote {
     }
 
     async fn stream(&self, script: &Script, timeout: Option<Duration>, sink: LineSink<'_>) -> Result<i32, RemoteError> {
+        self.close_unwanted().await;
         let started = Instant::now();
         let mut cmd = self.session().raw_command(quote::wrap(script, timeout));
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -186,6 +220,7 @@ impl Remote for SshRemote {
     }
 
     async fn upload(&self, bytes: &[u8], path: &str, mode: u32) -> Result<(), RemoteError> {
+        self.close_unwanted().await;
         let script = upload_script(path, mode);
         let mut cmd = self.session().raw_command(quote::wrap(&script, None));
         cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
@@ -211,35 +246,49 @@ impl Remote for SshRemote {
     }
 
     async fn forward(&self, target: &str) -> Result<SocketAddr, RemoteError> {
-        let err = |reason: String| RemoteError::Forward {
-            host: self.host.clone(),
-            target: target.to_string(),
-            reason,
-        };
-        let (host, port) = target
-            .rsplit_once(':')
-            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
-            .ok_or_else(|| err("expected host:port".into()))?;
+        self.close_unwanted().await;
+        let remote = target_socket(target).ok_or_else(|| self.forward_error(target, "expected host:port".into()))?;
         let mut last = String::new();
         // The mux protocol cannot report a port it picked, so pick a free one here;
         // another process may take it in between, hence the retries.
         for _ in 0..3 {
             let local = TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
-                .map_err(|e| err(e.to_string()))?;
-            let remote = Socket::TcpSocket {
-                host: host.to_string().into(),
-                port,
-            };
+                .map_err(|e| self.forward_error(target, e.to_string()))?;
             match self
                 .session()
-                .request_port_forward(ForwardType::Local, local, remote)
+                .request_port_forward(ForwardType::Local, local, remote.clone())
                 .await
             {
                 Ok(()) => return Ok(local),
                 Err(e) => last = ssh_words(&e),
             }
         }
-        Err(err(last))
+        Err(self.forward_error(target, last))
+    }
+
+    async fn close_forward(&self, target: &str, local: SocketAddr) -> Result<(), RemoteError> {
+        let remote = target_socket(target).ok_or_else(|| self.forward_error(target, "expected host:port".into()))?;
+        // The same arguments as the request, as the mux protocol matches on them.
+        // The master answers by itself, at once; a wedged one must not hang the run.
+        let closing = self.session().close_port_forward(ForwardType::Local, local, remote);
+        match tokio::time::timeout(FORWARD_TIMEOUT, closing).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.forward_error(
+                target,
+                format!("cannot close the forward at {local}: {}", ssh_words(&e)),
+            )),
+            Err(_) => Err(self.forward_error(
+                target,
+                format!("the ssh master did not close the forward at {local} within {FORWARD_TIMEOUT:?}"),
+            )),
+        }
+    }
+
+    fn close_forward_later(&self, target: &str, local: SocketAddr) {
+        self.unwanted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((target.to_string(), local));
     }
 }

@@ -25,7 +25,7 @@ impl Reporter for JsonReporter {
     fn event(&self, event: Event) {
         let line = serde_json::to_string(&event).expect("events serialize");
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{}", super::redact(&line, &self.secrets));
+        let _ = writeln!(out, "{}", super::json_line(&line, &self.secrets));
         let _ = out.flush();
     }
 }
@@ -42,12 +42,12 @@ impl Reporter for PlainReporter {
         let line = match &event {
             Event::Summary(s) => {
                 let text = summary_table(s);
-                let _ = write!(std::io::stdout().lock(), "{}", super::redact(&text, &self.secrets));
+                let _ = write!(std::io::stdout().lock(), "{}", super::human(&text, &self.secrets));
                 return;
             }
             Event::Output { .. } | Event::Data { .. } => {
                 if let Some(text) = describe(&event) {
-                    let _ = writeln!(std::io::stdout().lock(), "{}", super::redact(&text, &self.secrets));
+                    let _ = writeln!(std::io::stdout().lock(), "{}", super::human(&text, &self.secrets));
                 }
                 return;
             }
@@ -61,11 +61,7 @@ impl Reporter for PlainReporter {
             other => describe(other),
         };
         if let Some(line) = line {
-            let _ = writeln!(
-                std::io::stderr().lock(),
-                "{now} {}",
-                super::redact(&line, &self.secrets)
-            );
+            let _ = writeln!(std::io::stderr().lock(), "{now} {}", super::human(&line, &self.secrets));
         }
     }
 }
@@ -253,7 +249,7 @@ impl Reporter for LiveReporter {
                         format!("{} FAILED: {}", step.name(), error.lines().next().unwrap_or(""))
                     }
                 };
-                bar.set_message(super::redact(&msg, &self.secrets));
+                bar.set_message(super::human(&msg, &self.secrets));
             }
             Event::Summary(s) => {
                 for bar in self.bars.lock().unwrap_or_else(|e| e.into_inner()).values() {
@@ -262,19 +258,19 @@ impl Reporter for LiveReporter {
                 let _ = write!(
                     std::io::stdout().lock(),
                     "{}",
-                    super::redact(&summary_table(s), &self.secrets)
+                    super::human(&summary_table(s), &self.secrets)
                 );
             }
             Event::Output { .. } | Event::Data { .. } => {
                 if let Some(text) = describe(&event) {
                     let _ = self
                         .multi
-                        .suspend(|| writeln!(std::io::stdout().lock(), "{}", super::redact(&text, &self.secrets)));
+                        .suspend(|| writeln!(std::io::stdout().lock(), "{}", super::human(&text, &self.secrets)));
                 }
             }
             other => {
                 if let Some(line) = describe(other) {
-                    let _ = self.multi.println(super::redact(&line, &self.secrets));
+                    let _ = self.multi.println(super::human(&line, &self.secrets));
                 }
             }
         }

@@ -29,9 +29,8 @@ pub(crate) async fn attempt(kind: &CheckKind, target: &Target<'_>) -> Attempt {
     if *via == Via::Ssh {
         // Through a tunnel from the host: nothing needs to be exposed.
         let local = target
-            .member
-            .remote
-            .forward(&format!("{host}:{port}"))
+            .tunnels
+            .to(&format!("{host}:{port}"))
             .await
             .map_err(|e| e.to_string())?;
         if host.parse::<std::net::IpAddr>().is_ok() || host == "localhost" {

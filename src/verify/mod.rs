@@ -6,6 +6,7 @@ mod exec;
 mod http;
 mod logs;
 mod redis;
+mod tunnel;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use crate::config::{Check, CheckKind, Config};
 use crate::fleet::{Fleet, Member, QUICK_TIMEOUT};
 use crate::release::shell;
 use crate::report::events::{Event, Reporter};
+use tunnel::Tunnels;
 
 /// How one check ended on one host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -79,6 +81,8 @@ pub(crate) struct Target<'a> {
     pub member: &'a Member,
     /// The release checked, with how it runs.
     pub record: &'a Record,
+    /// The host's port forwards for this checklist run.
+    pub tunnels: &'a Tunnels<'a>,
 }
 
 /// The check applies to this host: a host that lists its `services` skips checks
@@ -213,13 +217,22 @@ async fn run_or_skip(check: &Check, target: &Target<'_>, reporter: &dyn Reporter
 }
 
 /// Runs the checklist on one host: its checks concurrently, absent-log checks
-/// last; evidence is gathered when something failed.
+/// last; evidence is gathered when something failed. The port forwards its
+/// checks used are closed when they are done (or, if this is cut short, before
+/// the host's next command).
 pub async fn verify_host(config: &Config, member: &Member, record: &Record, reporter: &dyn Reporter) -> HostChecks {
-    let target = Target { config, member, record };
+    let tunnels = Tunnels::new(member.remote.as_ref());
+    let target = Target {
+        config,
+        member,
+        record,
+        tunnels: &tunnels,
+    };
     let checks = &config.verify.checks;
     let (last, first): (Vec<&Check>, Vec<&Check>) = checks.iter().partition(|c| settles_last(c));
     let mut results = futures::future::join_all(first.into_iter().map(|c| run_or_skip(c, &target, reporter))).await;
     results.extend(futures::future::join_all(last.into_iter().map(|c| run_or_skip(c, &target, reporter))).await);
+    tunnels.close().await;
     // Report in the file's order.
     results.sort_by_key(|r| checks.iter().position(|c| c.name == r.name));
     let mut host = HostChecks {
@@ -228,7 +241,7 @@ pub async fn verify_host(config: &Config, member: &Member, record: &Record, repo
         evidence: None,
     };
     if !host.ok() {
-        host.evidence = Some(evidence(&target).await);
+        host.evidence = Some(evidence(member, &record.project).await);
     }
     host
 }
@@ -253,11 +266,10 @@ pub async fn verify_members(
 }
 
 /// The containers' state and each service's last log lines.
-async fn evidence(target: &Target<'_>) -> Evidence {
-    let m = target.member;
+async fn evidence(m: &Member, project: &str) -> Evidence {
     let containers = match m
         .remote
-        .run(&compose::ps_cmd(&target.record.project).into(), Some(QUICK_TIMEOUT))
+        .run(&compose::ps_cmd(project).into(), Some(QUICK_TIMEOUT))
         .await
     {
         Ok(out) => compose::parse_ps(&out.stdout),

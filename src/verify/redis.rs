@@ -24,9 +24,8 @@ pub(crate) async fn attempt(kind: &CheckKind, target: &Target<'_>) -> Attempt {
     let address_here = super::with_host_vars(address.expose(), target.member)?;
     let addr = match via {
         Via::Ssh => target
-            .member
-            .remote
-            .forward(&address_here)
+            .tunnels
+            .to(&address_here)
             .await
             .map_err(|e| {
                 if address.is_secret() {

@@ -18,6 +18,8 @@ pub struct Setup {
     pub compose: &'static str,
     /// Extra lines for `[app]`.
     pub app_extra: String,
+    /// Extra lines for `[source]`.
+    pub source_extra: String,
     /// More TOML at the end (`[verify]`, checks, hooks); `{API_PORT}` and
     /// `{REDIS_PORT}` are replaced by the deployment's ports.
     pub extra: String,
@@ -29,6 +31,7 @@ impl Default for Setup {
             strategy: "git",
             compose: "v2",
             app_extra: String::new(),
+            source_extra: String::new(),
             extra: String::new(),
         }
     }
@@ -67,9 +70,10 @@ impl Deployment {
             project,
         };
         let config = format!(
-            "[app]\nname = \"app\"\n{}\n\n[source]\nstrategy = \"{}\"\n\n{}\n[environments.test]\nhosts = [\"127.0.0.1\"]\npath = \"{}\"\nproject = \"{}\"\ncompose = \"{}\"\nvars = {{ API_PORT = \"{}\", REDIS_PORT = \"{}\" }}\n",
+            "[app]\nname = \"app\"\n{}\n\n[source]\nstrategy = \"{}\"\n{}\n\n{}\n[environments.test]\nhosts = [\"127.0.0.1\"]\npath = \"{}\"\nproject = \"{}\"\ncompose = \"{}\"\nvars = {{ API_PORT = \"{}\", REDIS_PORT = \"{}\" }}\n",
             setup.app_extra,
             setup.strategy,
+            setup.source_extra,
             d.host.ssh_toml(&d.host.known_hosts_file(d.known.path()), "strict"),
             d.host.app_path().display(),
             d.project,
