@@ -32,6 +32,9 @@ pub struct Record {
     pub env_file: String,
     /// The Compose it was built and started with.
     pub compose: Variant,
+    /// The compose profiles it runs with.
+    #[serde(default)]
+    pub profiles: Vec<String>,
     /// Written by an older `deploy` that kept no record: built from today's config.
     #[serde(skip)]
     pub inferred: bool,
@@ -54,6 +57,7 @@ impl Record {
             build: m.builds(build),
             env_file: ENV_FILE.to_string(),
             compose: m.variant.unwrap_or(Variant::V2),
+            profiles: config.app.profiles.clone(),
             inferred: false,
         }
     }
@@ -94,6 +98,7 @@ impl Member {
             dir: self.layout.release(&record.release),
             files,
             vars: self.host.vars.clone(),
+            profiles: record.profiles.clone(),
         }
     }
 

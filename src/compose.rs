@@ -57,6 +57,8 @@ pub struct Compose {
     pub files: Vec<String>,
     /// Environment for interpolation in the compose files.
     pub vars: BTreeMap<String, Text>,
+    /// Profiles activated with `--profile`.
+    pub profiles: Vec<String>,
 }
 
 impl Compose {
@@ -72,6 +74,9 @@ impl Compose {
         cmd = cmd.current_dir(self.dir.as_str()).arg("-p").arg(self.project.as_str());
         for f in &self.files {
             cmd = cmd.arg("-f").arg(f.as_str());
+        }
+        for p in &self.profiles {
+            cmd = cmd.arg("--profile").arg(p.as_str());
         }
         cmd.args(args)
     }
@@ -113,13 +118,41 @@ pub fn override_file(project: &str, services: &[String], release: &str) -> Strin
     out
 }
 
-/// A service of a compose file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A service of a compose file (or of `compose config`'s resolved output).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Service {
     /// Its key under `services:`.
     pub name: String,
     /// Whether it has a `build:` section.
     pub builds: bool,
+    /// Its `image:`, if any.
+    pub image: Option<String>,
+    /// `restart:` as written (`no`, `always`, `unless-stopped`, `on-failure`...).
+    pub restart: Option<String>,
+    /// `profiles:`: it runs only when one of them is active.
+    pub profiles: Vec<String>,
+    /// `depends_on:` as (service, condition); the list form means `service_started`.
+    pub depends_on: Vec<(String, String)>,
+    /// Whether it declares a healthcheck (not disabled).
+    pub healthcheck: Option<Vec<String>>,
+    /// Containers wanted: `deploy.replicas` or `scale` (default 1).
+    pub replicas: Option<u32>,
+    /// `container_name:`.
+    pub container_name: Option<String>,
+    /// `ports:` that publish on the host, as written.
+    pub ports: Vec<String>,
+}
+
+impl Service {
+    /// Whether it runs with these profiles active.
+    pub fn active(&self, profiles: &[String]) -> bool {
+        self.profiles.is_empty() || self.profiles.iter().any(|p| profiles.contains(p))
+    }
+
+    /// Whether it restarts by itself after it exits.
+    pub fn restarts(&self) -> bool {
+        !matches!(self.restart.as_deref(), None | Some("no") | Some("false"))
+    }
 }
 
 /// The services of a compose file, in file order.
@@ -129,13 +162,130 @@ pub fn services(text: &str) -> Result<Vec<Service>, String> {
     let services = doc["services"].as_hash().ok_or("it has no `services:` section")?;
     Ok(services
         .iter()
-        .filter_map(|(k, v)| {
-            Some(Service {
-                name: k.as_str()?.to_string(),
-                builds: !matches!(v["build"], Yaml::BadValue | Yaml::Null),
-            })
-        })
+        .filter_map(|(k, v)| Some(service(k.as_str()?, v)))
         .collect())
+}
+
+/// One service's fields that deploy cares about.
+fn service(name: &str, v: &Yaml) -> Service {
+    let text = |y: &Yaml| match y {
+        Yaml::String(s) => Some(s.clone()),
+        Yaml::Integer(i) => Some(i.to_string()),
+        Yaml::Boolean(b) => Some(b.to_string()),
+        Yaml::Real(r) => Some(r.clone()),
+        _ => None,
+    };
+    let strings = |y: &Yaml| -> Vec<String> {
+        y.as_vec()
+            .map(|l| l.iter().filter_map(text).collect())
+            .unwrap_or_default()
+    };
+    let depends_on = match &v["depends_on"] {
+        Yaml::Array(list) => list
+            .iter()
+            .filter_map(text)
+            .map(|s| (s, "service_started".to_string()))
+            .collect(),
+        Yaml::Hash(map) => map
+            .iter()
+            .filter_map(|(k, c)| {
+                let cond = c["condition"].as_str().unwrap_or("service_started");
+                Some((text(k)?, cond.to_string()))
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let hc = &v["healthcheck"];
+    let healthcheck = match hc {
+        Yaml::Hash(_) if hc["disable"].as_bool() == Some(true) => None,
+        Yaml::Hash(_) => match &hc["test"] {
+            Yaml::Array(_) if strings(&hc["test"]).first().map(String::as_str) == Some("NONE") => None,
+            Yaml::Array(_) => Some(strings(&hc["test"])),
+            Yaml::String(s) => Some(vec!["CMD-SHELL".into(), s.clone()]),
+            // A healthcheck block without a test tunes the image's own.
+            _ => Some(Vec::new()),
+        },
+        _ => None,
+    };
+    let replicas = v["deploy"]["replicas"]
+        .as_i64()
+        .or_else(|| v["scale"].as_i64())
+        .and_then(|n| u32::try_from(n).ok());
+    let ports = v["ports"]
+        .as_vec()
+        .map(|l| {
+            l.iter()
+                .filter_map(|p| match p {
+                    Yaml::Hash(_) => p["published"]
+                        .as_i64()
+                        .map(|n| n.to_string())
+                        .or_else(|| text(&p["published"])),
+                    other => text(other).filter(|s| s.contains(':')),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Service {
+        name: name.to_string(),
+        builds: !matches!(v["build"], Yaml::BadValue | Yaml::Null),
+        image: text(&v["image"]),
+        restart: text(&v["restart"]),
+        profiles: strings(&v["profiles"]),
+        depends_on,
+        healthcheck,
+        replicas,
+        container_name: text(&v["container_name"]),
+        ports,
+    }
+}
+
+/// The services of several compose files merged the way compose merges them:
+/// a later file's fields win, a service keeps its place of first mention.
+pub fn merged(files: &[Vec<Service>]) -> Vec<Service> {
+    let mut out: Vec<Service> = Vec::new();
+    for file in files {
+        for s in file {
+            match out.iter_mut().find(|o| o.name == s.name) {
+                None => out.push(s.clone()),
+                Some(o) => {
+                    o.builds |= s.builds;
+                    o.image = s.image.clone().or(o.image.take());
+                    o.restart = s.restart.clone().or(o.restart.take());
+                    if !s.profiles.is_empty() {
+                        o.profiles = s.profiles.clone();
+                    }
+                    for d in &s.depends_on {
+                        o.depends_on.retain(|(n, _)| n != &d.0);
+                        o.depends_on.push(d.clone());
+                    }
+                    o.healthcheck = s.healthcheck.clone().or(o.healthcheck.take());
+                    o.replicas = s.replicas.or(o.replicas);
+                    o.container_name = s.container_name.clone().or(o.container_name.take());
+                    o.ports.extend(s.ports.iter().cloned());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The services that run once and are done: listed in `one_shot`, or not
+/// restarted by themselves and waited for by another service with
+/// `condition: service_completed_successfully` (compose's migration pattern).
+pub fn one_shots(services: &[Service], listed: &[String]) -> Vec<String> {
+    services
+        .iter()
+        .filter(|s| {
+            listed.contains(&s.name)
+                || (!s.restarts()
+                    && services.iter().any(|o| {
+                        o.depends_on
+                            .iter()
+                            .any(|(n, c)| n == &s.name && c == "service_completed_successfully")
+                    }))
+        })
+        .map(|s| s.name.clone())
+        .collect()
 }
 
 /// Shell that lists the project's containers, one per line:
@@ -145,6 +295,8 @@ pub fn ps_cmd(project: &str) -> Cmd {
     Cmd::new("docker")
         .args(["ps", "-a", "--filter"])
         .arg(format!("label=com.docker.compose.project={project}"))
+        // One-off containers (`compose run`) are not the release's services.
+        .args(["--filter", "label=com.docker.compose.oneoff=False"])
         .arg("--format")
         .arg("{{.Label \"com.docker.compose.service\"}}\t{{.State}}\t{{.Status}}\t{{.Names}}")
 }
@@ -161,6 +313,12 @@ pub struct Container {
 }
 
 impl Container {
+    /// The exit code of an exited container, from its status ("Exited (3) 2 seconds ago").
+    pub fn exit_code(&self) -> Option<i32> {
+        let rest = self.status.strip_prefix("Exited (")?;
+        rest.split(')').next()?.parse().ok()
+    }
+
     /// Health from the status text, where the service has a healthcheck.
     pub fn health(&self) -> Option<&'static str> {
         ["healthy", "unhealthy", "health: starting"]
@@ -197,6 +355,7 @@ mod tests {
             dir: "/srv/shop/releases/1".into(),
             files: vec!["docker-compose.yml".into(), OVERRIDE_FILE.into()],
             vars: BTreeMap::from([("API_PORT".to_string(), Text::from("8000"))]),
+            profiles: Vec::new(),
         };
         let shell = c.cmd(["up", "-d"]).to_shell();
         assert!(shell.starts_with("cd /srv/shop/releases/1 && sh -c "), "{shell}");
@@ -231,18 +390,28 @@ mod service_tests {
     #[test]
     fn reads_services_and_build_sections() {
         let yaml = "services:\n  api:\n    build: .\n  redis:\n    image: redis\n";
+        let s = services(yaml).unwrap();
+        assert_eq!((s[0].name.as_str(), s[0].builds), ("api", true));
+        assert_eq!((s[1].name.as_str(), s[1].builds), ("redis", false));
+        assert_eq!(s[1].image.as_deref(), Some("redis"));
+    }
+
+    #[test]
+    fn reads_what_the_checklist_needs_from_v1_and_v2_config_output() {
+        let yaml = "services:\n  migrate:\n    image: busybox\n    restart: \"no\"\n  api:\n    depends_on:\n      migrate:\n        condition: service_completed_successfully\n        required: true\n      redis:\n        condition: service_healthy\n    deploy:\n      replicas: 2\n    ports:\n    - \"127.0.0.1:80:8000\"\n  redis:\n    healthcheck:\n      test:\n      - CMD\n      - redis-cli\n      - ping\n  worker:\n    depends_on: [redis]\n    scale: 3\n    profiles: [jobs]\n    restart: always\n";
+        let s = services(yaml).unwrap();
+        assert_eq!(one_shots(&s, &[]), vec!["migrate"]);
+        assert_eq!(s[1].replicas, Some(2));
+        assert_eq!(s[1].ports, vec!["127.0.0.1:80:8000"]);
         assert_eq!(
-            services(yaml).unwrap(),
-            vec![
-                Service {
-                    name: "api".into(),
-                    builds: true
-                },
-                Service {
-                    name: "redis".into(),
-                    builds: false
-                }
-            ]
+            s[2].healthcheck.as_deref(),
+            Some(&["CMD".to_string(), "redis-cli".into(), "ping".into()][..])
         );
+        assert_eq!(
+            s[3].depends_on,
+            vec![("redis".to_string(), "service_started".to_string())]
+        );
+        assert!(!s[3].active(&[]) && s[3].active(&["jobs".into()]));
+        assert_eq!(one_shots(&s, &["worker".into()]), vec!["migrate", "worker"]);
     }
 }

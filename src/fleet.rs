@@ -94,6 +94,7 @@ impl Member {
             dir: self.layout.release(id),
             files,
             vars: self.host.vars.clone(),
+            profiles: config.app.profiles.clone(),
         }
     }
 }

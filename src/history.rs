@@ -44,6 +44,21 @@ pub struct Entry {
     pub to: Option<String>,
     #[serde(default)]
     pub message: Option<String>,
+    /// The release command that ran for this release, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_command: Option<RanCommand>,
+}
+
+/// A release command that ran (see `[release]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RanCommand {
+    /// Where it ran (the first host, or each).
+    pub hosts: Vec<String>,
+    /// The command as shown to people (secrets redacted).
+    pub command: String,
+    /// Its exit code on each host, in `hosts` order.
+    pub codes: Vec<i32>,
+    pub elapsed_ms: u64,
 }
 
 // $1 the history file, $2 the line. Under umask 077 in a 0700 `.deploy/` (one

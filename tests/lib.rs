@@ -12,5 +12,6 @@ mod git_push;
 mod pipeline;
 mod releases;
 mod safety;
+mod shapes;
 mod ssh_transport;
 mod verification;

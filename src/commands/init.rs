@@ -105,8 +105,57 @@ fn list<'a>(items: impl Iterator<Item = &'a str>) -> String {
     items.map(quoted).collect::<Vec<_>>().join(", ")
 }
 
+/// Each service's healthcheck as an `exec` check, so `deploy verify` runs it too.
+fn healthcheck_checks(services: &[Service]) -> String {
+    let mut out = String::new();
+    for s in services {
+        let Some(test) = &s.healthcheck else { continue };
+        let command: Vec<String> = match test.split_first() {
+            Some((kind, rest)) if kind == "CMD" => rest.to_vec(),
+            Some((kind, rest)) if kind == "CMD-SHELL" => vec!["sh".into(), "-c".into(), rest.join(" ")],
+            _ => continue,
+        };
+        if command.is_empty() {
+            continue;
+        }
+        out.push_str(&format!(
+            "# {name}'s own healthcheck, from the compose file:\n[[verify.checks]]\nname = {}\ntype = \"exec\"\nservice = {}\ncommand = [{}]\n\n",
+            quoted(&format!("{} healthcheck", s.name)),
+            quoted(&s.name),
+            list(command.iter().map(String::as_str)),
+            name = s.name,
+        ));
+    }
+    out
+}
+
+/// "migrate (api waits for it to complete)" for each one-shot service found.
+fn one_shots_found(services: &[Service]) -> String {
+    let found = crate::compose::one_shots(services, &[]);
+    if found.is_empty() {
+        return "none".into();
+    }
+    found.join(", ")
+}
+
 fn render(name: &str, compose_file: &str, services: &[Service]) -> String {
+    let mut profiles: Vec<&str> = services
+        .iter()
+        .flat_map(|s| s.profiles.iter().map(String::as_str))
+        .collect();
+    profiles.sort_unstable();
+    profiles.dedup();
     TEMPLATE
+        .replace("{{one_shot_found}}", &one_shots_found(services))
+        .replace(
+            "{{profiles_found}}",
+            &if profiles.is_empty() {
+                "none in the compose file".to_string()
+            } else {
+                format!("the compose file has {}", profiles.join(", "))
+            },
+        )
+        .replace("{{healthcheck_checks}}", &healthcheck_checks(services))
         .replace("{{name}}", &quoted(name))
         .replace("{{bare_name}}", name)
         .replace("{{compose_file}}", &quoted(compose_file))
@@ -116,7 +165,13 @@ fn render(name: &str, compose_file: &str, services: &[Service]) -> String {
         )
         .replace(
             "{{build}}",
-            &list(services.iter().filter(|s| s.builds).map(|s| s.name.as_str())),
+            // A service behind a profile is built only when its profile is active.
+            &list(
+                services
+                    .iter()
+                    .filter(|s| s.builds && s.profiles.is_empty())
+                    .map(|s| s.name.as_str()),
+            ),
         )
         .replace("{{services}}", &list(services.iter().map(|s| s.name.as_str())))
 }

@@ -66,6 +66,15 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str, hosts: Option<&[String]>
                             e.from.as_deref().map(|f| format!(" from {f}")).unwrap_or_default(),
                             if kept.contains(&e.release) { "" } else { " (pruned)" },
                         ));
+                        if let Some(ran) = &e.release_command {
+                            let codes: Vec<String> = ran.codes.iter().map(i32::to_string).collect();
+                            text.push_str(&format!(
+                                "    release command on {}: {} (exit {})\n",
+                                ran.hosts.join(", "),
+                                ran.command,
+                                codes.join(", ")
+                            ));
+                        }
                     }
                     if entries.is_empty() {
                         text.push_str("no releases yet\n");

@@ -13,7 +13,7 @@ use regex::Regex;
 use toml::Spanned;
 
 pub use diagnostic::Diagnostic;
-pub use schema::{App, CheckType, Hooks, HostKeyPolicy, Rollback, Source, Strategy, TransportKind, Via};
+pub use schema::{App, CheckType, Hooks, HostKeyPolicy, ReleaseHosts, Rollback, Source, Strategy, TransportKind, Via};
 pub use text::{Secret, Text, REDACTED};
 
 use schema::{CheckSpec, EnvironmentSpec, HostSpec};
@@ -40,8 +40,23 @@ pub struct Config {
     pub rollback: Rollback,
     /// `[hooks]`.
     pub hooks: Hooks,
+    /// `[release]`: the release command (migrations), if any.
+    pub release: Option<ReleaseCommand>,
     /// Every value that came from the environment, to scrub from any output.
     pub secrets: Vec<Secret>,
+}
+
+/// `[release]`, validated.
+#[derive(Debug, Clone)]
+pub struct ReleaseCommand {
+    /// The service whose new image runs it.
+    pub service: String,
+    /// The command and its arguments.
+    pub command: Vec<Text>,
+    /// Once (first host) or on each host.
+    pub hosts: ReleaseHosts,
+    /// Stopped after this long.
+    pub timeout: std::time::Duration,
 }
 
 /// A named set of hosts to deploy to.
@@ -324,8 +339,37 @@ impl Checker<'_> {
             },
             rollback: file.rollback.clone(),
             hooks: file.hooks.clone(),
+            release: self.release(file.release.as_ref())?,
             secrets,
         })
+    }
+
+    /// `[release]`: a service and a command that are not empty, a timeout above zero.
+    fn release(&self, spec: Option<&Spanned<schema::ReleaseSpec>>) -> Result<Option<ReleaseCommand>, ConfigError> {
+        let Some(spec) = spec else { return Ok(None) };
+        let r = spec.get_ref();
+        if r.service.get_ref().trim().is_empty() {
+            return Err(self.at(
+                &r.service,
+                "release.service is empty: expected the compose service whose new image runs the command, e.g. \"api\""
+                    .into(),
+            ));
+        }
+        if r.command.get_ref().is_empty() {
+            return Err(self.at(&r.command, "release.command is empty: expected the command and its arguments, e.g. [\"python\", \"-m\", \"alembic\", \"upgrade\", \"head\"]".into()));
+        }
+        if r.timeout.0.is_zero() {
+            return Err(self.at(
+                spec,
+                "release.timeout must be longer than zero: expected a duration like \"10m\"".into(),
+            ));
+        }
+        Ok(Some(ReleaseCommand {
+            service: r.service.get_ref().clone(),
+            command: r.command.get_ref().clone(),
+            hosts: r.hosts,
+            timeout: r.timeout.0,
+        }))
     }
 
     fn environment(

@@ -28,6 +28,39 @@ pub struct File {
     pub rollback: Rollback,
     #[serde(default)]
     pub hooks: Hooks,
+    /// A command run once per deploy in the new release's image before any
+    /// host switches (a database migration).
+    pub release: Option<Spanned<ReleaseSpec>>,
+}
+
+/// Where a release command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseHosts {
+    /// On the first selected host only: once per deploy.
+    #[default]
+    First,
+    /// On every selected host.
+    Each,
+}
+
+/// `[release]`: `compose run --rm --no-deps <service> <command>` in the new release.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseSpec {
+    /// The service whose new image runs the command.
+    pub service: Spanned<String>,
+    /// The command and its arguments.
+    pub command: Spanned<Vec<Text>>,
+    #[serde(default)]
+    pub hosts: ReleaseHosts,
+    /// Given up (and stopped) after this long.
+    #[serde(default = "default_release_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_release_timeout() -> Duration {
+    Duration(std::time::Duration::from_secs(10 * 60))
 }
 
 /// `[app]`: what is deployed.
@@ -60,6 +93,14 @@ pub struct App {
     /// A lock whose holder stopped extending it expires after this long.
     #[serde(default = "default_lock_timeout")]
     pub lock_timeout: Duration,
+    /// Services that run once and exit 0 (migrations, seeds): `compose_ps`
+    /// wants them completed, not running.
+    #[serde(default)]
+    pub one_shot: Vec<String>,
+    /// Compose profiles to activate (`--profile`); services of others are
+    /// neither built, started nor checked.
+    #[serde(default)]
+    pub profiles: Vec<String>,
 }
 
 fn default_lock_timeout() -> Duration {

@@ -9,6 +9,7 @@
 
 mod choose;
 mod hosts;
+pub mod release_command;
 mod switch;
 mod up;
 
@@ -129,6 +130,8 @@ pub(crate) struct Run<'a> {
     pub release: Option<String>,
     pub commit: Option<String>,
     pub hosts: Vec<HostRun>,
+    /// The release command, once it ran.
+    pub ran: Option<crate::history::RanCommand>,
 }
 
 impl Run<'_> {
@@ -210,6 +213,7 @@ pub async fn run(
         }),
         commit: plan.as_ref().map(|p| p.commit.id.clone()),
         hosts: hosts.iter().map(|h| HostRun::new(&h.name)).collect(),
+        ran: None,
     };
     announce(&run, &hosts);
 
@@ -408,9 +412,19 @@ async fn changes(run: &mut Run<'_>, fleet: &Fleet, plan: Option<&mut UpPlan>, gu
         Ok(s) => s,
         Err(end) => return end,
     };
-    // The target on every host: a staged new release, or a kept one.
+    // The target on every host: a staged new release (and its release
+    // command run), or a kept one.
     let prepared = match plan {
-        Some(plan) => up::stage(run, fleet, plan, &states, guard).await,
+        Some(plan) => match up::stage(run, fleet, plan, &states, guard).await {
+            Ok(()) => match release_command::run(run, fleet, guard).await {
+                Ok(()) => Ok(()),
+                Err(end) => {
+                    up::discard(fleet, &plan.release, run.reporter).await;
+                    Err(end)
+                }
+            },
+            Err(end) => Err(end),
+        },
         None => choose::target(run, fleet, &states).await,
     };
     if let Err(end) = prepared {
@@ -524,6 +538,7 @@ async fn record(run: &Run<'_>, fleet: &Fleet, states: &[LiveState], outcome: Out
                 from: h.before().map(str::to_string),
                 to: h.live.clone(),
                 message: message.clone(),
+                release_command: run.ran.clone(),
             });
             async move { entry.map(|e| (m, e)) }
         })

@@ -13,7 +13,7 @@ use crate::git::{self, Commit, PushAuth, Repo};
 use crate::known_hosts::KnownHosts;
 use crate::live::LiveState;
 use crate::outcome::Outcome;
-use crate::pipeline::Progress;
+use crate::pipeline::{release_command, Progress};
 use crate::release::{self, release_id};
 use crate::report::events::{Event, Reporter, Step};
 
@@ -84,12 +84,13 @@ impl UpPlan {
     }
 }
 
-/// The services to build: `[app] build`, or every service with `build:` in the commit's compose files.
+/// The services to build: `[app] build`, or every service with `build:` in the
+/// commit's compose files that runs under the active profiles.
 fn services_to_build(config: &Config, repo: &Repo, commit: &Commit) -> Result<Vec<String>, Error> {
     if let Some(list) = &config.app.build {
         return Ok(list.iter().map(|s| s.expose().to_string()).collect());
     }
-    let mut out: Vec<String> = Vec::new();
+    let mut files = Vec::new();
     for file in &config.app.compose_files {
         let text = repo.read_file(commit, file.expose())?.ok_or_else(|| {
             Error::Usage(format!(
@@ -98,15 +99,16 @@ fn services_to_build(config: &Config, repo: &Repo, commit: &Commit) -> Result<Ve
                 file.expose()
             ))
         })?;
-        let services = compose::services(&text)
-            .map_err(|e| Error::Usage(format!("{} in commit {}: {e}", file.expose(), commit.short)))?;
-        for s in services.into_iter().filter(|s| s.builds) {
-            if !out.contains(&s.name) {
-                out.push(s.name);
-            }
-        }
+        files.push(
+            compose::services(&text)
+                .map_err(|e| Error::Usage(format!("{} in commit {}: {e}", file.expose(), commit.short)))?,
+        );
     }
-    Ok(out)
+    Ok(compose::merged(&files)
+        .into_iter()
+        .filter(|s| s.builds && s.active(&config.app.profiles))
+        .map(|s| s.name)
+        .collect())
 }
 
 /// How pushes authenticate and check host keys: the `[ssh]` settings of the environment.
@@ -320,7 +322,7 @@ async fn stage_host(
 
 /// Removes release `id` (never live) and its images from every host: a failed or
 /// interrupted staging leaves nothing behind. Stops a build still running.
-async fn discard(fleet: &Fleet, id: &str, reporter: &dyn Reporter) {
+pub(super) async fn discard(fleet: &Fleet, id: &str, reporter: &dyn Reporter) {
     fleet
         .for_each(|m| async move {
             let _ = m
@@ -399,7 +401,7 @@ pub(super) fn describe(config: &Config, fleet: &Fleet, plan: &UpPlan, reporter: 
             format!("push branch `{}` to `{}`", config.source.branch, config.source.remote),
         );
     }
-    for m in &fleet.members {
+    for (i, m) in fleet.members.iter().enumerate() {
         let h = Some(m.host.name.as_str());
         info(
             h,
@@ -423,6 +425,18 @@ pub(super) fn describe(config: &Config, fleet: &Fleet, plan: &UpPlan, reporter: 
                 h,
                 format!("build: {}", compose.cmd(["build"]).args(build.iter()).display()),
             );
+        }
+        if let Some(rc) = &config.release {
+            if release_command::hosts(rc, fleet.members.len()).contains(&i) {
+                let record = Record::new(config, m, id, &plan.commit.id, &plan.build);
+                info(
+                    h,
+                    format!(
+                        "release command, before any host switches: {}",
+                        release_command::command(m, &record, rc).display()
+                    ),
+                );
+            }
         }
         info(
             h,

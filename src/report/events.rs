@@ -15,6 +15,8 @@ pub enum Step {
     Fetch,
     Upload,
     Build,
+    /// The release command (`[release]`, e.g. a migration).
+    Release,
     Switch,
     Verify,
     Rollback,
@@ -43,6 +45,7 @@ impl Step {
             Step::Fetch => "fetch",
             Step::Upload => "upload",
             Step::Build => "build",
+            Step::Release => "release command",
             Step::Switch => "switch",
             Step::Verify => "verify",
             Step::Rollback => "rollback",

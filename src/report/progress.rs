@@ -188,6 +188,12 @@ pub fn summary_table(s: &Summary) -> String {
                         out.push_str(&format!("      {l}\n"));
                     }
                 }
+                for (container, probes) in &ev.health {
+                    out.push_str(&format!("    last healthchecks of {container}:\n"));
+                    for p in probes {
+                        out.push_str(&format!("      {p}\n"));
+                    }
+                }
             }
         }
     }

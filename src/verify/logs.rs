@@ -1,13 +1,15 @@
 //! `type = "logs"`: a pattern that must be absent from (or present in) the named
 //! services' log lines, since this release was started (just before its `up`)
-//! when `since_deploy`.
+//! when `since_deploy`. Patterns see each line as the container wrote it (no
+//! service prefix, no timestamp), so `^` and `$` anchor to the line itself.
 
 use super::{excerpt, Attempt, Target};
 use crate::config::CheckKind;
 use crate::fleet::QUICK_TIMEOUT;
 use crate::release::shell;
 
-// $1 project, $2 the live release's started file ("" for all lines), $3... services (none: all).
+// $1 project, $2 the live release's started file ("" for all lines), $3... services
+// (none: all). Prints `service<TAB>line` per line, a last line without newline too.
 const LOGS: &str = r#"
 project="$1"; since=""
 [ -n "$2" ] && since=$(cat "$2" 2>/dev/null)
@@ -15,7 +17,7 @@ shift 2
 if [ $# -eq 0 ]; then set -- $(docker ps -a --filter "label=com.docker.compose.project=$project" --format '{{.Label "com.docker.compose.service"}}' | sort -u); fi
 for s in "$@"; do
   for c in $(docker ps -aq --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.service=$s" --filter "label=com.docker.compose.oneoff=False"); do
-    if [ -n "$since" ]; then docker logs --since "$since" "$c" 2>&1; else docker logs "$c" 2>&1; fi | while IFS= read -r line; do printf '%s | %s\n' "$s" "$line"; done
+    if [ -n "$since" ]; then docker logs --since "$since" "$c" 2>&1; else docker logs "$c" 2>&1; fi | while IFS= read -r line || [ -n "$line" ]; do printf '%s\t%s\n' "$s" "$line"; done
   done
 done
 "#;
@@ -52,19 +54,52 @@ pub(crate) async fn attempt(kind: &CheckKind, target: &Target<'_>) -> Attempt {
         .check(&shell(LOGS, &args).into(), Some(QUICK_TIMEOUT))
         .await
         .map_err(|e| e.to_string())?;
-    let lines: Vec<&str> = out.stdout.lines().collect();
+    let lines = parse(&out.stdout);
+    let shown = |l: &LogLine| excerpt(&format!("{} | {}", l.service, l.text), 200);
     if let Some(re) = absent {
-        let hits: Vec<&&str> = lines.iter().filter(|l| re.is_match(l)).collect();
+        let hits: Vec<&LogLine> = lines.iter().filter(|l| re.is_match(l.text)).collect();
         if !hits.is_empty() {
-            let shown: Vec<String> = hits.iter().take(3).map(|l| excerpt(l, 200)).collect();
-            return Err(format!("{} line(s) match /{re}/: {}", hits.len(), shown.join(" / ")));
+            let first: Vec<String> = hits.iter().take(3).map(|l| shown(l)).collect();
+            return Err(format!("{} line(s) match /{re}/: {}", hits.len(), first.join(" / ")));
         }
     }
     if let Some(re) = present {
-        match lines.iter().find(|l| re.is_match(l)) {
-            Some(l) => return Ok(format!("found: {}", excerpt(l, 200))),
+        match lines.iter().find(|l| re.is_match(l.text)) {
+            Some(l) => return Ok(format!("found: {}", shown(l))),
             None => return Err(format!("no line matches /{re}/ in {} line(s)", lines.len())),
         }
     }
     Ok(format!("no line of {} matches", lines.len()))
+}
+
+/// One log line: the service that wrote it and the line as it wrote it.
+struct LogLine<'a> {
+    service: &'a str,
+    text: &'a str,
+}
+
+/// Reads `service<TAB>line` lines; a carriage return ending a line is not part of it.
+fn parse(out: &str) -> Vec<LogLine<'_>> {
+    out.lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(service, text)| LogLine {
+            service,
+            text: text.strip_suffix('\r').unwrap_or(text),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_see_the_line_as_the_container_wrote_it() {
+        let lines = parse("worker\tRedis connection established\r\napi\tERROR boom\tand a tab\n");
+        let re = regex::Regex::new("^Redis connection established$").unwrap();
+        assert!(re.is_match(lines[0].text));
+        assert_eq!(lines[1].service, "api");
+        assert!(regex::Regex::new("^ERROR").unwrap().is_match(lines[1].text));
+        assert_eq!(lines[1].text, "ERROR boom\tand a tab");
+    }
 }

@@ -18,6 +18,7 @@ use crate::compose::{self, Container};
 use crate::config::{Check, CheckKind, Config};
 use crate::fleet::{Fleet, Member, QUICK_TIMEOUT};
 use crate::release::shell;
+use crate::remote::Cmd;
 use crate::report::events::{Event, Reporter};
 use tunnel::Tunnels;
 
@@ -42,6 +43,9 @@ pub struct Evidence {
     pub containers: Vec<Container>,
     /// Service → its last log lines.
     pub logs: BTreeMap<String, Vec<String>>,
+    /// Container → its last healthcheck results, for containers not healthy.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub health: BTreeMap<String, Vec<String>>,
 }
 
 /// The checklist's outcome on one host.
@@ -83,6 +87,27 @@ pub(crate) struct Target<'a> {
     pub record: &'a Record,
     /// The host's port forwards for this checklist run.
     pub tunnels: &'a Tunnels<'a>,
+    /// The release's services as `compose config` resolves them, read once per checklist run.
+    pub services: &'a tokio::sync::OnceCell<Vec<compose::Service>>,
+}
+
+impl Target<'_> {
+    /// The release's services as `compose config` resolves them on the host
+    /// (files merged, variables filled in), read on first use.
+    pub(crate) async fn services(&self) -> Result<&[compose::Service], String> {
+        let m = self.member;
+        self.services
+            .get_or_try_init(|| async {
+                let out = m
+                    .remote
+                    .check(&m.compose_for(self.record).cmd(["config"]).into(), Some(QUICK_TIMEOUT))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                compose::services(&out.stdout).map_err(|e| format!("compose config: {e}"))
+            })
+            .await
+            .map(Vec::as_slice)
+    }
 }
 
 /// The check applies to this host: a host that lists its `services` skips checks
@@ -222,11 +247,13 @@ async fn run_or_skip(check: &Check, target: &Target<'_>, reporter: &dyn Reporter
 /// the host's next command).
 pub async fn verify_host(config: &Config, member: &Member, record: &Record, reporter: &dyn Reporter) -> HostChecks {
     let tunnels = Tunnels::new(member.remote.as_ref());
+    let services = tokio::sync::OnceCell::new();
     let target = Target {
         config,
         member,
         record,
         tunnels: &tunnels,
+        services: &services,
     };
     let checks = &config.verify.checks;
     let (last, first): (Vec<&Check>, Vec<&Check>) = checks.iter().partition(|c| settles_last(c));
@@ -276,6 +303,7 @@ async fn evidence(m: &Member, project: &str) -> Evidence {
         Err(_) => Vec::new(),
     };
     let mut logs = BTreeMap::new();
+    let mut health = BTreeMap::new();
     for c in &containers {
         let cmd = shell(
             r#"docker logs --tail "$1" "$2" 2>&1"#,
@@ -285,8 +313,36 @@ async fn evidence(m: &Member, project: &str) -> Evidence {
             let lines: Vec<String> = out.stdout.lines().map(str::to_string).collect();
             logs.entry(c.service.clone()).or_insert_with(Vec::new).extend(lines);
         }
+        if matches!(c.health(), Some("unhealthy" | "starting")) {
+            let cmd = Cmd::new("docker")
+                .args(["inspect", "--format", "{{json .State.Health.Log}}"])
+                .arg(&c.name);
+            if let Ok(out) = m.remote.run(&cmd.into(), Some(QUICK_TIMEOUT)).await {
+                health.insert(c.name.clone(), health_log(&out.stdout));
+            }
+        }
     }
-    Evidence { containers, logs }
+    Evidence {
+        containers,
+        logs,
+        health,
+    }
+}
+
+/// Docker's health log (JSON) as one line per probe: "exit 1: PING failed".
+fn health_log(json: &str) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "ExitCode")]
+        exit_code: i64,
+        #[serde(rename = "Output")]
+        output: String,
+    }
+    let probes: Vec<Probe> = serde_json::from_str(json.trim()).unwrap_or_default();
+    probes
+        .iter()
+        .map(|p| format!("exit {}: {}", p.exit_code, excerpt(&p.output, 300)))
+        .collect()
 }
 
 /// The first `n` characters of `s`, on one line.

@@ -101,6 +101,29 @@ impl AppRepo {
         repo
     }
 
+    /// A repository with one commit of `tests/fixtures/<name>/` (its
+    /// `deploy.toml` left out of the commit, and out of git's sight).
+    pub fn from_fixture(name: &str) -> AppRepo {
+        images::ensure();
+        let dir = open_tempdir();
+        let source = super::repo_root().join("tests/fixtures").join(name);
+        assert!(source.is_dir(), "no fixture {}", source.display());
+        copy_tree(&source, dir.path());
+        git(dir.path(), &["init", "-q", "-b", "main"]);
+        std::fs::write(dir.path().join(".git/info/exclude"), "deploy.toml\n.env\n").expect("exclude");
+        git(dir.path(), &["add", "-A"]);
+        git(dir.path(), &["commit", "-q", "-m", &format!("the {name} shape")]);
+        AppRepo { dir }
+    }
+
+    /// Writes `text` to `rel` and commits it; returns the commit id.
+    pub fn commit_file(&self, rel: &str, text: &str, message: &str) -> String {
+        write(self.path(), rel, text);
+        git(self.path(), &["add", "-A"]);
+        git(self.path(), &["commit", "-q", "-m", message]);
+        git(self.path(), &["rev-parse", "HEAD"]).trim().to_string()
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -203,6 +226,20 @@ impl BareRemote {
     /// The URL that reaches it through `host`'s sshd.
     pub fn ssh_url(&self, port: u16) -> String {
         format!("ssh://{}@127.0.0.1:{port}{}", super::sshd::USER, self.path().display())
+    }
+}
+
+/// Copies the files under `from` into `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("read fixture") {
+        let entry = entry.expect("fixture entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            std::fs::create_dir_all(&target).expect("mkdir");
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
     }
 }
 

@@ -50,8 +50,25 @@ pub struct Deployment {
 impl Deployment {
     /// Everything set up, nothing deployed; the app's first commit is `first`.
     pub fn new(setup: Setup, first: &Behaviour) -> Deployment {
+        let d = Deployment::with_app(AppRepo::new(first));
+        let app = format!("[app]\nname = \"app\"\n{}\n", setup.app_extra);
+        d.write_config(&app, &setup);
+        d
+    }
+
+    /// The shape in `tests/fixtures/<name>/`, set up and not deployed: its
+    /// `deploy.toml` with this host's tables added.
+    pub fn fixture(name: &str, setup: Setup) -> Deployment {
+        let d = Deployment::with_app(AppRepo::from_fixture(name));
+        let own = std::fs::read_to_string(super::repo_root().join("tests/fixtures").join(name).join("deploy.toml"))
+            .expect("the fixture's deploy.toml");
+        d.write_config(&own, &setup);
+        d
+    }
+
+    /// A host, a bare remote and ports for `app`.
+    fn with_app(app: AppRepo) -> Deployment {
         let host = SshHost::start();
-        let app = AppRepo::new(first);
         let remote = BareRemote::new();
         git(
             app.path(),
@@ -60,7 +77,7 @@ impl Deployment {
         let known = open_tempdir();
         let (api_port, redis_port) = (free_port(), free_port());
         let project = format!("t{}", host.port);
-        let d = Deployment {
+        Deployment {
             host,
             app,
             remote,
@@ -68,26 +85,29 @@ impl Deployment {
             api_port,
             redis_port,
             project,
-        };
-        let config = format!(
-            "[app]\nname = \"app\"\n{}\n\n[source]\nstrategy = \"{}\"\n{}\n\n{}\n[environments.test]\nhosts = [\"127.0.0.1\"]\npath = \"{}\"\nproject = \"{}\"\ncompose = \"{}\"\nvars = {{ API_PORT = \"{}\", REDIS_PORT = \"{}\" }}\n",
-            setup.app_extra,
+        }
+    }
+
+    /// deploy.toml: `app` (the `[app]` table and whatever the app brings), then
+    /// this host's tables, then `setup.extra`; `{API_PORT}` and `{REDIS_PORT}`
+    /// are replaced by the deployment's ports.
+    fn write_config(&self, app: &str, setup: &Setup) {
+        let host = format!(
+            "[source]\nstrategy = \"{}\"\n{}\n\n{}\n[environments.test]\nhosts = [\"127.0.0.1\"]\npath = \"{}\"\nproject = \"{}\"\ncompose = \"{}\"\nvars = {{ API_PORT = \"{}\", REDIS_PORT = \"{}\" }}\n",
             setup.strategy,
             setup.source_extra,
-            d.host.ssh_toml(&d.host.known_hosts_file(d.known.path()), "strict"),
-            d.host.app_path().display(),
-            d.project,
+            self.host.ssh_toml(&self.host.known_hosts_file(self.known.path()), "strict"),
+            self.host.app_path().display(),
+            self.project,
             setup.compose,
-            d.api_port,
-            d.redis_port,
+            self.api_port,
+            self.redis_port,
         );
-        let extra = setup
-            .extra
-            .replace("{API_PORT}", &d.api_port.to_string())
-            .replace("{REDIS_PORT}", &d.redis_port.to_string());
+        let text = format!("{app}\n{host}\n{}", setup.extra)
+            .replace("{API_PORT}", &self.api_port.to_string())
+            .replace("{REDIS_PORT}", &self.redis_port.to_string());
         // Untracked, so the tree stays clean for deploys.
-        std::fs::write(d.app.path().join("deploy.toml"), format!("{config}\n{extra}")).unwrap();
-        d
+        std::fs::write(self.app.path().join("deploy.toml"), text).unwrap();
     }
 
     /// `deploy <args>` in the app's directory.

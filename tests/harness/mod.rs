@@ -272,6 +272,20 @@ pub fn remove_project(project: &str) {
     let _ = Command::new("docker")
         .args(["network", "rm", &format!("{project}_default")])
         .output();
+    // Named volumes too: a test leaves the engine as it found it.
+    let volumes = list(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+    ]);
+    if !volumes.is_empty() {
+        let _ = Command::new("docker")
+            .args(["volume", "rm", "-f"])
+            .args(&volumes)
+            .output();
+    }
     let images = list(&["image", "ls", "-q", "--filter", &format!("reference={project}-*")]);
     if !images.is_empty() {
         let _ = Command::new("docker")
