@@ -99,7 +99,7 @@ Exit codes of rollback:
   4    putting a host back failed too, or the lock was lost mid-way: a person must look now
   5    another deploy holds the lock
   6    the target failed its checks and was left live (rollback.automatic = false)
-  130  interrupted (Ctrl-C / SIGTERM); switched hosts were put back";
+  130  interrupted (Ctrl-C / SIGTERM); switched hosts were put back (not verified again)";
 
 /// `--hosts`, for commands that take it.
 #[derive(Debug, Clone, Default, clap::Args)]

@@ -9,8 +9,8 @@ use std::time::Instant;
 use futures::stream::{self, StreamExt};
 
 use crate::activation::Record;
-use crate::compose::{Compose, Variant, OVERRIDE_FILE};
-use crate::config::{Config, Environment, Host};
+use crate::compose::Variant;
+use crate::config::{Environment, Host};
 use crate::error::Error;
 use crate::lock::{self, Acquired, Extend, LockInfo};
 use crate::release::{self, Layout};
@@ -44,8 +44,6 @@ pub struct Member {
     pub current: Option<String>,
     /// The live release's record, where it has one (after preflight).
     pub record: Option<Record>,
-    /// The newest release directory on the host (live or not), from preflight.
-    pub newest: Option<String>,
     /// Whether git is installed (after preflight).
     pub git: bool,
 }
@@ -61,7 +59,6 @@ impl Member {
             variants: Vec::new(),
             current: None,
             record: None,
-            newest: None,
             git: false,
         }
     }
@@ -77,25 +74,6 @@ impl Member {
     /// The services named to `compose up`: this host's, or none (all).
     pub fn runs(&self) -> Vec<String> {
         self.host.services.clone().unwrap_or_default()
-    }
-
-    /// Compose for a release staged now: today's config for this host's project.
-    pub fn compose(&self, config: &Config, id: &str) -> Compose {
-        let mut files: Vec<String> = config
-            .app
-            .compose_files
-            .iter()
-            .map(|f| f.expose().to_string())
-            .collect();
-        files.push(OVERRIDE_FILE.to_string());
-        Compose {
-            variant: self.variant.unwrap_or(Variant::V2),
-            project: self.host.project.clone(),
-            dir: self.layout.release(id),
-            files,
-            vars: self.host.vars.clone(),
-            profiles: config.app.profiles.clone(),
-        }
     }
 }
 
@@ -226,16 +204,6 @@ impl Fleet {
         (fleet, failures)
     }
 
-    /// Removes the members named in `failures` (closing their connections), so
-    /// the fleet holds only hosts that passed preflight.
-    pub async fn drop_failed(&mut self, failures: &[(String, String)]) {
-        let (keep, gone): (Vec<Member>, Vec<Member>) = std::mem::take(&mut self.members)
-            .into_iter()
-            .partition(|m| !failures.iter().any(|(n, _)| n == &m.host.name));
-        self.members = keep;
-        futures::future::join_all(gone.into_iter().map(|m| m.remote.close())).await;
-    }
-
     /// Reads each host's compose variant, live release and tools; returns the
     /// hosts that cannot be deployed to, with the reason.
     pub async fn preflight(&mut self, reporter: &dyn Reporter) -> Vec<(String, String)> {
@@ -252,7 +220,6 @@ impl Fleet {
                     let current = lines.next().map(str::trim).filter(|c| *c != "-" && release::is_release_id(c));
                     let docker = lines.next().map(str::trim).filter(|d| *d != "-" && !d.is_empty());
                     m.git = lines.next().map(str::trim) == Some("git");
-                    m.newest = lines.next().map(str::trim).filter(|n| release::is_release_id(n)).map(str::to_string);
                     m.current = current.map(str::to_string);
                     m.record = Record::parse(&lines.collect::<Vec<_>>().join("\n")).filter(|r| Some(r.release.as_str()) == current);
                     m.variants = variants;
@@ -335,6 +302,13 @@ impl Fleet {
                         .as_ref()
                         .map_or("someone (no lock info)".to_string(), LockInfo::describe)
                 )),
+                Ok(Acquired::Stuck(holder)) => refused.held.push(format!(
+                    "{}: an expired lock of {}, which this host cannot take over safely (it has no flock(1)): `deploy lock ENV release --force` breaks it",
+                    m.host.name,
+                    holder
+                        .as_ref()
+                        .map_or("someone (no lock info)".to_string(), LockInfo::describe)
+                )),
                 Ok(Acquired::Busy) => refused.errors.push((
                     m.host.name.clone(),
                     "another lock operation kept the host's lock mutex for 30 s".into(),
@@ -367,16 +341,16 @@ impl Fleet {
 }
 
 /// The lock a run holds on every host of its fleet. The run asks
-/// [`LockGuard::held`] before each change; [`LockGuard::keep`] extends the
-/// lock meanwhile and notices when it is no longer ours.
+/// [`LockGuard::held`] before each change, which asks the hosts;
+/// [`LockGuard::keep`] extends the lock meanwhile (a build may outlast it).
 #[derive(Debug)]
 pub struct LockGuard {
     token: String,
     ttl: u64,
     /// Which members' locks this run took.
     ours: Vec<bool>,
-    /// Wall-clock time each member's lock was last known to be ours and
-    /// extended (wall clock: a suspended laptop's monotonic clock stands still).
+    /// When each member's lock was last known to be ours and extended: an
+    /// unanswered extension counts as lost once the lock could have expired.
     kept: std::sync::Mutex<Vec<std::time::SystemTime>>,
     /// Why the lock is no longer ours, once it is not.
     lost: std::sync::Mutex<Option<String>>,
@@ -401,18 +375,12 @@ impl LockGuard {
         }
     }
 
-    /// `Ok` while the lock is ours on every host; else why not. When the last
-    /// extension is older than half the lock's lifetime (the keeper could not
-    /// run: a laptop asleep), the hosts are asked first.
+    /// `Ok` while the lock is ours on every host; else why not. The hosts are
+    /// asked (and the lock extended) every time: between two of the keeper's
+    /// rounds someone may have broken it, or this machine may have slept past
+    /// its expiry.
     pub async fn held(&self, fleet: &Fleet) -> Result<(), String> {
-        let stale = self.ttl > 0 && {
-            let half = std::time::Duration::from_secs(self.ttl / 2);
-            let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-            kept.iter()
-                .zip(&self.ours)
-                .any(|(t, ours)| *ours && t.elapsed().unwrap_or_default() >= half)
-        };
-        if stale {
+        if self.ttl > 0 {
             self.extend(fleet).await;
         }
         match self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {

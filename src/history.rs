@@ -44,6 +44,9 @@ pub struct Entry {
     pub to: Option<String>,
     #[serde(default)]
     pub message: Option<String>,
+    /// It went live with `--no-verify` where checks exist: not known good.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unverified: bool,
     /// The release command that ran for this release, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release_command: Option<RanCommand>,
@@ -126,23 +129,6 @@ pub fn parse(text: &str) -> History {
         }
     }
     history
-}
-
-/// The release to go back to from `current`: the newest earlier release that was
-/// deployed successfully (or rolled back to), whose directory still exists.
-pub fn previous_good(entries: &[Entry], current: &str, existing: &[String]) -> Option<String> {
-    entries
-        .iter()
-        .rev()
-        .filter(|e| matches!(e.outcome, Recorded::Deployed | Recorded::Rollback))
-        .map(|e| e.to.clone().unwrap_or_else(|| e.release.clone()))
-        .find(|id| id != current && existing.contains(id) && id.as_str() < current)
-        .or_else(|| {
-            // History lost or edited: fall back to the newest older directory.
-            let mut older: Vec<&String> = existing.iter().filter(|id| id.as_str() < current).collect();
-            older.sort();
-            older.last().map(|s| s.to_string())
-        })
 }
 
 /// Now, RFC 3339 UTC.

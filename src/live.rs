@@ -104,11 +104,13 @@ pub fn parse(out: &str) -> LiveState {
 }
 
 impl LiveState {
-    /// Releases that went live and passed (a deploy, or a rollback to them).
+    /// Releases that went live and passed their checks (a deploy, or a
+    /// rollback to them; not one that went live with `--no-verify`).
     pub fn good(&self) -> Vec<&str> {
         self.history
             .iter()
             .filter(|e| matches!(e.outcome, history::Recorded::Deployed | history::Recorded::Rollback))
+            .filter(|e| !e.unverified)
             .filter_map(|e| e.to.as_deref().filter(|to| *to == e.release))
             .collect()
     }

@@ -74,13 +74,17 @@ pub enum Acquired {
     Held(Option<LockInfo>),
     /// Another lock operation on the host kept the lock's mutex too long.
     Busy,
+    /// Expired, but the host has no flock(1) to take it over safely.
+    Stuck(Option<LockInfo>),
 }
 
 /// Prefixes a lock script with `alone`, which makes the rest of the script the
-/// only lock operation running on the host: under flock(1) where the host has
-/// it (released by the kernel if the process dies), else a mkdir mutex that is
-/// removed when it is a minute old. `.deploy/` is made 0700 and files 0600.
-/// Every script takes the lock directory as `$1`.
+/// only lock operation running on the host, under flock(1) (released by the
+/// kernel if the process dies). A host without flock gets no mutex: its locks
+/// are still taken atomically with `mkdir`, but an expired one is never taken
+/// over there (two deployers could both do it); `release --force` breaks it.
+/// `.deploy/` is made 0700 and files 0600. Every script takes the lock
+/// directory as `$1`.
 macro_rules! lock_script {
     ($body:literal) => {
         concat!(
@@ -88,22 +92,23 @@ macro_rules! lock_script {
 lock="$1"; state=$(dirname "$lock")
 mkdir -p "$state" && chmod 700 "$state" || exit 1
 umask 077
+flocked=""
 alone() {
-  if command -v flock >/dev/null 2>&1; then
-    exec 9>>"$lock.mutex" && flock -w 30 9 && return 0
-    return 1
-  fi
-  i=0
-  until mkdir "$lock.mutex.d" 2>/dev/null; do
-    age=$(( $(date +%s) - $(stat -c %Y "$lock.mutex.d" 2>/dev/null || date +%s) ))
-    [ "$age" -lt 60 ] || rmdir "$lock.mutex.d" 2>/dev/null
-    i=$((i + 1)); [ "$i" -lt 300 ] || return 1
-    sleep 0.1
-  done
-  trap 'rmdir "$lock.mutex.d" 2>/dev/null' EXIT
+  command -v flock >/dev/null 2>&1 || return 0
+  exec 9>>"$lock.mutex" && flock -w 30 9 && flocked=1
 }
-# The fields every script reads, at the start of info.json (see LockInfo).
-field() { sed -n "1s/^{\"since\":\([0-9]*\),\"expires\":\([0-9]*\),\"token\":\"\([^\"]*\)\".*/\\$1/p" "$lock/info.json" 2>/dev/null; }
+# since, expires and token, at the start of info.json (see LockInfo); in a lock
+# written by an older deploy, where they are, the first of each.
+field() {
+  v=$(sed -n "1s/^{\"since\":\([0-9]*\),\"expires\":\([0-9]*\),\"token\":\"\([^\"]*\)\".*/\\$1/p" "$lock/info.json" 2>/dev/null)
+  if [ -z "$v" ] && [ -f "$lock/info.json" ]; then
+    case "$1" in
+      2) v=$(grep -o '"expires":[0-9]*' "$lock/info.json" | head -n 1 | cut -d: -f2) ;;
+      3) v=$(grep -o '"token":"[^"]*"' "$lock/info.json" | head -n 1 | cut -d'"' -f4) ;;
+    esac
+  fi
+  printf '%s' "$v"
+}
 "#,
             $body
         )
@@ -112,7 +117,8 @@ field() { sed -n "1s/^{\"since\":\([0-9]*\),\"expires\":\([0-9]*\),\"token\":\"\
 
 // $2 info JSON with __SINCE__/__EXPIRES__ placeholders, $3 ttl seconds (0: never
 // expires). Prints "fresh", "takeover" then the old info, "held" then the
-// holder's info, or "busy".
+// holder's info, "stuck" then the info of an expired lock this host cannot
+// take over (no flock), or "busy".
 const ACQUIRE: &str = lock_script!(
     r#"
 ttl="$3"
@@ -123,17 +129,23 @@ write() {
   printf '%s\n' "$2" | sed "1s/^{\"since\":__SINCE__,\"expires\":__EXPIRES__,/{\"since\":$now,\"expires\":$exp,/" > "$lock/info.tmp" &&
     mv -f "$lock/info.tmp" "$lock/info.json"
 }
-if mkdir "$lock" 2>/dev/null; then write "$@"; echo fresh; exit 0; fi
+take() {
+  write "$@" && return 0
+  rm -rf "$lock"; echo "cannot write $lock/info.json" >&2; exit 1
+}
+if mkdir "$lock" 2>/dev/null; then take "$@"; echo fresh; exit 0; fi
 old_exp=$(field 2)
 # A lock without readable info (its holder died right after mkdir) expires from its mtime.
 [ -n "$old_exp" ] || old_exp=$(( $(stat -c %Y "$lock" 2>/dev/null || echo "$now") + (ttl > 0 ? ttl : 900) ))
 if [ "$old_exp" != 0 ] && [ "$old_exp" -lt "$now" ]; then
+  [ -n "$flocked" ] || { echo stuck; cat "$lock/info.json" 2>/dev/null; exit 0; }
+  # What earlier takeovers and releases cut short left behind.
+  rm -rf "$lock".stale.* "$lock".gone.* 2>/dev/null
   old=$(cat "$lock/info.json" 2>/dev/null)
   # Renamed aside first: that needs only the state dir to be ours.
-  stale="$lock.stale.$$"
-  if mv "$lock" "$stale" 2>/dev/null && mkdir "$lock" 2>/dev/null; then
-    rm -rf "$stale" 2>/dev/null
-    write "$@"; echo takeover; printf '%s\n' "$old"; exit 0
+  if mv "$lock" "$lock.stale.$$" 2>/dev/null && mkdir "$lock" 2>/dev/null; then
+    rm -rf "$lock.stale.$$" 2>/dev/null
+    take "$@"; echo takeover; printf '%s\n' "$old"; exit 0
   fi
 fi
 echo held; cat "$lock/info.json" 2>/dev/null; exit 0
@@ -166,6 +178,7 @@ pub fn parse_acquire(out: &str) -> Acquired {
         "fresh" => Acquired::Fresh,
         "takeover" => Acquired::TookOver(info),
         "busy" => Acquired::Busy,
+        "stuck" => Acquired::Stuck(info),
         _ => Acquired::Held(info),
     }
 }
@@ -183,7 +196,7 @@ pub enum Extend {
     Unknown(String),
 }
 
-// $2 token, $3 ttl seconds. Exit 3: not ours; 4: expired; 0: extended.
+// $2 token, $3 ttl seconds. Exit 3: not ours; 4: expired; 0: extended; else unknown.
 const EXTEND: &str = lock_script!(
     r#"
 alone || { echo "the lock's mutex is busy" >&2; exit 2; }
@@ -191,7 +204,8 @@ now=$(date +%s)
 [ "$(field 3)" = "$2" ] || { echo "the lock is not ours" >&2; exit 3; }
 exp=$(field 2)
 if [ -z "$exp" ] || { [ "$exp" != 0 ] && [ "$exp" -lt "$now" ]; }; then echo "the lock expired" >&2; exit 4; fi
-sed -i "1s/^{\"since\":\([0-9]*\),\"expires\":[0-9]*,/{\"since\":\1,\"expires\":$((now + $3)),/" "$lock/info.json"
+sed -i "1s/^{\"since\":\([0-9]*\),\"expires\":[0-9]*,/{\"since\":\1,\"expires\":$((now + $3)),/" "$lock/info.json" ||
+  { echo "cannot write $lock/info.json" >&2; exit 2; }
 "#
 );
 
@@ -215,7 +229,10 @@ const RELEASE: &str = lock_script!(
     r#"
 alone || { echo busy; exit 0; }
 [ -d "$lock" ] || { echo free; exit 0; }
-if [ -z "$2" ] || [ "$(field 3)" = "$2" ]; then rm -rf "$lock"; echo released; exit 0; fi
+if [ -z "$2" ] || [ "$(field 3)" = "$2" ]; then
+  # Renamed aside, then removed: cut short, it leaves no lock without info.
+  mv "$lock" "$lock.gone.$$" && rm -rf "$lock.gone.$$"; echo released; exit 0
+fi
 echo held; cat "$lock/info.json" 2>/dev/null
 "#
 );

@@ -85,7 +85,7 @@ impl Outcome {
     }
 
     /// The history line a host with this outcome gets, in a run of `change`
-    /// that ended with `run`. A host nothing happened on shares the run's fate.
+    /// that ended with `run`.
     pub fn recorded(self, change: Change, run: Outcome) -> Option<Recorded> {
         Some(match (self, change) {
             (Outcome::Deployed, Change::Up) => Recorded::Deployed,
@@ -95,8 +95,13 @@ impl Outcome {
             (Outcome::RollbackFailed, _) => Recorded::RollbackFailed,
             (Outcome::ChecksFailed, _) => Recorded::ChecksFailed,
             (Outcome::Interrupted, _) => Recorded::Interrupted,
-            (Outcome::Unchanged, _) if run == Outcome::Unchanged || run == Outcome::Deployed => return None,
-            (Outcome::Unchanged, _) => return run.recorded(change, run),
+            // Nothing happened here: a run that was stopped says so, a run that
+            // failed elsewhere failed here too, a run that succeeded left it be.
+            (Outcome::Unchanged, _) => match run {
+                Outcome::Interrupted => Recorded::Interrupted,
+                Outcome::Deployed | Outcome::Unchanged | Outcome::DryRun | Outcome::Locked => return None,
+                _ => Recorded::Failed,
+            },
             (Outcome::DryRun | Outcome::Locked, _) => return None,
         })
     }

@@ -125,8 +125,8 @@ pub fn stop_tracked(pid_file: &str) -> Cmd {
 
 /// Prints, one per line: the compose variants the host has (`v2 v1`, `v2`,
 /// `v1` or `none`), the current release id (or `-`), the docker server version
-/// (or `-`), whether git is present, the newest release dir (or `-`); then the
-/// current release's record, if it has one.
+/// (or `-`), whether git is present; then the current release's record, if it
+/// has one.
 // The engine is asked while compose is looked for. Compose v2 is found where the
 // docker CLI looks for its plugins (a file test, not two Go start-ups), else
 // asked; v1 beside it by its name on PATH, and asked only where it is the only one.
@@ -146,7 +146,6 @@ cur=$(readlink "$1/current" 2>/dev/null) && cur=$(basename "$cur") && echo "$cur
 wait
 cat "$engine"; rm -f "$engine"
 command -v git >/dev/null 2>&1 && echo git || echo nogit
-ls -1 "$1/releases" 2>/dev/null | grep -E '^[0-9]{8}T[0-9]{6}Z-' | sort | tail -n 1 | grep . || echo -
 [ -z "$cur" ] || cat "$1/releases/$cur/$2" 2>/dev/null
 true
 "#;
@@ -268,7 +267,7 @@ pub const STARTED_FILE: &str = ".deploy-started";
 // release is being started now.
 const BEFORE_UP: &str = with_image_names!(
     r#"
-[ -f "$1" ] || { echo "(no $1)"; exit 0; }
+[ -f "$1" ] || { echo "no override file $1: the release was not staged completely" >&2; exit 3; }
 missing=$(image_names "$1" | while IFS= read -r img; do
   docker image inspect "$img" >/dev/null 2>&1 || echo "$img"
 done)

@@ -150,6 +150,51 @@ fn rollback_runs_the_checklist_and_puts_every_host_back_when_the_target_fails_it
     assert_eq!(fleet.versions(), some("C", 2));
 }
 
+/// `deploy rollback --to <to>` with JSON output, SIGINT as soon as the first
+/// host switched: its exit code, and every event it printed.
+fn interrupt_after_first_switch(fleet: &TestFleet, to: &str) -> (Option<i32>, Vec<serde_json::Value>) {
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("deploy"))
+        .args(["rollback", "test", "--to", to, "--output", "json"])
+        .current_dir(fleet.app.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = format!("127.0.0.1:{}", fleet.hosts[0].ssh.port);
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut events = Vec::new();
+    for line in lines.by_ref() {
+        let e: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        assert_ne!(
+            e["event"], "summary",
+            "the rollback ended before the switch: {events:?}"
+        );
+        let switched = e["host"] == first.as_str() && e["step"] == "switch" && e["status"] == "done";
+        events.push(e);
+        if switched {
+            break;
+        }
+    }
+    let sent = Instant::now();
+    sh(Command::new("kill").args(["-INT", &child.id().to_string()]));
+    events.extend(lines.map(|l| serde_json::from_str(&l.unwrap()).unwrap()));
+    let status = child.wait().unwrap();
+    assert!(
+        sent.elapsed() < Duration::from_secs(30),
+        "stopping took {:?}",
+        sent.elapsed()
+    );
+    // The second batch never switched.
+    let second = format!("127.0.0.1:{}", fleet.hosts[1].ssh.port);
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["host"] == second.as_str() && e["step"] == "switch"),
+        "{events:?}"
+    );
+    (status.code(), events)
+}
+
 #[test]
 fn ctrl_c_during_a_rollback_puts_the_switched_host_back_and_frees_the_lock() {
     let fleet = TestFleet::new(
@@ -166,50 +211,45 @@ fn ctrl_c_during_a_rollback_puts_the_switched_host_back_and_frees_the_lock() {
         },
     );
     fleet.deploy(&["--no-verify"], 0);
+    let a = fleet.current(0).unwrap();
     fleet.app.commit(&Behaviour::version("B"));
     fleet.deploy(&[], 0);
     let b = fleet.currents();
-
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("deploy"))
-        .args(["rollback", "test", "--output", "json"])
-        .current_dir(fleet.app.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let first = format!("127.0.0.1:{}", fleet.hosts[0].ssh.port);
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let e: serde_json::Value = serde_json::from_str(&line).unwrap();
-        seen.push(line);
-        if e["host"] == first.as_str() && e["step"] == "switch" && e["status"] == "done" {
-            break;
-        }
-        assert_ne!(e["event"], "summary", "the rollback ended before the switch: {seen:?}");
-    }
-    let sent = Instant::now();
-    sh(Command::new("kill").args(["-INT", &child.id().to_string()]));
-    let rest: Vec<String> = lines.map(Result::unwrap).collect();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130), "{seen:?}\n{rest:?}");
+    // A went live unverified: a rollback does not pick it by itself.
+    let (_, events) = fleet.json(&["rollback", "test"], 1);
     assert!(
-        sent.elapsed() < Duration::from_secs(30),
-        "stopping took {:?}",
-        sent.elapsed()
+        summary(&events)["error"]
+            .as_str()
+            .unwrap()
+            .contains("no release older than"),
+        "{events:?}"
     );
-    let last: serde_json::Value = serde_json::from_str(rest.last().unwrap()).unwrap();
+
+    let (code, events) = interrupt_after_first_switch(&fleet, &a);
+    assert_eq!(code, Some(130), "{events:?}");
+    let last = events.last().unwrap();
     assert_eq!(last["result"], "interrupted", "{last}");
     assert_eq!(fleet.currents(), b, "every host is on the release it was on");
     wait_for_versions(&fleet, "B");
     assert!(!fleet.locked(0) && !fleet.locked(1), "the lock is released");
-    let second = format!("127.0.0.1:{}", fleet.hosts[1].ssh.port);
-    let switched_second = seen.iter().chain(&rest).any(|l| {
-        let e: serde_json::Value = serde_json::from_str(l).unwrap();
-        e["host"] == second.as_str() && e["step"] == "switch"
-    });
-    assert!(!switched_second, "the second batch never switched");
+
+    // When putting the switched host back fails, that is not a clean 130.
+    let b_override = fleet.hosts[0]
+        .ssh
+        .app_path()
+        .join("releases")
+        .join(b[0].as_deref().unwrap())
+        .join(".deploy-compose.yml");
+    std::fs::remove_file(&b_override).unwrap();
+    let (code, events) = interrupt_after_first_switch(&fleet, &a);
+    assert_eq!(code, Some(4), "{events:?}");
+    let last = events.last().unwrap();
+    assert_eq!(last["result"], "rollback_failed", "{last}");
+    assert!(
+        last["error"].as_str().unwrap().contains("a person must look now"),
+        "{last}"
+    );
+    assert!(!fleet.locked(0) && !fleet.locked(1), "the lock is released");
 }
 
 #[test]
@@ -254,7 +294,7 @@ fn a_rollback_picks_one_release_every_host_keeps_or_refuses() {
     };
     let third = format!("127.0.0.1:{}", fleet.hosts[2].ssh.port);
     assert!(
-        said("info", &b_id) && said("info", &third),
+        said("warning", &b_id) && said("warning", &third),
         "why not B is said: {events:?}"
     );
     assert!(said("warning", "no record"), "the missing record is said: {events:?}");
@@ -272,6 +312,43 @@ fn a_rollback_picks_one_release_every_host_keeps_or_refuses() {
     let after: Vec<usize> = (0..3).map(|i| fleet.history(i).len()).collect();
     assert_eq!(after, histories, "a refused rollback records nothing");
     assert!((0..3).all(|i| !fleet.locked(i)));
+
+    // Every host already runs the release asked for: that is `deploy verify`.
+    let (_, events) = fleet.json(&["rollback", "test", "--to", &a_id], 1);
+    assert!(
+        summary(&events)["error"].as_str().unwrap().contains("already runs"),
+        "{events:?}"
+    );
+
+    // A mixed fleet: host 1 on a new release D, the others on A. Going back to
+    // the newest release all keep (C) would move hosts 2 and 3 forward: refused.
+    let first = format!("127.0.0.1:{}", fleet.hosts[0].ssh.port);
+    fleet.app.commit(&Behaviour::version("D"));
+    fleet.deploy(&["--hosts", &first], 0);
+    let (_, events) = fleet.json(&["rollback", "test"], 1);
+    let error = summary(&events)["error"].as_str().unwrap().to_string();
+    assert!(error.contains("forward") && error.contains(&third), "{error}");
+    // --to A moves host 1 only: the others are already there.
+    let (_, events) = fleet.json(&["rollback", "test", "--to", &a_id], 0);
+    let switched: Vec<&str> = events
+        .iter()
+        .filter(|e| e["step"] == "switch" && e["status"] == "done")
+        .map(|e| e["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(switched, vec![first.as_str()], "{events:?}");
+    assert_eq!(fleet.currents(), a);
+    wait_for_versions(&fleet, "A");
+
+    // A host whose history is gone cannot vouch for any release.
+    std::fs::write(fleet.hosts[1].ssh.app_path().join(".deploy/history.jsonl"), "").unwrap();
+    let (_, events) = fleet.json(&["rollback", "test"], 1);
+    assert!(
+        summary(&events)["error"]
+            .as_str()
+            .unwrap()
+            .contains("no release history"),
+        "{events:?}"
+    );
 }
 
 #[test]
@@ -340,7 +417,7 @@ fn status_logs_releases_lock_and_exec_report_the_live_host_when_another_is_down(
         },
         &Behaviour {
             worker_log: Some("hello from the worker".into()),
-            ..Behaviour::version("A")
+            ..Behaviour::version("version: A")
         },
     );
     fleet.deploy(&[], 0);
@@ -354,7 +431,10 @@ fn status_logs_releases_lock_and_exec_report_the_live_host_when_another_is_down(
         (&["releases", "test"], live.as_str()),
         (&["logs", "test", "worker", "-n", "50"], "hello from the worker"),
         (&["lock", "test", "status"], "lock: free"),
-        (&["exec", "test", "--service", "api", "--", "cat", "/www/version"], "A"),
+        (
+            &["exec", "test", "--service", "api", "--", "cat", "/www/version"],
+            "version: A",
+        ),
     ];
     for (args, shows) in commands {
         let run = fleet.run(args);
@@ -387,10 +467,20 @@ fn status_logs_releases_lock_and_exec_report_the_live_host_when_another_is_down(
         "{hosts:?}"
     );
 
-    // A deploy to the live host alone never needs the other to answer.
+    // setup and verify do what they can and name the host they could not reach.
+    for args in [&["setup", "test"][..], &["verify", "test"]] {
+        let (run, events) = fleet.json(args, 1);
+        let hosts = summary(&events)["hosts"].as_array().unwrap().clone();
+        assert_ne!(hosts[0]["outcome"], "unreachable", "{args:?}: {}", run.all());
+        assert_eq!(hosts[1]["outcome"], "unreachable", "{args:?}: {}", run.all());
+    }
+
+    // A deploy, and a rollback, of the live host alone never need the other to answer.
     fleet.app.commit(&Behaviour::version("B"));
     fleet.deploy(&["--hosts", &up], 0);
     assert_eq!(fleet.version(0).as_deref(), Some("B"));
+    fleet.json(&["rollback", "test", "--hosts", &up], 0);
+    assert_eq!(fleet.version(0).as_deref(), Some("version: A"));
 }
 
 #[test]
@@ -413,6 +503,12 @@ fn a_manual_lock_stays_until_released_unless_it_has_a_ttl() {
     let held = d.run(&["lock", "test", "acquire", "--message", "freeze for the audit"]);
     assert_eq!(held.code, 0, "{}", held.all());
     assert_eq!(field("expires"), 0, "a manual lock never expires");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&info).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "lock info is private"
+    );
     let since = field("since");
     wait_for(
         "the lock to be older than lock_timeout",
@@ -472,7 +568,7 @@ fn info(token: &str) -> LockInfo {
 }
 
 /// Two deployers that both find the lock expired race to take it over: exactly
-/// one wins, every time, with and without flock(1) on the host.
+/// one wins, every time; a host without flock(1) lets neither take it over.
 #[test]
 fn two_takeovers_of_an_expired_lock_never_both_win() {
     let host = SshHost::start();
@@ -525,6 +621,14 @@ fn two_takeovers_of_an_expired_lock_never_both_win() {
                     lock::parse_acquire(&b.unwrap().stdout),
                 );
                 let won = |r: &Acquired| matches!(r, Acquired::Fresh | Acquired::TookOver(_));
+                if path.is_some() {
+                    // Without flock(1) an expired lock is never taken over: no winner, and both say why.
+                    assert!(
+                        matches!((&a, &b), (Acquired::Stuck(_), Acquired::Stuck(_))),
+                        "round {round}: without flock nobody takes over: {a:?} / {b:?}"
+                    );
+                    continue;
+                }
                 assert!(
                     won(&a) ^ won(&b),
                     "round {round} (PATH {path:?}): exactly one may win: {a:?} / {b:?}"
@@ -680,4 +784,67 @@ fn a_release_is_put_back_with_its_own_compose_files() {
     .unwrap();
     assert_eq!(record["compose_files"], serde_json::json!(["docker-compose.yml"]));
     assert_eq!(record["project"], d.project.as_str());
+}
+
+/// A lock broken (and taken by someone else) while a batch is verified: the
+/// next batch does not switch, the run says so and exits 4.
+#[test]
+fn a_lock_broken_between_batches_stops_the_next_switch() {
+    let fleet = TestFleet::new(
+        FleetSetup {
+            hosts: 2,
+            batch: Some(1),
+            extra: CHECKS.replace("timeout = \"5s\"", "timeout = \"30s\""),
+            ..Default::default()
+        },
+        &Behaviour::version("A"),
+    );
+    fleet.deploy(&[], 0);
+    // B takes a few seconds to answer: batch 1's checks wait for it.
+    fleet.app.commit(&Behaviour {
+        slow_start_secs: 4,
+        ..Behaviour::version("B")
+    });
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("deploy"))
+        .args(["test", "--output", "json"])
+        .current_dir(fleet.app.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = format!("127.0.0.1:{}", fleet.hosts[0].ssh.port);
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut events: Vec<serde_json::Value> = Vec::new();
+    for line in lines.by_ref() {
+        let e: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        assert_ne!(e["event"], "summary", "{events:?}");
+        let switched = e["host"] == first.as_str() && e["step"] == "switch" && e["status"] == "done";
+        events.push(e);
+        if switched {
+            break;
+        }
+    }
+    let broken = fleet.run(&["lock", "test", "release", "--force"]);
+    assert_eq!(broken.code, 0, "{}", broken.all());
+    let freeze = fleet.run(&["lock", "test", "acquire", "--message", "FREEZE"]);
+    assert_eq!(freeze.code, 0, "{}", freeze.all());
+    events.extend(lines.map(|l| serde_json::from_str(&l.unwrap()).unwrap()));
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(4), "{events:?}");
+    let error = summary(&events)["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("taken by someone else") && error.contains(&first),
+        "{error}"
+    );
+    let second = format!("127.0.0.1:{}", fleet.hosts[1].ssh.port);
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["host"] == second.as_str() && e["step"] == "switch"),
+        "the second batch switched without the lock: {events:?}"
+    );
+    assert_eq!(fleet.version(1).as_deref(), Some("A"));
+    // The freeze is still in place on both hosts.
+    let status = fleet.run(&["lock", "test", "status"]);
+    assert_eq!(status.stdout.matches("FREEZE").count(), 2, "{}", status.all());
 }

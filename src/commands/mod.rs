@@ -161,8 +161,9 @@ pub async fn stream_output(
 }
 
 /// Connects to and preflights the selected hosts of `env` that answer: the
-/// fleet of those, and each host that did not with the reason. Read-only
-/// commands go on with the hosts they reached; each one that did not is named.
+/// fleet of those, and each host that could not be reached with the reason.
+/// Read-only commands go on with the hosts they reached; each one that did not
+/// is named.
 pub async fn reach(
     env: &Environment,
     hosts: Option<&[String]>,
@@ -170,9 +171,15 @@ pub async fn reach(
 ) -> Result<(Fleet, Vec<(String, String)>), Error> {
     let hosts = select_hosts(env, hosts)?;
     let (mut fleet, mut unreachable) = Fleet::connect_reachable(env, &hosts, reporter).await;
-    let failures = fleet.preflight(reporter).await;
-    fleet.drop_failed(&failures).await;
-    unreachable.extend(failures);
+    // A host that answers but whose preflight failed (Docker down, no compose)
+    // stays: its lock and releases can still be read, and what needs Docker
+    // fails there with its own error.
+    for (host, e) in fleet.preflight(reporter).await {
+        reporter.event(Event::Warning {
+            host: Some(host),
+            message: format!("preflight: {e}"),
+        });
+    }
     // Keep the file's order in the summary: reachable hosts first, in order.
     unreachable.sort_by_key(|(n, _)| hosts.iter().position(|h| &h.name == n));
     Ok((fleet, unreachable))

@@ -21,10 +21,11 @@ pub(super) fn validate_to(env: &Environment, to: Option<&str>) -> Result<(), Err
     }
 }
 
-/// The release every host goes to: `--to`, which every host must keep, or the
-/// newest release that went live successfully on every host, that every host
-/// still keeps, and that is older than the newest live one. Sets each host's
-/// `to`; refuses (naming the hosts) before anything changes when there is none.
+/// The release every host goes to: `--to`, which every host must keep (and not
+/// every host already run), or the newest release that went live and passed
+/// on every host, that every host still keeps, and that is older than the
+/// newest live one, as long as it moves no host forward. Sets each host's
+/// `to`; refuses (naming the hosts) before anything changes otherwise.
 pub(super) async fn target(run: &mut Run<'_>, fleet: &Fleet, states: &[LiveState]) -> Result<(), End> {
     let refuse = |why: String| End::new(Outcome::Failed, format!("{why}; no host was changed"));
     let names: Vec<&str> = run.hosts.iter().map(|h| h.name.as_str()).collect();
@@ -55,9 +56,32 @@ pub(super) async fn target(run: &mut Run<'_>, fleet: &Fleet, states: &[LiveState
             if !lacking.is_empty() {
                 return Err(refuse(format!("release {t} is not kept on {}", lacking.join("; "))));
             }
+            if states.iter().all(|s| s.current.as_deref() == Some(t.as_str())) {
+                return Err(refuse(format!(
+                    "every host already runs {t}; `deploy verify {}` runs its checklist",
+                    run.env.name
+                )));
+            }
             t
         }
-        None => newest_common(run, &names, states)?,
+        None => {
+            let t = newest_common(run, &names, states)?;
+            // A host on an older release would move forward: that is a deploy,
+            // which someone may have rolled back on purpose. Only `--to` does it.
+            let behind: Vec<String> = names
+                .iter()
+                .zip(states)
+                .filter(|(_, s)| s.current.as_deref().is_some_and(|c| c < t.as_str()))
+                .map(|(n, s)| format!("{n} (on {})", s.current.as_deref().unwrap_or("")))
+                .collect();
+            if !behind.is_empty() {
+                return Err(refuse(format!(
+                    "going back to {t} would move {} forward; pass --to {t} to do that, or --hosts to leave them alone",
+                    behind.join(", ")
+                )));
+            }
+            t
+        }
     };
     let mut inferred = Vec::new();
     for ((h, m), state) in run.hosts.iter_mut().zip(&fleet.members).zip(states) {
@@ -84,8 +108,23 @@ pub(super) async fn target(run: &mut Run<'_>, fleet: &Fleet, states: &[LiveState
 /// The newest good release every host keeps, older than the newest live one.
 fn newest_common(run: &Run<'_>, names: &[&str], states: &[LiveState]) -> Result<String, End> {
     let newest_live = states.iter().filter_map(|s| s.current.as_deref()).max().unwrap_or("");
-    // A host whose history is gone vouches for every release it keeps.
-    let good_here = |s: &LiveState, id: &str| s.history.is_empty() || s.good().contains(&id);
+    // Without history nothing says which kept release went live and passed.
+    let blind: Vec<&str> = names
+        .iter()
+        .zip(states)
+        .filter(|(_, s)| s.history.is_empty())
+        .map(|(n, _)| *n)
+        .collect();
+    if !blind.is_empty() {
+        return Err(End::new(
+            Outcome::Failed,
+            format!(
+                "{} has no release history, so nothing says which kept release worked there; pick one with --to (see `deploy releases`); no host was changed",
+                blind.join(", ")
+            ),
+        ));
+    }
+    let good_here = |s: &LiveState, id: &str| s.good().contains(&id);
     let mut candidates: Vec<&str> = states
         .iter()
         .flat_map(|s| s.releases.iter().map(String::as_str))
@@ -123,7 +162,7 @@ fn newest_common(run: &Run<'_>, names: &[&str], states: &[LiveState]) -> Result<
     };
     match (chosen, wanted) {
         (Some(c), Some(w)) if c != w => {
-            run.info(
+            run.warn(
                 None,
                 format!(
                     "{w} is not kept (or did not go live) on {}: going back to {c}, the newest good release every host has",

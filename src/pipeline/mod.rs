@@ -539,6 +539,7 @@ async fn record(run: &Run<'_>, fleet: &Fleet, states: &[LiveState], outcome: Out
                 to: h.live.clone(),
                 message: message.clone(),
                 release_command: run.ran.clone(),
+                unverified: run.request.no_verify() && !run.config.verify.checks.is_empty(),
             });
             async move { entry.map(|e| (m, e)) }
         })

@@ -7,7 +7,7 @@ use futures::stream::{self, StreamExt};
 use super::{End, Progress, Run};
 use crate::activation::{self, Record};
 use crate::fleet::{step, Fleet, LockGuard};
-use crate::outcome::Outcome;
+use crate::outcome::{Change, Outcome};
 use crate::report::events::Step;
 use crate::verify::{self, HostChecks};
 
@@ -31,24 +31,12 @@ pub(super) async fn roll_out(run: &mut Run<'_>, fleet: &Fleet, guard: &LockGuard
         Err(halt) => halt,
     };
     let what = match run.change {
-        crate::outcome::Change::Up => "the new release",
-        crate::outcome::Change::Rollback => "the rollback target",
+        Change::Up => "the new release",
+        Change::Rollback => "the rollback target",
     };
     let (failure, checks_failed) = match halt {
-        Halt::LockLost(why) => return lock_lost(run, why),
-        Halt::Interrupted => {
-            let error = match restore(run, fleet, false).await {
-                Err(also) => format!("interrupted during the switch; {also}: a person must look now"),
-                Ok(()) if run.hosts.iter().any(|h| h.progress == Progress::Switched) => {
-                    "interrupted during the switch; switched hosts were put back".to_string()
-                }
-                Ok(()) => "interrupted before the switch; every host is still on its previous release".to_string(),
-            };
-            for h in run.hosts.iter_mut().filter(|h| h.outcome == Outcome::Unchanged) {
-                h.outcome = Outcome::Interrupted;
-            }
-            return End::new(Outcome::Interrupted, error);
-        }
+        Halt::LockLost(why) => return lock_lost(run, fleet, why).await,
+        Halt::Interrupted => return interrupted(run, fleet, guard).await,
         Halt::SwitchFailed(f) => (f, false),
         Halt::ChecksFailed(f) => (f, true),
     };
@@ -61,7 +49,10 @@ pub(super) async fn roll_out(run: &mut Run<'_>, fleet: &Fleet, guard: &LockGuard
             {
                 h.outcome = Outcome::ChecksFailed;
             }
-            End::new(Outcome::ChecksFailed, format!("{failure}; {why}: {what} stays live"))
+            End::new(
+                Outcome::ChecksFailed,
+                format!("{failure}; {why}: {what} stays live{}", still_before(run)),
+            )
         } else {
             End::new(
                 Outcome::RollbackFailed,
@@ -70,7 +61,7 @@ pub(super) async fn roll_out(run: &mut Run<'_>, fleet: &Fleet, guard: &LockGuard
         };
     }
     if let Err(why) = guard.held(fleet).await {
-        return lock_lost(run, format!("{failure}; then {why}"));
+        return lock_lost(run, fleet, format!("{failure}; then {why}")).await;
     }
     let restored = restore(run, fleet, run.verifying()).await;
     match restored {
@@ -82,6 +73,49 @@ pub(super) async fn roll_out(run: &mut Run<'_>, fleet: &Fleet, guard: &LockGuard
             Outcome::RollbackFailed,
             format!("{failure}; {also}: a person must look now"),
         ),
+    }
+}
+
+/// Ctrl-C: switched hosts go back (not re-verified: the user wants out) if the
+/// lock is still ours. Exit 130 only when that worked.
+async fn interrupted(run: &mut Run<'_>, fleet: &Fleet, guard: &LockGuard) -> End {
+    let switched = run.hosts.iter().any(|h| h.progress == Progress::Switched);
+    for h in run.hosts.iter_mut().filter(|h| h.outcome == Outcome::Unchanged) {
+        h.outcome = Outcome::Interrupted;
+    }
+    if !switched {
+        return End::new(
+            Outcome::Interrupted,
+            "interrupted before the switch; every host is still on its previous release".to_string(),
+        );
+    }
+    if let Err(why) = guard.held(fleet).await {
+        return lock_lost(run, fleet, format!("interrupted during the switch; then {why}")).await;
+    }
+    match restore(run, fleet, false).await {
+        Ok(()) => End::new(
+            Outcome::Interrupted,
+            "interrupted during the switch; switched hosts were put back (not verified again)".to_string(),
+        ),
+        Err(also) => End::new(
+            Outcome::RollbackFailed,
+            format!("interrupted during the switch; {also}: a person must look now"),
+        ),
+    }
+}
+
+/// "; still on the release from before: web3, web4" for hosts a stopped
+/// roll-out never switched (the fleet is mixed), or nothing.
+fn still_before(run: &Run<'_>) -> String {
+    let left: Vec<&str> = run
+        .hosts
+        .iter()
+        .filter(|h| h.progress != Progress::Switched && h.to.is_some() && h.needs_switch())
+        .map(|h| h.name.as_str())
+        .collect();
+    match left.is_empty() {
+        true => String::new(),
+        false => format!("; still on the release from before: {}", left.join(", ")),
     }
 }
 
@@ -113,21 +147,21 @@ async fn switch_batches(run: &mut Run<'_>, fleet: &Fleet, guard: &LockGuard) -> 
 /// Switches the hosts of one batch, `parallel` at a time. A switch in progress
 /// is never abandoned half-way.
 async fn switch_batch(run: &mut Run<'_>, fleet: &Fleet, chunk: &[usize]) -> Result<(), Halt> {
-    let todo: Vec<(usize, Option<Record>, Record)> = chunk
+    let todo: Vec<(usize, bool, Option<Record>, Record)> = chunk
         .iter()
         .filter_map(|&i| {
             let h = &run.hosts[i];
             let to = h.to.clone()?;
-            Some((i, h.from.clone(), to))
+            Some((i, h.needs_switch(), h.from.clone(), to))
         })
         .collect();
     let config = run.config;
     let reporter = run.reporter;
     let results: Vec<(usize, bool, Result<(), String>)> = stream::iter(todo)
-        .map(|(i, from, to)| async move {
+        .map(|(i, needs_switch, from, to)| async move {
             let m = &fleet.members[i];
-            if from.as_ref().map(|f| &f.release) == Some(&to.release) {
-                // Already there (a rollback to the live release): nothing to switch.
+            if !needs_switch {
+                // Already there (a rollback to the release it runs): nothing to switch.
                 return (i, false, Ok(()));
             }
             let r = step(
@@ -281,8 +315,9 @@ async fn restore(run: &mut Run<'_>, fleet: &Fleet, verify: bool) -> Result<(), S
 }
 
 /// The lock is gone: nothing more may change. Hosts already switched stay as
-/// they are, for a person to look at.
-fn lock_lost(run: &mut Run<'_>, why: String) -> End {
+/// they are, for a person to look at; a staged release no host switched to is
+/// removed (it is this run's own, nobody else's).
+async fn lock_lost(run: &mut Run<'_>, fleet: &Fleet, why: String) -> End {
     let switched: Vec<String> = run
         .hosts
         .iter()
@@ -290,6 +325,9 @@ fn lock_lost(run: &mut Run<'_>, why: String) -> End {
         .map(|h| h.name.clone())
         .collect();
     if switched.is_empty() {
+        if let (Change::Up, Some(id)) = (run.change, run.release.clone()) {
+            super::up::discard(fleet, &id, run.reporter).await;
+        }
         return End::new(
             Outcome::Failed,
             format!("{why}; stopped before the switch, every host is still on its previous release"),

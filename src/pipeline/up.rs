@@ -256,7 +256,7 @@ async fn stage_host(
             r.check(&link.into(), Some(QUICK_TIMEOUT)).await?;
         }
         let dir = m.layout.release(id);
-        let env = m.compose(config, id).env_file();
+        let env = m.compose_for(record).env_file();
         r.upload(env.as_bytes(), &format!("{dir}/{}", record.env_file), 0o600)
             .await?;
         let text = compose::override_file(&m.host.project, &record.build, id);
@@ -418,17 +418,16 @@ pub(super) fn describe(config: &Config, fleet: &Fleet, plan: &UpPlan, reporter: 
             ),
             None => info(h, format!("upload the commit's files to {}", m.layout.release(id))),
         }
-        let compose = m.compose(config, id);
-        let build = m.builds(&plan.build);
-        if !build.is_empty() {
+        let record = Record::new(config, m, id, &plan.commit.id, &plan.build);
+        let compose = m.compose_for(&record);
+        if !record.build.is_empty() {
             info(
                 h,
-                format!("build: {}", compose.cmd(["build"]).args(build.iter()).display()),
+                format!("build: {}", compose.cmd(["build"]).args(record.build.iter()).display()),
             );
         }
         if let Some(rc) = &config.release {
             if release_command::hosts(rc, fleet.members.len()).contains(&i) {
-                let record = Record::new(config, m, id, &plan.commit.id, &plan.build);
                 info(
                     h,
                     format!(
@@ -444,7 +443,7 @@ pub(super) fn describe(config: &Config, fleet: &Fleet, plan: &UpPlan, reporter: 
                 "switch: {}",
                 compose
                     .cmd(["up", "-d", "--remove-orphans", "--no-build"])
-                    .args(m.runs())
+                    .args(record.services.iter())
                     .display()
             ),
         );

@@ -68,6 +68,21 @@ impl Reporter for PlainReporter {
 
 /// An event as one line for people, or None for events that have no line.
 fn describe(event: &Event) -> Option<String> {
+    match event {
+        // Every line of it already starts with `[host]`.
+        Event::Data { .. } => one_event(event),
+        _ => one_event(event).map(|line| indented(&line)),
+    }
+}
+
+/// Continuation lines indented, so text from a host (a command's stderr in an
+/// error) can never pass for a line of deploy's own.
+fn indented(text: &str) -> String {
+    text.trim_end_matches('\n').replace('\n', "\n    ")
+}
+
+/// An event as text for people, or None for events that have no line.
+fn one_event(event: &Event) -> Option<String> {
     Some(match event {
         Event::Start {
             command,
@@ -206,7 +221,7 @@ pub fn summary_table(s: &Summary) -> String {
         secs(s.elapsed_ms)
     ));
     if let Some(e) = &s.error {
-        out.push_str(&format!("error: {e}\n"));
+        out.push_str(&format!("error: {}\n", indented(e)));
     }
     out
 }
