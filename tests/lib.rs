@@ -10,6 +10,7 @@ mod fixture_app;
 mod fleets;
 mod git_push;
 mod pipeline;
+mod release_commands;
 mod releases;
 mod safety;
 mod shapes;

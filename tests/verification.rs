@@ -342,3 +342,31 @@ fn secrets_appear_in_no_output_hooks_and_evidence_included() {
         );
     }
 }
+
+/// Log patterns see each line as the container wrote it: `^` and `$` anchor to
+/// the line, not to a "service | " prefix.
+#[test]
+fn log_patterns_match_the_line_as_the_container_wrote_it() {
+    let d = Deployment::new(
+        quick_setup(
+            "[[verify.checks]]\nname = \"worker up\"\ntype = \"logs\"\nservices = [\"worker\"]\npresent = \"^worker [AB] started$\"\n\n[[verify.checks]]\nname = \"no errors\"\ntype = \"logs\"\nabsent = \"^ERROR\"\n",
+        ),
+        &Behaviour::version("A"),
+    );
+    let (_, summary) = d.deploy_json(&[], 0);
+    assert_eq!(check(&summary, "worker up")["ok"], true, "{summary}");
+    // A worker that logs an error at the start of a line fails the release.
+    let mut b = Behaviour::version("B");
+    b.worker_log = Some("ERROR cannot reach the database".into());
+    d.app.commit(&b);
+    let (_, summary) = d.deploy_json(&[], 3);
+    let no_errors = check(&summary, "no errors");
+    assert_eq!(no_errors["ok"], false, "{summary}");
+    assert!(
+        no_errors["detail"]
+            .as_str()
+            .unwrap()
+            .contains("worker | ERROR cannot reach the database"),
+        "the evidence keeps the service for people: {no_errors}"
+    );
+}

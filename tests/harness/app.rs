@@ -96,6 +96,8 @@ impl AppRepo {
         images::ensure();
         let dir = open_tempdir();
         git(dir.path(), &["init", "-q", "-b", "main"]);
+        // deploy.toml (written by the harness, edited by tests) is never committed.
+        std::fs::write(dir.path().join(".git/info/exclude"), "deploy.toml\n").expect("exclude");
         let repo = AppRepo { dir };
         repo.commit(first);
         repo
