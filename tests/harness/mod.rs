@@ -176,6 +176,34 @@ pub fn http_get_at(addr: &str, port: u16, path: &str, limit: std::time::Duration
     Some((status, body))
 }
 
+/// Claims number `n` of `kind` (a port, a namespace) for this test process,
+/// among every test run on the machine (two suites may run at once): false if
+/// a live process holds it. Claims last until the process ends.
+pub fn claim(kind: &str, n: u32) -> bool {
+    use std::io::Write;
+    let dir = std::env::temp_dir().join("deploy-test-claims");
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join(format!("{kind}-{n}"));
+    let me = std::process::id();
+    for _ in 0..2 {
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut f) => return write!(f, "{me}").is_ok(),
+            Err(_) => {
+                let holder: Option<u32> = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok());
+                match holder {
+                    Some(pid) if pid == me => return true,
+                    Some(pid) if Path::new(&format!("/proc/{pid}")).exists() => return false,
+                    // Its process is gone (or it is half-written: retried once).
+                    _ => {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+            }
+        }
+    }
+    false
+}
+
 /// A network namespace with a veth link to this one: a host with its own
 /// loopback, reachable at `addr`. Removed on drop.
 pub struct Netns {
@@ -188,8 +216,13 @@ impl Netns {
     pub fn new() -> Netns {
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        // Unique per process and per call; addresses in a /30 of our own.
-        let n = (std::process::id() % 200 + NEXT.fetch_add(1, Ordering::SeqCst)) % 250 + 1;
+        // Unique among the test runs on this machine; addresses in a /30 of our own.
+        let n = loop {
+            let n = (std::process::id() % 200 + NEXT.fetch_add(1, Ordering::SeqCst)) % 250 + 1;
+            if claim("netns", n) {
+                break n;
+            }
+        };
         let name = format!("dtest{n}");
         let veth = format!("dtv{n}");
         let _ = Command::new("ip").args(["netns", "del", &name]).output();

@@ -71,7 +71,9 @@ pub fn free_port() -> u16 {
     loop {
         let offset = NEXT.fetch_add(1, Ordering::SeqCst) % 12000;
         let port = 20000 + (base - 20000 + offset) % 12000;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        // Claimed first: a port free now may be one another test run's
+        // container releases for a moment during its switch.
+        if super::claim("port", u32::from(port)) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
@@ -107,8 +109,9 @@ impl SshHost {
         std::fs::create_dir_all(d.join("app")).expect("mkdir app");
         sh(Command::new("chown").arg(format!("{USER}:{USER}")).arg(d.join("app")));
         for _ in 0..5 {
-            // A namespace has its own ports: any is free there.
-            let port = if netns.is_some() { 2222 } else { free_port() };
+            // A claimed port even in a namespace (which has ports of its own):
+            // projects are named after it, and must not meet another run's.
+            let port = free_port();
             if let Some(child) = spawn_sshd(d, addr, port, netns) {
                 return SshHost {
                     addr: addr.to_string(),
