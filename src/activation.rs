@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compose::{Compose, Variant, ENV_FILE, OVERRIDE_FILE};
 use crate::config::Config;
-use crate::fleet::{Member, QUICK_TIMEOUT, STEP_TIMEOUT};
+use crate::fleet::{Member, STEP_TIMEOUT};
 use crate::release;
 use crate::remote::RemoteError;
 
@@ -115,60 +115,25 @@ impl Member {
 }
 
 /// Makes release `record` live from its images (built at staging, or kept): no
-/// build. Missing images are reported at once (compose would try to pull them).
+/// build, one command. Missing images are reported at once (compose would try
+/// to pull them); a service still on another image after `up` is recreated.
 pub async fn activate(m: &Member, record: &Record) -> Result<(), RemoteError> {
     let target = record.release.as_str();
     let compose = m.compose_for(record);
-    let missing = m
-        .remote
-        .check(&release::before_up(&m.layout, target).into(), Some(QUICK_TIMEOUT))
-        .await?;
-    let missing: Vec<&str> = missing.stdout.split_whitespace().collect();
-    if !missing.is_empty() {
-        return Err(RemoteError::Failed {
-            host: m.host.name.clone(),
-            command: format!("up release {target}"),
-            code: 1,
-            stderr: format!(
-                "the images of release {target} are gone ({}); it cannot start without a build",
-                missing.join(", ")
-            ),
-        });
-    }
+    let cmd = release::activate(
+        &release::before_up(&m.layout, target),
+        &compose
+            .cmd(["up", "-d", "--remove-orphans", "--no-build"])
+            .args(record.services.iter()),
+        &release::after_up(&m.layout, &record.project, target),
+        &compose.cmd(["up", "-d", "--no-build", "--force-recreate"]),
+        &release::point_current(&m.layout, target),
+    );
     m.remote
-        .check(
-            &compose
-                .cmd(["up", "-d", "--remove-orphans", "--no-build"])
-                .args(record.services.iter())
-                .into(),
-            Some(STEP_TIMEOUT),
-        )
-        .await?;
-    // Every built service must now run this release's image; recreate any that
-    // does not. With none (the usual case) `current` already points at it.
-    let stale = m
-        .remote
-        .check(
-            &release::after_up(&m.layout, &record.project, target).into(),
-            Some(QUICK_TIMEOUT),
-        )
-        .await?;
-    let stale: Vec<String> = stale.stdout.split_whitespace().map(str::to_string).collect();
-    if !stale.is_empty() {
-        m.remote
-            .check(
-                &compose
-                    .cmd(["up", "-d", "--no-build", "--force-recreate"])
-                    .args(stale)
-                    .into(),
-                Some(STEP_TIMEOUT),
-            )
-            .await?;
-        m.remote
-            .check(&release::point_current(&m.layout, target).into(), Some(QUICK_TIMEOUT))
-            .await?;
-    }
-    Ok(())
+        .check(&cmd.into(), Some(STEP_TIMEOUT))
+        .await
+        .map(|_| ())
+        .map_err(|e| e.named(&format!("start release {target}")))
 }
 
 /// Switches the host from `from` (if any) to `to`: `down` of the old release

@@ -14,7 +14,7 @@ use crate::config::{Environment, Host};
 use crate::error::Error;
 use crate::lock::{self, Acquired, Extend, LockInfo};
 use crate::release::{self, Layout};
-use crate::remote::{self, Remote};
+use crate::remote::{self, Cmd, Remote, Script};
 use crate::report::events::{Event, Reporter, Step, StepStatus};
 
 /// Time limits for remote steps, so a stuck host cannot hang a run.
@@ -270,18 +270,47 @@ impl Fleet {
     /// else (or fails), the locks taken are released again. `ttl = 0`: a lock
     /// that never expires (taken by hand).
     pub async fn lock(&self, info: &LockInfo, ttl: u64, reporter: &dyn Reporter) -> Result<LockGuard, LockRefused> {
+        self.lock_then(info, ttl, reporter, |_| None)
+            .await
+            .map(|(guard, _)| guard)
+    }
+
+    /// [`Fleet::lock`], and in the same command on each host, right after the
+    /// lock is taken, `then(member)`: its output per member (empty where it
+    /// did not run). One round trip for "lock, then read what is live".
+    pub async fn lock_then(
+        &self,
+        info: &LockInfo,
+        ttl: u64,
+        reporter: &dyn Reporter,
+        then: impl Fn(&Member) -> Option<Cmd>,
+    ) -> Result<(LockGuard, Vec<String>), LockRefused> {
+        const AFTER: &str = "@@deploy after the lock";
+        let then = &then;
         let results = self
             .for_each(|m| async move {
                 step(reporter, &m.host.name, Step::Lock, async {
-                    let out = m
-                        .remote
-                        .check(&lock::acquire(&m.layout, info, ttl).into(), Some(QUICK_TIMEOUT))
-                        .await?;
-                    Ok::<_, crate::remote::RemoteError>(lock::parse_acquire(&out.stdout))
+                    let mut script = Script::from(lock::acquire(&m.layout, info, ttl));
+                    if let Some(cmd) = then(m) {
+                        script = script.then(Cmd::new("echo").arg(AFTER)).then(cmd);
+                    }
+                    let out = m.remote.check(&script, Some(QUICK_TIMEOUT)).await?;
+                    let (lock_part, after) = match out.stdout.split_once(&format!("{AFTER}\n")) {
+                        Some((l, a)) => (l.to_string(), a.to_string()),
+                        None => (out.stdout.clone(), String::new()),
+                    };
+                    Ok::<_, crate::remote::RemoteError>((lock::parse_acquire(&lock_part), after))
                 })
                 .await
             })
             .await;
+        let (results, after): (Vec<Result<Acquired, String>>, Vec<String>) = results
+            .into_iter()
+            .map(|r| match r {
+                Ok((a, rest)) => (Ok(a), rest),
+                Err(e) => (Err(e), String::new()),
+            })
+            .unzip();
         let mut refused = LockRefused::default();
         for (m, r) in self.members.iter().zip(&results) {
             match r {
@@ -325,9 +354,10 @@ impl Fleet {
                 .collect(),
             kept: std::sync::Mutex::new(vec![std::time::SystemTime::now(); self.members.len()]),
             lost: std::sync::Mutex::new(None),
+            released: std::sync::atomic::AtomicBool::new(false),
         };
         if refused.held.is_empty() && refused.errors.is_empty() {
-            Ok(guard)
+            Ok((guard, after))
         } else {
             guard.release(self, reporter).await;
             Err(refused)
@@ -354,12 +384,24 @@ pub struct LockGuard {
     kept: std::sync::Mutex<Vec<std::time::SystemTime>>,
     /// Why the lock is no longer ours, once it is not.
     lost: std::sync::Mutex<Option<String>>,
+    /// Released already.
+    released: std::sync::atomic::AtomicBool,
 }
 
 impl LockGuard {
     /// The token the lock was taken with.
     pub fn token(&self) -> &str {
         &self.token
+    }
+
+    /// Whether this run took the lock on member `i`.
+    pub fn holds(&self, i: usize) -> bool {
+        self.ours.get(i).copied().unwrap_or(false)
+    }
+
+    /// The locks were released by other means (the run's last command).
+    pub fn mark_released(&self) {
+        self.released.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Extends the lock every third of its lifetime until dropped; never returns.
@@ -376,11 +418,19 @@ impl LockGuard {
     }
 
     /// `Ok` while the lock is ours on every host; else why not. The hosts are
-    /// asked (and the lock extended) every time: between two of the keeper's
-    /// rounds someone may have broken it, or this machine may have slept past
-    /// its expiry.
+    /// asked (and the lock extended) unless they all confirmed it within the
+    /// last second: between two of the keeper's rounds someone may have broken
+    /// it, or this machine may have slept past its expiry.
     pub async fn held(&self, fleet: &Fleet) -> Result<(), String> {
-        if self.ttl > 0 {
+        // Confirmed by every host within the last second (taken, or extended):
+        // asking again would only cost a round trip.
+        let fresh = {
+            let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            kept.iter()
+                .zip(&self.ours)
+                .all(|(t, ours)| !ours || t.elapsed().is_ok_and(|e| e < std::time::Duration::from_secs(1)))
+        };
+        if self.ttl > 0 && !fresh {
             self.extend(fleet).await;
         }
         match self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {
@@ -432,8 +482,11 @@ impl LockGuard {
         }
     }
 
-    /// Releases the locks this run took.
+    /// Releases the locks this run took (unless released already).
     pub async fn release(&self, fleet: &Fleet, reporter: &dyn Reporter) {
+        if self.released.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let members: Vec<&Member> = fleet
             .members
             .iter()

@@ -242,6 +242,26 @@ pub fn release(layout: &Layout, token: Option<&str>) -> Cmd {
     shell(RELEASE, &[&layout.lock(), token.unwrap_or("")])
 }
 
+// $2 token, $3 a command (as shell). Runs it only while the lock is ours.
+const IF_OURS: &str = lock_script!(
+    r#"
+alone || { echo "the lock's mutex is busy" >&2; exit 2; }
+[ "$(field 3)" = "$2" ] || { echo "the lock is not ours: not done" >&2; exit 3; }
+sh -c "$3"
+"#
+);
+
+/// Runs `cmd` on the host only while our lock (`token`) holds there.
+pub fn if_ours(layout: &Layout, token: &str, cmd: &Cmd) -> Cmd {
+    Cmd::new("sh")
+        .arg("-c")
+        .arg(IF_OURS)
+        .arg("sh")
+        .arg(layout.lock())
+        .arg(token)
+        .arg(cmd.as_word())
+}
+
 const STATUS: &str =
     r#"[ -d "$1" ] || { echo free; exit 0; }; echo held; cat "$1/info.json" 2>/dev/null; echo; date +%s"#;
 

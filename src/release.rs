@@ -78,9 +78,6 @@ impl Layout {
     pub fn repo(&self) -> String {
         format!("{}/.deploy/repo.git", self.root)
     }
-    pub fn upload(&self, id: &str) -> String {
-        format!("{}/.deploy/upload-{id}.tar", self.root)
-    }
 }
 
 /// Prefixes a shell body with `image_names FILE`, which prints the image each
@@ -170,33 +167,57 @@ pub fn prepare(layout: &Layout) -> Cmd {
     shell(PREPARE, &[&layout.releases(), &layout.shared(), &layout.state()])
 }
 
-const FETCH: &str = r#"set -e
-[ -d "$1" ] || git init --bare --quiet "$1"
-git --git-dir="$1" fetch --quiet --force -- "$2" '+refs/heads/*:refs/heads/*' '+refs/tags/*:refs/tags/*'
-if ! git --git-dir="$1" cat-file -e "$3^{commit}" 2>/dev/null; then
-  echo "commit $3 is not in $2" >&2; exit 1
-fi
-mkdir "$4"
-git --git-dir="$1" archive --format=tar -o "$4.tar" "$3"
-tar -x -f "$4.tar" -C "$4"
-rm -f "$4.tar"
-"#;
-
-/// Fetches `commit` from `url` into the host's mirror and exports it as release `id`.
-pub fn fetch_and_export(layout: &Layout, url: &str, commit: &str, id: &str) -> Cmd {
-    shell(FETCH, &[&layout.repo(), url, commit, &layout.release(id)])
-}
-
-const EXTRACT: &str = r#"set -e
+// $1 the mirror repo, $2 the release dir, $3 the URL to fetch from ("" for
+// strategy upload), $4 the commit. stdin: a tar of the release's own files
+// (and, for upload, the commit's files). Kept in a file first: a fetch must
+// not read it.
+const STAGE: &str = r#"set -e
+files=$(mktemp "$2.files.XXXXXX")
+trap 'rm -f "$files"' EXIT
+cat > "$files"
 mkdir "$2"
-tar -x -f "$1" -C "$2"
-rm -f "$1"
+if [ -n "$3" ]; then
+  [ -d "$1" ] || git init --bare --quiet "$1"
+  git --git-dir="$1" fetch --quiet --force -- "$3" '+refs/heads/*:refs/heads/*' '+refs/tags/*:refs/tags/*' </dev/null
+  if ! git --git-dir="$1" cat-file -e "$4^{commit}" 2>/dev/null; then
+    echo "commit $4 is not in $3" >&2; exit 1
+  fi
+  git --git-dir="$1" archive --format=tar "$4" | tar -x -f - -C "$2"
+fi
+tar -x -f "$files" -C "$2"
 "#;
 
-/// Unpacks an uploaded tar as release `id`.
-pub fn extract_upload(layout: &Layout, id: &str) -> Cmd {
-    shell(EXTRACT, &[&layout.upload(id), &layout.release(id)])
+/// Puts release `id` on the host: fetched (`fetch = Some((url, commit))`,
+/// into the host's mirror, then exported) or not (its files come in the tar),
+/// then the tar on stdin unpacked over it (see [`files_tar`]).
+pub fn stage(layout: &Layout, id: &str, fetch: Option<(&str, &str)>) -> Cmd {
+    let (url, commit) = fetch.unwrap_or(("", ""));
+    shell(STAGE, &[&layout.repo(), &layout.release(id), url, commit])
 }
+
+/// A tar of `files` (path, bytes, mode), after the entries of `base` (the
+/// commit's files, for strategy upload): what [`stage`] reads on stdin.
+pub fn files_tar(base: Option<&[u8]>, files: &[(&str, &[u8], u32)]) -> std::io::Result<Vec<u8>> {
+    let mut out = tar::Builder::new(Vec::new());
+    if let Some(base) = base {
+        let mut archive = tar::Archive::new(base);
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            let header = entry.header().clone();
+            out.append(&header, &mut entry)?;
+        }
+    }
+    for (path, bytes, mode) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(*mode);
+        h.set_size(bytes.len() as u64);
+        h.set_mtime(0);
+        out.append_data(&mut h, path, *bytes)?;
+    }
+    out.into_inner()
+}
+
 
 // $1 root, $2 release dir, $3 how many shared files follow, then the files,
 // then the shared directories. A shared file must exist and is made 0600 (never
@@ -271,20 +292,46 @@ const BEFORE_UP: &str = with_image_names!(
 missing=$(image_names "$1" | while IFS= read -r img; do
   docker image inspect "$img" >/dev/null 2>&1 || echo "$img"
 done)
-if [ -n "$missing" ]; then echo "$missing"; else date +%s > "$2"; fi
+if [ -n "$missing" ]; then
+  echo "the images of release $3 are gone ($(echo $missing)); it cannot start without a build" >&2
+  exit 3
+fi
+date +%s > "$2"
 "#
 );
 
-/// Before `up` of release `id`: lists its missing images (from its override
-/// file); when there are none, marks the release started (see [`STARTED_FILE`]).
+/// Before `up` of release `id`: fails naming its missing images (from its
+/// override file); when none is, marks the release started (see [`STARTED_FILE`]).
 pub fn before_up(layout: &Layout, id: &str) -> Cmd {
     shell(
         BEFORE_UP,
         &[
             &format!("{}/{}", layout.release(id), crate::compose::OVERRIDE_FILE),
             &format!("{}/{STARTED_FILE}", layout.release(id)),
+            id,
         ],
     )
+}
+
+// $1 the check before `up`, $2 `up`, $3 the check after it (prints services
+// running another image, else points `current`), $4 `up --force-recreate`
+// without its services, $5 pointing `current`.
+const ACTIVATE: &str = r#"
+sh -c "$1" || exit $?
+sh -c "$2" || exit $?
+stale=$(sh -c "$3") || exit $?
+[ -n "$stale" ] || exit 0
+sh -c "$4 $stale" && sh -c "$5"
+"#;
+
+/// Makes a release live in one command: [`before_up`], `up`, [`after_up`],
+/// and the recreation of any service still on another image.
+pub fn activate(before: &Cmd, up: &Cmd, after: &Cmd, recreate: &Cmd, point: &Cmd) -> Cmd {
+    Cmd::new("sh")
+        .arg("-c")
+        .arg(ACTIVATE)
+        .arg("sh")
+        .args([before, up, after, recreate, point].map(Cmd::as_word))
 }
 
 const POINT_CURRENT: &str = r#"set -e
@@ -426,6 +473,27 @@ echo reused
 /// `live` when nothing that goes into them changed (see `REUSE_IMAGES`).
 pub fn reuse_images(layout: &Layout, live: &str, id: &str) -> Cmd {
     shell(REUSE_IMAGES, &[&layout.root, live, id])
+}
+
+// $1 the reuse check ("" when a build is wanted anyway), $2 the build (tracked),
+// $3 the content tagging. Prints "reused" when the live release's images serve.
+const BUILD: &str = r#"
+if [ -n "$1" ] && [ "$(sh -c "$1" 2>/dev/null)" = reused ]; then echo reused; exit 0; fi
+sh -c "$2" || exit $?
+sh -c "$3"
+"#;
+
+/// One command for the build of a release: reuse the live release's images
+/// when `reuse` says so (see `REUSE_IMAGES`), else `build`, then `address`
+/// (content tags). Prints `reused` when nothing was built.
+pub fn build(reuse: Option<&Cmd>, build: &Cmd, address: &Cmd) -> Cmd {
+    Cmd::new("sh")
+        .arg("-c")
+        .arg(BUILD)
+        .arg("sh")
+        .arg(reuse.map(Cmd::as_word).unwrap_or_else(|| "".into()))
+        .arg(build.as_word())
+        .arg(address.as_word())
 }
 
 /// After the build: names release `id`'s images by their content in its override.

@@ -36,6 +36,8 @@ pub struct HostRun {
     pub checks: Vec<CheckResult>,
     pub evidence: Option<Evidence>,
     pub rollback_checks: Vec<CheckResult>,
+    /// Commands the run made on the host (counted before the connection closes).
+    pub remote_commands: Option<usize>,
 }
 
 impl HostRun {
@@ -53,6 +55,7 @@ impl HostRun {
             checks: Vec::new(),
             evidence: None,
             rollback_checks: Vec::new(),
+            remote_commands: None,
         }
     }
 
@@ -103,6 +106,7 @@ impl HostRun {
             checks: self.checks.clone(),
             evidence: self.evidence.clone(),
             rollback_checks: self.rollback_checks.clone(),
+            remote_commands: self.remote_commands,
         }
     }
 }

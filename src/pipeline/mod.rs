@@ -15,19 +15,20 @@ mod up;
 
 use std::time::Instant;
 
-use futures::stream::{self, StreamExt};
 
 use crate::activation::Record;
 use crate::config::{Config, Environment, Host};
 use crate::error::{Error, Exit};
-use crate::fleet::{select_hosts, step, Fleet, LockGuard, QUICK_TIMEOUT};
+use crate::fleet::{select_hosts, Fleet, LockGuard, STEP_TIMEOUT};
 use crate::history::{self, Entry};
 use crate::hooks::{self, Hook};
 use crate::interrupt::Interrupt;
 use crate::live::{self, LiveState};
 use crate::lock::{self, LockInfo};
 use crate::outcome::{Change, Outcome};
-use crate::report::events::{Event, Reporter, Step, Summary};
+use crate::release;
+use crate::remote::Cmd;
+use crate::report::events::{Event, Reporter, Step, StepStatus, Summary};
 
 pub use hosts::{HostRun, Progress};
 pub use up::{config_dir, UpPlan};
@@ -240,6 +241,9 @@ pub async fn run(
 
     // Change, under the lock.
     let end = locked(&mut run, &fleet, plan.as_mut()).await;
+    for (h, m) in run.hosts.iter_mut().zip(&fleet.members) {
+        h.remote_commands = Some(m.remote.commands());
+    }
     fleet.close().await;
     post_hook(&run, &end).await;
     Ok(run.finish(end))
@@ -378,7 +382,11 @@ async fn locked(run: &mut Run<'_>, fleet: &Fleet, plan: Option<&mut UpPlan>) -> 
         commit: plan.as_ref().map(|p| p.commit.id.clone()),
     };
     let ttl = run.config.app.lock_timeout.0.as_secs().max(1);
-    let guard = match fleet.lock(&info, ttl, run.reporter).await {
+    // The live state is read in the same command, right after the lock is taken.
+    let (guard, live) = match fleet
+        .lock_then(&info, ttl, run.reporter, |m| Some(live::read(&m.layout)))
+        .await
+    {
         Ok(g) => g,
         Err(refused) => {
             run.fail_hosts(&refused.errors);
@@ -394,28 +402,33 @@ async fn locked(run: &mut Run<'_>, fleet: &Fleet, plan: Option<&mut UpPlan>) -> 
             };
         }
     };
-    let end = {
-        let work = changes(run, fleet, plan, &guard);
+    let states = read_live(run, fleet, &live);
+    let (end, recorded) = {
+        let work = changes(run, fleet, plan, &guard, &states);
         tokio::select! {
-            end = work => end,
+            done = work => done,
             _ = guard.keep(fleet) => unreachable!("the lock keeper never ends"),
         }
     };
-    guard.release(fleet, run.reporter).await;
+    finish(run, fleet, &states, &end, recorded, &guard).await;
     end
 }
 
 /// Everything under the lock: read what is live, prepare the target, switch,
 /// verify, restore on failure, record, prune.
-async fn changes(run: &mut Run<'_>, fleet: &Fleet, plan: Option<&mut UpPlan>, guard: &LockGuard) -> End {
-    let states = match read_live(run, fleet).await {
-        Ok(s) => s,
-        Err(end) => return end,
-    };
+/// Returns how the run ended, and whether it leaves history lines (a
+/// rollback that found nothing to go back to attempted nothing).
+async fn changes(
+    run: &mut Run<'_>,
+    fleet: &Fleet,
+    plan: Option<&mut UpPlan>,
+    guard: &LockGuard,
+    states: &[LiveState],
+) -> (End, bool) {
     // The target on every host: a staged new release (and its release
     // command run), or a kept one.
     let prepared = match plan {
-        Some(plan) => match up::stage(run, fleet, plan, &states, guard).await {
+        Some(plan) => match up::stage(run, fleet, plan, states, guard).await {
             Ok(()) => match release_command::run(run, fleet, guard).await {
                 Ok(()) => Ok(()),
                 Err(end) => {
@@ -425,15 +438,12 @@ async fn changes(run: &mut Run<'_>, fleet: &Fleet, plan: Option<&mut UpPlan>, gu
             },
             Err(end) => Err(end),
         },
-        None => choose::target(run, fleet, &states).await,
+        None => choose::target(run, fleet, states).await,
     };
     if let Err(end) = prepared {
         // A staging that failed is a deploy that failed; a rollback that found
         // nothing to go back to attempted nothing.
-        if run.change == Change::Up {
-            record(run, fleet, &states, end.outcome).await;
-        }
-        return end;
+        return (end, run.change == Change::Up);
     }
     if run.request.no_verify() && !run.config.verify.checks.is_empty() {
         run.warn(
@@ -445,56 +455,34 @@ async fn changes(run: &mut Run<'_>, fleet: &Fleet, plan: Option<&mut UpPlan>, gu
             ),
         );
     }
-    let end = switch::roll_out(run, fleet, guard).await;
-    record(run, fleet, &states, end.outcome).await;
-    if run.change == Change::Up && end.outcome == Outcome::Deployed {
-        match guard.held(fleet).await {
-            Ok(()) => up::prune(run, fleet).await,
-            Err(why) => run.warn(None, format!("old releases were not pruned: {why}")),
-        }
-    }
-    end
+    (switch::roll_out(run, fleet, guard).await, true)
 }
 
-/// Reads every host's live release, kept releases, records and history, under
-/// the lock: this, not preflight, decides what a failed change puts back.
-async fn read_live(run: &mut Run<'_>, fleet: &Fleet) -> Result<Vec<LiveState>, End> {
-    let results = fleet
-        .for_each(|m| async move {
-            m.remote
-                .check(&live::read(&m.layout).into(), Some(QUICK_TIMEOUT))
-                .await
-                .map(|out| live::parse(&out.stdout))
-                .map_err(|e| (m.host.name.clone(), e.to_string()))
-        })
-        .await;
+/// Each host's live release, kept releases, records and history, as read
+/// under the lock: this, not preflight, decides what a failed change puts back.
+fn read_live(run: &mut Run<'_>, fleet: &Fleet, outputs: &[String]) -> Vec<LiveState> {
     let mut states = Vec::new();
-    let mut failures = Vec::new();
     let mut inferred = Vec::new();
-    for ((h, m), r) in run.hosts.iter_mut().zip(&fleet.members).zip(results) {
-        match r {
-            Ok(state) => {
-                if state.torn_lines > 0 {
-                    run.reporter.event(Event::Warning {
-                        host: Some(h.name.clone()),
-                        message: format!(
-                            "{} line(s) of {} are not readable (a torn write) and were skipped",
-                            state.torn_lines,
-                            m.layout.history()
-                        ),
-                    });
-                }
-                h.from = state.current.as_deref().map(|cur| {
-                    state.records.get(cur).cloned().unwrap_or_else(|| {
-                        inferred.push(format!("{} on {}", cur, h.name));
-                        Record::inferred(run.config, m, cur)
-                    })
-                });
-                h.live = state.current.clone();
-                states.push(state);
-            }
-            Err(f) => failures.push(f),
+    for ((h, m), out) in run.hosts.iter_mut().zip(&fleet.members).zip(outputs) {
+        let state = live::parse(out);
+        if state.torn_lines > 0 {
+            run.reporter.event(Event::Warning {
+                host: Some(h.name.clone()),
+                message: format!(
+                    "{} line(s) of {} are not readable (a torn write) and were skipped",
+                    state.torn_lines,
+                    m.layout.history()
+                ),
+            });
         }
+        h.from = state.current.as_deref().map(|cur| {
+            state.records.get(cur).cloned().unwrap_or_else(|| {
+                inferred.push(format!("{} on {}", cur, h.name));
+                Record::inferred(run.config, m, cur)
+            })
+        });
+        h.live = state.current.clone();
+        states.push(state);
     }
     if !inferred.is_empty() {
         run.warn(
@@ -505,26 +493,25 @@ async fn read_live(run: &mut Run<'_>, fleet: &Fleet) -> Result<Vec<LiveState>, E
             ),
         );
     }
-    if !failures.is_empty() {
-        run.fail_hosts(&failures);
-        return Err(End::new(
-            Outcome::Failed,
-            "could not read the live release; no host was changed".to_string(),
-        ));
-    }
-    Ok(states)
+    states
 }
 
-/// Appends each host's history line for this run, which ended with `outcome`.
-async fn record(run: &Run<'_>, fleet: &Fleet, states: &[LiveState], outcome: Outcome) {
+/// The end of a change on every host, in one round trip each: its history
+/// line (`recorded`), pruning after a successful deploy (done only while the
+/// lock is still ours), and unlocking.
+async fn finish(run: &Run<'_>, fleet: &Fleet, states: &[LiveState], end: &End, recorded: bool, guard: &LockGuard) {
     let user = lock::whoami();
     let time = history::now();
     let message = run.request.message().map(str::to_string);
-    stream::iter(fleet.members.iter().zip(&run.hosts).zip(states))
-        .filter_map(|((m, h), state)| {
-            let recorded = h.outcome.recorded(run.change, outcome);
-            let release = h.to.as_ref().map(|r| r.release.clone()).or_else(|| run.release.clone());
-            let entry = recorded.zip(release).map(|(recorded, release)| Entry {
+    let keep = *run.config.app.keep_releases.get_ref() as usize;
+    let prune = run.change == Change::Up && end.outcome == Outcome::Deployed;
+    let mut work: Vec<Vec<(Step, Cmd)>> = Vec::new();
+    for (i, ((m, h), state)) in fleet.members.iter().zip(&run.hosts).zip(states).enumerate() {
+        let mut cmds = Vec::new();
+        let release = h.to.as_ref().map(|r| r.release.clone()).or_else(|| run.release.clone());
+        let line = h.outcome.recorded(run.change, end.outcome).filter(|_| recorded);
+        if let (Some(outcome), Some(release)) = (line, release) {
+            let entry = Entry {
                 commit: h
                     .to
                     .as_ref()
@@ -534,26 +521,73 @@ async fn record(run: &Run<'_>, fleet: &Fleet, states: &[LiveState], outcome: Out
                 release,
                 time: time.clone(),
                 user: user.clone(),
-                outcome: recorded,
+                outcome,
                 from: h.before().map(str::to_string),
                 to: h.live.clone(),
                 message: message.clone(),
                 release_command: run.ran.clone(),
                 unverified: run.request.no_verify() && !run.config.verify.checks.is_empty(),
-            });
-            async move { entry.map(|e| (m, e)) }
+            };
+            cmds.push((Step::Record, history::append(&m.layout, &entry)));
+        }
+        if let (true, Some(new)) = (prune, h.to.as_ref()) {
+            // Never the new release nor the one it replaced: a rollback goes back to it.
+            let mut ids = state.releases.clone();
+            ids.push(new.release.clone());
+            let doomed = release::to_prune(ids, keep, Some(&new.release), h.before());
+            if !doomed.is_empty() {
+                let remove = release::remove(&m.layout, &m.host.project, &doomed);
+                cmds.push((Step::Prune, lock::if_ours(&m.layout, guard.token(), &remove)));
+            }
+        }
+        if guard.holds(i) {
+            cmds.push((Step::Unlock, lock::release(&m.layout, Some(guard.token()))));
+        }
+        work.push(cmds);
+    }
+    let reporter = run.reporter;
+    fleet
+        .for_each_with(work, |m, cmds| async move {
+            if cmds.is_empty() {
+                return;
+            }
+            let host = m.host.name.as_str();
+            let started = Instant::now();
+            for (s, _) in &cmds {
+                reporter.event(Event::Step {
+                    host: host.to_string(),
+                    step: *s,
+                    status: StepStatus::Started,
+                });
+            }
+            let only: Vec<Cmd> = cmds.iter().map(|(_, c)| c.clone()).collect();
+            let results = crate::remote::batch(m.remote.as_ref(), &only, Some(STEP_TIMEOUT)).await;
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            for (n, (s, _)) in cmds.iter().enumerate() {
+                let status = match &results {
+                    Ok(outs) if outs.get(n).is_some_and(|o| o.success()) => StepStatus::Done {
+                        elapsed_ms,
+                        detail: None,
+                    },
+                    Ok(outs) => StepStatus::Failed {
+                        elapsed_ms,
+                        error: outs
+                            .get(n)
+                            .map(|o| format!("exited with {}: {}", o.code, crate::remote::tail(&o.stdout, 5)))
+                            .unwrap_or_default(),
+                    },
+                    Err(e) => StepStatus::Failed {
+                        elapsed_ms,
+                        error: e.to_string(),
+                    },
+                };
+                reporter.event(Event::Step {
+                    host: host.to_string(),
+                    step: *s,
+                    status,
+                });
+            }
         })
-        .map(|(m, entry)| async move {
-            let _ = step(
-                run.reporter,
-                &m.host.name,
-                Step::Record,
-                m.remote
-                    .check(&history::append(&m.layout, &entry).into(), Some(QUICK_TIMEOUT)),
-            )
-            .await;
-        })
-        .buffer_unordered(fleet.env.parallel.max(1))
-        .collect::<Vec<()>>()
         .await;
+    guard.mark_released();
 }

@@ -15,6 +15,7 @@ use crate::live::LiveState;
 use crate::outcome::Outcome;
 use crate::pipeline::{release_command, Progress};
 use crate::release::{self, release_id};
+use crate::remote::Script;
 use crate::report::events::{Event, Reporter, Step};
 
 /// A build may take long, but not forever.
@@ -234,42 +235,31 @@ async fn stage_host(
     let id = plan.release.as_str();
     let host = m.host.name.as_str();
     let r = &m.remote;
-    let transfer = async {
-        r.check(&release::prepare(&m.layout).into(), Some(QUICK_TIMEOUT))
-            .await?;
-        match (&plan.fetch_url, &plan.tar) {
-            (Some(url), _) => {
-                r.check(
-                    &release::fetch_and_export(&m.layout, url, &plan.commit.id, id).into(),
-                    Some(STEP_TIMEOUT),
-                )
-                .await?;
-            }
-            (None, Some(tar)) => {
-                r.upload(tar, &m.layout.upload(id), 0o600).await?;
-                r.check(&release::extract_upload(&m.layout, id).into(), Some(STEP_TIMEOUT))
-                    .await?;
-            }
-            (None, None) => unreachable!("a plan has a URL or a tar"),
-        }
-        if let Some(link) = release::link_shared(&m.layout, id, &config.app) {
-            r.check(&link.into(), Some(QUICK_TIMEOUT)).await?;
-        }
-        let dir = m.layout.release(id);
-        let env = m.compose_for(record).env_file();
-        r.upload(env.as_bytes(), &format!("{dir}/{}", record.env_file), 0o600)
-            .await?;
-        let text = compose::override_file(&m.host.project, &record.build, id);
-        r.upload(text.as_bytes(), &format!("{dir}/{OVERRIDE_FILE}"), 0o644)
-            .await?;
-        r.upload(record.to_json().as_bytes(), &format!("{dir}/{RECORD_FILE}"), 0o644)
-            .await?;
-        Ok::<(), crate::remote::RemoteError>(())
-    };
+    // One command: the layout, the commit (fetched, or in the tar), the
+    // release's own files from the tar on stdin, the shared files linked.
+    let env = m.compose_for(record).env_file();
+    let overrides = compose::override_file(&m.host.project, &record.build, id);
+    let own = record.to_json();
+    let files = [
+        (record.env_file.as_str(), env.as_bytes(), 0o600),
+        (OVERRIDE_FILE, overrides.as_bytes(), 0o644),
+        (RECORD_FILE, own.as_bytes(), 0o644),
+    ];
+    let input = release::files_tar(plan.tar.as_deref(), &files).map_err(|e| format!("cannot pack the release's files: {e}"))?;
+    let fetch = plan.fetch_url.as_deref().map(|url| (url, plan.commit.id.as_str()));
+    let mut script = Script::from(release::prepare(&m.layout)).then(release::stage(&m.layout, id, fetch));
+    if let Some(link) = release::link_shared(&m.layout, id, &config.app) {
+        script = script.then(link);
+    }
     let fetch_step = if plan.fetch_url.is_some() {
         Step::Fetch
     } else {
         Step::Upload
+    };
+    let transfer = async {
+        r.check_with_input(&script, &input, Some(STEP_TIMEOUT))
+            .await
+            .map_err(|e| e.named(&format!("stage release {id}")))
     };
     step(reporter, host, fetch_step, transfer).await?;
     if record.build.is_empty() {
@@ -284,34 +274,24 @@ async fn stage_host(
     // With the same tree and variables as the live release, its images are
     // what a build would give (from the cache): none is run. Not with `no_cache`.
     let live = live.filter(|_| !config.app.no_cache);
-    let reused = step(reporter, host, Step::Build, async {
-        if let Some(live) = live {
-            // Any doubt (an error, a timeout) means a build.
-            let out = r
-                .run(&release::reuse_images(&m.layout, live, id).into(), Some(QUICK_TIMEOUT))
-                .await;
-            if out.is_ok_and(|o| o.success() && o.stdout.trim() == "reused") {
-                return Ok(Some(live));
-            }
-        }
+    let reuse = live.map(|live| release::reuse_images(&m.layout, live, id));
+    let address = release::address_images(&m.layout, id);
+    let out = step(reporter, host, Step::Build, async {
         let out = r
-            .run(&build.into(), Some(BUILD_TIMEOUT))
+            .run(&release::build(reuse.as_ref(), &build, &address).into(), Some(BUILD_TIMEOUT))
             .await
             .map_err(|e| e.to_string())?;
-        if !out.success() {
-            return Err(format!(
+        match out.success() {
+            true => Ok(out),
+            false => Err(format!(
                 "compose build exited with {}:\n{}",
                 out.code,
                 crate::remote::tail(&format!("{}{}", out.stdout, out.stderr), 30)
-            ));
+            )),
         }
-        r.check(&release::address_images(&m.layout, id).into(), Some(QUICK_TIMEOUT))
-            .await
-            .map(|_| None)
-            .map_err(|e| e.to_string())
     })
     .await?;
-    if let Some(live) = reused {
+    if let (Some(live), "reused") = (live, out.stdout.trim()) {
         reporter.event(Event::Info {
             host: Some(host.to_string()),
             message: format!("nothing built: the release equals the live {live}, whose images it uses"),
@@ -342,39 +322,6 @@ pub(super) async fn discard(fleet: &Fleet, id: &str, reporter: &dyn Reporter) {
                     message: format!("could not remove the staged release {id}: {e}"),
                 });
             }
-        })
-        .await;
-}
-
-/// Removes releases (and their images) beyond `keep_releases`.
-pub(super) async fn prune(run: &Run<'_>, fleet: &Fleet) {
-    let keep = *run.config.app.keep_releases.get_ref() as usize;
-    // Never the new release nor the one it replaced: a rollback goes back to it.
-    let spared: Vec<(Option<String>, Option<String>)> = run
-        .hosts
-        .iter()
-        .map(|h| (h.to.as_ref().map(|r| r.release.clone()), h.before().map(str::to_string)))
-        .collect();
-    fleet
-        .for_each_with(spared, |m, (new, before)| async move {
-            let _ = step(run.reporter, &m.host.name, Step::Prune, async {
-                let out = m
-                    .remote
-                    .check(&release::list(&m.layout).into(), Some(QUICK_TIMEOUT))
-                    .await?;
-                let ids: Vec<String> = out.stdout.lines().map(str::to_string).collect();
-                let doomed = release::to_prune(ids, keep, new.as_deref(), before.as_deref());
-                if !doomed.is_empty() {
-                    m.remote
-                        .check(
-                            &release::remove(&m.layout, &m.host.project, &doomed).into(),
-                            Some(STEP_TIMEOUT),
-                        )
-                        .await?;
-                }
-                Ok::<(), crate::remote::RemoteError>(())
-            })
-            .await;
         })
         .await;
 }

@@ -77,6 +77,32 @@ pub enum RemoteError {
     },
 }
 
+impl RemoteError {
+    /// The same error, its command called `what` (a script of several steps
+    /// reads better by what it does).
+    pub fn named(self, what: &str) -> RemoteError {
+        match self {
+            RemoteError::Io { host, reason, .. } => RemoteError::Io {
+                host,
+                command: what.to_string(),
+                reason,
+            },
+            RemoteError::TimedOut { host, timeout, .. } => RemoteError::TimedOut {
+                host,
+                command: what.to_string(),
+                timeout,
+            },
+            RemoteError::Failed { host, code, stderr, .. } => RemoteError::Failed {
+                host,
+                command: what.to_string(),
+                code,
+                stderr,
+            },
+            other => other,
+        }
+    }
+}
+
 /// The last `n` lines of `text`, for error messages.
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.trim_end().lines().collect();
@@ -96,8 +122,13 @@ pub trait Remote: Send + Sync {
     /// Runs `script`, handing each output line to `sink` as it arrives; returns the exit code.
     async fn stream(&self, script: &Script, timeout: Option<Duration>, sink: LineSink<'_>) -> Result<i32, RemoteError>;
 
-    /// Writes `bytes` to `path` on the host with `mode`, atomically (temp file, then rename).
-    async fn upload(&self, bytes: &[u8], path: &str, mode: u32) -> Result<(), RemoteError>;
+    /// Runs `script` with `input` on its stdin, capturing its output (as [`Remote::run`]).
+    async fn run_with_input(
+        &self,
+        script: &Script,
+        input: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<Output, RemoteError>;
 
     /// Makes `target` (`host:port` as seen from the host) reachable at a local address.
     /// It stays open until [`Remote::close_forward`] (or the connection's end).
@@ -113,9 +144,35 @@ pub trait Remote: Send + Sync {
     /// Ends the connection (closes the SSH master); a no-op for local.
     async fn close(self: Box<Self>) -> Result<(), RemoteError>;
 
+    /// How many commands (exec channels) this connection has run.
+    fn commands(&self) -> usize {
+        0
+    }
+
     /// Runs `script` and requires exit 0.
     async fn check(&self, script: &Script, timeout: Option<Duration>) -> Result<Output, RemoteError> {
         let out = self.run(script, timeout).await?;
+        self.required(script, out)
+    }
+
+    /// Runs `script` with `input` on its stdin and requires exit 0.
+    async fn check_with_input(
+        &self,
+        script: &Script,
+        input: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<Output, RemoteError> {
+        let out = self.run_with_input(script, input, timeout).await?;
+        self.required(script, out)
+    }
+
+    /// Writes `bytes` to `path` on the host with `mode`, atomically (temp file, then rename).
+    async fn upload(&self, bytes: &[u8], path: &str, mode: u32) -> Result<(), RemoteError> {
+        self.check_with_input(&upload_script(path, mode), bytes, None).await.map(|_| ())
+    }
+
+    /// `out`, or the error that `script` exited non-zero.
+    fn required(&self, script: &Script, out: Output) -> Result<Output, RemoteError> {
         if out.success() {
             Ok(out)
         } else {
@@ -129,15 +186,120 @@ pub trait Remote: Send + Sync {
     }
 }
 
+// Runs each argument as a command, one after the other whatever each one's
+// exit, each followed by a line with its exit code.
+const EACH: &str = r#"for c in "$@"; do sh -c "$c" 2>&1; printf '\n@@deploy exit %s\n' "$?"; done"#;
+
+/// Runs `cmds` one after the other in one round trip, each whatever the
+/// others' exit: each one's exit code and output (stderr with stdout).
+pub async fn batch(remote: &dyn Remote, cmds: &[Cmd], timeout: Option<Duration>) -> Result<Vec<Output>, RemoteError> {
+    let script = Cmd::new("sh")
+        .arg("-c")
+        .arg(EACH)
+        .arg("sh")
+        .args(cmds.iter().map(Cmd::as_word));
+    let out = remote.run(&script.into(), timeout).await?;
+    let mut results = Vec::new();
+    let mut text = String::new();
+    for line in out.stdout.split_inclusive('\n') {
+        match line.trim_end().strip_prefix("@@deploy exit ") {
+            Some(code) => {
+                // The newline printed before the marker is not the command's.
+                let stdout = text.strip_suffix('\n').unwrap_or(&text).to_string();
+                results.push(Output {
+                    code: code.trim().parse().unwrap_or(-1),
+                    stdout,
+                    stderr: String::new(),
+                });
+                text.clear();
+            }
+            None => text.push_str(line),
+        }
+    }
+    // A batch cut short (a killed shell) reports the commands that never ran as failed.
+    while results.len() < cmds.len() {
+        results.push(Output {
+            code: -1,
+            stdout: std::mem::take(&mut text),
+            stderr: out.stderr.clone(),
+        });
+    }
+    Ok(results)
+}
+
+/// A transport that counts the commands it runs (shown with `-vv` and in the
+/// JSON summary, so a change that adds round trips shows).
+struct Counted {
+    inner: Box<dyn Remote>,
+    commands: std::sync::atomic::AtomicUsize,
+}
+
+impl Counted {
+    fn one(&self) {
+        self.commands.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[async_trait]
+impl Remote for Counted {
+    fn host(&self) -> &str {
+        self.inner.host()
+    }
+
+    async fn run(&self, script: &Script, timeout: Option<Duration>) -> Result<Output, RemoteError> {
+        self.one();
+        self.inner.run(script, timeout).await
+    }
+
+    async fn stream(&self, script: &Script, timeout: Option<Duration>, sink: LineSink<'_>) -> Result<i32, RemoteError> {
+        self.one();
+        self.inner.stream(script, timeout, sink).await
+    }
+
+    async fn run_with_input(
+        &self,
+        script: &Script,
+        input: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<Output, RemoteError> {
+        self.one();
+        self.inner.run_with_input(script, input, timeout).await
+    }
+
+    async fn forward(&self, target: &str) -> Result<SocketAddr, RemoteError> {
+        self.inner.forward(target).await
+    }
+
+    async fn close_forward(&self, target: &str, local: SocketAddr) -> Result<(), RemoteError> {
+        self.inner.close_forward(target, local).await
+    }
+
+    fn close_forward_later(&self, target: &str, local: SocketAddr) {
+        self.inner.close_forward_later(target, local)
+    }
+
+    async fn close(self: Box<Self>) -> Result<(), RemoteError> {
+        self.inner.close().await
+    }
+
+    fn commands(&self) -> usize {
+        self.commands.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Connects to `host` with the environment's transport.
 pub async fn connect(
     transport: crate::config::TransportKind,
     host: &crate::config::Host,
 ) -> Result<Box<dyn Remote>, RemoteError> {
-    match transport {
-        crate::config::TransportKind::Local => Ok(Box::new(local::LocalRemote::new(host.name.clone()))),
-        crate::config::TransportKind::Ssh => Ok(Box::new(ssh::SshRemote::connect(host).await?)),
-    }
+    let inner: Box<dyn Remote> = match transport {
+        crate::config::TransportKind::Local => Box::new(local::LocalRemote::new(host.name.clone())),
+        crate::config::TransportKind::Ssh => Box::new(ssh::SshRemote::connect(host).await?),
+    };
+    Ok(Box::new(Counted {
+        inner,
+        commands: std::sync::atomic::AtomicUsize::new(0),
+    }))
 }
 
 /// The script that writes stdin to `path` atomically with `mode`.

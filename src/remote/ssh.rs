@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use openssh::{ControlPersist, ForwardType, KnownHosts, Session, SessionBuilder, Socket, Stdio};
 use tokio::io::AsyncWriteExt;
 
-use super::{exit_code, quote, stream_lines, timed_out, upload_script, LineSink, Output, Remote, RemoteError, Script};
+use super::{exit_code, quote, stream_lines, timed_out, LineSink, Output, Remote, RemoteError, Script};
 use crate::config::{Host, HostKeyPolicy};
 
 /// Extra time the client waits beyond a command's timeout, for `timeout` on the
@@ -219,30 +219,42 @@ impl Remote for SshRemote {
         self.shutdown().await
     }
 
-    async fn upload(&self, bytes: &[u8], path: &str, mode: u32) -> Result<(), RemoteError> {
+    async fn run_with_input(
+        &self,
+        script: &Script,
+        input: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<Output, RemoteError> {
         self.close_unwanted().await;
-        let script = upload_script(path, mode);
-        let mut cmd = self.session().raw_command(quote::wrap(&script, None));
-        cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().await.map_err(|e| self.io_error(&script, ssh_words(&e)))?;
+        let started = Instant::now();
+        let mut cmd = self.session().raw_command(quote::wrap(script, timeout));
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().await.map_err(|e| self.io_error(script, ssh_words(&e)))?;
         let mut stdin = child.stdin().take().expect("piped");
-        stdin.write_all(bytes).await.map_err(|e| self.io_error(&script, e))?;
-        stdin.shutdown().await.map_err(|e| self.io_error(&script, e))?;
-        drop(stdin);
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(|e| self.io_error(&script, ssh_words(&e)))?;
+        let fut = async {
+            stdin.write_all(input).await.map_err(|e| self.io_error(script, e))?;
+            stdin.shutdown().await.map_err(|e| self.io_error(script, e))?;
+            drop(stdin);
+            child
+                .wait_with_output()
+                .await
+                .map_err(|e| self.io_error(script, ssh_words(&e)))
+        };
+        let out = match timeout {
+            Some(t) => tokio::time::timeout(t + GRACE, fut)
+                .await
+                .map_err(|_| self.timed_out(script, t))?,
+            None => fut.await,
+        }?;
         let code = exit_code(out.status);
-        if code != 0 {
-            return Err(RemoteError::Failed {
-                host: self.host.clone(),
-                command: script.display(),
-                code,
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            });
+        if timed_out(code, started.elapsed(), timeout) {
+            return Err(self.timed_out(script, timeout.unwrap_or_default()));
         }
-        Ok(())
+        Ok(Output {
+            code,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
     }
 
     async fn forward(&self, target: &str) -> Result<SocketAddr, RemoteError> {

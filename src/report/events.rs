@@ -92,6 +92,9 @@ pub struct HostSummary {
     /// After a rollback: the checklist's results on the restored release.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rollback_checks: Vec<CheckResult>,
+    /// Commands (SSH exec channels) the run made on this host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_commands: Option<usize>,
 }
 
 impl HostSummary {
@@ -112,6 +115,7 @@ impl HostSummary {
             checks: Vec::new(),
             evidence: None,
             rollback_checks: Vec::new(),
+            remote_commands: None,
         }
     }
 }

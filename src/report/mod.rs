@@ -56,11 +56,12 @@ impl Printer {
         match self.format {
             OutputFormat::Json => Box::new(progress::JsonReporter { secrets }),
             OutputFormat::Human if std::io::stderr().is_terminal() && self.verbosity >= 0 => {
-                Box::new(progress::LiveReporter::new(secrets))
+                Box::new(progress::LiveReporter::new(secrets, self.verbosity >= 2))
             }
             OutputFormat::Human => Box::new(progress::PlainReporter {
                 secrets,
                 quiet: self.verbosity < 0,
+                counts: self.verbosity >= 2,
             }),
         }
     }

@@ -34,6 +34,8 @@ impl Reporter for JsonReporter {
 pub struct PlainReporter {
     pub secrets: Vec<Secret>,
     pub quiet: bool,
+    /// `-vv`: the summary shows each host's number of remote commands.
+    pub counts: bool,
 }
 
 impl Reporter for PlainReporter {
@@ -41,7 +43,7 @@ impl Reporter for PlainReporter {
         let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
         let line = match &event {
             Event::Summary(s) => {
-                let text = summary_table(s);
+                let text = summary_table(s, self.counts);
                 let _ = write!(std::io::stdout().lock(), "{}", super::human(&text, &self.secrets));
                 return;
             }
@@ -149,7 +151,7 @@ fn check_line(c: &CheckResult) -> String {
 }
 
 /// The closing table: host, release, outcome, time; then the result line.
-pub fn summary_table(s: &Summary) -> String {
+pub fn summary_table(s: &Summary, counts: bool) -> String {
     let mut out = String::new();
     if !s.hosts.is_empty() {
         let w = s.hosts.iter().map(|h| h.host.len()).max().unwrap_or(4).max(4);
@@ -178,6 +180,9 @@ pub fn summary_table(s: &Summary) -> String {
                 h.outcome,
                 secs(h.elapsed_ms)
             ));
+            if let (true, Some(n)) = (counts, h.remote_commands) {
+                out.push_str(&format!("    {n} remote commands\n"));
+            }
             if let Some(e) = &h.error {
                 for line in e.lines() {
                     out.push_str(&format!("    {line}\n"));
@@ -231,14 +236,17 @@ pub struct LiveReporter {
     secrets: Vec<Secret>,
     multi: MultiProgress,
     bars: Mutex<BTreeMap<String, ProgressBar>>,
+    /// `-vv`: the summary shows each host's number of remote commands.
+    counts: bool,
 }
 
 impl LiveReporter {
-    pub fn new(secrets: Vec<Secret>) -> LiveReporter {
+    pub fn new(secrets: Vec<Secret>, counts: bool) -> LiveReporter {
         LiveReporter {
             secrets,
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
             bars: Mutex::new(BTreeMap::new()),
+            counts,
         }
     }
 
@@ -279,7 +287,7 @@ impl Reporter for LiveReporter {
                 let _ = write!(
                     std::io::stdout().lock(),
                     "{}",
-                    super::human(&summary_table(s), &self.secrets)
+                    super::human(&summary_table(s, self.counts), &self.secrets)
                 );
             }
             Event::Output { .. } | Event::Data { .. } => {
