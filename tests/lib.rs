@@ -6,6 +6,7 @@ mod harness;
 mod cli_check;
 mod cli_check_support;
 mod cli_init;
+mod completions;
 mod doctor;
 mod fixture_app;
 mod fleets;
