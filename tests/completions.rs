@@ -139,7 +139,7 @@ fn rollback_to_completes_the_release_ids_the_host_keeps_and_gives_up_on_a_silent
     let newest_first: Vec<String> = kept.iter().rev().cloned().collect();
     assert_eq!(release_ids(&d, ""), newest_first);
     let older = &kept[0];
-    assert_eq!(release_ids(&d, &older[..older.len() - 1]), [older.clone()]);
+    assert_eq!(release_ids(&d, &older[..older.len() - 1]), vec![older.to_string()]);
     // zsh and fish show each id's commit and how it went.
     let asked = sh(Command::new(DEPLOY)
         .env("COMPLETE", "zsh")
