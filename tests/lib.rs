@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod ci_recipes;
 mod cli_check;
 mod cli_check_support;
 mod cli_init;
