@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    // A completion script asking for candidates (`COMPLETE=bash deploy -- ...`)
+    // A completion script asking for candidates (`DEPLOY_COMPLETE=bash deploy -- ...`)
     // is answered here and the process exits; otherwise this does nothing.
     clap_complete::CompleteEnv::with_factory(deploy::commands::completions::command)
         .var(deploy::commands::completions::VAR)

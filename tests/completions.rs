@@ -108,7 +108,7 @@ fn fish_and_zsh_complete_environments_and_powershell_gets_a_script() {
     assert_eq!(registered.trim(), "_clap_dynamic_completer_deploy");
     // ...and what it asks deploy for (words and index as zsh passes them) answers in zsh's form.
     let asked = sh(Command::new(DEPLOY)
-        .env("COMPLETE", "zsh")
+        .env("DEPLOY_COMPLETE", "zsh")
         .env("_CLAP_IFS", "\n")
         .env("_CLAP_COMPLETE_INDEX", "2")
         .args(["--", "deploy", "verify", ""])
@@ -142,7 +142,7 @@ fn rollback_to_completes_the_release_ids_the_host_keeps_and_gives_up_on_a_silent
     assert_eq!(release_ids(&d, &older[..older.len() - 1]), vec![older.to_string()]);
     // zsh and fish show each id's commit and how it went.
     let asked = sh(Command::new(DEPLOY)
-        .env("COMPLETE", "zsh")
+        .env("DEPLOY_COMPLETE", "zsh")
         .env("_CLAP_IFS", "\n")
         .env("_CLAP_COMPLETE_INDEX", "4")
         .args(["--", "deploy", "rollback", "test", "--to", ""])

@@ -1,7 +1,7 @@
 //! `deploy completions SHELL`: the script a shell sources to complete `deploy`.
 //!
 //! The script asks `deploy` itself while you type (clap_complete's dynamic
-//! engine: it runs `COMPLETE=<shell> deploy -- <the words so far>`, which
+//! engine: it runs `DEPLOY_COMPLETE=<shell> deploy -- <the words so far>`, which
 //! `main` answers before anything else), so candidates come from where you
 //! are: environment names from deploy.toml (`--config` is honoured), host
 //! names for `--hosts`, and release ids for `rollback --to` from the hosts.
@@ -21,8 +21,10 @@ use crate::fleet::{select_hosts, Fleet};
 use crate::report::events::{Event, Reporter};
 use crate::report::Printer;
 
-/// The variable the scripts set when they ask `deploy` for candidates.
-pub const VAR: &str = "COMPLETE";
+/// The variable the scripts set when they ask `deploy` for candidates (not
+/// clap's default `COMPLETE`: a name that generic may be set for other reasons,
+/// and would turn every run into a completion).
+pub const VAR: &str = "DEPLOY_COMPLETE";
 
 /// How long completing `rollback --to` waits for a host to connect; one that
 /// does not answer by then is left out.

@@ -15,6 +15,7 @@ use crate::config::{CheckKind, Config};
 pub struct ComposeFile {
     /// Its name as `app.compose_files` gives it.
     pub name: String,
+    /// Its contents.
     pub text: String,
 }
 
@@ -493,6 +494,7 @@ fn collect_strings(y: &Yaml, out: &mut Vec<String>) {
 /// shared `.env` where one is linked into each release.
 #[derive(Debug, Clone, Default)]
 pub struct Defined {
+    /// The host's name.
     pub host: String,
     /// Names known to be defined on the host.
     pub names: BTreeSet<String>,

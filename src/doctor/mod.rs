@@ -33,6 +33,7 @@ impl Level {
 /// One thing doctor looked at, and what it found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
+    /// ✓, ! or ✗.
     pub level: Level,
     /// What was looked at, a stable name (`depends_on`, `restart`, `ssh`, `disk`, ...).
     pub check: String,
