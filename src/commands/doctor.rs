@@ -54,6 +54,11 @@ pub fn run(
     hosts: Option<&[String]>,
 ) -> Result<Exit, Error> {
     let config = super::load(cli, printer)?;
+    if env.is_none() && hosts.is_some() {
+        return Err(Error::Usage(
+            "--hosts picks hosts of an environment: `deploy doctor ENV --hosts H1,H2`".into(),
+        ));
+    }
     let env = env.map(|e| super::environment(&config, e)).transpose()?;
     let selected = env.map(|e| select_hosts(e, hosts)).transpose()?;
     let started = Instant::now();
@@ -93,7 +98,7 @@ pub fn run(
     emit(review::variables(&env.name, &source.files, &defined));
     let mut summaries = Vec::new();
     for r in reports {
-        let outcome = match (&r.unreachable, worst(&r.findings)) {
+        let outcome = match (r.unreachable, worst(&r.findings)) {
             (true, _) => "unreachable",
             (false, Level::Fail) => "failed",
             _ => "ok",
