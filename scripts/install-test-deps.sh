@@ -13,6 +13,11 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v pgrep >/dev/null 2>&1 || need_apt+=(procps)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v docker >/dev/null 2>&1 || need_apt+=(docker.io)
+# The completion scripts run in real shells; the man page is rendered by man(1).
+command -v zsh >/dev/null 2>&1 || need_apt+=(zsh)
+command -v fish >/dev/null 2>&1 || need_apt+=(fish)
+command -v groff >/dev/null 2>&1 || need_apt+=(groff-base)
+command -v man >/dev/null 2>&1 || need_apt+=(man-db)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   apt-get update -qq

@@ -220,6 +220,29 @@ pub enum Command {
     },
     /// Validate deploy.toml without touching any host.
     Check,
+    /// Find what would break a deploy: the commit's compose files and deploy.toml,
+    /// and with ENV every host (ssh, docker, disk, clock, git, lock, last release).
+    Doctor {
+        /// The environment whose hosts to examine (default: only the compose files).
+        env: Option<String>,
+        /// The commit whose compose files are read (default: HEAD).
+        #[arg(long, value_name = "REV")]
+        rev: Option<String>,
+        #[command(flatten)]
+        hosts: HostsArg,
+    },
+    /// Print the shell completion script (environment names complete from deploy.toml).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Print the man page (roff); with --dir, write one page per subcommand there.
+    Man {
+        /// Write deploy.1 and deploy-<command>.1 into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Write a commented deploy.toml, prefilled from the compose file here.
     Init {
         /// The compose file to read (default: docker-compose.yml, compose.yaml, ... here).
@@ -231,9 +254,32 @@ pub enum Command {
     },
 }
 
+/// Shells `deploy completions` writes a script for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+    Powershell,
+}
+
 /// The subcommand names, so `deploy prod` can mean `deploy up prod`.
 pub const SUBCOMMANDS: &[&str] = &[
-    "up", "verify", "rollback", "releases", "status", "lock", "logs", "exec", "setup", "check", "init", "help",
+    "up",
+    "verify",
+    "rollback",
+    "releases",
+    "status",
+    "lock",
+    "logs",
+    "exec",
+    "setup",
+    "check",
+    "init",
+    "doctor",
+    "completions",
+    "man",
+    "help",
 ];
 
 impl Cli {

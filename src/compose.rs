@@ -141,6 +141,8 @@ pub struct Service {
     pub container_name: Option<String>,
     /// `ports:` that publish on the host, as written.
     pub ports: Vec<String>,
+    /// Ports it serves on inside its container: `ports:` targets and `expose:`.
+    pub targets: Vec<u16>,
 }
 
 impl Service {
@@ -225,6 +227,16 @@ fn service(name: &str, v: &Yaml) -> Service {
                 .collect()
         })
         .unwrap_or_default();
+    // "127.0.0.1:${API_PORT}:8000/tcp" serves on 8000; a range is left out.
+    let target = |p: &Yaml| match p {
+        Yaml::Hash(_) => p["target"].as_i64().and_then(|n| u16::try_from(n).ok()),
+        other => text(other)?.rsplit(':').next()?.split('/').next()?.parse().ok(),
+    };
+    let mut targets: Vec<u16> = v["ports"]
+        .as_vec()
+        .map(|l| l.iter().filter_map(target).collect())
+        .unwrap_or_default();
+    targets.extend(v["expose"].as_vec().into_iter().flatten().filter_map(target));
     Service {
         name: name.to_string(),
         builds: !matches!(v["build"], Yaml::BadValue | Yaml::Null),
@@ -236,6 +248,7 @@ fn service(name: &str, v: &Yaml) -> Service {
         replicas,
         container_name: text(&v["container_name"]),
         ports,
+        targets,
     }
 }
 
@@ -262,6 +275,7 @@ pub fn merged(files: &[Vec<Service>]) -> Vec<Service> {
                     o.replicas = s.replicas.or(o.replicas);
                     o.container_name = s.container_name.clone().or(o.container_name.take());
                     o.ports.extend(s.ports.iter().cloned());
+                    o.targets.extend(s.targets.iter().copied());
                 }
             }
         }
@@ -403,6 +417,7 @@ mod service_tests {
         assert_eq!(one_shots(&s, &[]), vec!["migrate"]);
         assert_eq!(s[1].replicas, Some(2));
         assert_eq!(s[1].ports, vec!["127.0.0.1:80:8000"]);
+        assert_eq!(s[1].targets, vec![8000]);
         assert_eq!(
             s[2].healthcheck.as_deref(),
             Some(&["CMD".to_string(), "redis-cli".into(), "ping".into()][..])

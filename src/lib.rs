@@ -12,6 +12,7 @@ pub mod cli;
 pub mod commands;
 pub mod compose;
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod fleet;
 pub mod git;
@@ -90,6 +91,15 @@ pub fn run(cli: Cli) -> Exit {
         ),
         Command::Setup { env, hosts } => commands::setup::run(&cli, &mut printer, env, hosts.hosts.as_deref()),
         Command::Check => commands::check::run(&cli, &mut printer),
+        Command::Doctor { env, rev, hosts } => commands::doctor::run(
+            &cli,
+            &mut printer,
+            env.as_deref(),
+            rev.as_deref(),
+            hosts.hosts.as_deref(),
+        ),
+        Command::Completions { shell } => commands::completions::run(&printer, *shell),
+        Command::Man { dir } => commands::man::run(&printer, dir.as_deref()),
         Command::Init { compose_file, force } => commands::init::run(&cli, &printer, compose_file.as_deref(), *force),
     };
     match result {

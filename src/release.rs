@@ -218,7 +218,6 @@ pub fn files_tar(base: Option<&[u8]>, files: &[(&str, &[u8], u32)]) -> std::io::
     out.into_inner()
 }
 
-
 // $1 root, $2 release dir, $3 how many shared files follow, then the files,
 // then the shared directories. A shared file must exist and is made 0600 (never
 // a directory: chmod 600 would lock its owner out of it). A missing shared

@@ -3,9 +3,12 @@
 
 mod harness;
 
+mod ci_recipes;
 mod cli_check;
 mod cli_check_support;
 mod cli_init;
+mod completions;
+mod doctor;
 mod fixture_app;
 mod fleets;
 mod git_push;

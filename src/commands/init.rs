@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::Cli;
 use crate::compose::{services as compose_services, Service};
+use crate::doctor::compose::ComposeFile;
+use crate::doctor::Level;
 use crate::error::{Error, Exit};
+use crate::report::events::Event;
 use crate::report::Printer;
 
 /// The template, compiled in so the binary works anywhere.
@@ -68,7 +71,33 @@ pub fn run(cli: &Cli, printer: &Printer, compose_file: Option<&Path>, force: boo
         target.display(),
         services.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
     ));
+    doctor(printer, target, &dir, &relative, text);
     Ok(Exit::Success)
+}
+
+/// The compose part of `deploy doctor`, on the files as they are here: what to
+/// fix before the first deploy. The file was written either way, so it does
+/// not change init's exit code.
+fn doctor(printer: &Printer, target: &Path, dir: &Path, compose_file: &str, text: String) {
+    let config = match crate::config::Config::load(target) {
+        Ok(c) => c,
+        Err(e) => return printer.warn(&format!("doctor could not read what init wrote: {e}")),
+    };
+    let files = [ComposeFile {
+        name: compose_file.to_string(),
+        text,
+    }];
+    let findings = crate::commands::doctor::compose_findings(&config, &files, dir);
+    let reporter = printer.reporter();
+    for f in &findings {
+        reporter.event(Event::Finding(f.clone()));
+    }
+    let count = |l: Level| findings.iter().filter(|f| f.level == l).count();
+    printer.info(&format!(
+        "doctor: {} to fix (✗), {} worth a look (!); `deploy doctor prod` looks at the hosts too",
+        count(Level::Fail),
+        count(Level::Warn)
+    ));
 }
 
 /// A compose project name from the directory's name: lowercase, `[a-z0-9_-]`.

@@ -1,10 +1,13 @@
 //! One module per subcommand; each returns the exit code it ends with.
 
 pub mod check;
+pub mod completions;
+pub mod doctor;
 pub mod exec;
 pub mod init;
 pub mod lock;
 pub mod logs;
+pub mod man;
 pub mod releases;
 pub mod rollback;
 pub mod setup;

@@ -19,9 +19,7 @@ pub use text::{Secret, Text, REDACTED};
 use schema::{CheckSpec, EnvironmentSpec, HostSpec};
 
 /// Environment names that would be read as a subcommand.
-pub const RESERVED_NAMES: &[&str] = &[
-    "up", "verify", "rollback", "releases", "status", "lock", "logs", "exec", "setup", "check", "init", "help",
-];
+pub const RESERVED_NAMES: &[&str] = crate::cli::SUBCOMMANDS;
 
 /// A loaded, validated deploy.toml.
 #[derive(Debug, Clone)]

@@ -15,7 +15,6 @@ mod up;
 
 use std::time::Instant;
 
-
 use crate::activation::Record;
 use crate::config::{Config, Environment, Host};
 use crate::error::{Error, Exit};

@@ -245,7 +245,8 @@ async fn stage_host(
         (OVERRIDE_FILE, overrides.as_bytes(), 0o644),
         (RECORD_FILE, own.as_bytes(), 0o644),
     ];
-    let input = release::files_tar(plan.tar.as_deref(), &files).map_err(|e| format!("cannot pack the release's files: {e}"))?;
+    let input =
+        release::files_tar(plan.tar.as_deref(), &files).map_err(|e| format!("cannot pack the release's files: {e}"))?;
     let fetch = plan.fetch_url.as_deref().map(|url| (url, plan.commit.id.as_str()));
     let mut script = Script::from(release::prepare(&m.layout)).then(release::stage(&m.layout, id, fetch));
     if let Some(link) = release::link_shared(&m.layout, id, &config.app) {
@@ -278,7 +279,10 @@ async fn stage_host(
     let address = release::address_images(&m.layout, id);
     let out = step(reporter, host, Step::Build, async {
         let out = r
-            .run(&release::build(reuse.as_ref(), &build, &address).into(), Some(BUILD_TIMEOUT))
+            .run(
+                &release::build(reuse.as_ref(), &build, &address).into(),
+                Some(BUILD_TIMEOUT),
+            )
             .await
             .map_err(|e| e.to_string())?;
         match out.success() {

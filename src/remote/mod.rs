@@ -168,7 +168,9 @@ pub trait Remote: Send + Sync {
 
     /// Writes `bytes` to `path` on the host with `mode`, atomically (temp file, then rename).
     async fn upload(&self, bytes: &[u8], path: &str, mode: u32) -> Result<(), RemoteError> {
-        self.check_with_input(&upload_script(path, mode), bytes, None).await.map(|_| ())
+        self.check_with_input(&upload_script(path, mode), bytes, None)
+            .await
+            .map(|_| ())
     }
 
     /// `out`, or the error that `script` exited non-zero.

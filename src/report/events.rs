@@ -187,6 +187,8 @@ pub enum Event {
     },
     /// A line a host's command printed (logs, exec).
     Output { host: String, stream: String, line: String },
+    /// What `deploy doctor` found (also the compose part at the end of `deploy init`).
+    Finding(crate::doctor::Finding),
     /// The end.
     Summary(Summary),
 }

@@ -92,6 +92,14 @@ impl Printer {
         }
     }
 
+    /// A document the command exists to print (a completion script, a man
+    /// page), written to stdout as it is, in every format.
+    pub fn document(&self, text: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    }
+
     /// One JSON object on its own line (stdout), in JSON mode only.
     pub fn json(&self, value: &serde_json::Value) {
         if self.format == OutputFormat::Json {

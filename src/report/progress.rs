@@ -47,7 +47,10 @@ impl Reporter for PlainReporter {
                 let _ = write!(std::io::stdout().lock(), "{}", super::human(&text, &self.secrets));
                 return;
             }
-            Event::Output { .. } | Event::Data { .. } => {
+            Event::Output { .. } | Event::Data { .. } | Event::Finding(_) => {
+                if self.quiet && matches!(&event, Event::Finding(f) if f.level != crate::doctor::Level::Fail) {
+                    return;
+                }
                 if let Some(text) = describe(&event) {
                     let _ = writeln!(std::io::stdout().lock(), "{}", super::human(&text, &self.secrets));
                 }
@@ -130,6 +133,7 @@ fn one_event(event: &Event) -> Option<String> {
             .collect::<Vec<_>>()
             .join("\n"),
         Event::Output { host, line, .. } => format!("[{host}] {line}"),
+        Event::Finding(f) => f.line(),
         Event::Summary(_) => return None,
     })
 }
@@ -218,9 +222,13 @@ pub fn summary_table(s: &Summary, counts: bool) -> String {
         }
     }
     out.push_str(&format!(
-        "{} {}: {}{} in {}\n",
+        "{}{}: {}{} in {}\n",
         s.command,
-        s.env,
+        if s.env.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", s.env)
+        },
         s.result.replace('_', " "),
         s.release.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
         secs(s.elapsed_ms)
@@ -290,7 +298,7 @@ impl Reporter for LiveReporter {
                     super::human(&summary_table(s, self.counts), &self.secrets)
                 );
             }
-            Event::Output { .. } | Event::Data { .. } => {
+            Event::Output { .. } | Event::Data { .. } | Event::Finding(_) => {
                 if let Some(text) = describe(&event) {
                     let _ = self
                         .multi

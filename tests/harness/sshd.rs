@@ -88,6 +88,8 @@ pub struct SshHost {
     pub port: u16,
     /// Holds the host key, sshd config and log, authorized_keys, and `app/`.
     pub dir: tempfile::TempDir,
+    /// Lines added to the sshd config (`SetEnv ...`).
+    extra: String,
     child: Child,
 }
 
@@ -99,6 +101,16 @@ impl SshHost {
 
     /// Starts a host listening on `addr`, inside network namespace `netns` if given.
     pub fn start_at(addr: &str, netns: Option<&str>) -> SshHost {
+        SshHost::start_configured(addr, netns, "")
+    }
+
+    /// Starts a host on 127.0.0.1 whose sshd config has `extra` lines too
+    /// (`SetEnv NAME=value` sets the login user's environment).
+    pub fn start_with_config(extra: &str) -> SshHost {
+        SshHost::start_configured("127.0.0.1", None, extra)
+    }
+
+    fn start_configured(addr: &str, netns: Option<&str>, extra: &str) -> SshHost {
         ensure_user();
         let dir = open_tempdir();
         let d = dir.path();
@@ -112,12 +124,13 @@ impl SshHost {
             // A claimed port even in a namespace (which has ports of its own):
             // projects are named after it, and must not meet another run's.
             let port = free_port();
-            if let Some(child) = spawn_sshd(d, addr, port, netns) {
+            if let Some(child) = spawn_sshd(d, addr, port, netns, extra) {
                 return SshHost {
                     addr: addr.to_string(),
                     netns: netns.map(str::to_string),
                     port,
                     dir,
+                    extra: extra.to_string(),
                     child,
                 };
             }
@@ -153,8 +166,14 @@ impl SshHost {
         let _ = self.child.kill();
         let _ = self.child.wait();
         new_host_key(self.dir.path());
-        self.child = spawn_sshd(self.dir.path(), &self.addr, self.port, self.netns.as_deref())
-            .expect("sshd restarts on its port");
+        self.child = spawn_sshd(
+            self.dir.path(),
+            &self.addr,
+            self.port,
+            self.netns.as_deref(),
+            &self.extra,
+        )
+        .expect("sshd restarts on its port");
     }
 
     /// Stops the server (the host is down); its files stay.
@@ -206,12 +225,12 @@ fn new_host_key(dir: &Path) {
 }
 
 /// Starts sshd on `port` and waits for its banner; `None` if it exited (port taken).
-fn spawn_sshd(dir: &Path, addr: &str, port: u16, netns: Option<&str>) -> Option<Child> {
+fn spawn_sshd(dir: &Path, addr: &str, port: u16, netns: Option<&str>, extra: &str) -> Option<Child> {
     let config = format!(
         "Port {port}\nListenAddress {addr}\nHostKey {d}/hostkey\nAuthorizedKeysFile {d}/authorized_keys\n\
          PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
          PidFile {d}/sshd.pid\nPermitRootLogin no\nAllowUsers {USER}\nAllowTcpForwarding yes\n\
-         MaxSessions 100\nMaxStartups 100:30:200\nClientAliveInterval 2\nClientAliveCountMax 3\nSubsystem sftp internal-sftp\n",
+         MaxSessions 100\nMaxStartups 100:30:200\nClientAliveInterval 2\nClientAliveCountMax 3\nSubsystem sftp internal-sftp\n{extra}",
         d = dir.display()
     );
     std::fs::write(dir.join("sshd_config"), config).expect("sshd_config");
