@@ -10,6 +10,7 @@ use futures::stream::{self, StreamExt};
 
 use crate::activation::Record;
 use crate::compose::Variant;
+use crate::engine::Engine;
 use crate::config::{Environment, Host};
 use crate::error::Error;
 use crate::lock::{self, Acquired, Extend, LockInfo};
@@ -46,6 +47,21 @@ pub struct Member {
     pub record: Option<Record>,
     /// Whether git is installed (after preflight).
     pub git: bool,
+    /// The engine's unix socket on the host (after preflight); `None` when
+    /// `DOCKER_HOST` names something else (then only the CLI is used).
+    pub docker_socket: Option<String>,
+    /// The engine's API through the connection, once asked for: `Err` says why not.
+    engine: tokio::sync::OnceCell<Result<Engine, String>>,
+    /// Whether the engine's absence was told already.
+    engine_told: std::sync::atomic::AtomicBool,
+}
+
+/// The engine's socket path from the host's `DOCKER_HOST` (`-`: unset).
+fn docker_socket(docker_host: &str) -> Option<String> {
+    match docker_host {
+        "-" | "" => Some("/var/run/docker.sock".to_string()),
+        other => other.strip_prefix("unix://").map(str::to_string),
+    }
 }
 
 impl Member {
@@ -60,6 +76,35 @@ impl Member {
             current: None,
             record: None,
             git: false,
+            docker_socket: docker_socket("-"),
+            engine: tokio::sync::OnceCell::new(),
+            engine_told: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The host's Docker Engine API, connected on first use; `None` (told once,
+    /// with `-v`) when it cannot be reached: callers then use the CLI.
+    pub async fn engine(&self, reporter: &dyn Reporter) -> Option<&Engine> {
+        let engine = self
+            .engine
+            .get_or_init(|| async {
+                match &self.docker_socket {
+                    Some(socket) => Engine::connect(self.remote.as_ref(), socket).await,
+                    None => Err("DOCKER_HOST on the host is not a unix socket".to_string()),
+                }
+            })
+            .await;
+        match engine {
+            Ok(e) => Some(e),
+            Err(why) => {
+                if !self.engine_told.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    reporter.event(Event::Detail {
+                        host: Some(self.host.name.clone()),
+                        message: format!("the Docker Engine API is not reachable ({why}); using the docker CLI"),
+                    });
+                }
+                None
+            }
         }
     }
 
@@ -213,16 +258,29 @@ impl Fleet {
             .map(|m| async move {
                 let name = m.host.name.clone();
                 let fut = async {
-                    let out = m.remote.check(&release::preflight(&m.layout).into(), Some(std::time::Duration::from_secs(60))).await.map_err(|e| e.to_string())?;
+                    // The script and the engine's API at once: most hosts use the default socket.
+                    let script = release::preflight(&m.layout).into();
+                    let (out, _) = tokio::join!(m.remote.check(&script, Some(QUICK_TIMEOUT)), m.engine(reporter));
+                    let out = out.map_err(|e| e.to_string())?;
                     let mut lines = out.stdout.lines();
                     let variants: Vec<Variant> = lines.next().unwrap_or("").split_whitespace().filter_map(Variant::parse).collect();
                     let detected = variants.first().copied();
                     let current = lines.next().map(str::trim).filter(|c| *c != "-" && release::is_release_id(c));
-                    let docker = lines.next().map(str::trim).filter(|d| *d != "-" && !d.is_empty());
                     m.git = lines.next().map(str::trim) == Some("git");
+                    let socket = docker_socket(lines.next().map(str::trim).unwrap_or("-"));
+                    if socket != m.docker_socket {
+                        // DOCKER_HOST on the host says otherwise: that engine, or none.
+                        m.docker_socket = socket;
+                        m.engine = tokio::sync::OnceCell::new();
+                        m.engine_told = std::sync::atomic::AtomicBool::new(false);
+                    }
                     m.current = current.map(str::to_string);
                     m.record = Record::parse(&lines.collect::<Vec<_>>().join("\n")).filter(|r| Some(r.release.as_str()) == current);
                     m.variants = variants;
+                    let docker = match m.engine(reporter).await {
+                        Some(engine) => Some(engine.version.clone()),
+                        None => m.remote.check(&release::docker_version().into(), Some(QUICK_TIMEOUT)).await.ok().map(|o| o.stdout.trim().to_string()).filter(|v| !v.is_empty()),
+                    };
                     if docker.is_none() {
                         return Err("docker does not answer on this host (is the engine running, and is the user in the docker group?)".to_string());
                     }

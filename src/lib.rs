@@ -13,6 +13,7 @@ pub mod commands;
 pub mod compose;
 pub mod config;
 pub mod doctor;
+pub mod engine;
 pub mod error;
 pub mod fleet;
 pub mod git;

@@ -121,31 +121,43 @@ pub fn stop_tracked(pid_file: &str) -> Cmd {
 }
 
 /// Prints, one per line: the compose variants the host has (`v2 v1`, `v2`,
-/// `v1` or `none`), the current release id (or `-`), the docker server version
-/// (or `-`), whether git is present; then the current release's record, if it
-/// has one.
-// The engine is asked while compose is looked for. Compose v2 is found where the
+/// `v1` or `none`), the current release id (or `-`), whether git is present,
+/// `$DOCKER_HOST` (or `-`); then the current release's record, if it has one.
+/// (The engine itself is asked through its API meanwhile: see `Fleet::preflight`.)
+// Compose v2 is found where the
 // docker CLI looks for its plugins (a file test, not two Go start-ups), else
 // asked; v1 beside it by its name on PATH, and asked only where it is the only one.
 const PREFLIGHT: &str = r#"
-engine=$(mktemp) || exit 1
-{ docker version --format '{{.Server.Version}}' 2>/dev/null || echo -; } > "$engine" &
-v2=""
-for d in "${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins" /usr/local/lib/docker/cli-plugins \
-  /usr/local/libexec/docker/cli-plugins /usr/lib/docker/cli-plugins /usr/libexec/docker/cli-plugins; do
-  [ ! -x "$d/docker-compose" ] || { v2=1; break; }
-done
-if [ -n "$v2" ] || docker compose version >/dev/null 2>&1; then
-  if command -v docker-compose >/dev/null 2>&1; then echo v2 v1; else echo v2; fi
-elif docker-compose version >/dev/null 2>&1; then echo v1
-else echo none; fi
+plugins="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins /usr/local/lib/docker/cli-plugins /usr/local/libexec/docker/cli-plugins /usr/lib/docker/cli-plugins /usr/libexec/docker/cli-plugins"
+detect() {
+  v2=""
+  for d in $plugins; do [ ! -x "$d/docker-compose" ] || { v2=1; break; }; done
+  if [ -n "$v2" ] || docker compose version >/dev/null 2>&1; then
+    if command -v docker-compose >/dev/null 2>&1; then echo v2 v1; else echo v2; fi
+  elif docker-compose version >/dev/null 2>&1; then echo v1
+  else echo none; fi
+}
+# What was found is kept in .deploy/, with the binaries it was found from
+# (path, size, mtime): asking docker-compose v1 costs a Python start-up.
+cache="$1/.deploy/compose-detected"
+id=$({ for b in docker docker-compose; do p=$(command -v "$b") && stat -L -c '%n %s %Y' "$p"; done
+  for d in $plugins; do [ ! -e "$d/docker-compose" ] || stat -L -c '%n %s %Y' "$d/docker-compose"; done; } 2>/dev/null)
+if [ -f "$cache" ] && [ "$(sed 1d "$cache")" = "$id" ]; then head -n 1 "$cache"
+else
+  found=$(detect); echo "$found"
+  [ ! -d "$1/.deploy" ] || { printf '%s\n%s\n' "$found" "$id" > "$cache.$$" && mv -f "$cache.$$" "$cache"; } 2>/dev/null
+fi
 cur=$(readlink "$1/current" 2>/dev/null) && cur=$(basename "$cur") && echo "$cur" || echo -
-wait
-cat "$engine"; rm -f "$engine"
 command -v git >/dev/null 2>&1 && echo git || echo nogit
+printf '%s\n' "${DOCKER_HOST:--}"
 [ -z "$cur" ] || cat "$1/releases/$cur/$2" 2>/dev/null
 true
 "#;
+
+/// `docker version`: the engine's version, where its API cannot be reached directly.
+pub fn docker_version() -> Cmd {
+    Cmd::new("docker").args(["version", "--format", "{{.Server.Version}}"])
+}
 
 /// Read-only facts about a host.
 pub fn preflight(layout: &Layout) -> Cmd {

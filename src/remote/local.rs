@@ -112,6 +112,11 @@ impl Remote for LocalRemote {
         Ok(())
     }
 
+    async fn forward_socket(&self, remote: &str) -> Result<std::path::PathBuf, RemoteError> {
+        // Already local: the socket itself.
+        Ok(std::path::PathBuf::from(remote))
+    }
+
     async fn run_with_input(
         &self,
         script: &Script,

@@ -141,6 +141,11 @@ pub trait Remote: Send + Sync {
     /// before the transport's next command, or with the connection.
     fn close_forward_later(&self, target: &str, local: SocketAddr);
 
+    /// A local path at which the host's unix socket `remote` (the Docker
+    /// engine's) answers: forwarded through the connection, or the path itself.
+    /// Open until the connection closes.
+    async fn forward_socket(&self, remote: &str) -> Result<std::path::PathBuf, RemoteError>;
+
     /// Ends the connection (closes the SSH master); a no-op for local.
     async fn close(self: Box<Self>) -> Result<(), RemoteError>;
 
@@ -278,6 +283,10 @@ impl Remote for Counted {
 
     fn close_forward_later(&self, target: &str, local: SocketAddr) {
         self.inner.close_forward_later(target, local)
+    }
+
+    async fn forward_socket(&self, remote: &str) -> Result<std::path::PathBuf, RemoteError> {
+        self.inner.forward_socket(remote).await
     }
 
     async fn close(self: Box<Self>) -> Result<(), RemoteError> {

@@ -25,6 +25,8 @@ pub struct SshRemote {
     session: Option<Session>,
     /// Forwards to close before the next command (see [`Remote::close_forward_later`]).
     unwanted: std::sync::Mutex<Vec<(String, SocketAddr)>>,
+    /// Private directory of the local ends of forwarded unix sockets; removed with the session.
+    sockets: std::sync::Mutex<Option<tempfile::TempDir>>,
 }
 
 impl std::fmt::Debug for SshRemote {
@@ -76,6 +78,7 @@ impl SshRemote {
             host: host.name.clone(),
             session: Some(session),
             unwanted: std::sync::Mutex::new(Vec::new()),
+            sockets: std::sync::Mutex::new(None),
         })
     }
 
@@ -255,6 +258,41 @@ impl Remote for SshRemote {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         })
+    }
+
+    async fn forward_socket(&self, remote: &str) -> Result<std::path::PathBuf, RemoteError> {
+        let err = |reason: String| RemoteError::Forward {
+            host: self.host.clone(),
+            target: remote.to_string(),
+            reason,
+        };
+        let local = {
+            let mut dir = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+            if dir.is_none() {
+                // tempfile makes it 0700: only this user reaches the host's engine through it.
+                *dir = Some(
+                    tempfile::Builder::new()
+                        .prefix("deploy-sockets-")
+                        .tempdir()
+                        .map_err(|e| err(e.to_string()))?,
+                );
+            }
+            let n = dir.as_ref().map_or(0, |d| std::fs::read_dir(d.path()).map_or(0, |r| r.count()));
+            dir.as_ref().map(|d| d.path().join(format!("{n}.sock"))).unwrap_or_default()
+        };
+        self.session()
+            .request_port_forward(
+                ForwardType::Local,
+                Socket::UnixSocket {
+                    path: local.clone().into(),
+                },
+                Socket::UnixSocket {
+                    path: std::path::PathBuf::from(remote).into(),
+                },
+            )
+            .await
+            .map_err(|e| err(ssh_words(&e)))?;
+        Ok(local)
     }
 
     async fn forward(&self, target: &str) -> Result<SocketAddr, RemoteError> {

@@ -165,6 +165,12 @@ pub enum Event {
         host: Option<String>,
         message: String,
     },
+    /// Detail shown with `-v`: how the work is done, not what it found.
+    Detail {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+        message: String,
+    },
     /// A line of a plan (`--dry-run`) or other informational output.
     Info {
         #[serde(skip_serializing_if = "Option::is_none")]

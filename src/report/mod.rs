@@ -56,12 +56,13 @@ impl Printer {
         match self.format {
             OutputFormat::Json => Box::new(progress::JsonReporter { secrets }),
             OutputFormat::Human if std::io::stderr().is_terminal() && self.verbosity >= 0 => {
-                Box::new(progress::LiveReporter::new(secrets, self.verbosity >= 2))
+                Box::new(progress::LiveReporter::new(secrets, self.verbosity))
             }
             OutputFormat::Human => Box::new(progress::PlainReporter {
                 secrets,
                 quiet: self.verbosity < 0,
                 counts: self.verbosity >= 2,
+                details: self.verbosity >= 1,
             }),
         }
     }

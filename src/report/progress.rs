@@ -36,6 +36,8 @@ pub struct PlainReporter {
     pub quiet: bool,
     /// `-vv`: the summary shows each host's number of remote commands.
     pub counts: bool,
+    /// `-v`: detail events are shown.
+    pub details: bool,
 }
 
 impl Reporter for PlainReporter {
@@ -57,6 +59,7 @@ impl Reporter for PlainReporter {
                 return;
             }
             _ if self.quiet && !matches!(event, Event::Warning { .. }) => return,
+            Event::Detail { .. } if !self.details => return,
             // Quick steps say only how they ended; long ones also when they start.
             Event::Step {
                 step,
@@ -121,6 +124,10 @@ fn one_event(event: &Event) -> Option<String> {
         Event::Warning { host, message } => match host {
             Some(h) => format!("[{h}] warning: {message}"),
             None => format!("warning: {message}"),
+        },
+        Event::Detail { host, message } => match host {
+            Some(h) => format!("[{h}] {message}"),
+            None => message.clone(),
         },
         Event::Info { host, message } => match host {
             Some(h) => format!("[{h}] {message}"),
@@ -246,15 +253,18 @@ pub struct LiveReporter {
     bars: Mutex<BTreeMap<String, ProgressBar>>,
     /// `-vv`: the summary shows each host's number of remote commands.
     counts: bool,
+    /// `-v`: detail events are shown.
+    details: bool,
 }
 
 impl LiveReporter {
-    pub fn new(secrets: Vec<Secret>, counts: bool) -> LiveReporter {
+    pub fn new(secrets: Vec<Secret>, verbosity: i8) -> LiveReporter {
         LiveReporter {
             secrets,
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
             bars: Mutex::new(BTreeMap::new()),
-            counts,
+            counts: verbosity >= 2,
+            details: verbosity >= 1,
         }
     }
 
@@ -305,6 +315,7 @@ impl Reporter for LiveReporter {
                         .suspend(|| writeln!(std::io::stdout().lock(), "{}", super::human(&text, &self.secrets)));
                 }
             }
+            Event::Detail { .. } if !self.details => {}
             other => {
                 if let Some(line) = describe(other) {
                     let _ = self.multi.println(super::human(&line, &self.secrets));

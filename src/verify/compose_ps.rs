@@ -5,7 +5,6 @@
 
 use super::{Attempt, Target};
 use crate::compose::{self, Container, Service};
-use crate::fleet::QUICK_TIMEOUT;
 
 pub(crate) async fn attempt(target: &Target<'_>) -> Attempt {
     let m = target.member;
@@ -17,12 +16,7 @@ pub(crate) async fn attempt(target: &Target<'_>) -> Attempt {
         .filter(|s| s.active(&target.record.profiles))
         .filter(|s| runs.is_none_or(|r| r.contains(&s.name)))
         .collect();
-    let ps = m
-        .remote
-        .check(&compose::ps_cmd(&target.record.project).into(), Some(QUICK_TIMEOUT))
-        .await
-        .map_err(|e| e.to_string())?;
-    let containers = compose::parse_ps(&ps.stdout);
+    let containers = target.containers().await?;
     let mut problems = Vec::new();
     let mut fine = Vec::new();
     for s in expected {

@@ -9,6 +9,9 @@ pub(crate) async fn attempt(kind: &CheckKind, target: &Target<'_>) -> Attempt {
         unreachable!("exec check");
     };
     let m = target.member;
+    if let Some(result) = through_engine(service, command, target).await {
+        return result;
+    }
     let cmd = m
         .compose_for(target.record)
         .cmd(["exec", "-T", service.as_str()])
@@ -29,4 +32,19 @@ pub(crate) async fn attempt(kind: &CheckKind, target: &Target<'_>) -> Attempt {
     } else {
         Err(detail)
     }
+}
+
+/// The exec through the Engine API, in the service's first running container
+/// (as `docker exec` does): no compose start-up on the host. `None` when the
+/// API cannot be used, for the caller to fall back to `compose exec`.
+async fn through_engine(service: &str, command: &[crate::config::Text], target: &Target<'_>) -> Option<Attempt> {
+    let engine = target.member.engine(target.reporter).await?;
+    let containers = engine.containers(&target.record.project).await.ok()?;
+    let Some(c) = containers.iter().find(|c| c.service == service && c.state == "running") else {
+        return Some(Err(format!("{service}: no running container")));
+    };
+    let words: Vec<&str> = command.iter().map(|w| w.expose()).collect();
+    let (code, said) = engine.exec(&c.name, &words, QUICK_TIMEOUT).await.ok()?;
+    let detail = format!("exit {code}: {}", excerpt(&said, 300));
+    Some(if code == 0 { Ok(detail) } else { Err(detail) })
 }

@@ -41,20 +41,25 @@ pub(crate) async fn attempt(kind: &CheckKind, target: &Target<'_>) -> Attempt {
             services.retain(|s| runs.contains(s));
         }
     }
-    let release = target.record.release.as_str();
-    let current = if *since_deploy && !release.is_empty() {
-        format!("{}/{}", m.layout.release(release), crate::release::STARTED_FILE)
-    } else {
-        String::new()
+    let text = match through_engine(&services, *since_deploy, target).await {
+        Some(text) => text,
+        None => {
+            let release = target.record.release.as_str();
+            let current = if *since_deploy && !release.is_empty() {
+                format!("{}/{}", m.layout.release(release), crate::release::STARTED_FILE)
+            } else {
+                String::new()
+            };
+            let mut args: Vec<&str> = vec![target.record.project.as_str(), current.as_str()];
+            args.extend(services.iter().map(String::as_str));
+            m.remote
+                .check(&shell(LOGS, &args).into(), Some(QUICK_TIMEOUT))
+                .await
+                .map_err(|e| e.to_string())?
+                .stdout
+        }
     };
-    let mut args: Vec<&str> = vec![target.record.project.as_str(), current.as_str()];
-    args.extend(services.iter().map(String::as_str));
-    let out = m
-        .remote
-        .check(&shell(LOGS, &args).into(), Some(QUICK_TIMEOUT))
-        .await
-        .map_err(|e| e.to_string())?;
-    let lines = parse(&out.stdout);
+    let lines = parse(&text);
     let shown = |l: &LogLine| excerpt(&format!("{} | {}", l.service, l.text), 200);
     if let Some(re) = absent {
         let hits: Vec<&LogLine> = lines.iter().filter(|l| re.is_match(l.text)).collect();
@@ -70,6 +75,27 @@ pub(crate) async fn attempt(kind: &CheckKind, target: &Target<'_>) -> Attempt {
         }
     }
     Ok(format!("no line of {} matches", lines.len()))
+}
+
+/// The services' lines (`service<TAB>line`, as `LOGS` prints them) through
+/// the Engine API; `None` when it cannot be used (the caller runs `LOGS`).
+async fn through_engine(services: &[String], since_deploy: bool, target: &Target<'_>) -> Option<String> {
+    let engine = target.member.engine(target.reporter).await?;
+    let since = match since_deploy {
+        true => target.started().await,
+        false => None,
+    };
+    let containers = engine.containers(&target.record.project).await.ok()?;
+    let mut out = String::new();
+    for c in containers
+        .iter()
+        .filter(|c| services.is_empty() || services.contains(&c.service))
+    {
+        for line in engine.logs(&c.name, since, None).await.ok()? {
+            out.push_str(&format!("{}\t{line}\n", c.service));
+        }
+    }
+    Some(out)
 }
 
 /// One log line: the service that wrote it and the line as it wrote it.

@@ -89,9 +89,47 @@ pub(crate) struct Target<'a> {
     pub tunnels: &'a Tunnels<'a>,
     /// The release's services as `compose config` resolves them, read once per checklist run.
     pub services: &'a tokio::sync::OnceCell<Vec<compose::Service>>,
+    /// When the release was last started (host clock), read once per checklist run.
+    pub started: &'a tokio::sync::OnceCell<Option<i64>>,
+    /// Where to say how the checks are done (`-v`).
+    pub reporter: &'a dyn Reporter,
 }
 
 impl Target<'_> {
+    /// The project's containers (not one-offs): through the Engine API, or
+    /// `docker ps` where that cannot be reached.
+    pub(crate) async fn containers(&self) -> Result<Vec<Container>, String> {
+        let m = self.member;
+        if let Some(engine) = m.engine(self.reporter).await {
+            if let Ok(list) = engine.containers(&self.record.project).await {
+                return Ok(list);
+            }
+        }
+        let ps = m
+            .remote
+            .check(&compose::ps_cmd(&self.record.project).into(), Some(QUICK_TIMEOUT))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(compose::parse_ps(&ps.stdout))
+    }
+
+    /// When the release was last started (see [`crate::release::STARTED_FILE`]),
+    /// in seconds since the epoch on the host's clock; read on first use.
+    pub(crate) async fn started(&self) -> Option<i64> {
+        let m = self.member;
+        *self
+            .started
+            .get_or_init(|| async {
+                if self.record.release.is_empty() {
+                    return None;
+                }
+                let file = format!("{}/{}", m.layout.release(&self.record.release), crate::release::STARTED_FILE);
+                let out = m.remote.run(&Cmd::new("cat").arg(file).into(), Some(QUICK_TIMEOUT)).await;
+                out.ok().and_then(|o| o.stdout.trim().parse().ok())
+            })
+            .await
+    }
+
     /// The release's services as `compose config` resolves them on the host
     /// (files merged, variables filled in), read on first use.
     pub(crate) async fn services(&self) -> Result<&[compose::Service], String> {
@@ -248,18 +286,20 @@ async fn run_or_skip(check: &Check, target: &Target<'_>, reporter: &dyn Reporter
 pub async fn verify_host(config: &Config, member: &Member, record: &Record, reporter: &dyn Reporter) -> HostChecks {
     let tunnels = Tunnels::new(member.remote.as_ref());
     let services = tokio::sync::OnceCell::new();
+    let started = tokio::sync::OnceCell::new();
     let target = Target {
         config,
         member,
         record,
         tunnels: &tunnels,
         services: &services,
+        started: &started,
+        reporter,
     };
     let checks = &config.verify.checks;
     let (last, first): (Vec<&Check>, Vec<&Check>) = checks.iter().partition(|c| settles_last(c));
     let mut results = futures::future::join_all(first.into_iter().map(|c| run_or_skip(c, &target, reporter))).await;
     results.extend(futures::future::join_all(last.into_iter().map(|c| run_or_skip(c, &target, reporter))).await);
-    tunnels.close().await;
     // Report in the file's order.
     results.sort_by_key(|r| checks.iter().position(|c| c.name == r.name));
     let mut host = HostChecks {
@@ -268,8 +308,9 @@ pub async fn verify_host(config: &Config, member: &Member, record: &Record, repo
         evidence: None,
     };
     if !host.ok() {
-        host.evidence = Some(evidence(member, &record.project).await);
+        host.evidence = Some(evidence(&target).await);
     }
+    tunnels.close().await;
     host
 }
 
@@ -293,32 +334,54 @@ pub async fn verify_members(
 }
 
 /// The containers' state and each service's last log lines.
-async fn evidence(m: &Member, project: &str) -> Evidence {
-    let containers = match m
-        .remote
-        .run(&compose::ps_cmd(project).into(), Some(QUICK_TIMEOUT))
-        .await
-    {
-        Ok(out) => compose::parse_ps(&out.stdout),
-        Err(_) => Vec::new(),
-    };
+async fn evidence(target: &Target<'_>) -> Evidence {
+    let m = target.member;
+    let containers = target.containers().await.unwrap_or_default();
+    let engine = m.engine(target.reporter).await;
     let mut logs = BTreeMap::new();
     let mut health = BTreeMap::new();
     for c in &containers {
-        let cmd = shell(
-            r#"docker logs --tail "$1" "$2" 2>&1"#,
-            &[&EVIDENCE_LINES.to_string(), &c.name],
-        );
-        if let Ok(out) = m.remote.run(&cmd.into(), Some(QUICK_TIMEOUT)).await {
-            let lines: Vec<String> = out.stdout.lines().map(str::to_string).collect();
+        let lines = match engine {
+            Some(e) => e.logs(&c.name, None, Some(EVIDENCE_LINES)).await.ok(),
+            None => None,
+        };
+        let lines = match lines {
+            Some(l) => Some(l),
+            None => {
+                let cmd = shell(
+                    r#"docker logs --tail "$1" "$2" 2>&1"#,
+                    &[&EVIDENCE_LINES.to_string(), &c.name],
+                );
+                m.remote
+                    .run(&cmd.into(), Some(QUICK_TIMEOUT))
+                    .await
+                    .ok()
+                    .map(|out| out.stdout.lines().map(str::to_string).collect())
+            }
+        };
+        if let Some(lines) = lines {
             logs.entry(c.service.clone()).or_insert_with(Vec::new).extend(lines);
         }
         if matches!(c.health(), Some("unhealthy" | "starting")) {
-            let cmd = Cmd::new("docker")
-                .args(["inspect", "--format", "{{json .State.Health.Log}}"])
-                .arg(&c.name);
-            if let Ok(out) = m.remote.run(&cmd.into(), Some(QUICK_TIMEOUT)).await {
-                health.insert(c.name.clone(), health_log(&out.stdout));
+            let probes = match engine {
+                Some(e) => e.health_log(&c.name).await.ok(),
+                None => None,
+            };
+            let probes = match probes {
+                Some(p) => Some(p),
+                None => {
+                    let cmd = Cmd::new("docker")
+                        .args(["inspect", "--format", "{{json .State.Health.Log}}"])
+                        .arg(&c.name);
+                    m.remote
+                        .run(&cmd.into(), Some(QUICK_TIMEOUT))
+                        .await
+                        .ok()
+                        .map(|out| health_log(&out.stdout))
+                }
+            };
+            if let Some(p) = probes {
+                health.insert(c.name.clone(), p);
             }
         }
     }
@@ -346,7 +409,7 @@ fn health_log(json: &str) -> Vec<String> {
 }
 
 /// The first `n` characters of `s`, on one line.
-pub(crate) fn excerpt(s: &str, n: usize) -> String {
+pub fn excerpt(s: &str, n: usize) -> String {
     let flat: String = s
         .trim()
         .chars()

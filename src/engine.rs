@@ -1,0 +1,164 @@
+//! The Docker Engine API of a host, reached through the SSH connection: the
+//! OpenSSH master forwards the engine's unix socket, and bollard speaks the API
+//! over it. Listing containers, exec, logs and health read this way start no
+//! docker or compose program on the host (a Python start-up each with compose
+//! v1). Compose stays the tool for build, up and run; every caller keeps the
+//! command-line way as its fallback when the API cannot be reached.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::query_parameters::{InspectContainerOptions, ListContainersOptions, LogsOptions};
+use bollard::Docker;
+use futures::StreamExt;
+
+use crate::compose::Container;
+use crate::remote::Remote;
+
+/// How long one API request may take.
+const REQUEST_TIMEOUT: u64 = 60;
+
+/// A host's Docker engine.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    docker: Docker,
+    /// The engine's version (`docker version`'s Server.Version).
+    pub version: String,
+}
+
+impl Engine {
+    /// Forwards `socket` (the engine's unix socket on the host) through
+    /// `remote` and asks the engine its version. (bollard sends requests
+    /// without an API version in the path, which every engine answers in its own.)
+    pub async fn connect(remote: &dyn Remote, socket: &str) -> Result<Engine, String> {
+        let local = remote.forward_socket(socket).await.map_err(|e| e.to_string())?;
+        let path = local.to_str().ok_or("the socket's local path is not UTF-8")?;
+        let docker = Docker::connect_with_unix(path, REQUEST_TIMEOUT, bollard::API_DEFAULT_VERSION)
+            .map_err(|e| e.to_string())?;
+        let version = docker.version().await.map_err(|e| e.to_string())?.version.unwrap_or_default();
+        Ok(Engine { docker, version })
+    }
+
+    /// The containers of compose project `project`, running or not, without
+    /// one-off containers (`compose run`), as `docker ps -a` shows them.
+    pub async fn containers(&self, project: &str) -> Result<Vec<Container>, String> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("com.docker.compose.project={project}"),
+                "com.docker.compose.oneoff=False".to_string(),
+            ],
+        )]);
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(list
+            .into_iter()
+            .map(|c| Container {
+                service: c
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("com.docker.compose.service").cloned())
+                    .unwrap_or_default(),
+                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                status: c.status.unwrap_or_default(),
+                name: c
+                    .names
+                    .and_then(|n| n.first().map(|n| n.trim_start_matches('/').to_string()))
+                    .unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// Runs `command` in container `name` (as `docker exec` does): its exit
+    /// code and what it printed (stdout, then stderr).
+    pub async fn exec(&self, name: &str, command: &[&str], timeout: Duration) -> Result<(i64, String), String> {
+        let run = async {
+            let exec = self
+                .docker
+                .create_exec(
+                    name,
+                    CreateExecOptions {
+                        attach_stdout: Some(true),
+                        attach_stderr: Some(true),
+                        cmd: Some(command.to_vec()),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            let (mut out, mut err) = (String::new(), String::new());
+            if let StartExecResults::Attached { mut output, .. } = self
+                .docker
+                .start_exec(&exec.id, None::<StartExecOptions>)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                while let Some(chunk) = output.next().await {
+                    match chunk.map_err(|e| e.to_string())? {
+                        bollard::container::LogOutput::StdErr { message } => {
+                            err.push_str(&String::from_utf8_lossy(&message))
+                        }
+                        other => out.push_str(&String::from_utf8_lossy(&other.into_bytes())),
+                    }
+                }
+            }
+            let inspect = self.docker.inspect_exec(&exec.id).await.map_err(|e| e.to_string())?;
+            let code = inspect.exit_code.ok_or("the exec has no exit code")?;
+            Ok::<_, String>((code, if err.trim().is_empty() { out } else { err }))
+        };
+        tokio::time::timeout(timeout, run)
+            .await
+            .map_err(|_| format!("no answer within {}", humantime::format_duration(timeout)))?
+    }
+
+    /// The log lines of container `name` (stdout and stderr), since `since`
+    /// (seconds since the epoch, host clock) or its last `tail` lines.
+    pub async fn logs(&self, name: &str, since: Option<i64>, tail: Option<u32>) -> Result<Vec<String>, String> {
+        let mut stream = self.docker.logs(
+            name,
+            Some(LogsOptions {
+                stdout: true,
+                stderr: true,
+                since: since.and_then(|s| i32::try_from(s).ok()).unwrap_or(0),
+                tail: tail.map_or_else(|| "all".to_string(), |n| n.to_string()),
+                ..Default::default()
+            }),
+        );
+        let mut text = String::new();
+        while let Some(chunk) = stream.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.map_err(|e| e.to_string())?.into_bytes()));
+        }
+        Ok(text.lines().map(str::to_string).collect())
+    }
+
+    /// The last healthcheck results of container `name`: "exit 1: output".
+    pub async fn health_log(&self, name: &str) -> Result<Vec<String>, String> {
+        let inspect = self
+            .docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(inspect
+            .state
+            .and_then(|s| s.health)
+            .and_then(|h| h.log)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| {
+                format!(
+                    "exit {}: {}",
+                    p.exit_code.unwrap_or(-1),
+                    crate::verify::excerpt(&p.output.unwrap_or_default(), 300)
+                )
+            })
+            .collect())
+    }
+}
