@@ -6,8 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::compose::{Compose, Variant, ENV_FILE, OVERRIDE_FILE};
 use crate::config::Config;
-use crate::fleet::{Member, STEP_TIMEOUT};
+use crate::fleet::{LockGuard, Member, STEP_TIMEOUT};
+use crate::lock;
 use crate::release;
+use crate::remote::Cmd;
 use crate::remote::RemoteError;
 
 /// The file in each release that holds its [`Record`].
@@ -115,12 +117,15 @@ impl Member {
 }
 
 /// Makes release `record` live from its images (built at staging, or kept): no
-/// build, one command. Missing images are reported at once (compose would try
-/// to pull them); a service still on another image after `up` is recreated.
-pub async fn activate(m: &Member, record: &Record) -> Result<(), RemoteError> {
+/// build, one command, run only while this run's `lock` holds on the
+/// host. Missing images are reported at once (compose would try to pull them);
+/// a service still on another image after `up` is recreated. `first` runs
+/// before all of it (the old release's `down`).
+pub async fn activate(m: &Member, record: &Record, lock: &LockGuard, first: Option<&Cmd>) -> Result<(), RemoteError> {
     let target = record.release.as_str();
     let compose = m.compose_for(record);
     let cmd = release::activate(
+        first,
         &release::before_up(&m.layout, target),
         &compose
             .cmd(["up", "-d", "--remove-orphans", "--no-build"])
@@ -130,25 +135,31 @@ pub async fn activate(m: &Member, record: &Record) -> Result<(), RemoteError> {
         &release::point_current(&m.layout, target),
     );
     m.remote
-        .check(&cmd.into(), Some(STEP_TIMEOUT))
+        .check(
+            &lock::if_ours(&m.layout, lock.token(), lock.ttl(), &cmd).into(),
+            Some(STEP_TIMEOUT),
+        )
         .await
         .map(|_| ())
         .map_err(|e| e.named(&format!("start release {target}")))
 }
 
-/// Switches the host from `from` (if any) to `to`: `down` of the old release
-/// first where the app asks for it (`down_before_up`, never with `-v`: named
-/// volumes survive), then [`activate`].
-pub async fn switch(config: &Config, m: &Member, from: Option<&Record>, to: &Record) -> Result<(), RemoteError> {
-    if config.app.down_before_up {
-        if let Some(prev) = from {
-            m.remote
-                .check(
-                    &m.compose_for(prev).cmd(["down", "--remove-orphans"]).into(),
-                    Some(STEP_TIMEOUT),
-                )
-                .await?;
-        }
-    }
-    activate(m, to).await
+/// Whether `e` says the command did not run because the lock is not ours.
+pub fn lock_not_ours(e: &RemoteError) -> bool {
+    matches!(e, RemoteError::Failed { code, .. } if *code == lock::NOT_OURS)
+}
+
+/// Switches the host from `from` (if any) to `to`, while `lock` is ours: `down` of the old release first where the app asks for it
+/// (`down_before_up`, never with `-v`: named volumes survive), then [`activate`].
+pub async fn switch(
+    config: &Config,
+    m: &Member,
+    from: Option<&Record>,
+    to: &Record,
+    lock: &LockGuard,
+) -> Result<(), RemoteError> {
+    let down = from
+        .filter(|_| config.app.down_before_up)
+        .map(|prev| m.compose_for(prev).cmd(["down", "--remove-orphans"]));
+    activate(m, to, lock, down.as_ref()).await
 }

@@ -36,7 +36,12 @@ impl Engine {
         let path = local.to_str().ok_or("the socket's local path is not UTF-8")?;
         let docker = Docker::connect_with_unix(path, REQUEST_TIMEOUT, bollard::API_DEFAULT_VERSION)
             .map_err(|e| e.to_string())?;
-        let version = docker.version().await.map_err(|e| e.to_string())?.version.unwrap_or_default();
+        let version = docker
+            .version()
+            .await
+            .map_err(|e| e.to_string())?
+            .version
+            .unwrap_or_default();
         Ok(Engine { docker, version })
     }
 
@@ -134,7 +139,9 @@ impl Engine {
         );
         let mut text = String::new();
         while let Some(chunk) = stream.next().await {
-            text.push_str(&String::from_utf8_lossy(&chunk.map_err(|e| e.to_string())?.into_bytes()));
+            text.push_str(&String::from_utf8_lossy(
+                &chunk.map_err(|e| e.to_string())?.into_bytes(),
+            ));
         }
         Ok(text.lines().map(str::to_string).collect())
     }

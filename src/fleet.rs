@@ -10,8 +10,8 @@ use futures::stream::{self, StreamExt};
 
 use crate::activation::Record;
 use crate::compose::Variant;
-use crate::engine::Engine;
 use crate::config::{Environment, Host};
+use crate::engine::Engine;
 use crate::error::Error;
 use crate::lock::{self, Acquired, Extend, LockInfo};
 use crate::release::{self, Layout};
@@ -47,6 +47,8 @@ pub struct Member {
     pub record: Option<Record>,
     /// Whether git is installed (after preflight).
     pub git: bool,
+    /// Compose as preflight found it afresh, to keep in `.deploy/` (under the lock).
+    pub detected: Option<String>,
     /// The engine's unix socket on the host (after preflight); `None` when
     /// `DOCKER_HOST` names something else (then only the CLI is used).
     pub docker_socket: Option<String>,
@@ -76,6 +78,7 @@ impl Member {
             current: None,
             record: None,
             git: false,
+            detected: None,
             docker_socket: docker_socket("-"),
             engine: tokio::sync::OnceCell::new(),
             engine_told: std::sync::atomic::AtomicBool::new(false),
@@ -275,7 +278,13 @@ impl Fleet {
                         m.engine_told = std::sync::atomic::AtomicBool::new(false);
                     }
                     m.current = current.map(str::to_string);
-                    m.record = Record::parse(&lines.collect::<Vec<_>>().join("\n")).filter(|r| Some(r.release.as_str()) == current);
+                    let rest = lines.collect::<Vec<_>>().join("\n");
+                    let (record, found) = match rest.split_once("@@deploy detected\n") {
+                        Some((r, d)) => (r.to_string(), Some(d.to_string())),
+                        None => (rest, None),
+                    };
+                    m.record = Record::parse(&record).filter(|r| Some(r.release.as_str()) == current);
+                    m.detected = found;
                     m.variants = variants;
                     let docker = match m.engine(reporter).await {
                         Some(engine) => Some(engine.version.clone()),
@@ -450,6 +459,17 @@ impl LockGuard {
     /// The token the lock was taken with.
     pub fn token(&self) -> &str {
         &self.token
+    }
+
+    /// The lock's lifetime in seconds (0: never expires).
+    pub fn ttl(&self) -> u64 {
+        self.ttl
+    }
+
+    /// Why the lock is lost, if the keeper (or an earlier check) found out
+    /// already; asks no host.
+    pub fn known_lost(&self) -> Option<String> {
+        self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Whether this run took the lock on member `i`.

@@ -24,10 +24,12 @@ pub struct LiveState {
     pub records: BTreeMap<String, Record>,
 }
 
-// $1 root. Sections start with a line `@@deploy <name> [arg]`, which no history
-// line (JSON) or record can start with.
+// $1 root, $2 the record file's name, $3 what to keep in
+// .deploy/compose-detected ("": nothing). Sections start with a line
+// `@@deploy <name> [arg]`, which no history line (JSON) or record can start with.
 const READ: &str = r#"
 root="$1"
+[ -z "$3" ] || { printf '%s' "$3" > "$root/.deploy/compose-detected.$$" && mv -f "$root/.deploy/compose-detected.$$" "$root/.deploy/compose-detected"; } 2>/dev/null
 cur=$(readlink "$root/current" 2>/dev/null) && basename "$cur" || echo -
 echo "@@deploy releases"
 ls -1 "$root/releases" 2>/dev/null | grep -E '^[0-9]{8}T[0-9]{6}Z-[A-Za-z0-9-]+$' | sort
@@ -44,9 +46,10 @@ done
 true
 "#;
 
-/// Prints the live state of the app at `layout`.
-pub fn read(layout: &Layout) -> Cmd {
-    shell(READ, &[&layout.root, RECORD_FILE])
+/// Prints the live state of the app at `layout`; keeps `detected` (what
+/// preflight found of compose) in `.deploy/` first, if given.
+pub fn read(layout: &Layout, detected: Option<&str>) -> Cmd {
+    shell(READ, &[&layout.root, RECORD_FILE, detected.unwrap_or("")])
 }
 
 /// Parses [`read`]'s output.

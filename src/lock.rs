@@ -242,17 +242,30 @@ pub fn release(layout: &Layout, token: Option<&str>) -> Cmd {
     shell(RELEASE, &[&layout.lock(), token.unwrap_or("")])
 }
 
-// $2 token, $3 a command (as shell). Runs it only while the lock is ours.
+// $2 token, $3 a command (as shell), $4 ttl seconds (0: not extended). Runs
+// it only while the lock is ours and not expired, extending it first.
 const IF_OURS: &str = lock_script!(
     r#"
 alone || { echo "the lock's mutex is busy" >&2; exit 2; }
-[ "$(field 3)" = "$2" ] || { echo "the lock is not ours: not done" >&2; exit 3; }
+[ "$(field 3)" = "$2" ] || { echo "the lock was taken by someone else (or broken with --force): not done" >&2; exit 86; }
+now=$(date +%s); exp=$(field 2)
+if [ -z "$exp" ] || { [ "$exp" != 0 ] && [ "$exp" -lt "$now" ]; }; then
+  echo "the lock expired (was this machine asleep?): not done" >&2; exit 86
+fi
+[ "$4" = 0 ] || sed -i "1s/^{\"since\":\([0-9]*\),\"expires\":[0-9]*,/{\"since\":\1,\"expires\":$((now + $4)),/" "$lock/info.json"
+exec 9>&-
 sh -c "$3"
 "#
 );
 
-/// Runs `cmd` on the host only while our lock (`token`) holds there.
-pub fn if_ours(layout: &Layout, token: &str, cmd: &Cmd) -> Cmd {
+/// The exit code of a command [`if_ours`] did not run: the lock is someone else's.
+pub const NOT_OURS: i32 = 86;
+
+/// Runs `cmd` on the host only while our lock (`token`) holds there and has
+/// not expired (else exits [`NOT_OURS`]), extending it by `ttl_secs` first:
+/// the check and the command are one round trip. The lock's mutex is let go
+/// before `cmd` runs.
+pub fn if_ours(layout: &Layout, token: &str, ttl_secs: u64, cmd: &Cmd) -> Cmd {
     Cmd::new("sh")
         .arg("-c")
         .arg(IF_OURS)
@@ -260,6 +273,7 @@ pub fn if_ours(layout: &Layout, token: &str, cmd: &Cmd) -> Cmd {
         .arg(layout.lock())
         .arg(token)
         .arg(cmd.as_word())
+        .arg(ttl_secs.to_string())
 }
 
 const STATUS: &str =

@@ -122,7 +122,9 @@ pub fn stop_tracked(pid_file: &str) -> Cmd {
 
 /// Prints, one per line: the compose variants the host has (`v2 v1`, `v2`,
 /// `v1` or `none`), the current release id (or `-`), whether git is present,
-/// `$DOCKER_HOST` (or `-`); then the current release's record, if it has one.
+/// `$DOCKER_HOST` (or `-`); then the current release's record, if it has one;
+/// then, when compose was looked for afresh, `@@deploy detected` and what to
+/// keep in `.deploy/compose-detected`.
 /// (The engine itself is asked through its API meanwhile: see `Fleet::preflight`.)
 // Compose v2 is found where the
 // docker CLI looks for its plugins (a file test, not two Go start-ups), else
@@ -142,15 +144,16 @@ detect() {
 cache="$1/.deploy/compose-detected"
 id=$({ for b in docker docker-compose; do p=$(command -v "$b") && stat -L -c '%n %s %Y' "$p"; done
   for d in $plugins; do [ ! -e "$d/docker-compose" ] || stat -L -c '%n %s %Y' "$d/docker-compose"; done; } 2>/dev/null)
-if [ -f "$cache" ] && [ "$(sed 1d "$cache")" = "$id" ]; then head -n 1 "$cache"
-else
-  found=$(detect); echo "$found"
-  [ ! -d "$1/.deploy" ] || { printf '%s\n%s\n' "$found" "$id" > "$cache.$$" && mv -f "$cache.$$" "$cache"; } 2>/dev/null
-fi
+fresh=""
+if [ -f "$cache" ] && [ "$(sed 1d "$cache")" = "$id" ]; then found=$(head -n 1 "$cache")
+else found=$(detect); fresh=1; fi
+echo "$found"
 cur=$(readlink "$1/current" 2>/dev/null) && cur=$(basename "$cur") && echo "$cur" || echo -
 command -v git >/dev/null 2>&1 && echo git || echo nogit
 printf '%s\n' "${DOCKER_HOST:--}"
 [ -z "$cur" ] || cat "$1/releases/$cur/$2" 2>/dev/null
+# Preflight changes nothing: a run that takes the lock writes the cache (see live::read).
+[ -z "$fresh" ] || printf '\n@@deploy detected\n%s\n%s\n' "$found" "$id"
 true
 "#;
 
@@ -326,8 +329,9 @@ pub fn before_up(layout: &Layout, id: &str) -> Cmd {
 
 // $1 the check before `up`, $2 `up`, $3 the check after it (prints services
 // running another image, else points `current`), $4 `up --force-recreate`
-// without its services, $5 pointing `current`.
+// without its services, $5 pointing `current`, $6 what runs first ("": nothing).
 const ACTIVATE: &str = r#"
+[ -z "$6" ] || sh -c "$6" || exit $?
 sh -c "$1" || exit $?
 sh -c "$2" || exit $?
 stale=$(sh -c "$3") || exit $?
@@ -335,14 +339,16 @@ stale=$(sh -c "$3") || exit $?
 sh -c "$4 $stale" && sh -c "$5"
 "#;
 
-/// Makes a release live in one command: [`before_up`], `up`, [`after_up`],
-/// and the recreation of any service still on another image.
-pub fn activate(before: &Cmd, up: &Cmd, after: &Cmd, recreate: &Cmd, point: &Cmd) -> Cmd {
+/// Makes a release live in one command: `first` (the old release's `down`,
+/// where the app asks for it), [`before_up`], `up`, [`after_up`], and the
+/// recreation of any service still on another image.
+pub fn activate(first: Option<&Cmd>, before: &Cmd, up: &Cmd, after: &Cmd, recreate: &Cmd, point: &Cmd) -> Cmd {
     Cmd::new("sh")
         .arg("-c")
         .arg(ACTIVATE)
         .arg("sh")
         .args([before, up, after, recreate, point].map(Cmd::as_word))
+        .arg(first.map(Cmd::as_word).unwrap_or_else(|| "".into()))
 }
 
 const POINT_CURRENT: &str = r#"set -e

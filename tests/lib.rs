@@ -15,6 +15,7 @@ mod git_push;
 mod pipeline;
 mod release_commands;
 mod releases;
+mod round_trips;
 mod safety;
 mod shapes;
 mod ssh_transport;

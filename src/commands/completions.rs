@@ -225,7 +225,7 @@ fn releases(current: &OsStr) -> Vec<CompletionCandidate> {
         let read = fleet
             .for_each(|m| async move {
                 m.remote
-                    .run(&crate::live::read(&m.layout).into(), Some(CONNECT_LIMIT))
+                    .run(&crate::live::read(&m.layout, None).into(), Some(CONNECT_LIMIT))
                     .await
                     .ok()
                     .map(|out| crate::live::parse(&out.stdout))

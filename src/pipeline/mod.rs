@@ -383,7 +383,9 @@ async fn locked(run: &mut Run<'_>, fleet: &Fleet, plan: Option<&mut UpPlan>) -> 
     let ttl = run.config.app.lock_timeout.0.as_secs().max(1);
     // The live state is read in the same command, right after the lock is taken.
     let (guard, live) = match fleet
-        .lock_then(&info, ttl, run.reporter, |m| Some(live::read(&m.layout)))
+        .lock_then(&info, ttl, run.reporter, |m| {
+            Some(live::read(&m.layout, m.detected.as_deref()))
+        })
         .await
     {
         Ok(g) => g,
@@ -536,7 +538,7 @@ async fn finish(run: &Run<'_>, fleet: &Fleet, states: &[LiveState], end: &End, r
             let doomed = release::to_prune(ids, keep, Some(&new.release), h.before());
             if !doomed.is_empty() {
                 let remove = release::remove(&m.layout, &m.host.project, &doomed);
-                cmds.push((Step::Prune, lock::if_ours(&m.layout, guard.token(), &remove)));
+                cmds.push((Step::Prune, lock::if_ours(&m.layout, guard.token(), 0, &remove)));
             }
         }
         if guard.holds(i) {

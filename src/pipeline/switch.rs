@@ -60,10 +60,10 @@ pub(super) async fn roll_out(run: &mut Run<'_>, fleet: &Fleet, guard: &LockGuard
             )
         };
     }
-    if let Err(why) = guard.held(fleet).await {
+    if let Some(why) = guard.known_lost() {
         return lock_lost(run, fleet, format!("{failure}; then {why}")).await;
     }
-    let restored = restore(run, fleet, run.verifying()).await;
+    let restored = restore(run, fleet, guard, run.verifying()).await;
     match restored {
         Ok(()) => End::new(
             Outcome::RolledBack,
@@ -89,10 +89,10 @@ async fn interrupted(run: &mut Run<'_>, fleet: &Fleet, guard: &LockGuard) -> End
             "interrupted before the switch; every host is still on its previous release".to_string(),
         );
     }
-    if let Err(why) = guard.held(fleet).await {
+    if let Some(why) = guard.known_lost() {
         return lock_lost(run, fleet, format!("interrupted during the switch; then {why}")).await;
     }
-    match restore(run, fleet, false).await {
+    match restore(run, fleet, guard, false).await {
         Ok(()) => End::new(
             Outcome::Interrupted,
             "interrupted during the switch; switched hosts were put back (not verified again)".to_string(),
@@ -127,8 +127,12 @@ async fn switch_batches(run: &mut Run<'_>, fleet: &Fleet, guard: &LockGuard) -> 
         if run.interrupt.is_set() {
             return Err(Halt::Interrupted);
         }
-        guard.held(fleet).await.map_err(Halt::LockLost)?;
-        switch_batch(run, fleet, chunk).await?;
+        // Each switch checks the lock on its host itself (one command); what
+        // the keeper found out meanwhile stops the run before the batch.
+        if let Some(why) = guard.known_lost() {
+            return Err(Halt::LockLost(why));
+        }
+        switch_batch(run, fleet, chunk, guard).await?;
         if !run.verifying() {
             continue;
         }
@@ -146,7 +150,7 @@ async fn switch_batches(run: &mut Run<'_>, fleet: &Fleet, guard: &LockGuard) -> 
 
 /// Switches the hosts of one batch, `parallel` at a time. A switch in progress
 /// is never abandoned half-way.
-async fn switch_batch(run: &mut Run<'_>, fleet: &Fleet, chunk: &[usize]) -> Result<(), Halt> {
+async fn switch_batch(run: &mut Run<'_>, fleet: &Fleet, chunk: &[usize], guard: &LockGuard) -> Result<(), Halt> {
     let todo: Vec<(usize, bool, Option<Record>, Record)> = chunk
         .iter()
         .filter_map(|&i| {
@@ -164,21 +168,27 @@ async fn switch_batch(run: &mut Run<'_>, fleet: &Fleet, chunk: &[usize]) -> Resu
                 // Already there (a rollback to the release it runs): nothing to switch.
                 return (i, false, Ok(()));
             }
-            let r = step(
-                reporter,
-                &m.host.name,
-                Step::Switch,
-                activation::switch(config, m, from.as_ref(), &to),
-            )
+            let mut ran = true;
+            let r = step(reporter, &m.host.name, Step::Switch, async {
+                let r = activation::switch(config, m, from.as_ref(), &to, guard).await;
+                ran = !r.as_ref().is_err_and(activation::lock_not_ours);
+                r
+            })
             .await;
-            (i, true, r)
+            (i, ran, r)
         })
         .buffer_unordered(fleet.env.parallel.max(1))
         .collect()
         .await;
     let mut failure = None;
+    let mut lost = Vec::new();
     for (i, switched, r) in results {
         let h = &mut run.hosts[i];
+        if let (false, Err(e)) = (switched, &r) {
+            // The lock was not ours there (the error says why): nothing ran.
+            lost.push(e.clone());
+            continue;
+        }
         if switched {
             // A failed `up` may have replaced some containers: it counts as switched, to be put back.
             h.progress = Progress::Switched;
@@ -199,6 +209,9 @@ async fn switch_batch(run: &mut Run<'_>, fleet: &Fleet, chunk: &[usize]) -> Resu
                 failure.get_or_insert(named);
             }
         }
+    }
+    if !lost.is_empty() {
+        return Err(Halt::LockLost(lost.join("; ")));
     }
     match failure {
         Some(f) => Err(Halt::SwitchFailed(f)),
@@ -235,7 +248,7 @@ fn absorb(run: &mut Run<'_>, indices: &[usize], checked: Vec<HostChecks>) -> Vec
 
 /// Puts every switched host back on the release it was on, then (`verify`)
 /// runs the checklist there. Err says what did not come back.
-async fn restore(run: &mut Run<'_>, fleet: &Fleet, verify: bool) -> Result<(), String> {
+async fn restore(run: &mut Run<'_>, fleet: &Fleet, guard: &LockGuard, verify: bool) -> Result<(), String> {
     let todo: Vec<(usize, Option<Record>)> = run
         .hosts
         .iter()
@@ -249,7 +262,9 @@ async fn restore(run: &mut Run<'_>, fleet: &Fleet, verify: bool) -> Result<(), S
             let m = &fleet.members[i];
             let r = step(reporter, &m.host.name, Step::Rollback, async {
                 match &from {
-                    Some(record) => activation::activate(m, record).await.map_err(|e| e.to_string()),
+                    Some(record) => activation::activate(m, record, guard, None)
+                        .await
+                        .map_err(|e| e.to_string()),
                     None => {
                         Err("this was the host's first deploy: there is no previous release to put back".to_string())
                     }

@@ -277,8 +277,12 @@ impl Remote for SshRemote {
                         .map_err(|e| err(e.to_string()))?,
                 );
             }
-            let n = dir.as_ref().map_or(0, |d| std::fs::read_dir(d.path()).map_or(0, |r| r.count()));
-            dir.as_ref().map(|d| d.path().join(format!("{n}.sock"))).unwrap_or_default()
+            let n = dir
+                .as_ref()
+                .map_or(0, |d| std::fs::read_dir(d.path()).map_or(0, |r| r.count()));
+            dir.as_ref()
+                .map(|d| d.path().join(format!("{n}.sock")))
+                .unwrap_or_default()
         };
         self.session()
             .request_port_forward(

@@ -123,8 +123,15 @@ impl Target<'_> {
                 if self.record.release.is_empty() {
                     return None;
                 }
-                let file = format!("{}/{}", m.layout.release(&self.record.release), crate::release::STARTED_FILE);
-                let out = m.remote.run(&Cmd::new("cat").arg(file).into(), Some(QUICK_TIMEOUT)).await;
+                let file = format!(
+                    "{}/{}",
+                    m.layout.release(&self.record.release),
+                    crate::release::STARTED_FILE
+                );
+                let out = m
+                    .remote
+                    .run(&Cmd::new("cat").arg(file).into(), Some(QUICK_TIMEOUT))
+                    .await;
                 out.ok().and_then(|o| o.stdout.trim().parse().ok())
             })
             .await

@@ -23,6 +23,8 @@ pub struct Setup {
     /// More TOML at the end (`[verify]`, checks, hooks); `{API_PORT}` and
     /// `{REDIS_PORT}` are replaced by the deployment's ports.
     pub extra: String,
+    /// More lines for the host's sshd_config.
+    pub sshd_extra: String,
 }
 
 impl Default for Setup {
@@ -33,6 +35,7 @@ impl Default for Setup {
             app_extra: String::new(),
             source_extra: String::new(),
             extra: String::new(),
+            sshd_extra: String::new(),
         }
     }
 }
@@ -50,7 +53,7 @@ pub struct Deployment {
 impl Deployment {
     /// Everything set up, nothing deployed; the app's first commit is `first`.
     pub fn new(setup: Setup, first: &Behaviour) -> Deployment {
-        let d = Deployment::with_app(AppRepo::new(first));
+        let d = Deployment::with_app(AppRepo::new(first), &setup);
         let app = format!("[app]\nname = \"app\"\n{}\n", setup.app_extra);
         d.write_config(&app, &setup);
         d
@@ -59,7 +62,7 @@ impl Deployment {
     /// The shape in `tests/fixtures/<name>/`, set up and not deployed: its
     /// `deploy.toml` with this host's tables added.
     pub fn fixture(name: &str, setup: Setup) -> Deployment {
-        let d = Deployment::with_app(AppRepo::from_fixture(name));
+        let d = Deployment::with_app(AppRepo::from_fixture(name), &setup);
         let own = std::fs::read_to_string(super::repo_root().join("tests/fixtures").join(name).join("deploy.toml"))
             .expect("the fixture's deploy.toml");
         d.write_config(&own, &setup);
@@ -67,8 +70,8 @@ impl Deployment {
     }
 
     /// A host, a bare remote and ports for `app`.
-    fn with_app(app: AppRepo) -> Deployment {
-        let host = SshHost::start();
+    fn with_app(app: AppRepo, setup: &Setup) -> Deployment {
+        let host = SshHost::start_with_config(&setup.sshd_extra);
         let remote = BareRemote::new();
         git(
             app.path(),
