@@ -136,7 +136,7 @@ pub async fn activate(m: &Member, record: &Record, lock: &LockGuard, first: Opti
     );
     m.remote
         .check(
-            &lock::if_ours(&m.layout, lock.token(), lock.ttl(), &cmd).into(),
+            &lock::if_ours(&m.layout, lock.token(), lock.ttl(), lock.confirm(), &cmd).into(),
             Some(STEP_TIMEOUT),
         )
         .await

@@ -422,6 +422,7 @@ impl Fleet {
             kept: std::sync::Mutex::new(vec![std::time::SystemTime::now(); self.members.len()]),
             lost: std::sync::Mutex::new(None),
             released: std::sync::atomic::AtomicBool::new(false),
+            confirm: 0,
         };
         if refused.held.is_empty() && refused.errors.is_empty() {
             Ok((guard, after))
@@ -453,6 +454,9 @@ pub struct LockGuard {
     lost: std::sync::Mutex<Option<String>>,
     /// Released already.
     released: std::sync::atomic::AtomicBool,
+    /// The watchdogs' confirm timeout in seconds (0: none armed): each
+    /// extension pushes their deadline, so the keeper runs often enough.
+    confirm: u64,
 }
 
 impl LockGuard {
@@ -464,6 +468,17 @@ impl LockGuard {
     /// The lock's lifetime in seconds (0: never expires).
     pub fn ttl(&self) -> u64 {
         self.ttl
+    }
+
+    /// The watchdogs' confirm timeout in seconds (0: no watchdog).
+    pub fn confirm(&self) -> u64 {
+        self.confirm
+    }
+
+    /// Watchdogs will be armed with `secs`: extensions push their deadlines.
+    pub fn with_watchdogs(mut self, secs: u64) -> LockGuard {
+        self.confirm = secs;
+        self
     }
 
     /// Why the lock is lost, if the keeper (or an earlier check) found out
@@ -488,7 +503,11 @@ impl LockGuard {
         if self.ttl == 0 {
             return std::future::pending().await;
         }
-        let every = std::time::Duration::from_secs((self.ttl / 3).max(1));
+        let mut secs = self.ttl / 3;
+        if self.confirm > 0 {
+            secs = secs.min(self.confirm / 3);
+        }
+        let every = std::time::Duration::from_secs(secs.max(1));
         loop {
             tokio::time::sleep(every).await;
             self.extend(fleet).await;
@@ -525,7 +544,7 @@ impl LockGuard {
                 let r = m
                     .remote
                     .run(
-                        &lock::extend(&m.layout, &self.token, self.ttl).into(),
+                        &lock::extend(&m.layout, &self.token, self.ttl, self.confirm).into(),
                         Some(QUICK_TIMEOUT),
                     )
                     .await;

@@ -23,6 +23,9 @@ pub enum Recorded {
     Interrupted,
     /// Live, but its checks failed and it was left live (`--no-rollback`).
     ChecksFailed,
+    /// Its run vanished before confirming it; the host's watchdog put the
+    /// release from before back (the dead-man switch).
+    RevertedByWatchdog,
 }
 
 /// One line of history.

@@ -29,6 +29,7 @@ pub mod release;
 pub mod remote;
 pub mod report;
 pub mod verify;
+pub mod watchdog;
 
 use cli::{Cli, Command};
 use error::Exit;

@@ -206,12 +206,18 @@ exp=$(field 2)
 if [ -z "$exp" ] || { [ "$exp" != 0 ] && [ "$exp" -lt "$now" ]; }; then echo "the lock expired" >&2; exit 4; fi
 sed -i "1s/^{\"since\":\([0-9]*\),\"expires\":[0-9]*,/{\"since\":\1,\"expires\":$((now + $3)),/" "$lock/info.json" ||
   { echo "cannot write $lock/info.json" >&2; exit 2; }
+# This run is alive: its watchdog (if armed) waits $4 seconds more.
+[ ! -f "$state/watchdog-$2" ] || echo $((now + $4)) > "$state/watchdog-$2"
 "#
 );
 
-/// Pushes our lock's expiry forward; refuses a lock that is not ours or expired.
-pub fn extend(layout: &Layout, token: &str, ttl_secs: u64) -> Cmd {
-    shell(EXTEND, &[&layout.lock(), token, &ttl_secs.to_string()])
+/// Pushes our lock's expiry forward (and our watchdog's deadline by
+/// `confirm_secs`, see [`crate::watchdog`]); refuses a lock that is not ours or expired.
+pub fn extend(layout: &Layout, token: &str, ttl_secs: u64, confirm_secs: u64) -> Cmd {
+    shell(
+        EXTEND,
+        &[&layout.lock(), token, &ttl_secs.to_string(), &confirm_secs.to_string()],
+    )
 }
 
 /// Reads [`extend`]'s exit code.
@@ -242,8 +248,9 @@ pub fn release(layout: &Layout, token: Option<&str>) -> Cmd {
     shell(RELEASE, &[&layout.lock(), token.unwrap_or("")])
 }
 
-// $2 token, $3 a command (as shell), $4 ttl seconds (0: not extended). Runs
-// it only while the lock is ours and not expired, extending it first.
+// $2 token, $3 a command (as shell), $4 ttl seconds (0: not extended), $5 the
+// watchdog's confirm seconds (0: not pushed). Runs it only while the lock is
+// ours and not expired, extending it (and the watchdog's deadline) first.
 const IF_OURS: &str = lock_script!(
     r#"
 alone || { echo "the lock's mutex is busy" >&2; exit 2; }
@@ -253,6 +260,7 @@ if [ -z "$exp" ] || { [ "$exp" != 0 ] && [ "$exp" -lt "$now" ]; }; then
   echo "the lock expired (was this machine asleep?): not done" >&2; exit 86
 fi
 [ "$4" = 0 ] || sed -i "1s/^{\"since\":\([0-9]*\),\"expires\":[0-9]*,/{\"since\":\1,\"expires\":$((now + $4)),/" "$lock/info.json"
+[ "$5" = 0 ] || [ ! -f "$state/watchdog-$2" ] || echo $((now + $5)) > "$state/watchdog-$2"
 exec 9>&-
 sh -c "$3"
 "#
@@ -265,7 +273,7 @@ pub const NOT_OURS: i32 = 86;
 /// not expired (else exits [`NOT_OURS`]), extending it by `ttl_secs` first:
 /// the check and the command are one round trip. The lock's mutex is let go
 /// before `cmd` runs.
-pub fn if_ours(layout: &Layout, token: &str, ttl_secs: u64, cmd: &Cmd) -> Cmd {
+pub fn if_ours(layout: &Layout, token: &str, ttl_secs: u64, confirm_secs: u64, cmd: &Cmd) -> Cmd {
     Cmd::new("sh")
         .arg("-c")
         .arg(IF_OURS)
@@ -274,6 +282,7 @@ pub fn if_ours(layout: &Layout, token: &str, ttl_secs: u64, cmd: &Cmd) -> Cmd {
         .arg(token)
         .arg(cmd.as_word())
         .arg(ttl_secs.to_string())
+        .arg(confirm_secs.to_string())
 }
 
 const STATUS: &str =

@@ -9,6 +9,7 @@ use crate::compose;
 use crate::error::{Error, Exit};
 use crate::fleet::QUICK_TIMEOUT;
 use crate::lock;
+use crate::watchdog;
 use crate::report::events::Event;
 use crate::report::Printer;
 
@@ -23,21 +24,24 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str, hosts: Option<&[String]>
         let (fleet, unreachable) = super::reach(env, hosts, reporter).await?;
         let found = fleet
             .for_each(|m| async move {
-                let ps = m
-                    .remote
-                    .check(&compose::ps_cmd(&m.host.project).into(), Some(QUICK_TIMEOUT))
-                    .await?;
-                let lk = m
-                    .remote
-                    .check(&lock::status(&m.layout).into(), Some(QUICK_TIMEOUT))
-                    .await?;
-                Ok::<_, crate::remote::RemoteError>((compose::parse_ps(&ps.stdout), lock::parse_status(&lk.stdout)))
+                let cmds = [
+                    compose::ps_cmd(&m.host.project),
+                    lock::status(&m.layout),
+                    watchdog::pending(&m.layout),
+                ];
+                let outs = crate::remote::batch(m.remote.as_ref(), &cmds, Some(QUICK_TIMEOUT)).await?;
+                let text = |i: usize| outs.get(i).map(|o| o.stdout.clone()).unwrap_or_default();
+                Ok::<_, crate::remote::RemoteError>((
+                    compose::parse_ps(&text(0)),
+                    lock::parse_status(&text(1)),
+                    watchdog::parse_pending(&text(2)),
+                ))
             })
             .await;
         let mut results = Vec::new();
         for (m, r) in fleet.members.iter().zip(found) {
             results.push(match r {
-                Ok((containers, holder)) => {
+                Ok((containers, holder, watchdogs)) => {
                     let mut text = format!("release {}\n", m.current.as_deref().unwrap_or("none"));
                     for c in &containers {
                         text.push_str(&format!("  {:<12} {:<10} {}\n", c.service, c.state, c.status));
@@ -47,10 +51,23 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str, hosts: Option<&[String]>
                         Some(Some(info)) => format!("lock: held by {}\n", info.describe()),
                         Some(None) => "lock: held (no info)\n".to_string(),
                     });
+                    for (token, deadline) in &watchdogs {
+                        let at = humantime::format_rfc3339_seconds(
+                            std::time::UNIX_EPOCH + std::time::Duration::from_secs(*deadline),
+                        );
+                        text.push_str(&format!(
+                            "watchdog: armed by run {token}; unless that run confirms, it puts the release from before back at {at}\n"
+                        ));
+                    }
                     reporter.event(Event::Data {
                         host: m.host.name.clone(),
                         kind: "status".into(),
-                        data: json!({ "current": m.current, "containers": containers, "lock": holder }),
+                        data: json!({
+                            "current": m.current,
+                            "containers": containers,
+                            "lock": holder,
+                            "watchdogs": watchdogs.iter().map(|(t, d)| json!({ "run": t, "fires_at": d })).collect::<Vec<_>>(),
+                        }),
                         text,
                     });
                     Ok(())

@@ -211,6 +211,16 @@ impl Config {
     pub fn environment(&self, name: &str) -> Option<&Environment> {
         self.environments.get(name)
     }
+
+    /// How long a switched host waits for its run to confirm it before its
+    /// watchdog puts the release from before back: `[rollback]
+    /// confirm_timeout`, or the longest check's timeout + 60 s.
+    pub fn confirm_timeout(&self) -> std::time::Duration {
+        self.rollback.confirm_timeout.map(|d| d.0).unwrap_or_else(|| {
+            let longest = self.verify.checks.iter().map(|c| c.timeout).max();
+            longest.unwrap_or(self.verify.timeout) + std::time::Duration::from_secs(60)
+        })
+    }
 }
 
 /// Validation of one file: knows its text, so every error can point into it.

@@ -408,11 +408,18 @@ pub struct CheckSpec {
 pub struct Rollback {
     #[serde(default = "yes")]
     pub automatic: bool,
+    /// A host that switched puts the release from before back by itself unless
+    /// the run confirms it within this long (the dead-man switch); default:
+    /// the longest check's timeout + 60 s.
+    pub confirm_timeout: Option<Duration>,
 }
 
 impl Default for Rollback {
     fn default() -> Self {
-        Rollback { automatic: true }
+        Rollback {
+            automatic: true,
+            confirm_timeout: None,
+        }
     }
 }
 

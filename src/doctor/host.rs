@@ -450,6 +450,11 @@ pub fn last_release(history: &[Entry], current: Option<&str>, env: &str) -> Find
             format!("the last deploy, {what}, failed and putting the previous release back failed too"),
             format!("a person must look: `deploy status {env}`, then `deploy rollback {env} --to RELEASE`"),
         ),
+        Recorded::RevertedByWatchdog => Finding::warn(
+            "last_release",
+            format!("the run that deployed {what} vanished before it was verified; the host's watchdog put {live} back"),
+            format!("see .deploy/watchdog-*.log on the host, then deploy again"),
+        ),
     };
     if f.level != Level::Fail {
         if let (Some(to), Some(cur)) = (&last.to, current) {

@@ -27,6 +27,7 @@ use crate::lock::{self, LockInfo};
 use crate::outcome::{Change, Outcome};
 use crate::release;
 use crate::remote::Cmd;
+use crate::watchdog;
 use crate::report::events::{Event, Reporter, Step, StepStatus, Summary};
 
 pub use hosts::{HostRun, Progress};
@@ -538,10 +539,14 @@ async fn finish(run: &Run<'_>, fleet: &Fleet, states: &[LiveState], end: &End, r
             let doomed = release::to_prune(ids, keep, Some(&new.release), h.before());
             if !doomed.is_empty() {
                 let remove = release::remove(&m.layout, &m.host.project, &doomed);
-                cmds.push((Step::Prune, lock::if_ours(&m.layout, guard.token(), 0, &remove)));
+                cmds.push((Step::Prune, lock::if_ours(&m.layout, guard.token(), 0, 0, &remove)));
             }
         }
         if guard.holds(i) {
+            // The run's outcome is decided here: the host's watchdog stands down.
+            if guard.confirm() > 0 && h.progress == Progress::Switched {
+                cmds.push((Step::Confirm, watchdog::confirm(&m.layout, guard.token())));
+            }
             cmds.push((Step::Unlock, lock::release(&m.layout, Some(guard.token()))));
         }
         work.push(cmds);

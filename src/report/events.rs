@@ -21,6 +21,8 @@ pub enum Step {
     Verify,
     Rollback,
     Record,
+    /// The run confirms a switched host: its watchdog stands down.
+    Confirm,
     Prune,
     Unlock,
     Setup,
@@ -31,7 +33,7 @@ impl Step {
     pub fn is_quick(self) -> bool {
         matches!(
             self,
-            Step::Connect | Step::Preflight | Step::Lock | Step::Record | Step::Prune | Step::Unlock
+            Step::Connect | Step::Preflight | Step::Lock | Step::Record | Step::Confirm | Step::Prune | Step::Unlock
         )
     }
 
@@ -50,6 +52,7 @@ impl Step {
             Step::Verify => "verify",
             Step::Rollback => "rollback",
             Step::Record => "record",
+            Step::Confirm => "confirm",
             Step::Prune => "prune",
             Step::Unlock => "unlock",
             Step::Setup => "setup",
