@@ -453,7 +453,7 @@ pub fn last_release(history: &[Entry], current: Option<&str>, env: &str) -> Find
         Recorded::RevertedByWatchdog => Finding::warn(
             "last_release",
             format!("the run that deployed {what} vanished before it was verified; the host's watchdog put {live} back"),
-            format!("see .deploy/watchdog-*.log on the host, then deploy again"),
+            "see .deploy/watchdog-*.log on the host, then deploy again".to_string(),
         ),
     };
     if f.level != Level::Fail {
