@@ -20,3 +20,4 @@ mod safety;
 mod shapes;
 mod ssh_transport;
 mod verification;
+mod watchdog;

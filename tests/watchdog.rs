@@ -1,0 +1,99 @@
+//! The dead-man switch: a host that switched puts the release from before back
+//! by itself when the run that switched it vanishes before confirming it.
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::app::{Behaviour, Health};
+use crate::harness::deployment::{Deployment, Setup};
+use crate::harness::{sh, wait_for};
+
+/// Whether a watchdog process runs for this host's app.
+fn watchdog_running(d: &Deployment) -> bool {
+    let pattern = format!("deploy-watchdog {}/.deploy/watchdog-", d.app_path().display());
+    Command::new("pgrep")
+        .arg("-f")
+        .arg(pattern)
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn a_host_puts_the_release_back_when_its_deploy_vanishes_after_the_switch() {
+    let d = Deployment::new(
+        Setup {
+            extra: r#"
+[rollback]
+confirm_timeout = "4s"
+
+[verify]
+timeout = "60s"
+
+[[verify.checks]]
+name = "api health"
+type = "http"
+url = "http://127.0.0.1:{API_PORT}/cgi-bin/health"
+"#
+            .into(),
+            ..Setup::default()
+        },
+        &Behaviour::version("A"),
+    );
+    d.deploy(&[], 0);
+    let a = d.current().unwrap();
+    // A deploy that finishes confirms its host: no watchdog is left.
+    wait_for("the watchdog of a finished deploy to end", Duration::from_secs(10), || {
+        !watchdog_running(&d)
+    });
+    assert!(!d.history().last().unwrap().to_string().contains("watchdog"));
+
+    // B fails its checks, which would wait a minute: the deploy is killed
+    // (SIGKILL: no cleanup of its own) right after the switch.
+    d.app.commit(&Behaviour {
+        health: Health::Fails,
+        ..Behaviour::version("B")
+    });
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("deploy"))
+        .args(["test", "--output", "json"])
+        .current_dir(d.app.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines {
+        let e: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        assert_ne!(e["event"], "summary", "the deploy ended before it was killed");
+        if e["step"] == "switch" && e["status"] == "done" {
+            break;
+        }
+    }
+    sh(Command::new("kill").args(["-KILL", &child.id().to_string()]));
+    let _ = child.wait();
+    assert_eq!(d.version().as_deref(), Some("B"), "the bad release went live");
+    let status = d.run(&["status", "test"]);
+    assert!(status.stdout.contains("watchdog: armed by run"), "{}", status.all());
+
+    // Within confirm_timeout (and a little), the host is back on A by itself.
+    wait_for("the host to put A back", Duration::from_secs(60), || {
+        d.current().as_deref() == Some(a.as_str()) && d.version().as_deref() == Some("A")
+    });
+    wait_for("the watchdog to finish", Duration::from_secs(30), || !watchdog_running(&d));
+    let last = d.history().pop().unwrap();
+    assert_eq!(last["outcome"], "reverted_by_watchdog", "{last}");
+    assert_eq!(last["to"], a.as_str(), "{last}");
+    assert!(!d.locked(), "the vanished run's lock is freed");
+    let log = std::fs::read_dir(d.app_path().join(".deploy"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .unwrap_or_default();
+    assert!(log.contains("did not confirm in time"), "the watchdog's log: {log}");
+    // The next deploy works as usual.
+    d.app.commit(&Behaviour::version("C"));
+    d.deploy(&[], 0);
+    assert_eq!(d.version().as_deref(), Some("C"));
+}
