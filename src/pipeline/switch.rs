@@ -5,11 +5,11 @@
 use futures::stream::{self, StreamExt};
 
 use super::{End, Progress, Run};
-use crate::activation::{self, Record};
+use crate::activation::{self, Record, Switching};
 use crate::fleet::{step, Fleet, LockGuard};
 use crate::outcome::{Change, Outcome};
 use crate::report::events::Step;
-use crate::verify::{self, HostChecks};
+use crate::verify::{self, Evidence, HostChecks};
 
 /// Why the roll-out stopped before every batch was live and verified.
 enum Halt {
@@ -155,30 +155,39 @@ async fn switch_batch(run: &mut Run<'_>, fleet: &Fleet, chunk: &[usize]) -> Resu
             Some((i, h.needs_switch(), h.from.clone(), to))
         })
         .collect();
-    let config = run.config;
     let reporter = run.reporter;
-    let results: Vec<(usize, bool, Result<(), String>)> = stream::iter(todo)
+    let sw = Switching {
+        config: run.config,
+        reporter,
+        interrupt: Some(run.interrupt),
+    };
+    let sw = &sw;
+    type Switched = (usize, bool, Result<(), String>, Option<Evidence>);
+    let results: Vec<Switched> = stream::iter(todo)
         .map(|(i, needs_switch, from, to)| async move {
             let m = &fleet.members[i];
             if !needs_switch {
                 // Already there (a rollback to the release it runs): nothing to switch.
-                return (i, false, Ok(()));
+                return (i, false, Ok(()), None);
             }
-            let r = step(
-                reporter,
-                &m.host.name,
-                Step::Switch,
-                activation::switch(config, m, from.as_ref(), &to),
-            )
+            let mut evidence = None;
+            let r = step(reporter, &m.host.name, Step::Switch, async {
+                activation::switch(sw, m, from.as_ref(), &to).await.inspect_err(|e| {
+                    evidence = e.evidence().cloned();
+                })
+            })
             .await;
-            (i, true, r)
+            (i, true, r, evidence)
         })
         .buffer_unordered(fleet.env.parallel.max(1))
         .collect()
         .await;
     let mut failure = None;
-    for (i, switched, r) in results {
+    for (i, switched, r, evidence) in results {
         let h = &mut run.hosts[i];
+        if evidence.is_some() {
+            h.evidence = evidence;
+        }
         if switched {
             // A failed `up` may have replaced some containers: it counts as switched, to be put back.
             h.progress = Progress::Switched;
@@ -201,6 +210,8 @@ async fn switch_batch(run: &mut Run<'_>, fleet: &Fleet, chunk: &[usize]) -> Resu
         }
     }
     match failure {
+        // Ctrl-C cut a start-first switch short: put back what switched, as for any interrupt.
+        Some(_) if run.interrupt.is_set() => Err(Halt::Interrupted),
         Some(f) => Err(Halt::SwitchFailed(f)),
         None => Ok(()),
     }
@@ -244,12 +255,19 @@ async fn restore(run: &mut Run<'_>, fleet: &Fleet, verify: bool) -> Result<(), S
         .map(|(i, h)| (i, h.from.clone()))
         .collect();
     let reporter = run.reporter;
+    // A restore is never cut short: there is nothing left to put back to.
+    let sw = Switching {
+        config: run.config,
+        reporter,
+        interrupt: None,
+    };
+    let sw = &sw;
     let results: Vec<(usize, Result<(), String>)> = stream::iter(todo)
         .map(|(i, from)| async move {
             let m = &fleet.members[i];
             let r = step(reporter, &m.host.name, Step::Rollback, async {
                 match &from {
-                    Some(record) => activation::activate(m, record).await.map_err(|e| e.to_string()),
+                    Some(record) => activation::activate(sw, m, record).await.map_err(|e| e.to_string()),
                     None => {
                         Err("this was the host's first deploy: there is no previous release to put back".to_string())
                     }
