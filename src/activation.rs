@@ -368,7 +368,7 @@ struct Fresh {
 }
 
 impl Fresh {
-    const FORMAT: &'static str = "{{.Id}}|{{.Name}}|{{.State.Status}}|{{.State.ExitCode}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}|{{range $p, $v := index .Config \"ExposedPorts\"}}{{$p}} {{end}}";
+    const FORMAT: &'static str = "{{.Id}}|{{.Name}}|{{.State.Status}}|{{.State.ExitCode}}|{{with index .State \"Health\"}}{{.Status}}{{end}}|{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}|{{range $p, $v := index .Config \"ExposedPorts\"}}{{$p}} {{end}}";
 
     fn parse(line: &str) -> Option<Fresh> {
         let f: Vec<&str> = line.split('|').collect();

@@ -369,14 +369,19 @@ pub fn remove(layout: &Layout, project: &str, ids: &[String]) -> Cmd {
     shell(REMOVE, &args)
 }
 
-// $1 the release's override file, as the build left it. Tags every image it
-// names with its content (`<name>:sha-<12 hex of the image id>`) and makes the
-// override name that tag instead: a release whose image of a service did not
-// change names the very image the running container was made from, so `up -d`
-// leaves that container alone, as compose itself does after an unchanged build.
+// $1 the release's override file, as the build left it, $2 the app's root.
+// Tags every image it names with its content (`<name>:sha-<12 hex of the image
+// id>`) and makes the override name that tag instead: a release whose image of
+// a service did not change names the very image the running container was made
+// from, so `up -d` leaves that container alone, as compose itself does after
+// an unchanged build. Each built service's build context becomes the app's
+// root (the release is built by then): compose v1 counts the context's path in
+// a service's config hash, and a path per release would make it recreate every
+// built service at every release (v2 leaves the build out of the hash).
 const ADDRESS_IMAGES: &str = with_image_names!(
     r#"set -e
 f="$1"
+root=$(printf '%s' "$2" | sed 's/[\\"]/\\&/g')
 names=$(image_names "$f")
 [ -n "$names" ] || exit 0
 ids=$(docker image inspect -f '{{.Id}}' $names)
@@ -392,7 +397,7 @@ while IFS= read -r line; do
       id=${id#sha256:}
       tag="${img%:*}:sha-$(printf '%s' "$id" | cut -c1-12)"
       docker tag "$img" "$tag" & tagging="$tagging $!"
-      printf '    image: "%s"\n' "$tag" >> "$f.tmp" ;;
+      printf '    image: "%s"\n    build:\n      context: "%s"\n' "$tag" "$root" >> "$f.tmp" ;;
     *) printf '%s\n' "$line" >> "$f.tmp" ;;
   esac
 done < "$f"
@@ -412,7 +417,7 @@ old="$1/releases/$2"; new="$1/releases/$3"
 [ -f "$old/.deploy-compose.yml" ] && [ -f "$new/.deploy-compose.yml" ] || exit 0
 cmp -s "$old/.deploy-env" "$new/.deploy-env" || exit 0
 diff -rq --no-dereference -x .deploy-compose.yml -x .deploy-started -x .deploy-release.json "$old" "$new" >/dev/null 2>&1 || exit 0
-services() { grep -v -e 'image:' -e '^#' "$1"; }
+services() { grep -v -e 'image:' -e '^#' -e '^    build:$' -e '^      context:' "$1"; }
 [ "$(services "$old/.deploy-compose.yml")" = "$(services "$new/.deploy-compose.yml")" ] || exit 0
 for img in $(image_names "$old/.deploy-compose.yml"); do
   docker image inspect "$img" >/dev/null 2>&1 || exit 0
@@ -432,7 +437,10 @@ pub fn reuse_images(layout: &Layout, live: &str, id: &str) -> Cmd {
 pub fn address_images(layout: &Layout, id: &str) -> Cmd {
     shell(
         ADDRESS_IMAGES,
-        &[&format!("{}/{}", layout.release(id), crate::compose::OVERRIDE_FILE)],
+        &[
+            &format!("{}/{}", layout.release(id), crate::compose::OVERRIDE_FILE),
+            &layout.root,
+        ],
     )
 }
 

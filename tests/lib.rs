@@ -16,3 +16,4 @@ mod safety;
 mod shapes;
 mod ssh_transport;
 mod verification;
+mod zero_downtime;
