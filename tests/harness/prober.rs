@@ -1,10 +1,15 @@
 //! A prober: GETs a path through a port every 20 ms, one request at a time,
-//! for as long as it runs, and keeps every answer with when it was asked.
+//! for as long as it runs, and keeps every answer with when it was asked. It
+//! is a client that waits at most 2 s: a proxy that holds a request while
+//! nothing can answer it (Caddy retries for up to 5 s) fails it here.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// How long a probe waits for its answer.
+pub const LIMIT: Duration = Duration::from_secs(2);
 
 /// One request and what came back.
 #[derive(Debug, Clone)]
@@ -33,7 +38,7 @@ pub struct Prober {
 
 impl Prober {
     /// Starts asking `path` on 127.0.0.1:`port` every 20 ms; each request
-    /// gets 5 s to answer.
+    /// gets [`LIMIT`] to answer.
     pub fn start(port: u16, path: &'static str) -> Prober {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -41,7 +46,7 @@ impl Prober {
             let mut probes = Vec::new();
             while !flag.load(Ordering::SeqCst) {
                 let at = Instant::now();
-                let (status, body) = match super::http_get_at("127.0.0.1", port, path, Duration::from_secs(5)) {
+                let (status, body) = match super::http_get_at("127.0.0.1", port, path, LIMIT) {
                     Some((s, b)) => (Some(s), b.trim().to_string()),
                     None => (None, String::new()),
                 };
