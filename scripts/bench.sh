@@ -10,5 +10,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-bench-deps.sh
-bash scripts/build-base-images.sh deploy-demo/busybox:1 deploy-demo/redis:1 >/dev/null
+bash scripts/build-base-images.sh deploy-demo/busybox:1 deploy-demo/redis:1 deploy-demo/caddy:1 >/dev/null
 cargo bench --quiet --bench compare -- "$@"

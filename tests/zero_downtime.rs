@@ -246,7 +246,15 @@ fn a_rollback_replaces_the_service_start_first_too() {
         slow_start_secs: 4,
         ..slow_b(true)
     };
-    let d = live("v2", true, "30s", &Behaviour { version: "A".into(), ..slow_a });
+    let d = live(
+        "v2",
+        true,
+        "30s",
+        &Behaviour {
+            version: "A".into(),
+            ..slow_a
+        },
+    );
     d.app.commit(&slow_b(true));
     d.deploy(&[], 0);
     assert_eq!(d.version().as_deref(), Some("B"));

@@ -105,12 +105,31 @@ pub struct Results {
     pub probes_build: usize,
     /// Failed probes on host 1 during a whole changed run, per tool and size.
     pub failed_run: BTreeMap<(Tool, usize), Vec<usize>>,
+    /// (hosts, zero_downtime on) → each changed deploy's switch on the first host.
+    pub switches: BTreeMap<(usize, bool), Vec<SwitchRun>>,
     /// `deploy --help`, ms.
     pub help_ms: Vec<f64>,
     pub runs: usize,
     pub sizes: Vec<usize>,
     pub started: String,
     pub took: Duration,
+}
+
+/// One changed deploy seen through the first host's proxy, probed every 20 ms.
+#[derive(Debug, Clone, Copy)]
+pub struct SwitchRun {
+    /// Failed probes from the switch's start to the api check passing.
+    pub failed: usize,
+    /// Probes sent in that window.
+    pub probes: usize,
+    /// The slowest probe answer in that window, ms.
+    pub slowest_ms: u64,
+    /// Failed probes during the whole run.
+    pub failed_run: usize,
+    /// The switch step on the first host, ms.
+    pub switch_ms: u64,
+    /// With zero_downtime: from the new container's start to the old one's removal, ms.
+    pub replace_ms: Option<u64>,
 }
 
 fn main() {
@@ -250,6 +269,42 @@ fn main() {
         results.lag_ms.push(lag);
     }
 
+    // The zero-downtime switch: the same changed deploy with the api switched
+    // by `up -d` and start-first, alternating, probed through the first host's
+    // proxy every 20 ms.
+    for (k, &n) in o.sizes.iter().enumerate() {
+        for i in 0..o.runs {
+            let modes = if (i + k) % 2 == 0 { [false, true] } else { [true, false] };
+            for on in modes {
+                let sha = bed.change_api(None);
+                let what = if on { "zero-downtime-on" } else { "zero-downtime-off" };
+                let config = if on {
+                    bed.zero_downtime_file(n)
+                } else {
+                    bed.hosts_file(n)
+                };
+                let prober = Prober::start(bed.sites[0].api_port, "/health", Duration::from_millis(20), None);
+                let sample = runner.run_config(bed, n, &config, what);
+                let probes = prober.finish();
+                let run = switch_run(
+                    &sample,
+                    &probes,
+                    &format!("{}:{}", hosts.ssh[0].addr, hosts.ssh[0].port),
+                    &sha,
+                );
+                eprintln!(
+                    "bench: {what} run {} · {n} hosts · failed probes in the switch {} of {} (slowest {} ms) · switch {} ms",
+                    i + 1,
+                    run.failed,
+                    run.probes,
+                    run.slowest_ms,
+                    run.switch_ms
+                );
+                results.switches.entry((n, on)).or_default().push(run);
+            }
+        }
+    }
+
     for _ in 0..o.help_runs {
         let t = Instant::now();
         let out = Command::new(&deploy_bin).arg("--help").output().expect("deploy --help");
@@ -276,6 +331,35 @@ fn main() {
         o.out.display(),
         results.took.as_secs_f64()
     );
+}
+
+/// What the first host's proxy answered during a changed deploy's switch.
+fn switch_run(sample: &Sample, probes: &[measure::Probe], host: &str, sha: &str) -> SwitchRun {
+    let step = |status: &str| {
+        sample
+            .events()
+            .into_iter()
+            .find(|(_, e)| e["event"] == "step" && e["host"] == host && e["step"] == "switch" && e["status"] == status)
+    };
+    let (started, _) = step("started").unwrap_or_else(|| panic!("no switch of {sha} on {host}"));
+    let (done_at, done) = step("done").unwrap_or_else(|| panic!("the switch of {sha} on {host} did not finish"));
+    let until = sample
+        .event_at(|e| e["event"] == "check" && e["host"] == host && e["name"] == "api health" && e["ok"] == true)
+        .unwrap_or(done_at);
+    let window: Vec<&measure::Probe> = probes.iter().filter(|p| p.at >= started && p.at <= until).collect();
+    let replace_ms = sample
+        .events()
+        .into_iter()
+        .find(|(_, e)| e["event"] == "start_first" && e["host"] == host && e["phase"] == "replaced")
+        .and_then(|(_, e)| e["elapsed_ms"].as_u64());
+    SwitchRun {
+        failed: window.iter().filter(|p| !p.ok).count(),
+        probes: window.len(),
+        slowest_ms: window.iter().map(|p| p.took.as_millis() as u64).max().unwrap_or(0),
+        failed_run: probes.iter().filter(|p| !p.ok).count(),
+        switch_ms: done["elapsed_ms"].as_u64().unwrap_or(0),
+        replace_ms,
+    }
 }
 
 fn record(results: &mut Results, tool: Tool, n: usize, change: Change, sample: &Sample) {
@@ -350,6 +434,16 @@ impl Runner<'_> {
             }
         };
         timed(commands, &log)
+    }
+
+    /// `deploy --config CONFIG bench` to the first `n` hosts (the config names them).
+    fn run_config(&self, bed: &Bed, n: usize, config: &Path, what: &str) -> Sample {
+        let mut c = Command::new(&self.deploy);
+        c.current_dir(bed.path())
+            .arg("--config")
+            .arg(config)
+            .args(["bench", "--output", "json"]);
+        timed(vec![c], &self.log(bed, n, what))
     }
 
     fn rollback(&self, bed: &Bed) -> Sample {

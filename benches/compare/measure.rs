@@ -116,11 +116,12 @@ fn wait4(pid: u32) -> (i32, u64) {
     }
 }
 
-/// One probe: when it was sent and whether it passed.
+/// One probe: when it was sent, whether it passed, how long it took.
 #[derive(Clone, Copy)]
 pub struct Probe {
     pub at: Instant,
     pub ok: bool,
+    pub took: Duration,
 }
 
 /// GETs `path` on 127.0.0.1:`port` every `period` until stopped. A probe passes
@@ -143,7 +144,11 @@ impl Prober {
                     Some((200, body)) => want.as_ref().is_none_or(|w| body.contains(w.as_str())),
                     _ => false,
                 };
-                probes.push(Probe { at, ok });
+                probes.push(Probe {
+                    at,
+                    ok,
+                    took: at.elapsed(),
+                });
                 next += period;
                 let now = Instant::now();
                 if next > now {

@@ -71,8 +71,9 @@ pub fn render(r: &Results, deploy_bin: &Path) -> String {
         s,
         "\nEvery host is an sshd on 127.0.0.1 with its own host key and port, logging in the user `deploytest`; \
          all hosts share this machine's 2 cores and its one Docker engine, so N hosts build and start N copies of \
-         the app on the same CPUs. Each tool has its own copy of the demo app (`demo/`: busybox httpd api, worker, \
-         Redis), its own git remote, and on each host its own directory, compose project and api port.\n"
+         the app on the same CPUs. Each tool has its own copy of the demo app (`demo/`: a Caddy reverse proxy in \
+         front of a busybox httpd api, a worker, Redis), its own git remote, and on each host its own directory, \
+         compose project and proxy port.\n"
     );
 
     let _ = writeln!(s, "## What each tool does\n");
@@ -80,10 +81,10 @@ pub fn render(r: &Results, deploy_bin: &Path) -> String {
         s,
         "Every run starts with the push and ends when the last check passed on the last host.\n"
     );
-    let _ = writeln!(s, "- **floor**: `git push`, then the commands of `bench/steps.sh` (fetch and check out the commit, `docker compose build`, `up -d`, then the checklist: 3 containers running, `/health` 200 polled every 100 ms, `redis-cli ping` from the worker, no `connection refused` in the logs since the switch) run directly on every host at once, as `deploytest`, no SSH. The least any tool could take.");
+    let _ = writeln!(s, "- **floor**: `git push`, then the commands of `bench/steps.sh` (fetch and check out the commit, `docker compose build`, `up -d`, then the checklist: 4 containers running, `/health` 200 through the proxy polled every 100 ms, `redis-cli ping` from the worker, no `connection refused` in the logs since the switch) run directly on every host at once, as `deploytest`, no SSH. The least any tool could take.");
     let _ = writeln!(s, "- **manual**: `git push`, then `bench/manual.sh`: the same commands, one `ssh host '...'` line each, host after host, a new connection per line.");
     let _ = writeln!(s, "- **ansible**: `git push`, then `bench/ansible/deploy.yml`: the same commands as `command`/`shell` tasks and `uri` with `until`/`retries`/`delay: 0.1` for the health check; forks = N, pipelining on, ControlPersist 60 s, no fact gathering.");
-    let _ = writeln!(s, "- **deploy**: `deploy bench --output json` with the same four checks (health through an SSH tunnel): push with git2, lock, fetch into the host's mirror and export a release directory, build (skipped when the tree and variables equal the live release's: its images are reused), switch (containers whose image did not change are kept), verify, record history, prune (during the checks), unlock.\n");
+    let _ = writeln!(s, "- **deploy**: `deploy bench --output json` with the same four checks (health through an SSH tunnel): push with git2, lock, fetch into the host's mirror and export a release directory, build (skipped when the tree and variables equal the live release's: its images are reused), switch (containers whose image did not change are kept; the api by `up -d`, as the others do: the start-first switch is measured on its own below), verify, record history, prune (during the checks), unlock.\n");
 
     let _ = writeln!(s, "## Wall time (seconds, median of {})\n", r.runs);
     let _ = writeln!(s, "| hosts | change | floor | manual | ansible | deploy |");
@@ -181,6 +182,21 @@ pub fn render(r: &Results, deploy_bin: &Path) -> String {
         r.probes_build,
         yes(failed == 0)
     );
+    let on: Vec<usize> = r
+        .switches
+        .iter()
+        .filter(|((_, on), _)| *on)
+        .flat_map(|(_, runs)| runs.iter().map(|x| x.failed))
+        .collect();
+    let sizes: Vec<String> = r.sizes.iter().map(|n| n.to_string()).collect();
+    let _ = writeln!(
+        s,
+        "| zero failed probes through the proxy during the switch with `zero_downtime` on ({} hosts) | {} failed in {} runs | {} |",
+        sizes.join(", "),
+        on.iter().sum::<usize>(),
+        on.len(),
+        yes(!on.is_empty() && on.iter().all(|&f| f == 0))
+    );
     let rss_max = r.rss.get(&max).and_then(|v| v.iter().max()).copied().unwrap_or(0);
     let mb = rss_max as f64 * 1024.0 / 1e6;
     let _ = writeln!(
@@ -188,6 +204,8 @@ pub fn render(r: &Results, deploy_bin: &Path) -> String {
         "| peak RSS ≤ 30 MB at {max} host(s) | {mb:.1} MB | {} |",
         yes(mb <= 30.0)
     );
+
+    zero_downtime_section(&mut s, r);
 
     let _ = writeln!(s, "\n## More figures\n");
     let _ = writeln!(
@@ -255,6 +273,70 @@ pub fn render(r: &Results, deploy_bin: &Path) -> String {
     let _ = writeln!(s, "\n## Run it\n");
     let _ = writeln!(s, "```\nbash scripts/bench.sh            # N = 1, 4, 16; 5 runs; rewrites BENCHMARKS.md (about 30 min here)\nbash scripts/bench.sh --smoke    # N = 1, one run, report under target/ (what CI runs)\n```");
     s
+}
+
+/// The start-first switch against `up -d`, through the first host's proxy.
+fn zero_downtime_section(s: &mut String, r: &Results) {
+    let _ = writeln!(s, "\n## Zero-downtime switch (through the proxy)\n");
+    let _ = writeln!(
+        s,
+        "The same changed deploy of `deploy` ({} runs per row, on and off alternating), with the api switched by \
+         `up -d` (off) or start-first (`zero_downtime = [\"api\"]`: a new container beside the old one, the old \
+         one stopped once the new one is healthy). A prober asks the first host's proxy for `/health` every 20 ms, \
+         one request at a time; a probe fails without a 200 within 1 s (Caddy holds a request for up to 5 s while \
+         it retries, so a gap shows as slow answers as well as failures). The window is the first host's switch, \
+         from its start to the api check passing; the switch time is that host's `switch` step (with \
+         `zero_downtime` it includes waiting for the new container's healthcheck, interval 500 ms, and the old \
+         api's 0.5 s drain on SIGTERM).\n",
+        r.runs
+    );
+    let _ = writeln!(
+        s,
+        "| hosts | zero_downtime | failed probes in the switch, per run | probes in the switch (median) | slowest answer, ms (median of runs) | switch on host 1, s (median) | new api started → old removed, s (median) |"
+    );
+    let _ = writeln!(s, "|---:|---|---|---:|---:|---:|---:|");
+    for &n in &r.sizes {
+        for on in [false, true] {
+            let runs = r.switches.get(&(n, on)).cloned().unwrap_or_default();
+            let m = |f: &dyn Fn(&crate::SwitchRun) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+            let replace: Vec<f64> = runs
+                .iter()
+                .filter_map(|x| x.replace_ms)
+                .map(|ms| ms as f64 / 1000.0)
+                .collect();
+            let _ = writeln!(
+                s,
+                "| {n} | {} | {:?} | {:.0} | {:.0} | {:.2} | {} |",
+                if on { "on" } else { "off" },
+                runs.iter().map(|x| x.failed).collect::<Vec<_>>(),
+                m(&|x| x.probes as f64),
+                m(&|x| x.slowest_ms as f64),
+                m(&|x| x.switch_ms as f64 / 1000.0),
+                if replace.is_empty() {
+                    "–".to_string()
+                } else {
+                    format!("{:.2}", median(&replace))
+                }
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nFailed probes during the whole run (push to last check), per run: {}.",
+        r.sizes
+            .iter()
+            .flat_map(|&n| [false, true].map(|on| (n, on)))
+            .map(|(n, on)| format!(
+                "{n} host(s) {} {:?}",
+                if on { "on" } else { "off" },
+                r.switches
+                    .get(&(n, on))
+                    .map(|v| v.iter().map(|x| x.failed_run).collect::<Vec<_>>())
+                    .unwrap_or_default()
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
 }
 
 fn med(r: &Results, t: Tool, n: usize, c: Change) -> f64 {
