@@ -702,3 +702,37 @@ async fn not_ready_evidence(m: &Member, service: &str, ids: &[String]) -> Eviden
     }
     evidence
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inspected_containers_parse_with_or_without_health_and_ports() {
+        let c = Fresh::parse("abc|/shop-api-2|running|0|starting|172.18.0.5 10.0.0.2 |8000/tcp |").unwrap();
+        assert_eq!((c.name.as_str(), c.health.as_str()), ("shop-api-2", "starting"));
+        assert_eq!(c.ips, ["172.18.0.5", "10.0.0.2"]);
+        assert_eq!(c.exposed, ["8000/tcp"]);
+        assert!(!c.stopped());
+        let c = Fresh::parse("abc|/shop-api-3|exited|3|||").unwrap();
+        assert!(c.health.is_empty() && c.ips.is_empty() && c.exposed.is_empty());
+        assert!(c.stopped());
+        assert!(Fresh::parse("abc|only").is_none());
+    }
+
+    #[test]
+    fn records_without_a_zero_downtime_list_still_parse() {
+        let old = r#"{"release":"20260101T000000Z-a","commit":"a","project":"p","compose_files":["docker-compose.yml"],
+            "services":[],"build":["api"],"env_file":".deploy-env","compose":"v2"}"#;
+        let r = Record::parse(old).expect("a record from before zero_downtime");
+        assert!(r.zero_downtime.is_empty());
+        let mut with = r.clone();
+        with.zero_downtime.push(StartFirst {
+            service: "api".into(),
+            drain_ms: 2000,
+            port: Some(8000),
+        });
+        assert_eq!(Record::parse(&with.to_json()), Some(with));
+        assert!(!r.to_json().contains("zero_downtime"), "{}", r.to_json());
+    }
+}

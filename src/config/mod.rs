@@ -913,6 +913,64 @@ mod tests {
     }
 
     #[test]
+    fn zero_downtime_takes_names_or_tables() {
+        let c = parse(
+            "zero_downtime = [\"api\", { service = \"web\", drain = \"2s\", port = 8000 }]",
+            "",
+        )
+        .unwrap();
+        let z: Vec<&ZeroDowntime> = c.app.zero_downtime.iter().map(|z| z.get_ref()).collect();
+        assert_eq!(z[0].service, "api");
+        assert_eq!((z[0].drain, z[0].port), (std::time::Duration::ZERO, None));
+        assert_eq!(z[1].service, "web");
+        assert_eq!((z[1].drain, z[1].port), (std::time::Duration::from_secs(2), Some(8000)));
+        for (bad, says) in [
+            ("zero_downtime = [\"api\", \"api\"]", "lists `api` twice"),
+            ("zero_downtime = [\"\"]", "expected compose service names"),
+            ("zero_downtime = [{ service = \"api\", port = 0 }]", "port 0"),
+            ("zero_downtime = [{ drain = \"1s\" }]", "missing field `service`"),
+            (
+                "zero_downtime = [{ service = \"api\", drain = \"soon\" }]",
+                "invalid duration",
+            ),
+        ] {
+            let e = parse(bad, "").unwrap_err();
+            assert!(e.contains(says) && e.contains("deploy.toml:"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn zero_downtime_services_must_be_able_to_run_twice() {
+        let c = parse("zero_downtime = [\"api\"]", "").unwrap();
+        let files = |text: &str| vec![("docker-compose.yml".to_string(), text.to_string())];
+        let ok = "services:\n  proxy:\n    image: caddy\n    ports: [\"80:80\"]\n  api:\n    build: .\n";
+        c.refuse_zero_downtime(&files(ok), true).unwrap();
+        let ports = "services:\n  api:\n    build: .\n    ports:\n      - target: 8000\n        published: 8080\n";
+        let e = c.refuse_zero_downtime(&files(ports), true).unwrap_err().to_string();
+        assert!(
+            e.contains("service `api` of docker-compose.yml publishes host ports (8080)"),
+            "{e}"
+        );
+        // An override file that adds a container_name is named, not the base file.
+        let both = vec![
+            (
+                "docker-compose.yml".to_string(),
+                "services:\n  api:\n    build: .\n".to_string(),
+            ),
+            (
+                "prod.yml".to_string(),
+                "services:\n  api:\n    container_name: api\n".to_string(),
+            ),
+        ];
+        let e = c.refuse_zero_downtime(&both, true).unwrap_err().to_string();
+        assert!(e.contains("service `api` of prod.yml sets container_name `api`"), "{e}");
+        // Not defined anywhere: refused only when every file was read.
+        let other = files("services:\n  web:\n    build: .\n");
+        assert!(c.refuse_zero_downtime(&other, true).is_err());
+        c.refuse_zero_downtime(&other, false).unwrap();
+    }
+
+    #[test]
     fn shared_dirs_are_relative_and_hold_no_other_shared_path() {
         let c = parse(
             "shared_dirs = [\"uploads\", \"storage/cache/\"]\nshared_files = [\".env\"]",
