@@ -233,13 +233,13 @@ impl Config {
         };
         let mut parsed = Vec::new();
         for (name, text) in files {
-            let services = crate::compose::services(text).map_err(|e| {
+            let services = crate::compose::services_if_any(text).map_err(|e| {
                 checker.error(
                     None,
                     format!("{name} is not a compose file ({e}): app.zero_downtime cannot be checked against it"),
                 )
             })?;
-            parsed.push((name, services));
+            parsed.push((name, services.unwrap_or_default()));
         }
         for entry in &self.app.zero_downtime {
             let service = &entry.get_ref().service;
@@ -964,6 +964,10 @@ mod tests {
         ];
         let e = c.refuse_zero_downtime(&both, true).unwrap_err().to_string();
         assert!(e.contains("service `api` of prod.yml sets container_name `api`"), "{e}");
+        // A file without services (networks only) is a compose file too.
+        let mut with_networks = files(ok);
+        with_networks.push(("nets.yml".into(), "networks:\n  default: {}\n".into()));
+        c.refuse_zero_downtime(&with_networks, true).unwrap();
         // Not defined anywhere: refused only when every file was read.
         let other = files("services:\n  web:\n    build: .\n");
         assert!(c.refuse_zero_downtime(&other, true).is_err());
