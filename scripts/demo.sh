@@ -50,14 +50,17 @@ sed -e "s|^path = \".deploy-demo\"|path = \"../.deploy-demo\"|" \
 git -C "$src" add -A
 git -C "$src" -c user.name=demo -c user.email=demo@localhost commit -q -m "demo: $(cat "$src/demo/api/www/run.txt")"
 
-# probe PORT OUT: GET /health through the proxy every 20 ms until stopped
-# (SIGTERM), then write "requests failed" to OUT. Plain bash (/dev/tcp): a
-# request fails when it cannot connect or the answer is not 200 within 5 s.
+# probe PORT OUT: GET /health through the proxy every 20 ms, one request at a
+# time, until stopped (SIGTERM); then write "requests failed slowest_ms" to
+# OUT. Plain bash (/dev/tcp, $EPOCHREALTIME): a request fails when it cannot
+# connect or the answer is not 200 within 5 s (the proxy may hold a request
+# while it retries: the slowest answer says how long).
 probe() {
-  local total=0 failed=0 line
-  trap 'echo "$total $failed" > "$2"; exit 0' TERM
+  local total=0 failed=0 slowest=0 line t0 took
+  trap 'echo "$total $failed $((slowest / 1000))" > "$2"; exit 0' TERM
   while :; do
     total=$((total + 1))
+    t0=${EPOCHREALTIME/./}
     if exec 3<>"/dev/tcp/127.0.0.1/$1"; then
       printf 'GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
       if ! IFS= read -r -t 5 line <&3 || [[ $line != "HTTP/1."?" 200 "* ]]; then
@@ -67,6 +70,8 @@ probe() {
     else
       failed=$((failed + 1))
     fi
+    took=$((${EPOCHREALTIME/./} - t0))
+    [ "$took" -le "$slowest" ] || slowest=$took
     sleep 0.02
   done 2>/dev/null
 }
@@ -86,9 +91,9 @@ status=0
 if [ -n "$prober" ]; then
   kill -TERM "$prober"
   wait "$prober" || true
-  read -r total failed < "$counts"
+  read -r total failed slowest < "$counts"
   every=$(( ($(date +%s%N) - began) / 1000000 / (total > 0 ? total : 1) ))
-  echo "Prober: $total requests to http://127.0.0.1:$port/health during the deploy (one at a time, 20 ms apart: one every $every ms), $failed failed."
+  echo "Prober: $total requests to http://127.0.0.1:$port/health during the deploy (one at a time, 20 ms apart: one every $every ms), $failed failed; the slowest answer took $slowest ms."
 fi
 [ "$status" -eq 0 ] || exit "$status"
 curl -fsS --retry 20 --retry-connrefused --retry-delay 1 -o /dev/null "http://127.0.0.1:$port/health"

@@ -242,7 +242,7 @@ pub fn render(r: &Results, deploy_bin: &Path) -> String {
             .collect();
         let _ = writeln!(s, "  - {n} host(s): {}", cells.join(", "));
     }
-    let _ = writeln!(s, "- Health-detection lag per run (ms): {:?}. The api of these releases starts serving 2 s after its container starts; the lag is from the first answer of the new release (probed every 5 ms) to `deploy`'s `check` event for it.", r.lag_ms.iter().map(|x| x.round() as i64).collect::<Vec<_>>());
+    let _ = writeln!(s, "- Health-detection lag per run (ms): {:?}. The api of these releases starts serving 2 s after its container starts (switched by `up -d`); the lag is from the first answer of the new release through the proxy (probed every 5 ms; the time the answer came, since the proxy holds a request while it retries) to `deploy`'s `check` event for it.", r.lag_ms.iter().map(|x| x.round() as i64).collect::<Vec<_>>());
     let _ = writeln!(
         s,
         "- Rollback runs (rollback s, changed deploy s): {:?}.",

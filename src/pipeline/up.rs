@@ -459,6 +459,21 @@ pub(super) fn describe(config: &Config, fleet: &Fleet, plan: &UpPlan, reporter: 
                 );
             }
         }
+        for z in &record.zero_downtime {
+            info(
+                h,
+                format!(
+                    "switch {} start-first if compose would replace it: its n containers stay, {} starts n beside them, each must be ready (healthcheck, or its http checks), then the old ones are drained {}ms, stopped and removed",
+                    z.service,
+                    compose
+                        .cmd(["up", "-d", "--no-deps", "--no-recreate", "--no-build", "--scale"])
+                        .arg(format!("{}=2n", z.service))
+                        .arg(z.service.as_str())
+                        .display(),
+                    z.drain_ms
+                ),
+            );
+        }
         info(
             h,
             format!(
