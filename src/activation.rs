@@ -405,9 +405,9 @@ async fn inspect(m: &Member, ids: &[String]) -> Result<Vec<Fresh>, RemoteError> 
     Ok(out.stdout.lines().filter_map(Fresh::parse).collect())
 }
 
-/// Why a new container is not (yet) ready.
+/// Why new containers are not ready.
 enum Unready {
-    /// Not ready: why, and the containers it is about.
+    /// Not ready in time, or stopped: why, in words.
     Failed(String),
     /// Ctrl-C.
     Interrupted,
