@@ -6,7 +6,9 @@
 //! `--lag-runs 5`, `--out PATH` (the report), `--logs DIR` (keep every run's
 //! output and deploy's events with their arrival times; `BENCH_TRACE=1` adds
 //! the baselines' per-step times), `--smoke` (1 host, 1 run, a report under
-//! target/ instead: the CI run that keeps this harness alive).
+//! target/ instead: the CI run that keeps this harness alive),
+//! `--only-zero-downtime` (only `deploy`'s zero-downtime comparison, whose
+//! section it writes into the report in place, leaving the rest as it was).
 
 #[path = "../../tests/harness/mod.rs"]
 mod harness;
@@ -50,6 +52,8 @@ struct Options {
     /// Where each run's output goes; a temporary directory unless given.
     logs: Option<PathBuf>,
     smoke: bool,
+    /// Only the zero-downtime comparison, spliced into the report.
+    zero_downtime_only: bool,
 }
 
 fn options() -> Options {
@@ -61,6 +65,7 @@ fn options() -> Options {
         out: harness::repo_root().join("BENCHMARKS.md"),
         logs: None,
         smoke: false,
+        zero_downtime_only: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -79,6 +84,7 @@ fn options() -> Options {
                 o.help_runs = 3;
                 o.out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-smoke.md");
             }
+            "--only-zero-downtime" => o.zero_downtime_only = true,
             // `cargo bench` passes --bench to every bench target.
             "--bench" => {}
             other => panic!("unknown argument {other}"),
@@ -113,6 +119,8 @@ pub struct Results {
     pub sizes: Vec<usize>,
     pub started: String,
     pub took: Duration,
+    /// /proc/loadavg's first figure when the run started and when it ended.
+    pub load: (String, String),
 }
 
 /// One changed deploy seen through the first host's proxy, probed every 20 ms.
@@ -148,11 +156,13 @@ fn main() {
     let tmp_logs = harness::open_tempdir();
     let logs = o.logs.clone().unwrap_or_else(|| tmp_logs.path().to_path_buf());
     std::fs::create_dir_all(&logs).expect("logs dir");
-    let mut beds: Vec<Bed> = TOOLS.iter().map(|&t| Bed::new(t, &hosts, &o.sizes)).collect();
+    let tools: &[Tool] = if o.zero_downtime_only { &[Tool::Deploy] } else { &TOOLS };
+    let mut beds: Vec<Bed> = tools.iter().map(|&t| Bed::new(t, &hosts, &o.sizes)).collect();
     let mut results = Results {
         runs: o.runs,
         sizes: o.sizes.clone(),
         started: sh_out(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])),
+        load: (load_average(), String::new()),
         ..Results::default()
     };
     let runner = Runner {
@@ -172,7 +182,7 @@ fn main() {
         runner.run(bed, max, &sha, "setup");
     }
 
-    for iter in 0..o.runs {
+    for iter in 0..if o.zero_downtime_only { 0 } else { o.runs } {
         for (k, &n) in o.sizes.iter().enumerate() {
             // The order of the tools turns from one round to the next.
             let order: Vec<usize> = (0..TOOLS.len()).map(|i| (i + iter + k) % TOOLS.len()).collect();
@@ -256,7 +266,7 @@ fn main() {
     // runs switch by `up -d`: with zero_downtime the switch itself waits for
     // Docker's healthcheck, whose interval is the app's, not deploy's.
     let bed = beds.iter_mut().find(|b| b.tool == Tool::Deploy).unwrap();
-    for i in 0..o.lag_runs {
+    for i in 0..if o.zero_downtime_only { 0 } else { o.lag_runs } {
         let sha = bed.change_api(Some(2));
         let prober = Prober::start(bed.sites[0].api_port, "/", Duration::from_millis(5), Some(bed.marker()));
         let sample = runner.run(bed, 1, &sha, "lag");
@@ -310,7 +320,7 @@ fn main() {
         }
     }
 
-    for _ in 0..o.help_runs {
+    for _ in 0..if o.zero_downtime_only { 0 } else { o.help_runs } {
         let t = Instant::now();
         let out = Command::new(&deploy_bin).arg("--help").output().expect("deploy --help");
         assert!(out.status.success());
@@ -329,7 +339,13 @@ fn main() {
         }
     }
     results.took = began.elapsed();
-    let text = report::render(&results, &deploy_bin);
+    results.load.1 = load_average();
+    let text = if o.zero_downtime_only {
+        let before = std::fs::read_to_string(&o.out).unwrap_or_default();
+        report::splice_zero_downtime(&before, &results)
+    } else {
+        report::render(&results, &deploy_bin)
+    };
     std::fs::write(&o.out, text).expect("write the report");
     eprintln!(
         "bench: wrote {} in {:.0} s",
@@ -470,6 +486,14 @@ impl Runner<'_> {
         static SEQ: AtomicUsize = AtomicUsize::new(0);
         SEQ.fetch_add(1, Ordering::SeqCst)
     }
+}
+
+/// The machine's load average over the last minute (it is shared).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn sh_out(cmd: &mut Command) -> String {
