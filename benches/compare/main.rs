@@ -128,6 +128,12 @@ pub struct Results {
 pub struct SwitchRun {
     /// Failed probes from the switch's start to the api check passing.
     pub failed: usize,
+    /// Of those, the ones that got no answer within 1 s (the rest got an error status).
+    pub unanswered: usize,
+    /// Failed probes during the first host's build, when nothing switches
+    /// (a control: what the machine's load alone does to answers), and probes then.
+    pub failed_build: usize,
+    pub probes_build: usize,
     /// Probes sent in that window.
     pub probes: usize,
     /// The slowest probe answer in that window, ms.
@@ -308,11 +314,14 @@ fn main() {
                     &sha,
                 );
                 eprintln!(
-                    "bench: {what} run {} · {n} hosts · failed probes in the switch {} of {} (slowest {} ms) · switch {} ms",
+                    "bench: {what} run {} · {n} hosts · failed probes in the switch {} of {} ({} unanswered in 1 s; slowest {} ms) · in the build {} of {} · switch {} ms",
                     i + 1,
                     run.failed,
                     run.probes,
+                    run.unanswered,
                     run.slowest_ms,
+                    run.failed_build,
+                    run.probes_build,
                     run.switch_ms
                 );
                 results.switches.entry((n, on)).or_default().push(run);
@@ -368,6 +377,13 @@ fn switch_run(sample: &Sample, probes: &[measure::Probe], host: &str, sha: &str)
         .event_at(|e| e["event"] == "check" && e["host"] == host && e["name"] == "api health" && e["ok"] == true)
         .unwrap_or(done_at);
     let window: Vec<&measure::Probe> = probes.iter().filter(|p| p.at >= started && p.at <= until).collect();
+    let build = |status: &str| {
+        sample.event_at(|e| e["event"] == "step" && e["host"] == host && e["step"] == "build" && e["status"] == status)
+    };
+    let built: Vec<&measure::Probe> = match (build("started"), build("done")) {
+        (Some(from), Some(to)) => probes.iter().filter(|p| p.at >= from && p.at <= to).collect(),
+        _ => Vec::new(),
+    };
     let replace_ms = sample
         .events()
         .into_iter()
@@ -375,6 +391,9 @@ fn switch_run(sample: &Sample, probes: &[measure::Probe], host: &str, sha: &str)
         .and_then(|(_, e)| e["elapsed_ms"].as_u64());
     SwitchRun {
         failed: window.iter().filter(|p| !p.ok).count(),
+        unanswered: window.iter().filter(|p| !p.ok && p.status.is_none()).count(),
+        failed_build: built.iter().filter(|p| !p.ok).count(),
+        probes_build: built.len(),
         probes: window.len(),
         slowest_ms: window.iter().map(|p| p.took.as_millis() as u64).max().unwrap_or(0),
         failed_run: probes.iter().filter(|p| !p.ok).count(),

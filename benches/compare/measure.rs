@@ -122,6 +122,8 @@ pub struct Probe {
     pub at: Instant,
     pub ok: bool,
     pub took: Duration,
+    /// The answer's status; None when none came within 1 s.
+    pub status: Option<u16>,
 }
 
 /// GETs `path` on 127.0.0.1:`port` every `period` until stopped. A probe passes
@@ -140,7 +142,8 @@ impl Prober {
             let mut next = Instant::now();
             while !flag.load(Ordering::SeqCst) {
                 let at = Instant::now();
-                let ok = match crate::harness::http_get_at("127.0.0.1", port, path, Duration::from_secs(1)) {
+                let answer = crate::harness::http_get_at("127.0.0.1", port, path, Duration::from_secs(1));
+                let ok = match &answer {
                     Some((200, body)) => want.as_ref().is_none_or(|w| body.contains(w.as_str())),
                     _ => false,
                 };
@@ -148,6 +151,7 @@ impl Prober {
                     at,
                     ok,
                     took: at.elapsed(),
+                    status: answer.map(|(s, _)| s),
                 });
                 next += period;
                 let now = Instant::now();

@@ -317,9 +317,9 @@ fn zero_downtime_section(r: &Results, alone: bool) -> String {
     );
     let _ = writeln!(
         s,
-        "| hosts | zero_downtime | failed probes in the switch, per run | probes in the switch (median) | slowest answer, ms (median of runs) | switch on host 1, s (median) | new api started → old removed, s (median) |"
+        "| hosts | zero_downtime | failed probes in the switch, per run | of them unanswered in 1 s | probes in the switch (median) | slowest answer, ms (median of runs) | control: failed probes during the build (nothing switches), per run | switch on host 1, s (median) | new api started → old removed, s (median) |"
     );
-    let _ = writeln!(s, "|---:|---|---|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---:|---|---|---:|---:|---:|---|---:|---:|");
     for &n in &r.sizes {
         for on in [false, true] {
             let runs = r.switches.get(&(n, on)).cloned().unwrap_or_default();
@@ -331,11 +331,13 @@ fn zero_downtime_section(r: &Results, alone: bool) -> String {
                 .collect();
             let _ = writeln!(
                 s,
-                "| {n} | {} | {:?} | {:.0} | {:.0} | {:.2} | {} |",
+                "| {n} | {} | {:?} | {} | {:.0} | {:.0} | {:?} | {:.2} | {} |",
                 if on { "on" } else { "off" },
                 runs.iter().map(|x| x.failed).collect::<Vec<_>>(),
+                runs.iter().map(|x| x.unanswered).sum::<usize>(),
                 m(&|x| x.probes as f64),
                 m(&|x| x.slowest_ms as f64),
+                runs.iter().map(|x| x.failed_build).collect::<Vec<_>>(),
                 m(&|x| x.switch_ms as f64 / 1000.0),
                 if replace.is_empty() {
                     "–".to_string()
