@@ -31,7 +31,7 @@ release_steps() {
   traced "cd $d && docker compose -p $p up -d --remove-orphans"
   # The checklist: containers up, api health 200 (polled every 100 ms, 30 s at
   # most), Redis answers PING from the worker, no refused connections logged.
-  traced "cd $d && test \"\$(docker compose -p $p ps --status running -q | wc -l)\" -eq 3"
+  traced "cd $d && test \"\$(docker compose -p $p ps --status running -q | wc -l)\" -eq 4"
   traced "i=0; until curl -fsS -o /dev/null http://127.0.0.1:$API_PORT/health; do i=\$((i+1)); [ \$i -lt 300 ] || exit 1; sleep 0.1; done"
   traced "cd $d && docker compose -p $p exec -T worker redis-cli -h redis ping | grep -q PONG"
   traced "cd $d && ! docker compose -p $p logs --since $since api worker 2>&1 | grep -qi 'connection refused'"

@@ -7,8 +7,9 @@
 #   bash scripts/bench.sh                 # N = 1, 4, 16; 5 runs each; BENCHMARKS.md
 #   bash scripts/bench.sh --smoke         # N = 1, one run; report under target/ (CI)
 #   bash scripts/bench.sh --hosts 1,4 --runs 5 --out /tmp/b.md
+#   bash scripts/bench.sh --only-zero-downtime   # only its section of BENCHMARKS.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-bench-deps.sh
-bash scripts/build-base-images.sh deploy-demo/busybox:1 deploy-demo/redis:1 >/dev/null
+bash scripts/build-base-images.sh deploy-demo/busybox:1 deploy-demo/redis:1 deploy-demo/caddy:1 >/dev/null
 cargo bench --quiet --bench compare -- "$@"

@@ -1,16 +1,32 @@
 //! Making a release live. Each release carries a record of how to run it
-//! (compose files, services, project, compose variant), written when it was
-//! staged, so putting an old release back never depends on today's deploy.toml.
+//! (compose files, services, project, compose variant, which services switch
+//! start-first), written when it was staged, so putting an old release back
+//! never depends on today's deploy.toml.
+//!
+//! A start-first switch (`app.zero_downtime`) replaces a service's containers
+//! without a moment with fewer ready containers than before: new containers
+//! are started beside the old ones (`up -d --no-deps --no-recreate --scale
+//! S=2n S`, the same on compose v1 and v2), each is waited for until it is
+//! ready (its healthcheck healthy, or without one the service's `http` checks
+//! passing against its own address), then the old ones are drained, stopped
+//! (`docker stop`: their stop signal and `stop_grace_period`) and removed.
+//! A new container that is not ready in time is removed and the old ones are
+//! never stopped. Then `up -d` brings the rest of the release, as before.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::compose::{Compose, Variant, ENV_FILE, OVERRIDE_FILE};
+use crate::compose::{Compose, Container, Variant, ENV_FILE, OVERRIDE_FILE};
 use crate::config::Config;
-use crate::fleet::{LockGuard, Member, STEP_TIMEOUT};
+use crate::fleet::{LockGuard, Member, QUICK_TIMEOUT, STEP_TIMEOUT};
+use crate::interrupt::Interrupt;
 use crate::lock;
-use crate::release;
-use crate::remote::Cmd;
-use crate::remote::RemoteError;
+use crate::release::{self, shell};
+use crate::remote::{Cmd, RemoteError};
+use crate::report::events::{Event, Reporter, StartFirstPhase};
+use crate::verify::{self, Evidence};
 
 /// The file in each release that holds its [`Record`].
 pub const RECORD_FILE: &str = ".deploy-release.json";
@@ -37,6 +53,9 @@ pub struct Record {
     /// The compose profiles it runs with.
     #[serde(default)]
     pub profiles: Vec<String>,
+    /// The services switched start-first (`app.zero_downtime`) on this host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zero_downtime: Vec<StartFirst>,
     /// Written by an older `deploy` that kept no record: built from today's config.
     #[serde(skip)]
     pub inferred: bool,
@@ -60,6 +79,18 @@ impl Record {
             env_file: ENV_FILE.to_string(),
             compose: m.variant.unwrap_or(Variant::V2),
             profiles: config.app.profiles.clone(),
+            zero_downtime: config
+                .app
+                .zero_downtime
+                .iter()
+                .map(|z| z.get_ref())
+                .filter(|z| m.host.services.as_ref().is_none_or(|runs| runs.contains(&z.service)))
+                .map(|z| StartFirst {
+                    service: z.service.clone(),
+                    drain_ms: z.drain.as_millis() as u64,
+                    port: z.port,
+                })
+                .collect(),
             inferred: false,
         }
     }
@@ -81,6 +112,19 @@ impl Record {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a record serializes") + "\n"
     }
+}
+
+/// A service a release switches start-first, with its settings as staged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartFirst {
+    /// The compose service.
+    pub service: String,
+    /// How long the old containers keep serving once the new ones are ready.
+    #[serde(default)]
+    pub drain_ms: u64,
+    /// The port it listens on in its containers (for `http` readiness).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 impl Member {
@@ -116,50 +160,594 @@ impl Member {
     }
 }
 
+/// What a switch works with besides the release: the checklist (which says
+/// when a new container of a start-first service is ready), where to report,
+/// and Ctrl-C, which stops waiting for new containers.
+pub struct Switching<'a> {
+    pub config: &'a Config,
+    pub reporter: &'a dyn Reporter,
+    /// `None` for a restore: putting a release back is never cut short.
+    pub interrupt: Option<&'a Interrupt>,
+}
+
+/// Why a switch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    /// A command on the host failed.
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    /// New containers of a start-first service were not ready in time: they
+    /// were removed, the old ones were never stopped.
+    #[error("{host}: the new {service} {containers} not ready: {why}; {removed}, the old ones kept serving")]
+    NotReady {
+        host: String,
+        service: String,
+        containers: String,
+        why: String,
+        removed: String,
+        evidence: Box<Evidence>,
+    },
+}
+
+impl SwitchError {
+    /// The evidence gathered on the host, if the error has some.
+    pub fn evidence(&self) -> Option<&Evidence> {
+        match self {
+            SwitchError::NotReady { evidence, .. } => Some(evidence),
+            SwitchError::Remote(_) => None,
+        }
+    }
+}
+
 /// Makes release `record` live from its images (built at staging, or kept): no
-/// build, one command, run only while this run's `lock` holds on the
-/// host. Missing images are reported at once (compose would try to pull them);
-/// a service still on another image after `up` is recreated. `first` runs
-/// before all of it (the old release's `down`).
-pub async fn activate(m: &Member, record: &Record, lock: &LockGuard, first: Option<&Cmd>) -> Result<(), RemoteError> {
+/// build, in one command run only while this run's `lock` holds on the host
+/// (checked and extended there, see [`lock::if_ours`]). Missing images are
+/// reported at once (compose would try to pull them); a service still on
+/// another image after `up` is recreated; `first` runs before all of it (the
+/// watchdog's arming, the old release's `down`). Start-first services whose
+/// containers compose would replace are replaced start-first (see the
+/// module's doc) between the image check and the `up` of the rest.
+pub async fn activate(
+    sw: &Switching<'_>,
+    m: &Member,
+    record: &Record,
+    lock: &LockGuard,
+    first: Option<&Cmd>,
+) -> Result<(), SwitchError> {
     let target = record.release.as_str();
     let compose = m.compose_for(record);
-    let cmd = release::activate(
-        first,
-        &release::before_up(&m.layout, target),
+    let guarded = |cmd: &Cmd| lock::if_ours(&m.layout, lock.token(), lock.ttl(), lock.confirm(), cmd);
+    let named = |e: RemoteError| e.named(&format!("start release {target}"));
+    let before = release::before_up(&m.layout, target);
+    let rest = |first: Option<&Cmd>, before: Option<&Cmd>| {
+        release::activate(
+            first,
+            before,
+            &compose
+                .cmd(["up", "-d", "--remove-orphans", "--no-build"])
+                .args(record.services.iter()),
+            &release::after_up(&m.layout, &record.project, target),
+            &compose.cmd(["up", "-d", "--no-build", "--force-recreate"]),
+            &release::point_current(&m.layout, target),
+        )
+    };
+    if record.zero_downtime.is_empty() {
+        m.remote
+            .check(&guarded(&rest(first, Some(&before))).into(), Some(STEP_TIMEOUT))
+            .await
+            .map_err(named)?;
+        return Ok(());
+    }
+    // The lock, `first` and the image check before the first new container starts.
+    let pre = release::chain(&[first, Some(&before)]);
+    m.remote
+        .check(&guarded(&pre).into(), Some(STEP_TIMEOUT))
+        .await
+        .map_err(named)?;
+    start_first(sw, m, record, &compose).await?;
+    m.remote
+        .check(&guarded(&rest(None, None)).into(), Some(STEP_TIMEOUT))
+        .await
+        .map_err(named)?;
+    Ok(())
+}
+
+/// Making `record` live in one plain command (no lock check, no start-first):
+/// what a host's watchdog runs to put a release back (see [`crate::watchdog`]).
+pub fn plain(m: &Member, record: &Record) -> Cmd {
+    let target = record.release.as_str();
+    let compose = m.compose_for(record);
+    release::activate(
+        None,
+        Some(&release::before_up(&m.layout, target)),
         &compose
             .cmd(["up", "-d", "--remove-orphans", "--no-build"])
             .args(record.services.iter()),
         &release::after_up(&m.layout, &record.project, target),
         &compose.cmd(["up", "-d", "--no-build", "--force-recreate"]),
         &release::point_current(&m.layout, target),
-    );
-    m.remote
-        .check(
-            &lock::if_ours(&m.layout, lock.token(), lock.ttl(), lock.confirm(), &cmd).into(),
-            Some(STEP_TIMEOUT),
-        )
-        .await
-        .map(|_| ())
-        .map_err(|e| e.named(&format!("start release {target}")))
+    )
 }
 
 /// Whether `e` says the command did not run because the lock is not ours.
-pub fn lock_not_ours(e: &RemoteError) -> bool {
-    matches!(e, RemoteError::Failed { code, .. } if *code == lock::NOT_OURS)
+pub fn lock_not_ours(e: &SwitchError) -> bool {
+    matches!(e, SwitchError::Remote(RemoteError::Failed { code, .. }) if *code == lock::NOT_OURS)
 }
 
-/// Switches the host from `from` (if any) to `to`, while `lock` is ours: `down` of the old release first where the app asks for it
-/// (`down_before_up`, never with `-v`: named volumes survive), then [`activate`].
+/// Switches the host from `from` (if any) to `to`, while `lock` is ours:
+/// `first` (the watchdog's arming), then `down` of the old release where the
+/// app asks for it (`down_before_up`, never with `-v`: named volumes survive),
+/// then [`activate`].
 pub async fn switch(
-    config: &Config,
+    sw: &Switching<'_>,
     m: &Member,
     from: Option<&Record>,
     to: &Record,
     lock: &LockGuard,
-) -> Result<(), RemoteError> {
+    first: Option<&Cmd>,
+) -> Result<(), SwitchError> {
     let down = from
-        .filter(|_| config.app.down_before_up)
+        .filter(|_| sw.config.app.down_before_up)
         .map(|prev| m.compose_for(prev).cmd(["down", "--remove-orphans"]));
-    activate(m, to, lock, down.as_ref()).await
+    let before = release::chain(&[first, down.as_ref()]);
+    activate(sw, m, to, lock, Some(&before)).await
+}
+
+/// Replaces, start-first, each of the release's start-first services whose
+/// containers compose would replace: one whose config hash (compose's own
+/// `com.docker.compose.config-hash`, which covers the image and every other
+/// setting) differs from the release's, or whose image tag now names another
+/// image. Services without containers yet are left to `up`.
+async fn start_first(sw: &Switching<'_>, m: &Member, record: &Record, compose: &Compose) -> Result<(), SwitchError> {
+    // `--hash=*` in one word: v1's docopt and v2's cobra both read it so.
+    let out = m
+        .remote
+        .check(&compose.cmd(["config", "--hash=*"]).into(), Some(QUICK_TIMEOUT))
+        .await?;
+    let hashes: BTreeMap<&str, &str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(s, h)| (s.trim(), h.trim()))
+        .collect();
+    for entry in &record.zero_downtime {
+        // Not a service of this release (or not under its profiles).
+        let Some(hash) = hashes.get(entry.service.as_str()) else {
+            continue;
+        };
+        let old = m
+            .remote
+            .check(
+                &shell(OLD_CONTAINERS, &[&record.project, &entry.service, hash]).into(),
+                Some(QUICK_TIMEOUT),
+            )
+            .await?;
+        let old: Vec<(String, bool)> = old
+            .stdout
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(id, verdict)| (id.to_string(), verdict.trim() == "changed"))
+            .collect();
+        if old.is_empty() || old.iter().all(|(_, changed)| !changed) {
+            continue;
+        }
+        let old: Vec<String> = old.into_iter().map(|(id, _)| id).collect();
+        replace(sw, m, record, compose, entry, &old).await?;
+    }
+    Ok(())
+}
+
+// $1 project, $2 service, $3 the release's config hash of it. Prints each of
+// the service's containers (not one-off) as `<id> same|changed`: changed when
+// its config hash differs or its image tag now names another image.
+const OLD_CONTAINERS: &str = r#"
+ids=$(docker ps -aq --no-trunc --filter "label=com.docker.compose.project=$1" \
+  --filter "label=com.docker.compose.service=$2" --filter label=com.docker.compose.oneoff=False)
+[ -n "$ids" ] || exit 0
+docker inspect -f '{{.Id}} {{index .Config.Labels "com.docker.compose.config-hash"}} {{.Image}} {{.Config.Image}}' $ids |
+while read -r id hash image name; do
+  now=$(docker image inspect -f '{{.Id}}' "$name" 2>/dev/null || echo none)
+  if [ "$hash" = "$3" ] && [ "$now" = "$image" ]; then echo "$id same"; else echo "$id changed"; fi
+done
+"#;
+
+// $1 project, $2 service: the ids of its containers (not one-off).
+const CONTAINERS: &str = r#"docker ps -aq --no-trunc --filter "label=com.docker.compose.project=$1" \
+  --filter "label=com.docker.compose.service=$2" --filter label=com.docker.compose.oneoff=False"#;
+
+// Containers (ids) to stop with their own stop signal and grace period
+// (compose sets both from the service), then remove. Fails only if one is
+// still there afterwards.
+const STOP_AND_REMOVE: &str = r#"
+docker stop "$@" >/dev/null 2>&1
+docker rm -f "$@" >/dev/null 2>&1
+for id in "$@"; do
+  if docker inspect "$id" >/dev/null 2>&1; then echo "container $id could not be removed" >&2; exit 1; fi
+done
+exit 0
+"#;
+
+/// One new container as `docker inspect` sees it.
+#[derive(Debug, Clone)]
+struct Fresh {
+    id: String,
+    name: String,
+    state: String,
+    exit_code: String,
+    /// Its healthcheck's status; empty without one.
+    health: String,
+    /// Its addresses on its networks.
+    ips: Vec<String>,
+    /// `8000/tcp`, ...
+    exposed: Vec<String>,
+}
+
+impl Fresh {
+    const FORMAT: &'static str = "{{.Id}}|{{.Name}}|{{.State.Status}}|{{.State.ExitCode}}|{{with index .State \"Health\"}}{{.Status}}{{end}}|{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}|{{range $p, $v := index .Config \"ExposedPorts\"}}{{$p}} {{end}}";
+
+    fn parse(line: &str) -> Option<Fresh> {
+        let f: Vec<&str> = line.split('|').collect();
+        let words = |s: &str| s.split_whitespace().map(str::to_string).collect();
+        Some(Fresh {
+            id: f.first()?.to_string(),
+            name: f.get(1)?.trim_start_matches('/').to_string(),
+            state: f.get(2)?.to_string(),
+            exit_code: f.get(3)?.to_string(),
+            health: f.get(4)?.to_string(),
+            ips: words(f.get(5)?),
+            exposed: words(f.get(6)?),
+        })
+    }
+
+    /// Gone for good: exited or dead (a container compose restarts shows `restarting`).
+    fn stopped(&self) -> bool {
+        matches!(self.state.as_str(), "exited" | "dead" | "removing")
+    }
+}
+
+/// Inspects containers `ids`.
+async fn inspect(m: &Member, ids: &[String]) -> Result<Vec<Fresh>, RemoteError> {
+    let out = m
+        .remote
+        .check(
+            &Cmd::new("docker")
+                .args(["inspect", "-f", Fresh::FORMAT])
+                .args(ids.iter())
+                .into(),
+            Some(QUICK_TIMEOUT),
+        )
+        .await?;
+    Ok(out.stdout.lines().filter_map(Fresh::parse).collect())
+}
+
+/// Why new containers are not ready.
+enum Unready {
+    /// Not ready in time, or stopped: why, in words.
+    Failed(String),
+    /// Ctrl-C.
+    Interrupted,
+}
+
+/// Starts `entry`'s new containers beside `old`, waits until they are ready,
+/// then drains, stops and removes `old`. If they are not ready in time (or
+/// Ctrl-C), removes them instead and leaves `old` serving.
+async fn replace(
+    sw: &Switching<'_>,
+    m: &Member,
+    record: &Record,
+    compose: &Compose,
+    entry: &StartFirst,
+    old: &[String],
+) -> Result<(), SwitchError> {
+    let service = entry.service.as_str();
+    let listed = shell(CONTAINERS, &[&record.project, service]);
+    let scale = format!("{service}={}", old.len() * 2);
+    let started = Instant::now();
+    let up = m
+        .remote
+        .check(
+            &compose
+                .cmd(["up", "-d", "--no-deps", "--no-recreate", "--no-build", "--scale"])
+                .arg(scale.as_str())
+                .arg(service)
+                .into(),
+            Some(STEP_TIMEOUT),
+        )
+        .await;
+    let now = m.remote.check(&listed.into(), Some(QUICK_TIMEOUT)).await?;
+    let new: Vec<String> = now
+        .stdout
+        .lines()
+        .map(str::to_string)
+        .filter(|id| !old.contains(id))
+        .collect();
+    if let Err(e) = up {
+        // Whatever it started goes; the old containers were not touched.
+        discard(m, &new).await;
+        return Err(e.into());
+    }
+    let result = wait_and_swap(sw, m, record, entry, old, &new, started).await;
+    if let Err(SwitchError::Remote(_)) = &result {
+        // A command failed on the way: the old containers may still serve,
+        // the new ones must not stay beside them. (Not ready: already gone.)
+        discard(m, &new).await;
+    }
+    result
+}
+
+/// Stops and removes containers `ids`, as well as it can: for a path that
+/// already failed.
+async fn discard(m: &Member, ids: &[String]) {
+    if !ids.is_empty() {
+        let _ = m
+            .remote
+            .run(&shell(STOP_AND_REMOVE, &strs(ids)).into(), Some(STEP_TIMEOUT))
+            .await;
+    }
+}
+
+/// The rest of [`replace`] once the new containers run: wait until they are
+/// ready, then swap (drain, stop and remove `old`), or remove them.
+async fn wait_and_swap(
+    sw: &Switching<'_>,
+    m: &Member,
+    record: &Record,
+    entry: &StartFirst,
+    old: &[String],
+    new: &[String],
+    started: Instant,
+) -> Result<(), SwitchError> {
+    let service = entry.service.as_str();
+    let fresh = inspect(m, new).await?;
+    let old_names = names(&inspect(m, old).await?);
+    let new_names = names(&fresh);
+    let event = |phase: StartFirstPhase| {
+        sw.reporter.event(Event::StartFirst {
+            host: m.host.name.clone(),
+            service: service.to_string(),
+            phase,
+            new: new_names.clone(),
+            old: old_names.clone(),
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        })
+    };
+    let by_health = !fresh.is_empty() && fresh.iter().all(|c| !c.health.is_empty());
+    event(StartFirstPhase::Started {
+        ready_when: if by_health { "healthcheck" } else { "http checks" }.into(),
+    });
+    let ready = if fresh.is_empty() {
+        Err(Unready::Failed("compose started no new container".into()))
+    } else if by_health {
+        until_healthy(sw, m, new).await
+    } else {
+        until_checks_pass(sw, m, record, entry, &fresh).await
+    };
+    match ready {
+        Ok(()) => {
+            event(StartFirstPhase::Ready);
+            if entry.drain_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(entry.drain_ms)).await;
+            }
+            m.remote
+                .check(&shell(STOP_AND_REMOVE, &strs(old)).into(), Some(STEP_TIMEOUT))
+                .await?;
+            event(StartFirstPhase::Replaced);
+            Ok(())
+        }
+        Err(unready) => {
+            let why = match unready {
+                Unready::Failed(why) => why,
+                Unready::Interrupted => "interrupted (Ctrl-C) while waiting for them".to_string(),
+            };
+            let evidence = not_ready_evidence(m, service, new).await;
+            m.remote
+                .check(&shell(STOP_AND_REMOVE, &strs(new)).into(), Some(STEP_TIMEOUT))
+                .await?;
+            event(StartFirstPhase::NotReady { why: why.clone() });
+            let one = new_names.len() == 1;
+            Err(SwitchError::NotReady {
+                host: m.host.name.clone(),
+                service: service.to_string(),
+                containers: format!(
+                    "container{} {} {}",
+                    if one { "" } else { "s" },
+                    new_names.join(", "),
+                    if one { "was" } else { "were" }
+                ),
+                why,
+                removed: if one { "it was removed" } else { "they were removed" }.to_string(),
+                evidence: Box::new(evidence),
+            })
+        }
+    }
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn names(c: &[Fresh]) -> Vec<String> {
+    c.iter().map(|c| c.name.clone()).collect()
+}
+
+/// Waits until every container of `ids` is healthy, within `verify.timeout`,
+/// asking as often as the checklist does (see `verify::retry_delay`). One that
+/// stops for good fails at once; `unhealthy` is waited out (Docker keeps
+/// probing, and it may yet pass).
+async fn until_healthy(sw: &Switching<'_>, m: &Member, ids: &[String]) -> Result<(), Unready> {
+    let verify = &sw.config.verify;
+    let started = Instant::now();
+    let mut last;
+    loop {
+        let tried = Instant::now();
+        match inspect(m, ids).await {
+            Ok(now) => {
+                if let Some(c) = now.iter().find(|c| c.stopped()) {
+                    return Err(Unready::Failed(format!(
+                        "{} {} (exit code {}) before it was healthy",
+                        c.name, c.state, c.exit_code
+                    )));
+                }
+                if now.len() == ids.len() && now.iter().all(|c| c.health == "healthy") {
+                    return Ok(());
+                }
+                last = now
+                    .iter()
+                    .map(|c| format!("{} {}", c.name, if c.health.is_empty() { &c.state } else { &c.health }))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+            }
+            Err(e) => last = e.to_string(),
+        }
+        let delay = verify::retry_delay(started.elapsed(), tried.elapsed(), verify.interval, verify.max_interval);
+        if started.elapsed() + delay >= verify.timeout {
+            return Err(Unready::Failed(format!(
+                "not healthy within {} (verify.timeout): {last}",
+                humantime::format_duration(verify.timeout)
+            )));
+        }
+        if let Some(interrupt) = sw.interrupt {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = interrupt.wait() => return Err(Unready::Interrupted),
+            }
+        } else {
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// Without a healthcheck: the service's `http` checks against each new
+/// container's own address, at `entry.port` or the one port it exposes.
+async fn until_checks_pass(
+    sw: &Switching<'_>,
+    m: &Member,
+    record: &Record,
+    entry: &StartFirst,
+    fresh: &[Fresh],
+) -> Result<(), Unready> {
+    let service = entry.service.as_str();
+    if verify::http_checks_of(sw.config, service).is_empty() {
+        return Err(Unready::Failed(format!(
+            "it has no healthcheck and no `http` check has `service = \"{service}\"`: nothing says when a new container is ready (give the service a healthcheck, or add such a check)"
+        )));
+    }
+    let mut targets = Vec::new();
+    for c in fresh {
+        let port = match (entry.port, c.exposed.as_slice()) {
+            (Some(p), _) => p,
+            (None, [one]) => match one.trim_end_matches("/tcp").parse() {
+                Ok(p) => p,
+                Err(_) => return Err(Unready::Failed(format!("{} exposes {one}, not a TCP port", c.name))),
+            },
+            (None, _) => {
+                return Err(Unready::Failed(format!(
+                    "{} exposes {} ports: set the port it listens on (app.zero_downtime: {{ service = \"{service}\", port = 8000 }})",
+                    c.name,
+                    if c.exposed.is_empty() { "no".to_string() } else { c.exposed.join(", ") }
+                )))
+            }
+        };
+        let Some(ip) = c.ips.first() else {
+            return Err(Unready::Failed(format!("{} has no address on a network", c.name)));
+        };
+        targets.push((c.name.clone(), format!("{ip}:{port}")));
+    }
+    let checks = futures::future::join_all(targets.iter().map(|(name, address)| {
+        verify::container_ready(
+            sw.config,
+            m,
+            record,
+            service,
+            (name.as_str(), address.as_str()),
+            sw.reporter,
+        )
+    }));
+    let results = match sw.interrupt {
+        Some(interrupt) => tokio::select! {
+            r = checks => r,
+            _ = interrupt.wait() => return Err(Unready::Interrupted),
+        },
+        None => checks.await,
+    };
+    match results.into_iter().find_map(Result::err) {
+        Some(failed) => Err(Unready::Failed(format!("check `{}`: {}", failed.name, failed.detail))),
+        None => Ok(()),
+    }
+}
+
+/// What the new containers that were not ready looked like: state, health
+/// log and last log lines.
+async fn not_ready_evidence(m: &Member, service: &str, ids: &[String]) -> Evidence {
+    let mut evidence = Evidence {
+        containers: Vec::new(),
+        logs: BTreeMap::new(),
+        health: BTreeMap::new(),
+    };
+    let Ok(now) = inspect(m, ids).await else {
+        return evidence;
+    };
+    let seen: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+    for c in now.iter().filter(|c| seen.contains(c.id.as_str())) {
+        evidence.containers.push(Container {
+            service: service.to_string(),
+            state: c.state.clone(),
+            status: match c.health.as_str() {
+                "" => c.state.clone(),
+                h => format!("{} ({h})", c.state),
+            },
+            name: c.name.clone(),
+        });
+        let logs = shell(r#"docker logs --tail 50 "$1" 2>&1"#, &[&c.id]);
+        if let Ok(out) = m.remote.run(&logs.into(), Some(QUICK_TIMEOUT)).await {
+            evidence
+                .logs
+                .entry(format!("{service} (new container {})", c.name))
+                .or_default()
+                .extend(out.stdout.lines().map(str::to_string));
+        }
+        if !c.health.is_empty() {
+            let cmd = Cmd::new("docker")
+                .args(["inspect", "--format", "{{json .State.Health.Log}}"])
+                .arg(&c.id);
+            if let Ok(out) = m.remote.run(&cmd.into(), Some(QUICK_TIMEOUT)).await {
+                evidence.health.insert(c.name.clone(), verify::health_log(&out.stdout));
+            }
+        }
+    }
+    evidence
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inspected_containers_parse_with_or_without_health_and_ports() {
+        let c = Fresh::parse("abc|/shop-api-2|running|0|starting|172.18.0.5 10.0.0.2 |8000/tcp |").unwrap();
+        assert_eq!((c.name.as_str(), c.health.as_str()), ("shop-api-2", "starting"));
+        assert_eq!(c.ips, ["172.18.0.5", "10.0.0.2"]);
+        assert_eq!(c.exposed, ["8000/tcp"]);
+        assert!(!c.stopped());
+        let c = Fresh::parse("abc|/shop-api-3|exited|3|||").unwrap();
+        assert!(c.health.is_empty() && c.ips.is_empty() && c.exposed.is_empty());
+        assert!(c.stopped());
+        assert!(Fresh::parse("abc|only").is_none());
+    }
+
+    #[test]
+    fn records_without_a_zero_downtime_list_still_parse() {
+        let old = r#"{"release":"20260101T000000Z-a","commit":"a","project":"p","compose_files":["docker-compose.yml"],
+            "services":[],"build":["api"],"env_file":".deploy-env","compose":"v2"}"#;
+        let r = Record::parse(old).expect("a record from before zero_downtime");
+        assert!(r.zero_downtime.is_empty());
+        let mut with = r.clone();
+        with.zero_downtime.push(StartFirst {
+            service: "api".into(),
+            drain_ms: 2000,
+            port: Some(8000),
+        });
+        assert_eq!(Record::parse(&with.to_json()), Some(with));
+        assert!(!r.to_json().contains("zero_downtime"), "{}", r.to_json());
+    }
 }

@@ -159,13 +159,23 @@ impl Service {
 
 /// The services of a compose file, in file order.
 pub fn services(text: &str) -> Result<Vec<Service>, String> {
+    services_if_any(text)?.ok_or_else(|| "it has no `services:` section".to_string())
+}
+
+/// The services of a compose file that may have none (an override file
+/// with only `networks:`): `None` then.
+pub fn services_if_any(text: &str) -> Result<Option<Vec<Service>>, String> {
     let docs = YamlLoader::load_from_str(text).map_err(|e| e.to_string())?;
     let doc = docs.first().ok_or("the file is empty")?;
-    let services = doc["services"].as_hash().ok_or("it has no `services:` section")?;
-    Ok(services
-        .iter()
-        .filter_map(|(k, v)| Some(service(k.as_str()?, v)))
-        .collect())
+    let Some(services) = doc["services"].as_hash() else {
+        return Ok(None);
+    };
+    Ok(Some(
+        services
+            .iter()
+            .filter_map(|(k, v)| Some(service(k.as_str()?, v)))
+            .collect(),
+    ))
 }
 
 /// One service's fields that deploy cares about.

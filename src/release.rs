@@ -327,12 +327,12 @@ pub fn before_up(layout: &Layout, id: &str) -> Cmd {
     )
 }
 
-// $1 the check before `up`, $2 `up`, $3 the check after it (prints services
+// $1 the check before `up` ("": none), $2 `up`, $3 the check after it (prints services
 // running another image, else points `current`), $4 `up --force-recreate`
 // without its services, $5 pointing `current`, $6 what runs first ("": nothing).
 const ACTIVATE: &str = r#"
 [ -z "$6" ] || sh -c "$6" || exit $?
-sh -c "$1" || exit $?
+[ -z "$1" ] || sh -c "$1" || exit $?
 sh -c "$2" || exit $?
 stale=$(sh -c "$3") || exit $?
 [ -n "$stale" ] || exit 0
@@ -342,13 +342,27 @@ sh -c "$4 $stale" && sh -c "$5"
 /// Makes a release live in one command: `first` (the old release's `down`,
 /// where the app asks for it), [`before_up`], `up`, [`after_up`], and the
 /// recreation of any service still on another image.
-pub fn activate(first: Option<&Cmd>, before: &Cmd, up: &Cmd, after: &Cmd, recreate: &Cmd, point: &Cmd) -> Cmd {
+pub fn activate(first: Option<&Cmd>, before: Option<&Cmd>, up: &Cmd, after: &Cmd, recreate: &Cmd, point: &Cmd) -> Cmd {
+    let word = |c: Option<&Cmd>| c.map(Cmd::as_word).unwrap_or_else(|| "".into());
     Cmd::new("sh")
         .arg("-c")
         .arg(ACTIVATE)
         .arg("sh")
-        .args([before, up, after, recreate, point].map(Cmd::as_word))
-        .arg(first.map(Cmd::as_word).unwrap_or_else(|| "".into()))
+        .arg(word(before))
+        .args([up, after, recreate, point].map(Cmd::as_word))
+        .arg(word(first))
+}
+
+const CHAIN: &str = r#"for c in "$@"; do sh -c "$c" || exit $?; done"#;
+
+/// The commands given, one after the other in one command, stopping at the
+/// first that fails.
+pub fn chain(cmds: &[Option<&Cmd>]) -> Cmd {
+    Cmd::new("sh")
+        .arg("-c")
+        .arg(CHAIN)
+        .arg("sh")
+        .args(cmds.iter().flatten().map(|c| c.as_word()))
 }
 
 const POINT_CURRENT: &str = r#"set -e
@@ -433,14 +447,19 @@ pub fn remove(layout: &Layout, project: &str, ids: &[String]) -> Cmd {
     shell(REMOVE, &args)
 }
 
-// $1 the release's override file, as the build left it. Tags every image it
-// names with its content (`<name>:sha-<12 hex of the image id>`) and makes the
-// override name that tag instead: a release whose image of a service did not
-// change names the very image the running container was made from, so `up -d`
-// leaves that container alone, as compose itself does after an unchanged build.
+// $1 the release's override file, as the build left it, $2 the app's root.
+// Tags every image it names with its content (`<name>:sha-<12 hex of the image
+// id>`) and makes the override name that tag instead: a release whose image of
+// a service did not change names the very image the running container was made
+// from, so `up -d` leaves that container alone, as compose itself does after
+// an unchanged build. Each built service's build context becomes the app's
+// root (the release is built by then): compose v1 counts the context's path in
+// a service's config hash, and a path per release would make it recreate every
+// built service at every release (v2 leaves the build out of the hash).
 const ADDRESS_IMAGES: &str = with_image_names!(
     r#"set -e
 f="$1"
+root=$(printf '%s' "$2" | sed 's/[\\"]/\\&/g')
 names=$(image_names "$f")
 [ -n "$names" ] || exit 0
 ids=$(docker image inspect -f '{{.Id}}' $names)
@@ -456,7 +475,7 @@ while IFS= read -r line; do
       id=${id#sha256:}
       tag="${img%:*}:sha-$(printf '%s' "$id" | cut -c1-12)"
       docker tag "$img" "$tag" & tagging="$tagging $!"
-      printf '    image: "%s"\n' "$tag" >> "$f.tmp" ;;
+      printf '    image: "%s"\n    build:\n      context: "%s"\n' "$tag" "$root" >> "$f.tmp" ;;
     *) printf '%s\n' "$line" >> "$f.tmp" ;;
   esac
 done < "$f"
@@ -476,7 +495,7 @@ old="$1/releases/$2"; new="$1/releases/$3"
 [ -f "$old/.deploy-compose.yml" ] && [ -f "$new/.deploy-compose.yml" ] || exit 0
 cmp -s "$old/.deploy-env" "$new/.deploy-env" || exit 0
 diff -rq --no-dereference -x .deploy-compose.yml -x .deploy-started -x .deploy-release.json "$old" "$new" >/dev/null 2>&1 || exit 0
-services() { grep -v -e 'image:' -e '^#' "$1"; }
+services() { grep -v -e 'image:' -e '^#' -e '^    build:$' -e '^      context:' "$1"; }
 [ "$(services "$old/.deploy-compose.yml")" = "$(services "$new/.deploy-compose.yml")" ] || exit 0
 for img in $(image_names "$old/.deploy-compose.yml"); do
   docker image inspect "$img" >/dev/null 2>&1 || exit 0
@@ -517,7 +536,10 @@ pub fn build(reuse: Option<&Cmd>, build: &Cmd, address: &Cmd) -> Cmd {
 pub fn address_images(layout: &Layout, id: &str) -> Cmd {
     shell(
         ADDRESS_IMAGES,
-        &[&format!("{}/{}", layout.release(id), crate::compose::OVERRIDE_FILE)],
+        &[
+            &format!("{}/{}", layout.release(id), crate::compose::OVERRIDE_FILE),
+            &layout.root,
+        ],
     )
 }
 

@@ -21,3 +21,4 @@ mod shapes;
 mod ssh_transport;
 mod verification;
 mod watchdog;
+mod zero_downtime;

@@ -170,14 +170,26 @@ fn keep_releases_prunes_old_release_dirs_and_their_images() {
 /// an old release never removes an image a kept release still names.
 #[test]
 fn unchanged_images_keep_their_containers_and_pruning_spares_shared_ones() {
+    // A version no other test builds: the engine is shared, and twin builds
+    // running at once can leave two images for one build step in its cache.
+    unchanged_images_keep_their_containers("v2", "unchanged-A");
+}
+
+/// Compose v1 counts a built service's build directory in its config hash;
+/// each release's directory is its own, yet unchanged services are kept.
+#[test]
+fn unchanged_images_keep_their_containers_on_compose_v1_too() {
+    unchanged_images_keep_their_containers("v1", "unchanged-v1-A");
+}
+
+fn unchanged_images_keep_their_containers(compose: &'static str, version: &str) {
     let d = Deployment::new(
         Setup {
+            compose,
             app_extra: "keep_releases = 2".into(),
             ..Setup::default()
         },
-        // A version no other test builds: the engine is shared, and twin builds
-        // running at once can leave two images for one build step in its cache.
-        &Behaviour::version("unchanged-A"),
+        &Behaviour::version(version),
     );
     d.deploy(&[], 0);
     let services = ["api", "worker", "redis"];
@@ -223,10 +235,10 @@ fn unchanged_images_keep_their_containers_and_pruning_spares_shared_ones() {
         !images.iter().any(|i| i.ends_with(releases[0].as_str())),
         "the pruned release's own tags remain: {images:?}"
     );
-    assert_eq!(d.version().as_deref(), Some("unchanged-A"));
+    assert_eq!(d.version().as_deref(), Some(version));
 
     // Only the api changes: only the api is rebuilt and replaced.
-    let mut slow = Behaviour::version("unchanged-A");
+    let mut slow = Behaviour::version(version);
     slow.slow_start_secs = 1;
     d.app.commit(&slow);
     let (run, _) = d.deploy_json(&[], 0);
@@ -240,7 +252,7 @@ fn unchanged_images_keep_their_containers_and_pruning_spares_shared_ones() {
     let back = ids();
     assert_ne!(back[0], now[0]);
     assert_eq!(back[1..], first[1..]);
-    assert_eq!(d.version().as_deref(), Some("unchanged-A"));
+    assert_eq!(d.version().as_deref(), Some(version));
 }
 
 #[test]

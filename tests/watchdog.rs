@@ -44,9 +44,11 @@ url = "http://127.0.0.1:{API_PORT}/cgi-bin/health"
     d.deploy(&[], 0);
     let a = d.current().unwrap();
     // A deploy that finishes confirms its host: no watchdog is left.
-    wait_for("the watchdog of a finished deploy to end", Duration::from_secs(10), || {
-        !watchdog_running(&d)
-    });
+    wait_for(
+        "the watchdog of a finished deploy to end",
+        Duration::from_secs(10),
+        || !watchdog_running(&d),
+    );
     assert!(!d.history().last().unwrap().to_string().contains("watchdog"));
 
     // B fails its checks, which would wait a minute: the deploy is killed
@@ -80,7 +82,9 @@ url = "http://127.0.0.1:{API_PORT}/cgi-bin/health"
     wait_for("the host to put A back", Duration::from_secs(60), || {
         d.current().as_deref() == Some(a.as_str()) && d.version().as_deref() == Some("A")
     });
-    wait_for("the watchdog to finish", Duration::from_secs(30), || !watchdog_running(&d));
+    wait_for("the watchdog to finish", Duration::from_secs(30), || {
+        !watchdog_running(&d)
+    });
     let last = d.history().pop().unwrap();
     assert_eq!(last["outcome"], "reverted_by_watchdog", "{last}");
     assert_eq!(last["to"], a.as_str(), "{last}");

@@ -83,10 +83,13 @@ impl Bed {
         for rel in [
             "docker-compose.yml",
             "api/Dockerfile",
+            "api/start.sh",
             "api/www/health",
             "api/www/index.html",
             "worker/Dockerfile",
             "worker/run.sh",
+            "proxy/Dockerfile",
+            "proxy/Caddyfile",
         ] {
             std::fs::create_dir_all(d.join(rel).parent().unwrap()).unwrap();
             std::fs::copy(demo.join(rel), d.join(rel)).unwrap_or_else(|e| panic!("copy demo/{rel}: {e}"));
@@ -199,23 +202,35 @@ impl Bed {
                         s.subnet
                     ));
                 }
-                let config = format!(
-                    "# The benchmark's fleet of {n}: the demo app with the README's checklist.\n\
-                     [app]\nname = \"bench\"\ncompose_files = [\"docker-compose.yml\", \"docker-compose.override.yml\"]\nbuild = [\"api\", \"worker\"]\nkeep_releases = 3\n\n\
-                     [source]\nstrategy = \"git\"\nremote = \"origin\"\nbranch = \"main\"\n\n\
-                     [ssh]\nuser = \"{USER}\"\nidentity_file = \"{}\"\nknown_hosts_file = \"{}\"\n\n\
-                     [environments.bench]\nparallel = {n}\ncompose = \"v2\"\n\n{tables}\
-                     [verify]\ntimeout = \"30s\"\n\n\
-                     [[verify.checks]]\nname = \"containers up\"\ntype = \"compose_ps\"\n\n\
-                     [[verify.checks]]\nname = \"api health\"\ntype = \"http\"\nurl = \"http://127.0.0.1:{{{{DEMO_API_PORT}}}}/health\"\nvia = \"ssh\"\nexpect_status = [200]\n\n\
-                     [[verify.checks]]\nname = \"redis from worker\"\ntype = \"exec\"\nservice = \"worker\"\ncommand = [\"redis-cli\", \"-h\", \"redis\", \"ping\"]\n\n\
-                     [[verify.checks]]\nname = \"no refused connections\"\ntype = \"logs\"\nservices = [\"api\", \"worker\"]\nabsent = \"(?i)connection refused\"\n",
-                    client_key().display(),
-                    hosts.known_hosts().display()
-                );
-                std::fs::write(self.hosts_file(n), config).unwrap();
+                // Two configs that differ in one line: the api switched as the
+                // baselines switch it (`up -d`), or start-first.
+                for (path, zero_downtime) in [
+                    (self.hosts_file(n), ""),
+                    (self.zero_downtime_file(n), "zero_downtime = [\"api\"]\n"),
+                ] {
+                    let config = format!(
+                        "# The benchmark's fleet of {n}: the demo app with the README's checklist.\n\
+                         [app]\nname = \"bench\"\ncompose_files = [\"docker-compose.yml\", \"docker-compose.override.yml\"]\nbuild = [\"api\", \"worker\", \"proxy\"]\nkeep_releases = 3\n{zero_downtime}\n\
+                         [source]\nstrategy = \"git\"\nremote = \"origin\"\nbranch = \"main\"\n\n\
+                         [ssh]\nuser = \"{USER}\"\nidentity_file = \"{}\"\nknown_hosts_file = \"{}\"\n\n\
+                         [environments.bench]\nparallel = {n}\ncompose = \"v2\"\n\n{tables}\
+                         [verify]\ntimeout = \"30s\"\n\n\
+                         [[verify.checks]]\nname = \"containers up\"\ntype = \"compose_ps\"\n\n\
+                         [[verify.checks]]\nname = \"api health\"\ntype = \"http\"\nservice = \"api\"\nurl = \"http://127.0.0.1:{{{{DEMO_API_PORT}}}}/health\"\nvia = \"ssh\"\nexpect_status = [200]\n\n\
+                         [[verify.checks]]\nname = \"redis from worker\"\ntype = \"exec\"\nservice = \"worker\"\ncommand = [\"redis-cli\", \"-h\", \"redis\", \"ping\"]\n\n\
+                         [[verify.checks]]\nname = \"no refused connections\"\ntype = \"logs\"\nservices = [\"api\", \"worker\"]\nabsent = \"(?i)connection refused\"\n",
+                        client_key().display(),
+                        hosts.known_hosts().display()
+                    );
+                    std::fs::write(path, config).unwrap();
+                }
             }
         }
+    }
+
+    /// `deploy`'s config for the first `n` hosts with `zero_downtime = ["api"]`.
+    pub fn zero_downtime_file(&self, n: usize) -> PathBuf {
+        self.repo.path().join(format!("deploy-{n}-zd.toml"))
     }
 
     /// The file that names the first `n` hosts to this tool.
@@ -241,20 +256,12 @@ impl Bed {
             ),
         )
         .unwrap();
-        let demo_dockerfile = std::fs::read_to_string(repo_root().join("demo/api/Dockerfile")).unwrap();
-        let cmd = "CMD [\"httpd\", \"-f\", \"-p\", \"8000\", \"-h\", \"/www\"]";
-        assert!(
-            demo_dockerfile.contains(cmd),
-            "demo/api/Dockerfile starts httpd as the bench expects"
-        );
-        let dockerfile = match start_delay {
-            None => demo_dockerfile,
-            Some(s) => demo_dockerfile.replace(
-                cmd,
-                &format!("CMD [\"sh\", \"-c\", \"sleep {s}; exec httpd -f -p 8000 -h /www\"]"),
-            ),
+        let demo_start = std::fs::read_to_string(repo_root().join("demo/api/start.sh")).unwrap();
+        let start = match start_delay {
+            None => demo_start,
+            Some(s) => format!("sleep {s}\n{demo_start}"),
         };
-        std::fs::write(d.join("api/Dockerfile"), dockerfile).unwrap();
+        std::fs::write(d.join("api/start.sh"), start).unwrap();
         git(d, &["commit", "-q", "-am", &format!("release {}", self.releases)]);
         self.head()
     }

@@ -6,7 +6,9 @@
 //! `--lag-runs 5`, `--out PATH` (the report), `--logs DIR` (keep every run's
 //! output and deploy's events with their arrival times; `BENCH_TRACE=1` adds
 //! the baselines' per-step times), `--smoke` (1 host, 1 run, a report under
-//! target/ instead: the CI run that keeps this harness alive).
+//! target/ instead: the CI run that keeps this harness alive),
+//! `--only-zero-downtime` (only `deploy`'s zero-downtime comparison, whose
+//! section it writes into the report in place, leaving the rest as it was).
 
 #[path = "../../tests/harness/mod.rs"]
 mod harness;
@@ -50,6 +52,8 @@ struct Options {
     /// Where each run's output goes; a temporary directory unless given.
     logs: Option<PathBuf>,
     smoke: bool,
+    /// Only the zero-downtime comparison, spliced into the report.
+    zero_downtime_only: bool,
 }
 
 fn options() -> Options {
@@ -61,6 +65,7 @@ fn options() -> Options {
         out: harness::repo_root().join("BENCHMARKS.md"),
         logs: None,
         smoke: false,
+        zero_downtime_only: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -79,6 +84,7 @@ fn options() -> Options {
                 o.help_runs = 3;
                 o.out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-smoke.md");
             }
+            "--only-zero-downtime" => o.zero_downtime_only = true,
             // `cargo bench` passes --bench to every bench target.
             "--bench" => {}
             other => panic!("unknown argument {other}"),
@@ -105,12 +111,39 @@ pub struct Results {
     pub probes_build: usize,
     /// Failed probes on host 1 during a whole changed run, per tool and size.
     pub failed_run: BTreeMap<(Tool, usize), Vec<usize>>,
+    /// (hosts, zero_downtime on) → each changed deploy's switch on the first host.
+    pub switches: BTreeMap<(usize, bool), Vec<SwitchRun>>,
     /// `deploy --help`, ms.
     pub help_ms: Vec<f64>,
     pub runs: usize,
     pub sizes: Vec<usize>,
     pub started: String,
     pub took: Duration,
+    /// /proc/loadavg's first figure when the run started and when it ended.
+    pub load: (String, String),
+}
+
+/// One changed deploy seen through the first host's proxy, probed every 20 ms.
+#[derive(Debug, Clone, Copy)]
+pub struct SwitchRun {
+    /// Failed probes from the switch's start to the api check passing.
+    pub failed: usize,
+    /// Of those, the ones that got no answer within 1 s (the rest got an error status).
+    pub unanswered: usize,
+    /// Failed probes during the first host's build, when nothing switches
+    /// (a control: what the machine's load alone does to answers), and probes then.
+    pub failed_build: usize,
+    pub probes_build: usize,
+    /// Probes sent in that window.
+    pub probes: usize,
+    /// The slowest probe answer in that window, ms.
+    pub slowest_ms: u64,
+    /// Failed probes during the whole run.
+    pub failed_run: usize,
+    /// The switch step on the first host, ms.
+    pub switch_ms: u64,
+    /// With zero_downtime: from the new container's start to the old one's removal, ms.
+    pub replace_ms: Option<u64>,
 }
 
 fn main() {
@@ -129,11 +162,13 @@ fn main() {
     let tmp_logs = harness::open_tempdir();
     let logs = o.logs.clone().unwrap_or_else(|| tmp_logs.path().to_path_buf());
     std::fs::create_dir_all(&logs).expect("logs dir");
-    let mut beds: Vec<Bed> = TOOLS.iter().map(|&t| Bed::new(t, &hosts, &o.sizes)).collect();
+    let tools: &[Tool] = if o.zero_downtime_only { &[Tool::Deploy] } else { &TOOLS };
+    let mut beds: Vec<Bed> = tools.iter().map(|&t| Bed::new(t, &hosts, &o.sizes)).collect();
     let mut results = Results {
         runs: o.runs,
         sizes: o.sizes.clone(),
         started: sh_out(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])),
+        load: (load_average(), String::new()),
         ..Results::default()
     };
     let runner = Runner {
@@ -153,7 +188,7 @@ fn main() {
         runner.run(bed, max, &sha, "setup");
     }
 
-    for iter in 0..o.runs {
+    for iter in 0..if o.zero_downtime_only { 0 } else { o.runs } {
         for (k, &n) in o.sizes.iter().enumerate() {
             // The order of the tools turns from one round to the next.
             let order: Vec<usize> = (0..TOOLS.len()).map(|i| (i + iter + k) % TOOLS.len()).collect();
@@ -233,14 +268,19 @@ fn main() {
     }
 
     // Health-detection lag: the api starts serving 2 s after its container;
-    // the prober asks it every 5 ms for the new release's page.
+    // the prober asks the proxy every 5 ms for the new release's page. These
+    // runs switch by `up -d`: with zero_downtime the switch itself waits for
+    // Docker's healthcheck, whose interval is the app's, not deploy's.
     let bed = beds.iter_mut().find(|b| b.tool == Tool::Deploy).unwrap();
-    for i in 0..o.lag_runs {
+    for i in 0..if o.zero_downtime_only { 0 } else { o.lag_runs } {
         let sha = bed.change_api(Some(2));
         let prober = Prober::start(bed.sites[0].api_port, "/", Duration::from_millis(5), Some(bed.marker()));
         let sample = runner.run(bed, 1, &sha, "lag");
         let probes = prober.finish();
-        let healthy = probes.iter().find(|p| p.ok).expect("the new release answered").at;
+        // When the answer came: through the proxy a probe can be held while
+        // Caddy retries, so the time it was sent is not when the api answered.
+        let first = probes.iter().find(|p| p.ok).expect("the new release answered");
+        let healthy = first.at + first.took;
         let reported = sample
             .event_at(|e| e["event"] == "check" && e["name"] == "api health" && e["ok"] == true)
             .expect("api health passed");
@@ -250,7 +290,46 @@ fn main() {
         results.lag_ms.push(lag);
     }
 
-    for _ in 0..o.help_runs {
+    // The zero-downtime switch: the same changed deploy with the api switched
+    // by `up -d` and start-first, alternating, probed through the first host's
+    // proxy every 20 ms.
+    for (k, &n) in o.sizes.iter().enumerate() {
+        for i in 0..o.runs {
+            let modes = if (i + k) % 2 == 0 { [false, true] } else { [true, false] };
+            for on in modes {
+                let sha = bed.change_api(None);
+                let what = if on { "zero-downtime-on" } else { "zero-downtime-off" };
+                let config = if on {
+                    bed.zero_downtime_file(n)
+                } else {
+                    bed.hosts_file(n)
+                };
+                let prober = Prober::start(bed.sites[0].api_port, "/health", Duration::from_millis(20), None);
+                let sample = runner.run_config(bed, n, &config, what);
+                let probes = prober.finish();
+                let run = switch_run(
+                    &sample,
+                    &probes,
+                    &format!("{}:{}", hosts.ssh[0].addr, hosts.ssh[0].port),
+                    &sha,
+                );
+                eprintln!(
+                    "bench: {what} run {} · {n} hosts · failed probes in the switch {} of {} ({} unanswered in 1 s; slowest {} ms) · in the build {} of {} · switch {} ms",
+                    i + 1,
+                    run.failed,
+                    run.probes,
+                    run.unanswered,
+                    run.slowest_ms,
+                    run.failed_build,
+                    run.probes_build,
+                    run.switch_ms
+                );
+                results.switches.entry((n, on)).or_default().push(run);
+            }
+        }
+    }
+
+    for _ in 0..if o.zero_downtime_only { 0 } else { o.help_runs } {
         let t = Instant::now();
         let out = Command::new(&deploy_bin).arg("--help").output().expect("deploy --help");
         assert!(out.status.success());
@@ -269,13 +348,58 @@ fn main() {
         }
     }
     results.took = began.elapsed();
-    let text = report::render(&results, &deploy_bin);
+    results.load.1 = load_average();
+    let text = if o.zero_downtime_only {
+        let before = std::fs::read_to_string(&o.out).unwrap_or_default();
+        report::splice_zero_downtime(&before, &results)
+    } else {
+        report::render(&results, &deploy_bin)
+    };
     std::fs::write(&o.out, text).expect("write the report");
     eprintln!(
         "bench: wrote {} in {:.0} s",
         o.out.display(),
         results.took.as_secs_f64()
     );
+}
+
+/// What the first host's proxy answered during a changed deploy's switch.
+fn switch_run(sample: &Sample, probes: &[measure::Probe], host: &str, sha: &str) -> SwitchRun {
+    let step = |status: &str| {
+        sample
+            .events()
+            .into_iter()
+            .find(|(_, e)| e["event"] == "step" && e["host"] == host && e["step"] == "switch" && e["status"] == status)
+    };
+    let (started, _) = step("started").unwrap_or_else(|| panic!("no switch of {sha} on {host}"));
+    let (done_at, done) = step("done").unwrap_or_else(|| panic!("the switch of {sha} on {host} did not finish"));
+    let until = sample
+        .event_at(|e| e["event"] == "check" && e["host"] == host && e["name"] == "api health" && e["ok"] == true)
+        .unwrap_or(done_at);
+    let window: Vec<&measure::Probe> = probes.iter().filter(|p| p.at >= started && p.at <= until).collect();
+    let build = |status: &str| {
+        sample.event_at(|e| e["event"] == "step" && e["host"] == host && e["step"] == "build" && e["status"] == status)
+    };
+    let built: Vec<&measure::Probe> = match (build("started"), build("done")) {
+        (Some(from), Some(to)) => probes.iter().filter(|p| p.at >= from && p.at <= to).collect(),
+        _ => Vec::new(),
+    };
+    let replace_ms = sample
+        .events()
+        .into_iter()
+        .find(|(_, e)| e["event"] == "start_first" && e["host"] == host && e["phase"] == "replaced")
+        .and_then(|(_, e)| e["elapsed_ms"].as_u64());
+    SwitchRun {
+        failed: window.iter().filter(|p| !p.ok).count(),
+        unanswered: window.iter().filter(|p| !p.ok && p.status.is_none()).count(),
+        failed_build: built.iter().filter(|p| !p.ok).count(),
+        probes_build: built.len(),
+        probes: window.len(),
+        slowest_ms: window.iter().map(|p| p.took.as_millis() as u64).max().unwrap_or(0),
+        failed_run: probes.iter().filter(|p| !p.ok).count(),
+        switch_ms: done["elapsed_ms"].as_u64().unwrap_or(0),
+        replace_ms,
+    }
 }
 
 fn record(results: &mut Results, tool: Tool, n: usize, change: Change, sample: &Sample) {
@@ -352,6 +476,16 @@ impl Runner<'_> {
         timed(commands, &log)
     }
 
+    /// `deploy --config CONFIG bench` to the first `n` hosts (the config names them).
+    fn run_config(&self, bed: &Bed, n: usize, config: &Path, what: &str) -> Sample {
+        let mut c = Command::new(&self.deploy);
+        c.current_dir(bed.path())
+            .arg("--config")
+            .arg(config)
+            .args(["bench", "--output", "json"]);
+        timed(vec![c], &self.log(bed, n, what))
+    }
+
     fn rollback(&self, bed: &Bed) -> Sample {
         let mut c = Command::new(&self.deploy);
         c.current_dir(bed.path())
@@ -371,6 +505,14 @@ impl Runner<'_> {
         static SEQ: AtomicUsize = AtomicUsize::new(0);
         SEQ.fetch_add(1, Ordering::SeqCst)
     }
+}
+
+/// The machine's load average over the last minute (it is shared).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn sh_out(cmd: &mut Command) -> String {

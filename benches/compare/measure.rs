@@ -116,11 +116,14 @@ fn wait4(pid: u32) -> (i32, u64) {
     }
 }
 
-/// One probe: when it was sent and whether it passed.
+/// One probe: when it was sent, whether it passed, how long it took.
 #[derive(Clone, Copy)]
 pub struct Probe {
     pub at: Instant,
     pub ok: bool,
+    pub took: Duration,
+    /// The answer's status; None when none came within 1 s.
+    pub status: Option<u16>,
 }
 
 /// GETs `path` on 127.0.0.1:`port` every `period` until stopped. A probe passes
@@ -139,11 +142,17 @@ impl Prober {
             let mut next = Instant::now();
             while !flag.load(Ordering::SeqCst) {
                 let at = Instant::now();
-                let ok = match crate::harness::http_get_at("127.0.0.1", port, path, Duration::from_secs(1)) {
+                let answer = crate::harness::http_get_at("127.0.0.1", port, path, Duration::from_secs(1));
+                let ok = match &answer {
                     Some((200, body)) => want.as_ref().is_none_or(|w| body.contains(w.as_str())),
                     _ => false,
                 };
-                probes.push(Probe { at, ok });
+                probes.push(Probe {
+                    at,
+                    ok,
+                    took: at.elapsed(),
+                    status: answer.map(|(s, _)| s),
+                });
                 next += period;
                 let now = Instant::now();
                 if next > now {

@@ -11,6 +11,7 @@ use crate::report::Printer;
 pub fn run(cli: &Cli, printer: &mut Printer) -> Result<Exit, Error> {
     let config = Config::load(&cli.config)?;
     printer.add_secrets(&config.secrets);
+    zero_downtime(&config, printer)?;
     let path = config.path.display();
     let envs: Vec<String> = config
         .environments
@@ -84,6 +85,30 @@ pub fn run(cli: &Cli, printer: &mut Printer) -> Result<Exit, Error> {
         "checks": config.verify.checks.iter().map(|c| json!({"name": c.name, "type": c.kind.type_name()})).collect::<Vec<_>>(),
     }));
     Ok(Exit::Success)
+}
+
+/// Refuses `zero_downtime` services that cannot run twice, as the compose
+/// files beside deploy.toml define them (`deploy up` checks the commit's own).
+fn zero_downtime(config: &Config, printer: &Printer) -> Result<(), Error> {
+    if config.app.zero_downtime.is_empty() {
+        return Ok(());
+    }
+    let dir = crate::pipeline::config_dir(config);
+    let mut files = Vec::new();
+    let mut all = true;
+    for file in &config.app.compose_files {
+        match std::fs::read_to_string(dir.join(file.expose())) {
+            Ok(text) => files.push((file.expose().to_string(), text)),
+            Err(e) => {
+                all = false;
+                printer.warn(&format!(
+                    "cannot read {} ({e}): app.zero_downtime is not checked against it",
+                    dir.join(file.expose()).display()
+                ));
+            }
+        }
+    }
+    Ok(config.refuse_zero_downtime(&files, all)?)
 }
 
 /// One line on what a check looks at; secret values show as redacted.

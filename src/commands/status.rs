@@ -9,9 +9,9 @@ use crate::compose;
 use crate::error::{Error, Exit};
 use crate::fleet::QUICK_TIMEOUT;
 use crate::lock;
-use crate::watchdog;
 use crate::report::events::Event;
 use crate::report::Printer;
+use crate::watchdog;
 
 /// Shows what runs where.
 pub fn run(cli: &Cli, printer: &mut Printer, env: &str, hosts: Option<&[String]>) -> Result<Exit, Error> {

@@ -13,7 +13,9 @@ use regex::Regex;
 use toml::Spanned;
 
 pub use diagnostic::Diagnostic;
-pub use schema::{App, CheckType, Hooks, HostKeyPolicy, ReleaseHosts, Rollback, Source, Strategy, TransportKind, Via};
+pub use schema::{
+    App, CheckType, Hooks, HostKeyPolicy, ReleaseHosts, Rollback, Source, Strategy, TransportKind, Via, ZeroDowntime,
+};
 pub use text::{Secret, Text, REDACTED};
 
 use schema::{CheckSpec, EnvironmentSpec, HostSpec};
@@ -26,6 +28,8 @@ pub const RESERVED_NAMES: &[&str] = crate::cli::SUBCOMMANDS;
 pub struct Config {
     /// The file it came from.
     pub path: PathBuf,
+    /// The file's text, for errors found after loading (in the compose files).
+    pub text: String,
     /// `[app]`.
     pub app: App,
     /// `[source]`.
@@ -221,6 +225,69 @@ impl Config {
             longest.unwrap_or(self.verify.timeout) + std::time::Duration::from_secs(60)
         })
     }
+
+    /// Refuses a `zero_downtime` service that cannot run twice at once: one
+    /// that publishes host `ports:` or sets `container_name:` in one of `files`
+    /// (each compose file as named in `app.compose_files`, with its text), or,
+    /// when `files` are all of them, one that none of them defines. The error
+    /// points at the entry in deploy.toml and names the compose file.
+    pub fn refuse_zero_downtime(&self, files: &[(String, String)], all: bool) -> Result<(), ConfigError> {
+        if self.app.zero_downtime.is_empty() {
+            return Ok(());
+        }
+        let checker = Checker {
+            path: &self.path,
+            source: &self.text,
+        };
+        let mut parsed = Vec::new();
+        for (name, text) in files {
+            let services = crate::compose::services_if_any(text).map_err(|e| {
+                checker.error(
+                    None,
+                    format!("{name} is not a compose file ({e}): app.zero_downtime cannot be checked against it"),
+                )
+            })?;
+            parsed.push((name, services.unwrap_or_default()));
+        }
+        for entry in &self.app.zero_downtime {
+            let service = &entry.get_ref().service;
+            let mut defined = false;
+            for (file, services) in &parsed {
+                let Some(s) = services.iter().find(|s| &s.name == service) else {
+                    continue;
+                };
+                defined = true;
+                if !s.ports.is_empty() {
+                    return Err(checker.at(
+                        entry,
+                        format!(
+                            "service `{service}` of {file} publishes host ports ({}) and is in app.zero_downtime: a second container of it cannot bind those ports while the old one runs, so it cannot start beside it. Expected the port published by a reverse proxy instead: a service of the same compose file (Caddy, Traefik, nginx, HAProxy) that publishes it and reaches `{service}` by its service name; then remove `ports:` from `{service}` (README: Zero-downtime switch)",
+                            s.ports.join(", ")
+                        ),
+                    ));
+                }
+                if let Some(name) = &s.container_name {
+                    return Err(checker.at(
+                        entry,
+                        format!(
+                            "service `{service}` of {file} sets container_name `{name}` and is in app.zero_downtime: container names are unique, so a second container of it cannot be created beside the old one. Expected no container_name (compose names each container itself) and a reverse proxy in front that reaches `{service}` by its service name (Caddy, Traefik, nginx, HAProxy; README: Zero-downtime switch)"
+                        ),
+                    ));
+                }
+            }
+            if all && !defined {
+                let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+                return Err(checker.at(
+                    entry,
+                    format!(
+                        "app.zero_downtime: `{service}` is not a service of {}: expected the name of a service under `services:`",
+                        names.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Validation of one file: knows its text, so every error can point into it.
@@ -334,8 +401,10 @@ impl Checker<'_> {
             }
             checks.push(check);
         }
+        self.zero_downtime(&file.app)?;
         Ok(Config {
             path: self.path.to_path_buf(),
+            text: self.source.to_string(),
             app: file.app.clone(),
             source: file.source.clone(),
             environments,
@@ -530,6 +599,46 @@ impl Checker<'_> {
                 schema::ComposeChoice::V2 => Some(crate::compose::Variant::V2),
             },
         })
+    }
+
+    /// `[app] zero_downtime`: each entry a service named once, not a one-shot
+    /// (it exits: there is nothing to keep serving), and not with
+    /// `down_before_up` (which stops the old release before the new one starts).
+    fn zero_downtime(&self, app: &App) -> Result<(), ConfigError> {
+        let mut seen = BTreeSet::new();
+        for entry in &app.zero_downtime {
+            let service = &entry.get_ref().service;
+            if service.trim().is_empty() {
+                return Err(self.at(
+                    entry,
+                    "app.zero_downtime: expected compose service names, like [\"api\"]".into(),
+                ));
+            }
+            if !seen.insert(service.clone()) {
+                return Err(self.at(entry, format!("app.zero_downtime lists `{service}` twice")));
+            }
+            if app.one_shot.contains(service) {
+                return Err(self.at(
+                    entry,
+                    format!("`{service}` is in app.one_shot and app.zero_downtime: a one-shot service exits, so there is no old container to keep serving; expected it in one of them"),
+                ));
+            }
+            if entry.get_ref().port == Some(0) {
+                return Err(self.at(
+                    entry,
+                    "port 0: expected the port the service listens on in its container".into(),
+                ));
+            }
+        }
+        if app.down_before_up {
+            if let Some(first) = app.zero_downtime.first() {
+                return Err(self.at(
+                    first,
+                    "app.down_before_up stops the old release before the new one starts, app.zero_downtime starts the new containers first: expected one of them".into(),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// A shared directory is linked into the release whole: no other shared
@@ -809,6 +918,68 @@ mod tests {
         );
         let e = parse("", "[hooks]\ntimeout = \"0ms\"\n").unwrap_err();
         assert!(e.contains("hooks.timeout must be longer than zero"), "{e}");
+    }
+
+    #[test]
+    fn zero_downtime_takes_names_or_tables() {
+        let c = parse(
+            "zero_downtime = [\"api\", { service = \"web\", drain = \"2s\", port = 8000 }]",
+            "",
+        )
+        .unwrap();
+        let z: Vec<&ZeroDowntime> = c.app.zero_downtime.iter().map(|z| z.get_ref()).collect();
+        assert_eq!(z[0].service, "api");
+        assert_eq!((z[0].drain, z[0].port), (std::time::Duration::ZERO, None));
+        assert_eq!(z[1].service, "web");
+        assert_eq!((z[1].drain, z[1].port), (std::time::Duration::from_secs(2), Some(8000)));
+        for (bad, says) in [
+            ("zero_downtime = [\"api\", \"api\"]", "lists `api` twice"),
+            ("zero_downtime = [\"\"]", "expected compose service names"),
+            ("zero_downtime = [{ service = \"api\", port = 0 }]", "port 0"),
+            ("zero_downtime = [{ drain = \"1s\" }]", "missing field `service`"),
+            (
+                "zero_downtime = [{ service = \"api\", drain = \"soon\" }]",
+                "invalid duration",
+            ),
+        ] {
+            let e = parse(bad, "").unwrap_err();
+            assert!(e.contains(says) && e.contains("deploy.toml:"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn zero_downtime_services_must_be_able_to_run_twice() {
+        let c = parse("zero_downtime = [\"api\"]", "").unwrap();
+        let files = |text: &str| vec![("docker-compose.yml".to_string(), text.to_string())];
+        let ok = "services:\n  proxy:\n    image: caddy\n    ports: [\"80:80\"]\n  api:\n    build: .\n";
+        c.refuse_zero_downtime(&files(ok), true).unwrap();
+        let ports = "services:\n  api:\n    build: .\n    ports:\n      - target: 8000\n        published: 8080\n";
+        let e = c.refuse_zero_downtime(&files(ports), true).unwrap_err().to_string();
+        assert!(
+            e.contains("service `api` of docker-compose.yml publishes host ports (8080)"),
+            "{e}"
+        );
+        // An override file that adds a container_name is named, not the base file.
+        let both = vec![
+            (
+                "docker-compose.yml".to_string(),
+                "services:\n  api:\n    build: .\n".to_string(),
+            ),
+            (
+                "prod.yml".to_string(),
+                "services:\n  api:\n    container_name: api\n".to_string(),
+            ),
+        ];
+        let e = c.refuse_zero_downtime(&both, true).unwrap_err().to_string();
+        assert!(e.contains("service `api` of prod.yml sets container_name `api`"), "{e}");
+        // A file without services (networks only) is a compose file too.
+        let mut with_networks = files(ok);
+        with_networks.push(("nets.yml".into(), "networks:\n  default: {}\n".into()));
+        c.refuse_zero_downtime(&with_networks, true).unwrap();
+        // Not defined anywhere: refused only when every file was read.
+        let other = files("services:\n  web:\n    build: .\n");
+        assert!(c.refuse_zero_downtime(&other, true).is_err());
+        c.refuse_zero_downtime(&other, false).unwrap();
     }
 
     #[test]

@@ -101,6 +101,59 @@ pub struct App {
     /// neither built, started nor checked.
     #[serde(default)]
     pub profiles: Vec<String>,
+    /// Services switched start-first: new containers beside the old ones,
+    /// the old ones stopped only once the new ones are ready.
+    #[serde(default)]
+    pub zero_downtime: Vec<Spanned<ZeroDowntime>>,
+}
+
+/// An entry of `[app] zero_downtime`: `"api"`, or
+/// `{ service = "api", drain = "5s", port = 8000 }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZeroDowntime {
+    /// The compose service.
+    pub service: String,
+    /// How long the old containers keep running once the new ones are ready
+    /// (for a proxy to notice the new ones) before they are stopped.
+    pub drain: std::time::Duration,
+    /// The port the service listens on in its container, for its `http`
+    /// checks against a new container that has no healthcheck.
+    pub port: Option<u16>,
+}
+
+impl<'de> Deserialize<'de> for ZeroDowntime {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            service: String,
+            drain: Option<Duration>,
+            port: Option<u16>,
+        }
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = ZeroDowntime;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a service name, or a table like { service = \"api\", drain = \"5s\", port = 8000 }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ZeroDowntime, E> {
+                Ok(ZeroDowntime {
+                    service: v.to_string(),
+                    drain: std::time::Duration::ZERO,
+                    port: None,
+                })
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<ZeroDowntime, A::Error> {
+                let t = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(ZeroDowntime {
+                    service: t.service,
+                    drain: t.drain.map_or(std::time::Duration::ZERO, |d| d.0),
+                    port: t.port,
+                })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 fn default_lock_timeout() -> Duration {

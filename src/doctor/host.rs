@@ -452,7 +452,9 @@ pub fn last_release(history: &[Entry], current: Option<&str>, env: &str) -> Find
         ),
         Recorded::RevertedByWatchdog => Finding::warn(
             "last_release",
-            format!("the run that deployed {what} vanished before it was verified; the host's watchdog put {live} back"),
+            format!(
+                "the run that deployed {what} vanished before it was verified; the host's watchdog put {live} back"
+            ),
             "see .deploy/watchdog-*.log on the host, then deploy again".to_string(),
         ),
     };

@@ -27,8 +27,8 @@ use crate::lock::{self, LockInfo};
 use crate::outcome::{Change, Outcome};
 use crate::release;
 use crate::remote::Cmd;
-use crate::watchdog;
 use crate::report::events::{Event, Reporter, Step, StepStatus, Summary};
+use crate::watchdog;
 
 pub use hosts::{HostRun, Progress};
 pub use up::{config_dir, UpPlan};
@@ -150,6 +150,11 @@ impl Run<'_> {
             host: host.map(str::to_string),
             message,
         });
+    }
+
+    /// The run's `--message`, for history lines.
+    fn request_message(&self) -> Option<String> {
+        self.request.message().map(str::to_string)
     }
 
     /// Whether the checklist runs after a switch.
@@ -404,6 +409,8 @@ async fn locked(run: &mut Run<'_>, fleet: &Fleet, plan: Option<&mut UpPlan>) -> 
             };
         }
     };
+    // Every switched host gets a watchdog, pushed by each extension (the dead-man switch).
+    let guard = guard.with_watchdogs(run.config.confirm_timeout().as_secs().max(1));
     let states = read_live(run, fleet, &live);
     let (end, recorded) = {
         let work = changes(run, fleet, plan, &guard, &states);

@@ -5,11 +5,15 @@
 use futures::stream::{self, StreamExt};
 
 use super::{End, Progress, Run};
-use crate::activation::{self, Record};
-use crate::fleet::{step, Fleet, LockGuard};
+use crate::activation::{self, Record, Switching};
+use crate::fleet::{step, Fleet, LockGuard, Member};
+use crate::history::{Entry, Recorded};
+use crate::lock;
 use crate::outcome::{Change, Outcome};
+use crate::remote::Cmd;
 use crate::report::events::Step;
-use crate::verify::{self, HostChecks};
+use crate::verify::{self, Evidence, HostChecks};
+use crate::watchdog;
 
 /// Why the roll-out stopped before every batch was live and verified.
 enum Halt {
@@ -151,43 +155,59 @@ async fn switch_batches(run: &mut Run<'_>, fleet: &Fleet, guard: &LockGuard) -> 
 /// Switches the hosts of one batch, `parallel` at a time. A switch in progress
 /// is never abandoned half-way.
 async fn switch_batch(run: &mut Run<'_>, fleet: &Fleet, chunk: &[usize], guard: &LockGuard) -> Result<(), Halt> {
-    let todo: Vec<(usize, bool, Option<Record>, Record)> = chunk
+    // Host, whether it needs a switch, from, to, and its watchdog's arming.
+    type Todo = (usize, bool, Option<Record>, Record, Option<Cmd>);
+    let todo: Vec<Todo> = chunk
         .iter()
         .filter_map(|&i| {
             let h = &run.hosts[i];
             let to = h.to.clone()?;
-            Some((i, h.needs_switch(), h.from.clone(), to))
+            let arm = watchdog_for(run, &fleet.members[i], h.from.as_ref(), &to, guard);
+            Some((i, h.needs_switch(), h.from.clone(), to, arm))
         })
         .collect();
-    let config = run.config;
     let reporter = run.reporter;
-    let results: Vec<(usize, bool, Result<(), String>)> = stream::iter(todo)
-        .map(|(i, needs_switch, from, to)| async move {
+    let sw = Switching {
+        config: run.config,
+        reporter,
+        interrupt: Some(run.interrupt),
+    };
+    let sw = &sw;
+    type Switched = (usize, bool, Result<(), String>, Option<Evidence>);
+    let results: Vec<Switched> = stream::iter(todo)
+        .map(|(i, needs_switch, from, to, arm)| async move {
             let m = &fleet.members[i];
             if !needs_switch {
                 // Already there (a rollback to the release it runs): nothing to switch.
-                return (i, false, Ok(()));
+                return (i, false, Ok(()), None);
             }
             let mut ran = true;
+            let mut evidence = None;
             let r = step(reporter, &m.host.name, Step::Switch, async {
-                let r = activation::switch(config, m, from.as_ref(), &to, guard).await;
+                let r = activation::switch(sw, m, from.as_ref(), &to, guard, arm.as_ref()).await;
                 ran = !r.as_ref().is_err_and(activation::lock_not_ours);
+                if let Err(e) = &r {
+                    evidence = e.evidence().cloned();
+                }
                 r
             })
             .await;
-            (i, ran, r)
+            (i, ran, r, evidence)
         })
         .buffer_unordered(fleet.env.parallel.max(1))
         .collect()
         .await;
     let mut failure = None;
     let mut lost = Vec::new();
-    for (i, switched, r) in results {
+    for (i, switched, r, evidence) in results {
         let h = &mut run.hosts[i];
         if let (false, Err(e)) = (switched, &r) {
             // The lock was not ours there (the error says why): nothing ran.
             lost.push(e.clone());
             continue;
+        }
+        if evidence.is_some() {
+            h.evidence = evidence;
         }
         if switched {
             // A failed `up` may have replaced some containers: it counts as switched, to be put back.
@@ -214,9 +234,40 @@ async fn switch_batch(run: &mut Run<'_>, fleet: &Fleet, chunk: &[usize], guard: 
         return Err(Halt::LockLost(lost.join("; ")));
     }
     match failure {
+        // Ctrl-C cut a start-first switch short: put back what switched, as for any interrupt.
+        Some(_) if run.interrupt.is_set() => Err(Halt::Interrupted),
         Some(f) => Err(Halt::SwitchFailed(f)),
         None => Ok(()),
     }
+}
+
+/// The command that arms the dead-man switch on a host about to switch from
+/// `from` to `to` (see [`crate::watchdog`]); none on a host's first deploy
+/// (nothing to go back to) or without watchdogs.
+fn watchdog_for(run: &Run<'_>, m: &Member, from: Option<&Record>, to: &Record, guard: &LockGuard) -> Option<Cmd> {
+    let from = from?;
+    if guard.confirm() == 0 {
+        return None;
+    }
+    let entry = Entry {
+        release: to.release.clone(),
+        commit: to.commit.clone(),
+        time: String::new(),
+        user: lock::whoami(),
+        outcome: Recorded::RevertedByWatchdog,
+        from: Some(from.release.clone()),
+        to: Some(from.release.clone()),
+        message: run.request_message(),
+        release_command: None,
+        unverified: false,
+    };
+    Some(watchdog::arm(
+        &m.layout,
+        guard.token(),
+        guard.confirm(),
+        &activation::plain(m, from),
+        &entry,
+    ))
 }
 
 /// The checklist on hosts `indices`: against their `to` release, or after a
@@ -257,12 +308,19 @@ async fn restore(run: &mut Run<'_>, fleet: &Fleet, guard: &LockGuard, verify: bo
         .map(|(i, h)| (i, h.from.clone()))
         .collect();
     let reporter = run.reporter;
+    // A restore is never cut short: there is nothing left to put back to.
+    let sw = Switching {
+        config: run.config,
+        reporter,
+        interrupt: None,
+    };
+    let sw = &sw;
     let results: Vec<(usize, Result<(), String>)> = stream::iter(todo)
         .map(|(i, from)| async move {
             let m = &fleet.members[i];
             let r = step(reporter, &m.host.name, Step::Rollback, async {
                 match &from {
-                    Some(record) => activation::activate(m, record, guard, None)
+                    Some(record) => activation::activate(sw, m, record, guard, None)
                         .await
                         .map_err(|e| e.to_string()),
                     None => {

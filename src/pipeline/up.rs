@@ -56,6 +56,7 @@ impl UpPlan {
         }
         let commit = repo.resolve(opts.rev.as_deref().unwrap_or("HEAD"))?;
         let build = services_to_build(config, &repo, &commit)?;
+        refuse_zero_downtime(config, &repo, &commit)?;
         let branch = config.source.branch.expose();
         let (fetch_url, tar) = match config.source.strategy {
             Strategy::Git => {
@@ -110,6 +111,27 @@ fn services_to_build(config: &Config, repo: &Repo, commit: &Commit) -> Result<Ve
         .filter(|s| s.builds && s.active(&config.app.profiles))
         .map(|s| s.name)
         .collect())
+}
+
+/// Refuses `zero_downtime` services that the commit's compose files make
+/// impossible to run twice (host `ports:`, `container_name:`): exit 2 before
+/// any host is touched.
+fn refuse_zero_downtime(config: &Config, repo: &Repo, commit: &Commit) -> Result<(), Error> {
+    if config.app.zero_downtime.is_empty() {
+        return Ok(());
+    }
+    let mut files = Vec::new();
+    for file in &config.app.compose_files {
+        let text = repo.read_file(commit, file.expose())?.ok_or_else(|| {
+            Error::Usage(format!(
+                "commit {} has no {} (app.compose_files)",
+                commit.short,
+                file.expose()
+            ))
+        })?;
+        files.push((file.expose().to_string(), text));
+    }
+    Ok(config.refuse_zero_downtime(&files, true)?)
 }
 
 /// How pushes authenticate and check host keys: the `[ssh]` settings of the environment.
@@ -387,6 +409,21 @@ pub(super) fn describe(config: &Config, fleet: &Fleet, plan: &UpPlan, reporter: 
                     ),
                 );
             }
+        }
+        for z in &record.zero_downtime {
+            info(
+                h,
+                format!(
+                    "switch {} start-first if compose would replace it: its n containers stay, {} starts n beside them, each must be ready (healthcheck, or its http checks), then the old ones are drained {}ms, stopped and removed",
+                    z.service,
+                    compose
+                        .cmd(["up", "-d", "--no-deps", "--no-recreate", "--no-build", "--scale"])
+                        .arg(format!("{}=2n", z.service))
+                        .arg(z.service.as_str())
+                        .display(),
+                    z.drain_ms
+                ),
+            );
         }
         info(
             h,

@@ -186,6 +186,19 @@ pub enum Event {
         #[serde(flatten)]
         result: CheckResult,
     },
+    /// A start-first switch of one service on a host (`app.zero_downtime`).
+    StartFirst {
+        host: String,
+        service: String,
+        #[serde(flatten)]
+        phase: StartFirstPhase,
+        /// The new containers' names.
+        new: Vec<String>,
+        /// The old containers' names.
+        old: Vec<String>,
+        /// Since the new containers were started.
+        elapsed_ms: u64,
+    },
     /// What a read-only command found on a host: `text` for people, `data` for JSON.
     Data {
         host: String,
@@ -200,6 +213,24 @@ pub enum Event {
     Finding(crate::doctor::Finding),
     /// The end.
     Summary(Summary),
+}
+
+/// Where a start-first switch of a service is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum StartFirstPhase {
+    /// The new containers run beside the old ones; waiting until they are ready.
+    Started {
+        /// `healthcheck` or `http checks`.
+        ready_when: String,
+    },
+    /// Every new container is ready; the old ones are drained and stopped next.
+    Ready,
+    /// A new container was not ready in time: the new ones were removed, the
+    /// old ones were never stopped.
+    NotReady { why: String },
+    /// The old containers were stopped and removed.
+    Replaced,
 }
 
 /// Receives events; implementations print them.

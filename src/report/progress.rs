@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::events::{Event, Reporter, StepStatus, Summary};
+use super::events::{Event, Reporter, StartFirstPhase, StepStatus, Summary};
 use crate::config::Secret;
 use crate::verify::CheckResult;
 
@@ -134,6 +134,40 @@ fn one_event(event: &Event) -> Option<String> {
             None => message.clone(),
         },
         Event::Check { host, result } => format!("[{host}] {}", check_line(result)),
+        Event::StartFirst {
+            host,
+            service,
+            phase,
+            new,
+            old,
+            elapsed_ms,
+        } => {
+            let them = |names: &[String]| match names.len() {
+                1 => format!("container {}", names[0]),
+                _ => format!("containers {}", names.join(", ")),
+            };
+            match phase {
+                StartFirstPhase::Started { ready_when } => format!(
+                    "[{host}] {service}: new {} started beside the old {}; waiting for its {ready_when}",
+                    them(new),
+                    them(old)
+                ),
+                StartFirstPhase::Ready => {
+                    format!("[{host}] {service}: new {} ready ({})", them(new), secs(*elapsed_ms))
+                }
+                StartFirstPhase::NotReady { why } => format!(
+                    "[{host}] {service}: new {} not ready ({}): {why}; removed, the old {} kept serving",
+                    them(new),
+                    secs(*elapsed_ms),
+                    them(old)
+                ),
+                StartFirstPhase::Replaced => format!(
+                    "[{host}] {service}: old {} stopped and removed ({} since the new ones started)",
+                    them(old),
+                    secs(*elapsed_ms)
+                ),
+            }
+        }
         Event::Data { host, text, .. } => text
             .lines()
             .map(|l| format!("[{host}] {l}"))

@@ -26,7 +26,19 @@ pub(crate) async fn attempt(kind: &CheckKind, target: &Target<'_>) -> Attempt {
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none());
     let mut request_url = parsed.clone();
-    if *via == Via::Ssh {
+    if let Some(container) = target.container {
+        // One container on its compose network, reachable from the host only:
+        // plain HTTP to it (TLS, if any, ends at the proxy), the check's path
+        // and Host header kept.
+        let local = target.tunnels.to(container).await.map_err(|e| e.to_string())?;
+        request_url.set_scheme("http").map_err(|_| "cannot set scheme")?;
+        request_url
+            .set_host(Some(&local.ip().to_string()))
+            .map_err(|e| e.to_string())?;
+        request_url
+            .set_port(Some(local.port()))
+            .map_err(|_| "cannot set port")?;
+    } else if *via == Via::Ssh {
         // Through a tunnel from the host: nothing needs to be exposed.
         let local = target
             .tunnels

@@ -93,6 +93,9 @@ pub(crate) struct Target<'a> {
     pub started: &'a tokio::sync::OnceCell<Option<i64>>,
     /// Where to say how the checks are done (`-v`).
     pub reporter: &'a dyn Reporter,
+    /// `ip:port` of one container on its compose network: `http` checks go
+    /// there (through the host) instead of to their URL's host and port.
+    pub container: Option<&'a str>,
 }
 
 impl Target<'_> {
@@ -302,6 +305,7 @@ pub async fn verify_host(config: &Config, member: &Member, record: &Record, repo
         services: &services,
         started: &started,
         reporter,
+        container: None,
     };
     let checks = &config.verify.checks;
     let (last, first): (Vec<&Check>, Vec<&Check>) = checks.iter().partition(|c| settles_last(c));
@@ -319,6 +323,58 @@ pub async fn verify_host(config: &Config, member: &Member, record: &Record, repo
     }
     tunnels.close().await;
     host
+}
+
+/// The `http` checks about `service` (`service = "..."` in the check): what
+/// says a new container of it is ready when it has no healthcheck.
+pub fn http_checks_of<'c>(config: &'c Config, service: &str) -> Vec<&'c Check> {
+    config
+        .verify
+        .checks
+        .iter()
+        .filter(|c| matches!(c.kind, CheckKind::Http { .. }) && c.service.as_deref() == Some(service))
+        .collect()
+}
+
+/// Runs `service`'s `http` checks (see [`http_checks_of`]) against one new
+/// container at `address` (`ip:port` on its network, reached through the
+/// host; plain HTTP, the checks' path, method, headers and Host): each retried
+/// until it passes or its timeout runs out, as in the checklist, and reported
+/// as "<check> on new container <name>". Err: the first one that failed.
+pub async fn container_ready(
+    config: &Config,
+    member: &Member,
+    record: &Record,
+    service: &str,
+    (name, address): (&str, &str),
+    reporter: &dyn Reporter,
+) -> Result<(), CheckResult> {
+    let tunnels = Tunnels::new(member.remote.as_ref());
+    let services = tokio::sync::OnceCell::new();
+    let started = tokio::sync::OnceCell::new();
+    let target = Target {
+        config,
+        member,
+        record,
+        tunnels: &tunnels,
+        services: &services,
+        started: &started,
+        reporter,
+        container: Some(address),
+    };
+    let checks: Vec<Check> = http_checks_of(config, service)
+        .into_iter()
+        .map(|c| Check {
+            name: format!("{} on new container {name}", c.name),
+            ..c.clone()
+        })
+        .collect();
+    let results = futures::future::join_all(checks.iter().map(|c| run_check(c, &target, reporter))).await;
+    tunnels.close().await;
+    match results.into_iter().find(|r| !r.ok) {
+        Some(failed) => Err(failed),
+        None => Ok(()),
+    }
 }
 
 /// Runs the checklist on every member, `parallel` hosts at a time.
@@ -400,7 +456,7 @@ async fn evidence(target: &Target<'_>) -> Evidence {
 }
 
 /// Docker's health log (JSON) as one line per probe: "exit 1: PING failed".
-fn health_log(json: &str) -> Vec<String> {
+pub(crate) fn health_log(json: &str) -> Vec<String> {
     #[derive(serde::Deserialize)]
     struct Probe {
         #[serde(rename = "ExitCode")]

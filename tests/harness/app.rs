@@ -33,6 +33,11 @@ pub struct Behaviour {
     pub redis_delay_secs: u32,
     /// A line the worker prints when it starts.
     pub worker_log: Option<String>,
+    /// A reverse proxy (Caddy) publishes API_PORT and reaches the api by its
+    /// service name; the api publishes nothing and drains on SIGTERM.
+    pub proxied: bool,
+    /// The api has a Docker healthcheck: its health endpoint answers 200.
+    pub healthcheck: bool,
 }
 
 impl Behaviour {
@@ -45,6 +50,16 @@ impl Behaviour {
             slow_start_secs: 0,
             redis_delay_secs: 0,
             worker_log: None,
+            proxied: false,
+            healthcheck: false,
+        }
+    }
+
+    /// A healthy release answering `version` behind a proxy (see `proxied`).
+    pub fn proxied(version: &str) -> Behaviour {
+        Behaviour {
+            proxied: true,
+            ..Behaviour::version(version)
         }
     }
 }
@@ -77,6 +92,66 @@ services:
     ports:
       - "127.0.0.1:${{REDIS_PORT:-16379}}:6379"
 "#
+    )
+}
+
+/// The proxy's Caddyfile: the demo's (demo/proxy/Caddyfile), to `api:8000`.
+pub const CADDYFILE: &str = "{
+\tadmin off
+\tauto_https off
+}
+
+:80 {
+\treverse_proxy {
+\t\tdynamic a api 8000 {
+\t\t\trefresh 100ms
+\t\t}
+\t\tlb_try_duration 5s
+\t\tlb_try_interval 50ms
+\t\ttransport http {
+\t\t\tdial_timeout 250ms
+\t\t}
+\t}
+}
+";
+
+/// The compose file of an app behind a proxy: the proxy publishes API_PORT,
+/// the api publishes nothing (it can run twice), optionally with a healthcheck.
+pub fn proxied_compose_file(b: &Behaviour) -> String {
+    let healthcheck = if b.healthcheck {
+        "    healthcheck:\n      test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:8000/cgi-bin/health\"]\n      interval: 500ms\n      timeout: 2s\n      retries: 2\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"version: "3.7"
+services:
+  proxy:
+    build: ./proxy
+    ports:
+      - "${{API_BIND:-127.0.0.1}}:${{API_PORT:-18000}}:80"
+    depends_on:
+      - api
+  api:
+    build: ./api
+    init: true
+    environment:
+      FAIL_HEALTH: "${{FAIL_HEALTH:-0}}"
+{healthcheck}    depends_on:
+      - redis
+  worker:
+    build: ./worker
+    init: true
+    depends_on:
+      - redis
+  redis:
+    image: deploy-test/redis:1
+    init: true
+    command: ["sh", "-c", "sleep {}; exec redis-server --save '' --appendonly no --protected-mode no"]
+    ports:
+      - "127.0.0.1:${{REDIS_PORT:-16379}}:6379"
+"#,
+        b.redis_delay_secs
     )
 }
 
@@ -133,7 +208,17 @@ impl AppRepo {
     /// Writes the app as `b` describes and commits it; returns the commit id.
     pub fn commit(&self, b: &Behaviour) -> String {
         let d = self.path();
-        write(d, "docker-compose.yml", &compose_file(b.redis_delay_secs));
+        if b.proxied {
+            write(d, "docker-compose.yml", &proxied_compose_file(b));
+            write(d, "proxy/Caddyfile", CADDYFILE);
+            write(
+                d,
+                "proxy/Dockerfile",
+                &format!("FROM {}\nCOPY Caddyfile /etc/caddy/Caddyfile\n", images::CADDY),
+            );
+        } else {
+            write(d, "docker-compose.yml", &compose_file(b.redis_delay_secs));
+        }
         let slow = if b.slow_build_secs > 0 {
             // A nonce so the slow step is never served from the build cache.
             let nonce = std::time::SystemTime::now()
@@ -156,8 +241,16 @@ impl AppRepo {
             d,
             "api/start.sh",
             &format!(
-                "echo api {} starting\necho \"$FAIL_HEALTH\" > /www/fail\nsleep {}\nexec httpd -f -v -p 8000 -h /www\n",
-                b.version, b.slow_start_secs
+                "echo api {} starting\necho \"$FAIL_HEALTH\" > /www/fail\nsleep {}\n{}",
+                b.version,
+                b.slow_start_secs,
+                if b.proxied {
+                    // Drains as demo/api/start.sh does: stops accepting on
+                    // SIGTERM, lets requests in flight finish.
+                    "httpd -f -v -p 8000 -h /www &\npid=$!\ntrap 'kill \"$pid\"; sleep 0.5; exit 0' TERM INT\nwait \"$pid\"\n"
+                } else {
+                    "exec httpd -f -v -p 8000 -h /www\n"
+                }
             ),
         );
         write(d, "api/www/version", &format!("{}\n", b.version));

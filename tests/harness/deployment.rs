@@ -158,6 +158,48 @@ impl Deployment {
         run
     }
 
+    /// `deploy test <args> --output json`, its JSON lines read as they come
+    /// with when each arrived; returns the exit code and the events.
+    pub fn deploy_timed(&self, extra: &[&str]) -> (i32, Vec<(std::time::Instant, serde_json::Value)>) {
+        use std::io::BufRead;
+        let mut child = Command::new(assert_cmd::cargo::cargo_bin("deploy"))
+            .args(["test", "--output", "json"])
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .current_dir(self.app.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("deploy starts");
+        let out = child.stdout.take().expect("stdout");
+        let events = std::io::BufReader::new(out)
+            .lines()
+            .map_while(Result::ok)
+            .map(|l| {
+                let v = serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+                (std::time::Instant::now(), v)
+            })
+            .collect();
+        let code = child.wait().expect("deploy ends").code().unwrap_or(-1);
+        (code, events)
+    }
+
+    /// The ids of the containers running `service`, sorted.
+    pub fn containers_of(&self, service: &str) -> Vec<String> {
+        let out = super::sh(Command::new("docker").args([
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", self.project),
+            "--filter",
+            &format!("label=com.docker.compose.service={service}"),
+        ]));
+        let mut v: Vec<String> = out.lines().map(str::to_string).collect();
+        v.sort();
+        v
+    }
+
     /// What the api's /version answers.
     pub fn version(&self) -> Option<String> {
         http_get(self.api_port, "/version")

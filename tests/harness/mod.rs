@@ -7,6 +7,7 @@ pub mod app;
 pub mod deployment;
 pub mod fleet;
 pub mod images;
+pub mod prober;
 pub mod sshd;
 
 use std::collections::BTreeMap;
