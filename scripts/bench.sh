@@ -8,6 +8,7 @@
 #   bash scripts/bench.sh --smoke         # N = 1, one run; report under target/ (CI)
 #   bash scripts/bench.sh --hosts 1,4 --runs 5 --out /tmp/b.md
 #   bash scripts/bench.sh --only-zero-downtime   # only its section of BENCHMARKS.md
+#   bash scripts/bench.sh --only-variants        # only the variants section (v1/v2, http/exec)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-bench-deps.sh

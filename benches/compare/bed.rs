@@ -16,11 +16,17 @@ pub enum Tool {
     Floor,
     /// A bash script of `ssh host '...'` lines, host after host.
     Manual,
+    /// `bench/ansible/deploy.yml`: the procedure's commands task for task.
     Ansible,
+    /// `bench/ansible/minimal.yml`: four tasks, no checklist beyond the api answering.
+    AnsibleMinimal,
     Deploy,
 }
 
+/// The tools of the main tables.
 pub const TOOLS: [Tool; 4] = [Tool::Floor, Tool::Manual, Tool::Ansible, Tool::Deploy];
+/// The tools of the variants (compose v1/v2, http/exec checks).
+pub const VARIANT_TOOLS: [Tool; 4] = [Tool::Floor, Tool::Ansible, Tool::AnsibleMinimal, Tool::Deploy];
 
 impl Tool {
     pub fn name(self) -> &'static str {
@@ -28,14 +34,68 @@ impl Tool {
             Tool::Floor => "floor",
             Tool::Manual => "manual",
             Tool::Ansible => "ansible",
+            Tool::AnsibleMinimal => "ansible-min",
             Tool::Deploy => "deploy",
+        }
+    }
+
+    /// One letter for compose project names.
+    fn code(self) -> char {
+        match self {
+            Tool::Floor => 'f',
+            Tool::Manual => 'm',
+            Tool::Ansible => 'a',
+            Tool::AnsibleMinimal => 'n',
+            Tool::Deploy => 'd',
+        }
+    }
+}
+
+/// The compose every tool of a bed runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Compose {
+    V2,
+    V1,
+}
+
+impl Compose {
+    pub fn name(self) -> &'static str {
+        match self {
+            Compose::V2 => "v2",
+            Compose::V1 => "v1",
+        }
+    }
+
+    /// The command the baselines run.
+    pub fn command(self) -> &'static str {
+        match self {
+            Compose::V2 => "docker compose",
+            Compose::V1 => "docker-compose",
+        }
+    }
+}
+
+/// The kind of checklist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Checks {
+    /// Health through the published port (deploy: an SSH tunnel), Redis PING from the worker.
+    Http,
+    /// The seed's: health by `wget` inside the api's container, Redis PING from the api and the worker.
+    Exec,
+}
+
+impl Checks {
+    pub fn name(self) -> &'static str {
+        match self {
+            Checks::Http => "http",
+            Checks::Exec => "exec",
         }
     }
 }
 
 /// Where the tool's copy of the app lives on one host.
 pub struct Site {
-    /// The compose network's subnet (10.233.0.0/16 is carved up among the copies).
+    /// The compose network's subnet: a /24 no network or route here uses (see [`free_subnets`]).
     pub subnet: String,
     pub dir: PathBuf,
     pub project: String,
@@ -45,6 +105,7 @@ pub struct Site {
 /// One tool's app: the repository a developer pushes from, its remote, and a site per host.
 pub struct Bed {
     pub tool: Tool,
+    pub compose: Compose,
     pub repo: tempfile::TempDir,
     /// The bare repository `origin` points at; removed with the bed.
     _remote: BareRemote,
@@ -76,7 +137,8 @@ impl Hosts {
 
 impl Bed {
     /// The demo app in a fresh repository, cloned (or, for `deploy`, configured) on every host.
-    pub fn new(tool: Tool, hosts: &Hosts, sizes: &[usize]) -> Bed {
+    /// `subnets` holds one free /24 per host for this copy.
+    pub fn new(tool: Tool, compose: Compose, hosts: &Hosts, sizes: &[usize], subnets: &[String]) -> Bed {
         let repo = open_tempdir();
         let d = repo.path();
         let demo = repo_root().join("demo");
@@ -116,9 +178,9 @@ impl Bed {
             .iter()
             .enumerate()
             .map(|(i, h)| Site {
-                subnet: format!("10.233.{}.0/24", tool as usize * 64 + i),
-                dir: h.app_path().join(tool.name()),
-                project: format!("b{}{}", &tool.name()[..1], h.port),
+                subnet: subnets[i].clone(),
+                dir: h.app_path().join(format!("{}-{}", tool.name(), compose.name())),
+                project: format!("b{}{}{}", tool.code(), &compose.name()[1..], h.port),
                 api_port: free_port(),
             })
             .collect();
@@ -137,6 +199,7 @@ impl Bed {
         }
         let bed = Bed {
             tool,
+            compose,
             repo,
             _remote: remote,
             sites,
@@ -168,7 +231,7 @@ impl Bed {
                     .collect();
                 std::fs::write(self.hosts_file(n), lines).unwrap();
             }
-            Tool::Ansible => {
+            Tool::Ansible | Tool::AnsibleMinimal => {
                 let mut inv = String::from("[app]\n");
                 for (i, (h, s)) in pairs.enumerate() {
                     inv.push_str(&format!(
@@ -202,29 +265,44 @@ impl Bed {
                         s.subnet
                     ));
                 }
-                // Two configs that differ in one line: the api switched as the
-                // baselines switch it (`up -d`), or start-first.
-                for (path, zero_downtime) in [
-                    (self.hosts_file(n), ""),
-                    (self.zero_downtime_file(n), "zero_downtime = [\"api\"]\n"),
+                // Configs that differ in a line or a check: the api switched as
+                // the baselines switch it (`up -d`) or start-first; http or exec checks.
+                for (path, zero_downtime, checks) in [
+                    (self.deploy_config(n, Checks::Http), "", Checks::Http),
+                    (self.deploy_config(n, Checks::Exec), "", Checks::Exec),
+                    (self.zero_downtime_file(n), "zero_downtime = [\"api\"]\n", Checks::Http),
                 ] {
+                    let health = match checks {
+                        Checks::Http => "[[verify.checks]]\nname = \"api health\"\ntype = \"http\"\nservice = \"api\"\nurl = \"http://127.0.0.1:{{DEMO_API_PORT}}/health\"\nvia = \"ssh\"\nexpect_status = [200]\n\n",
+                        Checks::Exec => "[[verify.checks]]\nname = \"api health\"\ntype = \"exec\"\nservice = \"api\"\ncommand = [\"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:8000/health\"]\n\n\
+                             [[verify.checks]]\nname = \"redis from api\"\ntype = \"exec\"\nservice = \"api\"\ncommand = [\"sh\", \"-c\", \"printf 'PING\\\\r\\\\nQUIT\\\\r\\\\n' | nc redis 6379 | grep -q PONG\"]\n\n",
+                    };
                     let config = format!(
                         "# The benchmark's fleet of {n}: the demo app with the README's checklist.\n\
                          [app]\nname = \"bench\"\ncompose_files = [\"docker-compose.yml\", \"docker-compose.override.yml\"]\nbuild = [\"api\", \"worker\", \"proxy\"]\nkeep_releases = 3\n{zero_downtime}\n\
                          [source]\nstrategy = \"git\"\nremote = \"origin\"\nbranch = \"main\"\n\n\
                          [ssh]\nuser = \"{USER}\"\nidentity_file = \"{}\"\nknown_hosts_file = \"{}\"\n\n\
-                         [environments.bench]\nparallel = {n}\ncompose = \"v2\"\n\n{tables}\
+                         [environments.bench]\nparallel = {n}\ncompose = \"{}\"\n\n{tables}\
                          [verify]\ntimeout = \"30s\"\n\n\
                          [[verify.checks]]\nname = \"containers up\"\ntype = \"compose_ps\"\n\n\
-                         [[verify.checks]]\nname = \"api health\"\ntype = \"http\"\nservice = \"api\"\nurl = \"http://127.0.0.1:{{{{DEMO_API_PORT}}}}/health\"\nvia = \"ssh\"\nexpect_status = [200]\n\n\
+                         {health}\
                          [[verify.checks]]\nname = \"redis from worker\"\ntype = \"exec\"\nservice = \"worker\"\ncommand = [\"redis-cli\", \"-h\", \"redis\", \"ping\"]\n\n\
                          [[verify.checks]]\nname = \"no refused connections\"\ntype = \"logs\"\nservices = [\"api\", \"worker\"]\nabsent = \"(?i)connection refused\"\n",
                         client_key().display(),
-                        hosts.known_hosts().display()
+                        hosts.known_hosts().display(),
+                        self.compose.name(),
                     );
                     std::fs::write(path, config).unwrap();
                 }
             }
+        }
+    }
+
+    /// `deploy`'s config for the first `n` hosts with the given checks.
+    pub fn deploy_config(&self, n: usize, checks: Checks) -> PathBuf {
+        match checks {
+            Checks::Http => self.repo.path().join(format!("deploy-{n}.toml")),
+            Checks::Exec => self.repo.path().join(format!("deploy-{n}-exec.toml")),
         }
     }
 
@@ -237,8 +315,8 @@ impl Bed {
     pub fn hosts_file(&self, n: usize) -> PathBuf {
         match self.tool {
             Tool::Floor | Tool::Manual => self.files.path().join(format!("fleet-{n}.hosts")),
-            Tool::Ansible => self.files.path().join(format!("fleet-{n}.ini")),
-            Tool::Deploy => self.repo.path().join(format!("deploy-{n}.toml")),
+            Tool::Ansible | Tool::AnsibleMinimal => self.files.path().join(format!("fleet-{n}.ini")),
+            Tool::Deploy => self.deploy_config(n, Checks::Http),
         }
     }
 
@@ -278,6 +356,46 @@ impl Bed {
     pub fn path(&self) -> &Path {
         self.repo.path()
     }
+}
+
+/// `count` /24 subnets in 10.224.0.0/11 that overlap no Docker network's subnet
+/// and no route of this machine: a fixed choice met a network left by someone
+/// else on a CI engine ("Pool overlaps with other one on this address space").
+pub fn free_subnets(count: usize) -> Vec<String> {
+    let mut used: Vec<(u32, u32)> = Vec::new();
+    let ids = sh(Command::new("docker").args(["network", "ls", "-q"]));
+    for id in ids.split_whitespace() {
+        let subnets = sh(Command::new("docker").args([
+            "network",
+            "inspect",
+            id,
+            "--format",
+            "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
+        ]));
+        used.extend(subnets.split_whitespace().filter_map(cidr));
+    }
+    let routes = sh(Command::new("ip").args(["-4", "route", "show", "table", "all"]));
+    used.extend(routes.lines().filter_map(|l| l.split_whitespace().find_map(cidr)));
+    let overlaps = |(a, la): (u32, u32), (b, lb): (u32, u32)| {
+        let len = la.min(lb);
+        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+        a & mask == b & mask
+    };
+    let free: Vec<String> = (0..(1u32 << 13))
+        .map(|k| ((10u32 << 24) | (224 << 16) | (k << 8), 24))
+        .filter(|&c| !used.iter().any(|&u| overlaps(c, u)))
+        .take(count)
+        .map(|(a, _)| format!("{}.{}.{}.0/24", a >> 24, (a >> 16) & 255, (a >> 8) & 255))
+        .collect();
+    assert_eq!(free.len(), count, "not enough free /24 subnets in 10.224.0.0/11");
+    free
+}
+
+/// "a.b.c.d/len" (or a bare address) as (address, prefix length).
+fn cidr(s: &str) -> Option<(u32, u32)> {
+    let (addr, len) = s.split_once('/').unwrap_or((s, "32"));
+    let ip: std::net::Ipv4Addr = addr.parse().ok()?;
+    Some((u32::from(ip), len.parse().ok().filter(|l| *l <= 32)?))
 }
 
 impl Drop for Bed {

@@ -8,7 +8,9 @@
 //! the baselines' per-step times), `--smoke` (1 host, 1 run, a report under
 //! target/ instead: the CI run that keeps this harness alive),
 //! `--only-zero-downtime` (only `deploy`'s zero-downtime comparison, whose
-//! section it writes into the report in place, leaving the rest as it was).
+//! section it writes into the report in place, leaving the rest as it was),
+//! `--only-variants` (only the variants: compose v1/v2, http/exec checks, the
+//! minimal playbook, deploy's per-step table; spliced in the same way).
 
 #[path = "../../tests/harness/mod.rs"]
 mod harness;
@@ -22,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bed::{Bed, Hosts, Tool, TOOLS};
+use bed::{Bed, Checks, Compose, Hosts, Tool, TOOLS, VARIANT_TOOLS};
 use measure::{timed, Prober, Sample};
 
 /// What a run changes.
@@ -54,6 +56,8 @@ struct Options {
     smoke: bool,
     /// Only the zero-downtime comparison, spliced into the report.
     zero_downtime_only: bool,
+    /// Only the variants, spliced into the report.
+    variants_only: bool,
 }
 
 fn options() -> Options {
@@ -66,6 +70,7 @@ fn options() -> Options {
         logs: None,
         smoke: false,
         zero_downtime_only: false,
+        variants_only: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -85,6 +90,12 @@ fn options() -> Options {
                 o.out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-smoke.md");
             }
             "--only-zero-downtime" => o.zero_downtime_only = true,
+            "--only-variants" => {
+                o.variants_only = true;
+                if !std::env::args().any(|a| a == "--hosts") {
+                    o.sizes = vec![1, 4];
+                }
+            }
             // `cargo bench` passes --bench to every bench target.
             "--bench" => {}
             other => panic!("unknown argument {other}"),
@@ -115,6 +126,19 @@ pub struct Results {
     pub switches: BTreeMap<(usize, bool), Vec<SwitchRun>>,
     /// `deploy --help`, ms.
     pub help_ms: Vec<f64>,
+    /// The variants: (compose, checks, hosts, tool) → wall seconds of each changed run.
+    pub variants: BTreeMap<(Compose, Checks, usize, Tool), Vec<f64>>,
+    /// (compose, checks, hosts) → deploy's steps: name → ms on each host of each run
+    /// (checks as "check: NAME", their time when they passed at the first attempt).
+    pub steps: BTreeMap<(Compose, Checks, usize), BTreeMap<String, Vec<f64>>>,
+    /// (compose, checks, hosts) → the order steps first came in.
+    pub step_order: Vec<String>,
+    /// (compose, checks, hosts) → remote commands per host, each host of each run.
+    pub remote_commands: BTreeMap<(Compose, Checks, usize), Vec<f64>>,
+    /// (compose, hosts) → the floor's `compose build` per host, ms (from its trace).
+    pub plain_build_ms: BTreeMap<(Compose, usize), Vec<f64>>,
+    /// (compose, checks, hosts) → peak RSS of deploy, KiB.
+    pub variant_rss: BTreeMap<(Compose, Checks, usize), Vec<u64>>,
     pub runs: usize,
     pub sizes: Vec<usize>,
     pub started: String,
@@ -162,8 +186,34 @@ fn main() {
     let tmp_logs = harness::open_tempdir();
     let logs = o.logs.clone().unwrap_or_else(|| tmp_logs.path().to_path_buf());
     std::fs::create_dir_all(&logs).expect("logs dir");
-    let tools: &[Tool] = if o.zero_downtime_only { &[Tool::Deploy] } else { &TOOLS };
-    let mut beds: Vec<Bed> = tools.iter().map(|&t| Bed::new(t, &hosts, &o.sizes)).collect();
+    // A bed per tool and compose: the main tables run v2; the variants v1 too.
+    let mut kinds: Vec<(Tool, Compose)> = Vec::new();
+    if o.zero_downtime_only {
+        kinds.push((Tool::Deploy, Compose::V2));
+    }
+    if !o.zero_downtime_only && !o.variants_only {
+        kinds.extend(TOOLS.iter().map(|&t| (t, Compose::V2)));
+    }
+    if !o.zero_downtime_only {
+        for c in [Compose::V2, Compose::V1] {
+            for &t in &VARIANT_TOOLS {
+                if !kinds.contains(&(t, c)) {
+                    kinds.push((t, c));
+                }
+            }
+        }
+    }
+    let subnets = bed::free_subnets(kinds.len() * max);
+    let mut beds: Vec<Bed> = kinds
+        .iter()
+        .zip(subnets.chunks(max))
+        .map(|(&(t, c), nets)| Bed::new(t, c, &hosts, &o.sizes, nets))
+        .collect();
+    // The main tables' beds, in TOOLS order.
+    let main: Vec<usize> = TOOLS
+        .iter()
+        .filter_map(|&t| beds.iter().position(|b| b.tool == t && b.compose == Compose::V2))
+        .collect();
     let mut results = Results {
         runs: o.runs,
         sizes: o.sizes.clone(),
@@ -179,25 +229,75 @@ fn main() {
             .prefix("bench-cp-")
             .tempdir_in("/tmp")
             .expect("tempdir"),
+        last_log: Default::default(),
     };
 
     // Every tool puts its first release on every host (not measured).
     eprintln!("bench: first release on {max} hosts with every tool");
     for bed in &beds {
         let sha = bed.head();
-        runner.run(bed, max, &sha, "setup");
+        runner.run(bed, max, &sha, "setup", Checks::Http);
     }
 
-    for iter in 0..if o.zero_downtime_only { 0 } else { o.runs } {
+    // The variants: every tool on compose v2 and v1, with http and with exec
+    // checks, a changed commit each run, the tools' order turning.
+    let variant_runs = if o.zero_downtime_only { 0 } else { o.runs };
+    for iter in 0..variant_runs {
+        for (k, &n) in o.sizes.iter().enumerate().filter(|(_, &n)| n <= 4) {
+            for compose in [Compose::V2, Compose::V1] {
+                for checks in [Checks::Http, Checks::Exec] {
+                    for i in 0..VARIANT_TOOLS.len() {
+                        let tool = VARIANT_TOOLS[(i + iter + k) % VARIANT_TOOLS.len()];
+                        let b = beds
+                            .iter()
+                            .position(|b| b.tool == tool && b.compose == compose)
+                            .expect("a bed per variant tool");
+                        let sha = beds[b].change_api(None);
+                        let bed = &beds[b];
+                        let what = format!("variant-{}-{}", compose.name(), checks.name());
+                        let sample = runner.run(bed, n, &sha, &what, checks);
+                        let wall = sample.wall.as_secs_f64();
+                        results
+                            .variants
+                            .entry((compose, checks, n, tool))
+                            .or_default()
+                            .push(wall);
+                        match tool {
+                            Tool::Deploy => record_steps(&mut results, (compose, checks, n), &sample),
+                            Tool::Floor => {
+                                let builds = runner.traced_builds(&sample);
+                                results.plain_build_ms.entry((compose, n)).or_default().extend(builds);
+                            }
+                            _ => {}
+                        }
+                        eprintln!(
+                            "bench: variants run {} · {n} hosts · {} · {} checks · {:<11} {wall:>6.2} s",
+                            iter + 1,
+                            compose.name(),
+                            checks.name(),
+                            tool.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    let main_runs = if o.zero_downtime_only || o.variants_only {
+        0
+    } else {
+        o.runs
+    };
+    for iter in 0..main_runs {
         for (k, &n) in o.sizes.iter().enumerate() {
             // The order of the tools turns from one round to the next.
-            let order: Vec<usize> = (0..TOOLS.len()).map(|i| (i + iter + k) % TOOLS.len()).collect();
-            let shas: Vec<String> = beds.iter_mut().map(|b| b.change_api(None)).collect();
+            let order: Vec<usize> = (0..TOOLS.len()).map(|i| main[(i + iter + k) % TOOLS.len()]).collect();
+            let shas: BTreeMap<usize, String> = order.iter().map(|&t| (t, beds[t].change_api(None))).collect();
             for &t in &order {
                 let bed = &beds[t];
                 let site = &bed.sites[0];
                 let prober = Prober::start(site.api_port, "/health", Duration::from_millis(50), None);
-                let sample = runner.run(bed, n, &shas[t], "changed");
+                let sample = runner.run(bed, n, &shas[&t], "changed", Checks::Http);
                 let probes = prober.finish();
                 let failed = probes.iter().filter(|p| !p.ok).count();
                 results.failed_run.entry((bed.tool, n)).or_default().push(failed);
@@ -249,13 +349,13 @@ fn main() {
                             .push((rb.wall.as_secs_f64(), sample.wall.as_secs_f64()));
                         eprintln!("bench: run {} · rollback {:.2} s", iter + 1, rb.wall.as_secs_f64());
                         // Back to the new release, so the no-change run finds it live.
-                        runner.run(bed, n, &shas[t], "forward");
+                        runner.run(bed, n, &shas[&t], "forward", Checks::Http);
                     }
                 }
             }
             for &t in &order {
                 let bed = &beds[t];
-                let sample = runner.run(bed, n, &shas[t], "unchanged");
+                let sample = runner.run(bed, n, &shas[&t], "unchanged", Checks::Http);
                 record(&mut results, bed.tool, n, Change::Nothing, &sample);
                 eprintln!(
                     "bench: run {} · {n} hosts · no change  · {:<7} {:>6.2} s",
@@ -271,11 +371,18 @@ fn main() {
     // the prober asks the proxy every 5 ms for the new release's page. These
     // runs switch by `up -d`: with zero_downtime the switch itself waits for
     // Docker's healthcheck, whose interval is the app's, not deploy's.
-    let bed = beds.iter_mut().find(|b| b.tool == Tool::Deploy).unwrap();
-    for i in 0..if o.zero_downtime_only { 0 } else { o.lag_runs } {
+    let bed = beds
+        .iter_mut()
+        .find(|b| b.tool == Tool::Deploy && b.compose == Compose::V2)
+        .unwrap();
+    for i in 0..if o.zero_downtime_only || o.variants_only {
+        0
+    } else {
+        o.lag_runs
+    } {
         let sha = bed.change_api(Some(2));
         let prober = Prober::start(bed.sites[0].api_port, "/", Duration::from_millis(5), Some(bed.marker()));
-        let sample = runner.run(bed, 1, &sha, "lag");
+        let sample = runner.run(bed, 1, &sha, "lag", Checks::Http);
         let probes = prober.finish();
         // When the answer came: through the proxy a probe can be held while
         // Caddy retries, so the time it was sent is not when the api answered.
@@ -294,7 +401,7 @@ fn main() {
     // by `up -d` and start-first, alternating, probed through the first host's
     // proxy every 20 ms.
     for (k, &n) in o.sizes.iter().enumerate() {
-        for i in 0..o.runs {
+        for i in 0..if o.variants_only { 0 } else { o.runs } {
             let modes = if (i + k) % 2 == 0 { [false, true] } else { [true, false] };
             for on in modes {
                 let sha = bed.change_api(None);
@@ -352,6 +459,9 @@ fn main() {
     let text = if o.zero_downtime_only {
         let before = std::fs::read_to_string(&o.out).unwrap_or_default();
         report::splice_zero_downtime(&before, &results)
+    } else if o.variants_only {
+        let before = std::fs::read_to_string(&o.out).unwrap_or_default();
+        report::splice_variants(&before, &results)
     } else {
         report::render(&results, &deploy_bin)
     };
@@ -402,6 +512,38 @@ fn switch_run(sample: &Sample, probes: &[measure::Probe], host: &str, sha: &str)
     }
 }
 
+/// deploy's step and check times, and its remote commands, from one run's events.
+fn record_steps(results: &mut Results, key: (Compose, Checks, usize), sample: &Sample) {
+    let events = sample.events();
+    let steps = results.steps.entry(key).or_default();
+    for (_, e) in &events {
+        let (name, ms) = match e["event"].as_str() {
+            Some("step") if e["status"] == "done" => {
+                (e["step"].as_str().unwrap_or("?").to_string(), e["elapsed_ms"].as_f64())
+            }
+            Some("check") if e["ok"] == true && e["attempts"] == 1 => (
+                format!("check: {}", e["name"].as_str().unwrap_or("?")),
+                e["elapsed_ms"].as_f64(),
+            ),
+            _ => continue,
+        };
+        if let Some(ms) = ms {
+            if !results.step_order.contains(&name) {
+                results.step_order.push(name.clone());
+            }
+            steps.entry(name).or_default().push(ms);
+        }
+    }
+    if let Some((_, summary)) = events.iter().find(|(_, e)| e["event"] == "summary") {
+        for h in summary["hosts"].as_array().into_iter().flatten() {
+            if let Some(k) = h["remote_commands"].as_f64() {
+                results.remote_commands.entry(key).or_default().push(k);
+            }
+        }
+    }
+    results.variant_rss.entry(key).or_default().push(sample.max_rss_kib);
+}
+
 fn record(results: &mut Results, tool: Tool, n: usize, change: Change, sample: &Sample) {
     results
         .wall
@@ -419,12 +561,14 @@ struct Runner<'a> {
     logs: PathBuf,
     /// Ansible's ssh control sockets, a fresh directory per run.
     masters: tempfile::TempDir,
+    /// The log of the last run.
+    last_log: std::cell::RefCell<PathBuf>,
 }
 
 impl Runner<'_> {
-    /// One release of `sha` to the first `n` hosts with `bed`'s tool, timed from
-    /// the push to the last check.
-    fn run(&self, bed: &Bed, n: usize, sha: &str, what: &str) -> Sample {
+    /// One release of `sha` to the first `n` hosts with `bed`'s tool and
+    /// `checks`, timed from the push to the last check.
+    fn run(&self, bed: &Bed, n: usize, sha: &str, what: &str, checks: Checks) -> Sample {
         let log = self.log(bed, n, what);
         let push = || {
             let mut c = Command::new("git");
@@ -432,10 +576,19 @@ impl Runner<'_> {
             c
         };
         let script = |name: &str| harness::repo_root().join("bench").join(name);
+        // The baselines' variant (bench/steps.sh reads these); the floor runs
+        // commands in containers the cheapest way, `docker exec`.
+        let variant = |c: &mut Command, exec_via: &str| {
+            c.env("COMPOSE", bed.compose.command())
+                .env("CHECKS", checks.name())
+                .env("EXEC_VIA", exec_via)
+                .env("BENCH_TRACE", "1");
+        };
         let commands = match bed.tool {
             Tool::Floor => {
                 let mut c = Command::new("bash");
                 c.arg(script("floor.sh")).arg(bed.hosts_file(n)).arg(sha);
+                variant(&mut c, "docker");
                 vec![push(), c]
             }
             Tool::Manual => {
@@ -445,13 +598,24 @@ impl Runner<'_> {
                     .arg(sha)
                     .arg(harness::sshd::client_key())
                     .arg(self.hosts.known_hosts());
+                variant(&mut c, "compose");
                 vec![push(), c]
             }
-            Tool::Ansible => {
+            Tool::Ansible | Tool::AnsibleMinimal => {
                 // Each run starts with no master connection, as deploy's runs do;
                 // within the run ControlPersist shares one per host.
                 let masters = self.masters.path().join(format!("{:03}", self.seq()));
                 std::fs::create_dir_all(&masters).expect("control path dir");
+                let playbook = if bed.tool == Tool::Ansible {
+                    "ansible/deploy.yml"
+                } else {
+                    "ansible/minimal.yml"
+                };
+                let vars = serde_json::json!({
+                    "sha": sha,
+                    "compose": bed.compose.command(),
+                    "checks": checks.name(),
+                });
                 let mut c = Command::new("/opt/deploy-bench-ansible/bin/ansible-playbook");
                 c.env("ANSIBLE_CONFIG", script("ansible/ansible.cfg"))
                     .env("ANSIBLE_SSH_CONTROL_PATH_DIR", &masters)
@@ -460,20 +624,34 @@ impl Runner<'_> {
                     .arg("-f")
                     .arg(n.to_string())
                     .arg("-e")
-                    .arg(format!("sha={sha}"))
-                    .arg(script("ansible/deploy.yml"));
+                    .arg(vars.to_string())
+                    .arg(script(playbook));
                 vec![push(), c]
             }
             Tool::Deploy => {
                 let mut c = Command::new(&self.deploy);
                 c.current_dir(bed.path())
                     .arg("--config")
-                    .arg(bed.hosts_file(n))
+                    .arg(bed.deploy_config(n, checks))
                     .args(["bench", "--output", "json"]);
                 vec![c]
             }
         };
-        timed(commands, &log)
+        let sample = timed(commands, &log);
+        self.last_log.replace(log);
+        sample
+    }
+
+    /// The floor's `compose build` times (ms, one per host) in the last run's
+    /// log, from bench/steps.sh's trace.
+    fn traced_builds(&self, _sample: &Sample) -> Vec<f64> {
+        let log = self.last_log.borrow().clone();
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(" build -q"))
+            .filter_map(|l| l.strip_prefix("step ")?.split(" ms:").next()?.parse().ok())
+            .collect()
     }
 
     /// `deploy --config CONFIG bench` to the first `n` hosts (the config names them).
@@ -496,8 +674,12 @@ impl Runner<'_> {
     }
 
     fn log(&self, bed: &Bed, n: usize, what: &str) -> PathBuf {
-        self.logs
-            .join(format!("{:03}-{}-{n}-{what}.log", self.seq(), bed.tool.name()))
+        self.logs.join(format!(
+            "{:03}-{}-{}-{n}-{what}.log",
+            self.seq(),
+            bed.tool.name(),
+            bed.compose.name()
+        ))
     }
 
     fn seq(&self) -> usize {

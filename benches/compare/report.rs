@@ -4,7 +4,7 @@ use std::fmt::Write;
 use std::path::Path;
 use std::process::Command;
 
-use crate::bed::{Tool, TOOLS};
+use crate::bed::{Checks, Compose, Tool, TOOLS, VARIANT_TOOLS};
 use crate::measure::median;
 use crate::{field, version_of, Change, Results};
 
@@ -191,6 +191,7 @@ pub fn render(r: &Results, deploy_bin: &Path) -> String {
     );
 
     s.push_str(&zero_downtime_section(r, false));
+    s.push_str(&variants_section(r, false));
 
     let _ = writeln!(s, "\n## More figures\n");
     let _ = writeln!(
@@ -256,7 +257,7 @@ pub fn render(r: &Results, deploy_bin: &Path) -> String {
         }
     }
     let _ = writeln!(s, "\n## Run it\n");
-    let _ = writeln!(s, "```\nbash scripts/bench.sh            # N = 1, 4, 16; 5 runs; rewrites BENCHMARKS.md (about 30 min here)\nbash scripts/bench.sh --smoke    # N = 1, one run, report under target/ (what CI runs)\nbash scripts/bench.sh --only-zero-downtime   # only the zero-downtime section, rewritten in place\n```");
+    let _ = writeln!(s, "```\nbash scripts/bench.sh            # N = 1, 4, 16; 5 runs; rewrites BENCHMARKS.md (about 30 min here)\nbash scripts/bench.sh --smoke    # N = 1, one run, report under target/ (what CI runs)\nbash scripts/bench.sh --only-zero-downtime   # only the zero-downtime section, rewritten in place\nbash scripts/bench.sh --only-variants        # only the variants section (N = 1, 4), rewritten in place\n```");
     s
 }
 
@@ -268,19 +269,284 @@ const SECTION_END: &str = "<!-- end of the zero-downtime section -->";
 /// `existing` (BENCHMARKS.md) with its zero-downtime section replaced by this
 /// run's (or inserted before "## More figures").
 pub fn splice_zero_downtime(existing: &str, r: &Results) -> String {
-    let section = zero_downtime_section(r, true);
-    match (existing.find(SECTION_START), existing.find(SECTION_END)) {
+    splice(existing, SECTION_START, SECTION_END, &zero_downtime_section(r, true))
+}
+
+/// Marks the variants section, which `--only-variants` rewrites alone.
+const VARIANTS_START: &str = "<!-- variants section: scripts/bench.sh writes it; --only-variants rewrites it alone -->";
+const VARIANTS_END: &str = "<!-- end of the variants section -->";
+
+/// `existing` with its variants section replaced by this run's.
+pub fn splice_variants(existing: &str, r: &Results) -> String {
+    splice(existing, VARIANTS_START, VARIANTS_END, &variants_section(r, true))
+}
+
+/// `existing` with the part between `start` and `end` replaced by `section`
+/// (which carries both markers), or `section` inserted before "## More figures".
+fn splice(existing: &str, start: &str, end: &str, section: &str) -> String {
+    match (existing.find(start), existing.find(end)) {
         (Some(a), Some(b)) if a < b => format!(
             "{}{}\n{}",
             &existing[..a],
             section.trim_start_matches('\n'),
-            &existing[b + SECTION_END.len()..].trim_start_matches('\n')
+            &existing[b + end.len()..].trim_start_matches('\n')
         ),
         _ => match existing.find("\n## More figures") {
             Some(at) => format!("{}{section}\n{}", &existing[..at], &existing[at + 1..]),
             None => format!("{existing}{section}"),
         },
     }
+}
+
+/// Every tool on compose v2 and v1, with http and with exec checks, and the
+/// minimal playbook beside the full one; deploy's time step by step.
+fn variants_section(r: &Results, alone: bool) -> String {
+    let mut out = String::new();
+    let s = &mut out;
+    let _ = writeln!(
+        s,
+        "\n{VARIANTS_START}\n## Variants: compose v1 and v2, http and exec checks, a minimal playbook\n"
+    );
+    if r.variants.is_empty() {
+        let _ = writeln!(s, "Not measured in this run.\n\n{VARIANTS_END}");
+        return out;
+    }
+    let sizes: Vec<usize> = r.sizes.iter().copied().filter(|&n| n <= 4).collect();
+    if alone {
+        let root = crate::harness::repo_root();
+        let commit = version_of("git", &["-C", root.to_str().unwrap(), "rev-parse", "--short", "HEAD"]);
+        let _ = writeln!(
+            s,
+            "This section alone was written by `scripts/bench.sh --only-variants` on {}, from commit `{commit}`, \
+             in {:.0} min, {} run(s) per cell; the sections above come from the runs they name. The machine is \
+             shared: its load average was {} when this run started and {} when it ended (2 cores). \
+             Compose: {} (v2) and {} (v1).\n",
+            r.started,
+            r.took.as_secs_f64() / 60.0,
+            r.runs,
+            r.load.0,
+            r.load.1,
+            version_of("docker", &["compose", "version"]),
+            version_of("docker-compose", &["version", "--short"])
+        );
+    }
+    let _ = writeln!(
+        s,
+        "A changed commit every run (the api rebuilt and replaced), the tools' order turning from one run to \
+         the next, medians. Each tool has a copy of the app per compose version. **http** checks: the checklist \
+         above (health through the published port; `deploy` through an SSH tunnel). **exec** checks, the seed's \
+         checklist: containers up, health by `wget` inside the api's container, Redis `PING` from the api (busybox \
+         `nc`) and from the worker (`redis-cli`), no `connection refused` logged. The floor runs commands in \
+         containers with `docker exec` (the cheapest way), Ansible with `compose exec -T` (what its users write), \
+         `deploy` through the Engine API over the SSH connection. On compose v1, which has no `logs --since`, the \
+         baselines read the services' whole logs. **ansible-min** is `bench/ansible/minimal.yml`: four tasks \
+         (`git archive | tar`, `build`, `up -d`, `uri` until the api answers, every 0.1 s), no other check: it \
+         does less than the others, which is the point of comparing with it.\n"
+    );
+    let _ = writeln!(s, "### Wall time (seconds) and overhead over the floor\n");
+    let _ = writeln!(s, "Overhead = a tool's median minus the floor's, same cell. Target: deploy's overhead ≤ 0.1 × Ansible's, for both playbooks.\n");
+    let _ = writeln!(
+        s,
+        "| hosts | compose | checks | floor | ansible | ansible-min | deploy | deploy − floor | deploy overhead / ansible's | / ansible-min's |"
+    );
+    let _ = writeln!(s, "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let vmed = |c: Compose, k: Checks, n: usize, t: Tool| median(r.variants.get(&(c, k, n, t)).map_or(&[][..], |v| v));
+    let yes = |ok: bool| if ok { "" } else { " **missed**" };
+    let mut missed = Vec::new();
+    for &n in &sizes {
+        for c in [Compose::V2, Compose::V1] {
+            for k in [Checks::Http, Checks::Exec] {
+                let [f, a, m, d] = VARIANT_TOOLS.map(|t| vmed(c, k, n, t));
+                let (ra, rm) = ((d - f) / (a - f), (d - f) / (m - f));
+                for (who, ratio) in [("ansible", ra), ("ansible-min", rm)] {
+                    if ratio > 0.1 {
+                        missed.push(format!(
+                            "{n} host(s), {}, {} checks, against {who}: {ratio:.2} ×",
+                            c.name(),
+                            k.name()
+                        ));
+                    }
+                }
+                let _ = writeln!(
+                    s,
+                    "| {n} | {} | {} | {f:.2} | {a:.2} | {m:.2} | {d:.2} | {:.2} | {ra:.2}{} | {rm:.2}{} |",
+                    c.name(),
+                    k.name(),
+                    d - f,
+                    yes(ra <= 0.1),
+                    yes(rm <= 0.1)
+                );
+            }
+        }
+    }
+
+    // Where deploy's time goes.
+    let cols: Vec<(Compose, Checks, usize)> = sizes
+        .iter()
+        .flat_map(|&n| {
+            [Compose::V2, Compose::V1]
+                .into_iter()
+                .flat_map(move |c| [Checks::Http, Checks::Exec].into_iter().map(move |k| (c, k, n)))
+        })
+        .collect();
+    let _ = writeln!(s, "\n### Where deploy's time goes (ms)\n");
+    let _ = writeln!(
+        s,
+        "Each step as `deploy` reports it (JSON `step` events, their `elapsed_ms`), on every host of every run: \
+         the median, and at more than one host the largest in brackets. Steps overlap: the push runs while the \
+         hosts fetch, prune runs during the checks, the checks run at once. A check's row is one attempt: its time \
+         when it passed at the first. `remote commands` is the number of commands `deploy` ran on a host over SSH \
+         (from the JSON summary), engine API calls not counted.\n"
+    );
+    let head: Vec<String> = cols
+        .iter()
+        .map(|(c, k, n)| format!("{n} host(s) {} {}", c.name(), k.name()))
+        .collect();
+    let _ = writeln!(s, "| step | {} |", head.join(" | "));
+    let _ = writeln!(s, "|---|{}", "---:|".repeat(cols.len()));
+    let cell = |v: Option<&Vec<f64>>, n: usize| match v {
+        Some(v) if !v.is_empty() => {
+            let max = v.iter().cloned().fold(f64::MIN, f64::max);
+            if n > 1 {
+                format!("{:.0} ({max:.0})", median(v))
+            } else {
+                format!("{:.0}", median(v))
+            }
+        }
+        _ => "–".into(),
+    };
+    for step in &r.step_order {
+        let cells: Vec<String> = cols
+            .iter()
+            .map(|key| cell(r.steps.get(key).and_then(|m| m.get(step)), key.2))
+            .collect();
+        let _ = writeln!(s, "| {step} | {} |", cells.join(" | "));
+    }
+    let cells: Vec<String> = cols.iter().map(|key| cell(r.remote_commands.get(key), key.2)).collect();
+    let _ = writeln!(s, "| **remote commands per host** | {} |", cells.join(" | "));
+    let cells: Vec<String> = cols
+        .iter()
+        .map(|(c, _, n)| cell(r.plain_build_ms.get(&(*c, *n)), *n))
+        .collect();
+    let _ = writeln!(s, "| the floor's plain `compose build` | {} |", cells.join(" | "));
+    let cells: Vec<String> = cols
+        .iter()
+        .map(|key| {
+            let rss = r
+                .variant_rss
+                .get(key)
+                .and_then(|v| v.iter().max())
+                .copied()
+                .unwrap_or(0);
+            format!("{:.1} MB", rss as f64 * 1024.0 / 1e6)
+        })
+        .collect();
+    let _ = writeln!(s, "| peak RSS of deploy (largest) | {} |", cells.join(" | "));
+
+    // The issue's other targets, from these runs.
+    let _ = writeln!(s, "\n### Targets\n");
+    let _ = writeln!(s, "| target | measured | met |");
+    let _ = writeln!(s, "|---|---|---|");
+    let met = |ok: bool| if ok { "yes" } else { "**no**" };
+    let _ = writeln!(
+        s,
+        "| deploy's overhead ≤ 0.1 × Ansible's, every cell above (both playbooks) | {} | {} |",
+        if missed.is_empty() {
+            "all cells".to_string()
+        } else {
+            format!(
+                "missed in {} of {}: {}",
+                missed.len(),
+                cols.len() * 2,
+                missed.join("; ")
+            )
+        },
+        met(missed.is_empty())
+    );
+    for c in [Compose::V2, Compose::V1] {
+        for k in [Checks::Http, Checks::Exec] {
+            if !sizes.contains(&1) {
+                continue;
+            }
+            let (f, d) = (vmed(c, k, 1, Tool::Floor), vmed(c, k, 1, Tool::Deploy));
+            let _ = writeln!(
+                s,
+                "| 1 host, {} {} checks: deploy ≤ floor + 0.25 s | {d:.2} s vs {f:.2} s + 0.25 s (over by {:.2} s) | {} |",
+                c.name(),
+                k.name(),
+                (d - f - 0.25).max(0.0),
+                met(d <= f + 0.25)
+            );
+        }
+    }
+    for c in [Compose::V2, Compose::V1] {
+        let build = r
+            .steps
+            .iter()
+            .filter(|((cc, _, n), _)| *cc == c && *n == 1)
+            .flat_map(|(_, m)| m.get("build").cloned().unwrap_or_default())
+            .collect::<Vec<f64>>();
+        let plain = r.plain_build_ms.get(&(c, 1)).cloned().unwrap_or_default();
+        if build.is_empty() || plain.is_empty() {
+            continue;
+        }
+        let (b, p) = (median(&build), median(&plain));
+        let _ = writeln!(
+            s,
+            "| 1 host, {}: deploy's build step ≤ a plain `compose build` + 100 ms | {b:.0} ms vs {p:.0} ms + 100 ms | {} |",
+            c.name(),
+            met(b <= p + 100.0)
+        );
+    }
+    for c in [Compose::V2, Compose::V1] {
+        let attempts: Vec<f64> = r
+            .steps
+            .iter()
+            .filter(|((cc, k, _), _)| *cc == c && *k == Checks::Exec)
+            .flat_map(|(_, m)| {
+                m.iter()
+                    .filter(|(name, _)| name.starts_with("check: redis from") || name.as_str() == "check: api health")
+                    .flat_map(|(_, v)| v.clone())
+            })
+            .collect();
+        if attempts.is_empty() {
+            continue;
+        }
+        let worst = attempts.iter().cloned().fold(f64::MIN, f64::max);
+        let _ = writeln!(
+            s,
+            "| {}: an exec check's attempt ≤ 100 ms | median {:.0} ms, largest {worst:.0} ms (of {}) | {} |",
+            c.name(),
+            median(&attempts),
+            attempts.len(),
+            met(median(&attempts) <= 100.0)
+        );
+    }
+    if !r.help_ms.is_empty() {
+        let _ = writeln!(
+            s,
+            "| `deploy --help` ≤ 10 ms | median {:.1} ms over {} runs | {} |",
+            median(&r.help_ms),
+            r.help_ms.len(),
+            met(median(&r.help_ms) <= 10.0)
+        );
+    }
+    let _ = writeln!(s, "\nEvery run (seconds, in the order run):\n");
+    let _ = writeln!(s, "| hosts | compose | checks | tool | runs |");
+    let _ = writeln!(s, "|---:|---|---|---|---|");
+    for ((c, k, n, t), v) in &r.variants {
+        let runs: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
+        let _ = writeln!(
+            s,
+            "| {n} | {} | {} | {} | {} |",
+            c.name(),
+            k.name(),
+            t.name(),
+            runs.join(", ")
+        );
+    }
+    let _ = writeln!(s, "\n{VARIANTS_END}");
+    out
 }
 
 /// The start-first switch against `up -d`, through the first host's proxy.

@@ -1,4 +1,5 @@
-//! `type = "exec"`: `compose exec -T <service> <command>` must exit 0.
+//! `type = "exec"`: the command must exit 0 in the service's container: through
+//! the Engine API (`docker exec` semantics), else `compose exec -T`.
 
 use super::{excerpt, Attempt, Target};
 use crate::config::CheckKind;

@@ -320,7 +320,17 @@ pub fn remove_project(project: &str) {
             .args(&volumes)
             .output();
     }
-    let images = list(&["image", "ls", "-q", "--filter", &format!("reference={project}-*")]);
+    // By name, never by id: the build cache gives two tests that build the
+    // same files the same image id, and removing an id with -f takes every
+    // tag of it, another test's (running a deploy) among them.
+    let images = list(&[
+        "image",
+        "ls",
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+        "--filter",
+        &format!("reference={project}-*"),
+    ]);
     if !images.is_empty() {
         let _ = Command::new("docker")
             .args(["image", "rm", "-f"])
