@@ -230,6 +230,21 @@ pub fn parse_extend(code: i32, stderr: &str) -> Extend {
     }
 }
 
+// $2 token. Under the mutex, so an extension running at the same moment
+// cannot write the deadline back after it is gone.
+const CONFIRM: &str = lock_script!(
+    r#"
+alone || true
+rm -f "$state/watchdog-$2"
+"#
+);
+
+/// Confirms the run with `token` on the host: its watchdog stands down (see
+/// [`crate::watchdog`]).
+pub fn confirm_watchdog(layout: &Layout, token: &str) -> Cmd {
+    shell(CONFIRM, &[&layout.lock(), token])
+}
+
 // $2 token ("" with --force).
 const RELEASE: &str = lock_script!(
     r#"

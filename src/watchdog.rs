@@ -78,7 +78,7 @@ pub fn arm(layout: &Layout, token: &str, secs: u64, revert: &Cmd, entry: &Entry)
 
 /// Confirms the host for the run with `token`: its watchdog ends within a second.
 pub fn confirm(layout: &Layout, token: &str) -> Cmd {
-    Cmd::new("rm").arg("-f").arg(file(layout, token))
+    crate::lock::confirm_watchdog(layout, token)
 }
 
 // $1 the state dir. Prints "token deadline" for each watchdog still armed.
