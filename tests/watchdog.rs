@@ -42,13 +42,29 @@ url = "http://127.0.0.1:{API_PORT}/cgi-bin/health"
         &Behaviour::version("A"),
     );
     d.deploy(&[], 0);
+    // The host's first deploy has nothing to go back to: no watchdog. The
+    // second switches from a release, so it arms one, and confirms it at the end.
+    d.app.commit(&Behaviour::version("A2"));
+    let (run, _) = d.deploy_json(&[], 0);
+    assert!(
+        run.stdout.contains(r#""step":"confirm","status":"done""#),
+        "the second deploy confirmed no watchdog: {}",
+        run.all()
+    );
     let a = d.current().unwrap();
-    // A deploy that finishes confirms its host: no watchdog is left.
+    // A deploy that finishes confirms its host: no watchdog process or deadline is left.
     wait_for(
         "the watchdog of a finished deploy to end",
         Duration::from_secs(10),
         || !watchdog_running(&d),
     );
+    let armed: Vec<String> = std::fs::read_dir(d.app_path().join(".deploy"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("watchdog-") && !n.ends_with(".log"))
+        .collect();
+    assert!(armed.is_empty(), "deadline files left armed: {armed:?}");
     assert!(!d.history().last().unwrap().to_string().contains("watchdog"));
 
     // B fails its checks, which would wait a minute: the deploy is killed
@@ -79,8 +95,8 @@ url = "http://127.0.0.1:{API_PORT}/cgi-bin/health"
     assert!(status.stdout.contains("watchdog: armed by run"), "{}", status.all());
 
     // Within confirm_timeout (and a little), the host is back on A by itself.
-    wait_for("the host to put A back", Duration::from_secs(60), || {
-        d.current().as_deref() == Some(a.as_str()) && d.version().as_deref() == Some("A")
+    wait_for("the host to put A2 back", Duration::from_secs(60), || {
+        d.current().as_deref() == Some(a.as_str()) && d.version().as_deref() == Some("A2")
     });
     wait_for("the watchdog to finish", Duration::from_secs(30), || {
         !watchdog_running(&d)
@@ -89,12 +105,13 @@ url = "http://127.0.0.1:{API_PORT}/cgi-bin/health"
     assert_eq!(last["outcome"], "reverted_by_watchdog", "{last}");
     assert_eq!(last["to"], a.as_str(), "{last}");
     assert!(!d.locked(), "the vanished run's lock is freed");
-    let log = std::fs::read_dir(d.app_path().join(".deploy"))
+    // The vanished run's watchdog log (the confirmed one's says nothing).
+    let log: String = std::fs::read_dir(d.app_path().join(".deploy"))
         .unwrap()
         .filter_map(|e| e.ok())
-        .find(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
         .map(|e| std::fs::read_to_string(e.path()).unwrap())
-        .unwrap_or_default();
+        .collect();
     assert!(log.contains("did not confirm in time"), "the watchdog's log: {log}");
     // The next deploy works as usual.
     d.app.commit(&Behaviour::version("C"));
