@@ -466,13 +466,7 @@ async fn replace(
         discard(m, &new).await;
         return Err(e.into());
     }
-    let result = wait_and_swap(sw, m, record, entry, old, &new, started).await;
-    if let Err(SwitchError::Remote(_)) = &result {
-        // A command failed on the way: the old containers may still serve,
-        // the new ones must not stay beside them. (Not ready: already gone.)
-        discard(m, &new).await;
-    }
-    result
+    wait_and_swap(sw, m, record, entry, old, &new, started).await
 }
 
 /// Stops and removes containers `ids`, as well as it can: for a path that
@@ -498,8 +492,17 @@ async fn wait_and_swap(
     started: Instant,
 ) -> Result<(), SwitchError> {
     let service = entry.service.as_str();
-    let fresh = inspect(m, new).await?;
-    let old_names = names(&inspect(m, old).await?);
+    // A command that fails before the swap: the old containers still serve,
+    // the new ones must not stay beside them. (Not ready: removed below.)
+    let inspected = match (inspect(m, new).await, inspect(m, old).await) {
+        (Ok(fresh), Ok(before)) => (fresh, before),
+        (Err(e), _) | (_, Err(e)) => {
+            discard(m, new).await;
+            return Err(e.into());
+        }
+    };
+    let (fresh, before) = inspected;
+    let old_names = names(&before);
     let new_names = names(&fresh);
     let event = |phase: StartFirstPhase| {
         sw.reporter.event(Event::StartFirst {
@@ -528,6 +531,8 @@ async fn wait_and_swap(
             if entry.drain_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(entry.drain_ms)).await;
             }
+            // From here the new containers stay whatever happens: the old
+            // ones may already be stopped, and they are what serves.
             m.remote
                 .check(&shell(STOP_AND_REMOVE, &strs(old)).into(), Some(STEP_TIMEOUT))
                 .await?;

@@ -207,7 +207,8 @@ if [ -z "$exp" ] || { [ "$exp" != 0 ] && [ "$exp" -lt "$now" ]; }; then echo "th
 sed -i "1s/^{\"since\":\([0-9]*\),\"expires\":[0-9]*,/{\"since\":\1,\"expires\":$((now + $3)),/" "$lock/info.json" ||
   { echo "cannot write $lock/info.json" >&2; exit 2; }
 # This run is alive: its watchdog (if armed) waits $4 seconds more.
-[ ! -f "$state/watchdog-$2" ] || echo $((now + $4)) > "$state/watchdog-$2"
+# Written aside and moved into place: the watchdog never reads it half-written.
+[ ! -f "$state/watchdog-$2" ] || { echo $((now + $4)) > "$state/watchdog-$2.tmp" && mv -f "$state/watchdog-$2.tmp" "$state/watchdog-$2"; }
 "#
 );
 
@@ -235,7 +236,7 @@ pub fn parse_extend(code: i32, stderr: &str) -> Extend {
 const CONFIRM: &str = lock_script!(
     r#"
 alone || true
-rm -f "$state/watchdog-$2"
+rm -f "$state/watchdog-$2" "$state/watchdog-$2.tmp"
 "#
 );
 
@@ -275,7 +276,7 @@ if [ -z "$exp" ] || { [ "$exp" != 0 ] && [ "$exp" -lt "$now" ]; }; then
   echo "the lock expired (was this machine asleep?): not done" >&2; exit 86
 fi
 [ "$4" = 0 ] || sed -i "1s/^{\"since\":\([0-9]*\),\"expires\":[0-9]*,/{\"since\":\1,\"expires\":$((now + $4)),/" "$lock/info.json"
-[ "$5" = 0 ] || [ ! -f "$state/watchdog-$2" ] || echo $((now + $5)) > "$state/watchdog-$2"
+[ "$5" = 0 ] || [ ! -f "$state/watchdog-$2" ] || { echo $((now + $5)) > "$state/watchdog-$2.tmp" && mv -f "$state/watchdog-$2.tmp" "$state/watchdog-$2"; }
 exec 9>&-
 sh -c "$3"
 "#

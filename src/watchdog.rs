@@ -24,24 +24,46 @@ pub fn file(layout: &Layout, token: &str) -> String {
 
 // The watchdog itself. $1 deadline file, $2 the lock dir, $3 the run's token,
 // $4 the revert (as shell), $5 the history file, $6 its line (time: __TIME__).
+// The lock is looked at and changed only under its mutex (as lock.rs does):
+// before the revert, the lock must still be the vanished run's, and it is
+// extended so nobody takes it over while the revert runs; after it, it is
+// freed only if it is still that run's. A revert that fails keeps the lock and
+// says so in the history: a person must look.
 const WATCH: &str = r#"
-w="$1"; lock="$2"
+w="$1"; lock="$2"; token="$3"
 while :; do
   d=$(cat "$w" 2>/dev/null) || exit 0          # confirmed: nothing to do
-  [ "$(date +%s)" -lt "${d:-0}" ] || break
+  case "$d" in ''|*[!0-9]*) sleep 1; continue ;; esac
+  [ "$(date +%s)" -lt "$d" ] || break
   sleep 1
 done
-tok=$(sed -n '1s/^{"since":[0-9]*,"expires":[0-9]*,"token":"\([^"]*\)".*/\1/p' "$lock/info.json" 2>/dev/null)
-if [ "$tok" != "$3" ]; then
-  echo "$(date -u) not reverting: the lock is no longer the vanished run's (someone else deploys)"
+mutex() { command -v flock >/dev/null 2>&1 || return 0; exec 9>>"$lock.mutex" && flock -w 30 9; }
+ours() {
+  t=$(sed -n '1s/^{"since":[0-9]*,"expires":[0-9]*,"token":"\([^"]*\)".*/\1/p' "$lock/info.json" 2>/dev/null)
+  [ -n "$t" ] && [ "$t" = "$token" ]
+}
+mutex
+if ! ours || [ ! -f "$w" ]; then
+  exec 9>&-
+  echo "$(date -u) not reverting: confirmed, or the lock is no longer the vanished run's (someone else deploys)"
   rm -f "$w"; exit 0
 fi
+now=$(date +%s)
+sed -i "1s/^{\"since\":\([0-9]*\),\"expires\":[0-9]*,/{\"since\":\1,\"expires\":$((now + 900)),/" "$lock/info.json"
+exec 9>&-
 echo "$(date -u) the run did not confirm in time: putting the release from before back"
 sh -c "$4"; rc=$?
 echo "$(date -u) revert exited with $rc"
 now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-printf '%s\n' "$6" | sed "s/__TIME__/$now/" >> "$5"
-mv "$lock" "$lock.gone.$$" 2>/dev/null && rm -rf "$lock.gone.$$"
+if [ "$rc" = 0 ]; then
+  printf '%s\n' "$6" | sed "s/__TIME__/$now/" >> "$5"
+  mutex
+  if ours; then mv "$lock" "$lock.gone.$$" 2>/dev/null && rm -rf "$lock.gone.$$"; fi
+  exec 9>&-
+else
+  printf '%s\n' "$6" | sed "s/__TIME__/$now/; s/\"outcome\":\"reverted_by_watchdog\"/\"outcome\":\"rollback_failed\"/" >> "$5"
+  echo "$(date -u) the lock stays: a person must look"
+fi
 rm -f "$w"
 "#;
 
@@ -85,7 +107,7 @@ pub fn confirm(layout: &Layout, token: &str) -> Cmd {
 const PENDING: &str = r#"
 for w in "$1"/watchdog-*; do
   [ -f "$w" ] || continue
-  case "$w" in *.log) continue ;; esac
+  case "$w" in *.log|*.tmp) continue ;; esac
   printf '%s %s\n' "${w##*/watchdog-}" "$(cat "$w" 2>/dev/null)"
 done
 true

@@ -158,9 +158,15 @@ impl Bed {
         }
         // 4 tools × 16 hosts are more compose networks than Docker's default
         // address pools hold (about 30): each copy gets a subnet of its own.
+        // And no api healthcheck: the demo's runs every 500 ms, an exec in the
+        // container each time; with dozens of copies of the app idle on two
+        // cores (every tool's, every host's) those execs alone loaded the
+        // machine past 50 and every figure with it. Every tool runs without
+        // it; deploy's start-first switch then waits for its http check.
         std::fs::write(
             d.join("docker-compose.override.yml"),
-            "# The benchmark's addition to the demo: a subnet per copy of the app.\n\
+            "# The benchmark's changes to the demo: a subnet per copy of the app, no api healthcheck.\n\
+             services:\n  api:\n    healthcheck:\n      disable: true\n\
              networks:\n  default:\n    ipam:\n      config:\n        - subnet: \"${BENCH_SUBNET}\"\n",
         )
         .unwrap();
@@ -270,7 +276,7 @@ impl Bed {
                 for (path, zero_downtime, checks) in [
                     (self.deploy_config(n, Checks::Http), "", Checks::Http),
                     (self.deploy_config(n, Checks::Exec), "", Checks::Exec),
-                    (self.zero_downtime_file(n), "zero_downtime = [\"api\"]\n", Checks::Http),
+                    (self.zero_downtime_file(n), "zero_downtime = [{ service = \"api\", port = 8000 }]\n", Checks::Http),
                 ] {
                     let health = match checks {
                         Checks::Http => "[[verify.checks]]\nname = \"api health\"\ntype = \"http\"\nservice = \"api\"\nurl = \"http://127.0.0.1:{{DEMO_API_PORT}}/health\"\nvia = \"ssh\"\nexpect_status = [200]\n\n",

@@ -375,8 +375,8 @@ fn main() {
 
     // Health-detection lag: the api starts serving 2 s after its container;
     // the prober asks the proxy every 5 ms for the new release's page. These
-    // runs switch by `up -d`: with zero_downtime the switch itself waits for
-    // Docker's healthcheck, whose interval is the app's, not deploy's.
+    // runs switch by `up -d`: with zero_downtime the switch itself waits
+    // until the new container is ready.
     let bed = beds
         .iter_mut()
         .find(|b| b.tool == Tool::Deploy && b.compose == Compose::V2)

@@ -573,12 +573,15 @@ fn zero_downtime_section(r: &Results, alone: bool) -> String {
         s,
         "The same changed deploy of `deploy` ({} runs per row, on and off alternating), with the api switched by \
          `up -d` (off) or start-first (`zero_downtime = [\"api\"]`: a new container beside the old one, the old \
-         one stopped once the new one is healthy). A prober asks the first host's proxy for `/health` every 20 ms, \
+         one stopped once the new one is ready). A prober asks the first host's proxy for `/health` every 20 ms, \
          one request at a time; a probe fails without a 200 within 1 s (Caddy holds a request for up to 5 s while \
          it retries, so a gap shows as slow answers as well as failures). The window is the first host's switch, \
          from its start to the api check passing; the switch time is that host's `switch` step (with \
-         `zero_downtime` it includes waiting for the new container's healthcheck, interval 500 ms, and the old \
-         api's 0.5 s drain on SIGTERM).\n",
+         `zero_downtime` it includes waiting until the new container is ready and the old api's 0.5 s drain on \
+         SIGTERM). The benchmark's copies of the demo run without the api's healthcheck (dozens of idle copies \
+         share two cores, and its exec every 500 ms in each loaded the machine past 50): a new container is \
+         ready when deploy's `api health` http check passes against it, the path for apps without a healthcheck; \
+         the tests cover the healthcheck path.\n",
         r.runs
     );
     let _ = writeln!(

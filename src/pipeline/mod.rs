@@ -517,6 +517,11 @@ async fn finish(run: &Run<'_>, fleet: &Fleet, states: &[LiveState], end: &End, r
     let mut work: Vec<Vec<(Step, Cmd)>> = Vec::new();
     for (i, ((m, h), state)) in fleet.members.iter().zip(&run.hosts).zip(states).enumerate() {
         let mut cmds = Vec::new();
+        // The run's outcome is decided here: the host's watchdog stands down
+        // first, before anything slow (a prune) can run into its deadline.
+        if guard.holds(i) && guard.confirm() > 0 && h.progress == Progress::Switched {
+            cmds.push((Step::Confirm, watchdog::confirm(&m.layout, guard.token())));
+        }
         let release = h.to.as_ref().map(|r| r.release.clone()).or_else(|| run.release.clone());
         let line = h.outcome.recorded(run.change, end.outcome).filter(|_| recorded);
         if let (Some(outcome), Some(release)) = (line, release) {
@@ -550,10 +555,6 @@ async fn finish(run: &Run<'_>, fleet: &Fleet, states: &[LiveState], end: &End, r
             }
         }
         if guard.holds(i) {
-            // The run's outcome is decided here: the host's watchdog stands down.
-            if guard.confirm() > 0 && h.progress == Progress::Switched {
-                cmds.push((Step::Confirm, watchdog::confirm(&m.layout, guard.token())));
-            }
             cmds.push((Step::Unlock, lock::release(&m.layout, Some(guard.token()))));
         }
         work.push(cmds);
