@@ -156,17 +156,20 @@ impl Bed {
             std::fs::create_dir_all(d.join(rel).parent().unwrap()).unwrap();
             std::fs::copy(demo.join(rel), d.join(rel)).unwrap_or_else(|e| panic!("copy demo/{rel}: {e}"));
         }
+        // No api healthcheck in the benchmark's copies: the demo's runs every
+        // 500 ms, an exec in the container each time, and with dozens of copies
+        // of the app idle on two cores (every tool's, every host's) those
+        // execs alone loaded the machine past 50, and every figure with it.
+        // Every tool runs without it; deploy's start-first switch then waits
+        // for its http check. (Removed from the file: compose v1 refuses an
+        // override that disables a healthcheck the base file defines.)
+        let file = std::fs::read_to_string(d.join("docker-compose.yml")).unwrap();
+        std::fs::write(d.join("docker-compose.yml"), without_healthchecks(&file)).unwrap();
         // 4 tools × 16 hosts are more compose networks than Docker's default
         // address pools hold (about 30): each copy gets a subnet of its own.
-        // And no api healthcheck: the demo's runs every 500 ms, an exec in the
-        // container each time; with dozens of copies of the app idle on two
-        // cores (every tool's, every host's) those execs alone loaded the
-        // machine past 50 and every figure with it. Every tool runs without
-        // it; deploy's start-first switch then waits for its http check.
         std::fs::write(
             d.join("docker-compose.override.yml"),
-            "# The benchmark's changes to the demo: a subnet per copy of the app, no api healthcheck.\n\
-             services:\n  api:\n    healthcheck:\n      disable: true\n\
+            "# The benchmark's addition to the demo: a subnet per copy of the app.\n\
              networks:\n  default:\n    ipam:\n      config:\n        - subnet: \"${BENCH_SUBNET}\"\n",
         )
         .unwrap();
@@ -276,7 +279,11 @@ impl Bed {
                 for (path, zero_downtime, checks) in [
                     (self.deploy_config(n, Checks::Http), "", Checks::Http),
                     (self.deploy_config(n, Checks::Exec), "", Checks::Exec),
-                    (self.zero_downtime_file(n), "zero_downtime = [{ service = \"api\", port = 8000 }]\n", Checks::Http),
+                    (
+                        self.zero_downtime_file(n),
+                        "zero_downtime = [{ service = \"api\", port = 8000 }]\n",
+                        Checks::Http,
+                    ),
                 ] {
                     let health = match checks {
                         Checks::Http => "[[verify.checks]]\nname = \"api health\"\ntype = \"http\"\nservice = \"api\"\nurl = \"http://127.0.0.1:{{DEMO_API_PORT}}/health\"\nvia = \"ssh\"\nexpect_status = [200]\n\n",
@@ -362,6 +369,24 @@ impl Bed {
     pub fn path(&self) -> &Path {
         self.repo.path()
     }
+}
+
+/// A compose file without its services' `healthcheck:` blocks (at 4 spaces).
+fn without_healthchecks(compose: &str) -> String {
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in compose.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if skipping && (indent > 4 || line.trim().is_empty()) {
+            continue;
+        }
+        skipping = indent == 4 && line.trim_start().starts_with("healthcheck:");
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// `count` /24 subnets in 10.224.0.0/11 that overlap no Docker network's subnet
