@@ -109,7 +109,18 @@ fn rollback_runs_the_checklist_and_puts_every_host_back_when_the_target_fails_it
         run.all()
     );
     assert_eq!(fleet.currents(), a);
-    assert_eq!(fleet.versions(), some("A", 2));
+    let versions = fleet.versions();
+    if versions != some("A", 2) {
+        // Seen once under load: say everything the hosts know.
+        for i in 0..2 {
+            let state = fleet.hosts[i].ssh.app_path().join(".deploy");
+            for e in std::fs::read_dir(&state).into_iter().flatten().flatten() {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                eprintln!("host {i} {}:\n{text}", e.path().display());
+            }
+        }
+    }
+    assert_eq!(versions, some("A", 2), "{}", run.all());
 
     // To B, which fails its checks: every host goes back to A, where it was, verified.
     let (run, events) = fleet.json(&["rollback", "test", "--to", &b_id], 3);

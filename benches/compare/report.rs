@@ -572,7 +572,7 @@ fn zero_downtime_section(r: &Results, alone: bool) -> String {
     let _ = writeln!(
         s,
         "The same changed deploy of `deploy` ({} runs per row, on and off alternating), with the api switched by \
-         `up -d` (off) or start-first (`zero_downtime = [\"api\"]`: a new container beside the old one, the old \
+         `up -d` (off) or start-first (`zero_downtime = [{{ service = \"api\", port = 8000 }}]`: a new container beside the old one, the old \
          one stopped once the new one is ready). A prober asks the first host's proxy for `/health` every 20 ms, \
          one request at a time; a probe fails without a 200 within 1 s (Caddy holds a request for up to 5 s while \
          it retries, so a gap shows as slow answers as well as failures). The window is the first host's switch, \
