@@ -131,7 +131,7 @@ pub struct Results {
     /// (compose, checks, hosts) → deploy's steps: name → ms on each host of each run
     /// (checks as "check: NAME", their time when they passed at the first attempt).
     pub steps: BTreeMap<(Compose, Checks, usize), BTreeMap<String, Vec<f64>>>,
-    /// (compose, checks, hosts) → the order steps first came in.
+    /// Step names in the order they first came (the per-step table's rows).
     pub step_order: Vec<String>,
     /// (compose, checks, hosts) → remote commands per host, each host of each run.
     pub remote_commands: BTreeMap<(Compose, Checks, usize), Vec<f64>>,
@@ -271,7 +271,7 @@ fn main() {
                         match tool {
                             Tool::Deploy => record_steps(&mut results, (compose, checks, n), &sample),
                             Tool::Floor => {
-                                let builds = runner.traced_builds(&sample);
+                                let builds = runner.traced_builds();
                                 results.plain_build_ms.entry((compose, n)).or_default().extend(builds);
                             }
                             _ => {}
@@ -650,7 +650,7 @@ impl Runner<'_> {
 
     /// The floor's `compose build` times (ms, one per host) in the last run's
     /// log, from bench/steps.sh's trace.
-    fn traced_builds(&self, _sample: &Sample) -> Vec<f64> {
+    fn traced_builds(&self) -> Vec<f64> {
         let log = self.last_log.borrow().clone();
         std::fs::read_to_string(log)
             .unwrap_or_default()
