@@ -13,6 +13,8 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v pgrep >/dev/null 2>&1 || need_apt+=(procps)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v docker >/dev/null 2>&1 || need_apt+=(docker.io)
+# Build-once tests push to and pull from a real registry (the reference one).
+[ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
 # The completion scripts run in real shells; the man page is rendered by man(1).
 command -v zsh >/dev/null 2>&1 || need_apt+=(zsh)
 command -v fish >/dev/null 2>&1 || need_apt+=(fish)

@@ -543,6 +543,109 @@ pub fn address_images(layout: &Layout, id: &str) -> Cmd {
     )
 }
 
+// $1 a release's override file (after its build). Prints the id of each image
+// it names, in the file's order (its services' order).
+const IMAGE_IDS: &str = with_image_names!(
+    r#"set -e
+names=$(image_names "$1")
+[ -z "$names" ] || docker image inspect -f '{{.Id}}' $names
+"#
+);
+
+/// The ids of release `id`'s images, one per line, in its override's order.
+pub fn image_ids(layout: &Layout, id: &str) -> Cmd {
+    shell(
+        IMAGE_IDS,
+        &[&format!("{}/{}", layout.release(id), crate::compose::OVERRIDE_FILE)],
+    )
+}
+
+// $@ image ids. Prints those the engine does not have.
+const MISSING_IMAGES: &str =
+    r#"for id in "$@"; do docker image inspect "$id" >/dev/null 2>&1 || printf '%s\n' "$id"; done"#;
+
+/// Of the image `ids`, those the host's engine lacks (one per line).
+pub fn missing_images(ids: &[&str]) -> Cmd {
+    shell(MISSING_IMAGES, ids)
+}
+
+// $@ image ids: `docker save` of them, gzip'd, on stdout. The exit is save's
+// (sh has no pipefail): a failed save is not a short stream taken for whole.
+const SAVE_IMAGES: &str = r#"exec 3>&1
+rc=$( { { docker save "$@"; echo $? >&4; } | gzip -1 >&3; } 4>&1 )
+exit "${rc:-1}"
+"#;
+
+/// Writes the images `ids` to stdout as one compressed `docker save` stream.
+pub fn save_images(ids: &[&str]) -> Cmd {
+    shell(SAVE_IMAGES, ids)
+}
+
+/// Reads a (compressed) `docker save` stream on stdin into the engine.
+pub fn load_images() -> Cmd {
+    Cmd::new("docker").arg("load").arg("-q")
+}
+
+// $@ pairs of image id and name: each id gets that name.
+const TAG_IMAGES: &str = r#"set -e
+while [ $# -ge 2 ]; do docker tag "$1" "$2"; shift 2; done
+"#;
+
+/// Names each image id: `pairs` of (id, name).
+pub fn tag_images(pairs: &[(&str, &str)]) -> Cmd {
+    let args: Vec<&str> = pairs.iter().flat_map(|(id, name)| [*id, *name]).collect();
+    shell(TAG_IMAGES, &args)
+}
+
+// $@ pairs of image id and registry reference: each id is tagged so and
+// pushed, then the reference is taken off again (the image keeps its names).
+const PUSH_IMAGES: &str = r#"set -e
+refs=""
+while [ $# -ge 2 ]; do
+  docker tag "$1" "$2"
+  refs="$refs $2"
+  shift 2
+done
+for r in $refs; do docker push -q "$r" >/dev/null; done
+docker image rm $refs >/dev/null
+"#;
+
+/// Pushes each image id as its registry reference: `pairs` of (id, reference).
+pub fn push_images(pairs: &[(&str, &str)]) -> Cmd {
+    let args: Vec<&str> = pairs.iter().flat_map(|(id, r)| [*id, *r]).collect();
+    shell(PUSH_IMAGES, &args)
+}
+
+// $@ pairs of registry reference and the image id it must be. Pulls each and
+// refuses one whose id is not the expected one; the references are taken off
+// again once done (`tag_images` names the ids for the release).
+const PULL_IMAGES: &str = r#"set -e
+refs=""
+while [ $# -ge 2 ]; do
+  docker pull -q "$1" >/dev/null
+  got=$(docker image inspect -f '{{.Id}}' "$1")
+  if [ "$got" != "$2" ]; then
+    echo "the registry's $1 is image $got, not $2 that was built" >&2
+    exit 1
+  fi
+  refs="$refs $1"
+  shift 2
+done
+printf '%s\n' $refs
+"#;
+
+/// Pulls each registry reference and checks it is the image id given:
+/// `pairs` of (reference, id). Prints the references pulled.
+pub fn pull_images(pairs: &[(&str, &str)]) -> Cmd {
+    let args: Vec<&str> = pairs.iter().flat_map(|(r, id)| [*r, *id]).collect();
+    shell(PULL_IMAGES, &args)
+}
+
+/// Takes names off images (the images stay while another name holds them).
+pub fn untag_images(names: &[&str]) -> Cmd {
+    shell(r#"docker image rm "$@" >/dev/null"#, names)
+}
+
 /// The releases to prune: all but the newest `keep`, never `current` nor `keep_also`.
 pub fn to_prune(mut ids: Vec<String>, keep: usize, current: Option<&str>, keep_also: Option<&str>) -> Vec<String> {
     ids.retain(|id| is_release_id(id));

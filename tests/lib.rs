@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod build_once;
 mod ci_recipes;
 mod cli_check;
 mod cli_check_support;

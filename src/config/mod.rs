@@ -14,7 +14,8 @@ use toml::Spanned;
 
 pub use diagnostic::Diagnostic;
 pub use schema::{
-    App, CheckType, Hooks, HostKeyPolicy, ReleaseHosts, Rollback, Source, Strategy, TransportKind, Via, ZeroDowntime,
+    App, BuildOn, CheckType, Hooks, HostKeyPolicy, ReleaseHosts, Rollback, Source, Strategy, TransportKind, Via,
+    ZeroDowntime,
 };
 pub use text::{Secret, Text, REDACTED};
 
@@ -44,8 +45,20 @@ pub struct Config {
     pub hooks: Hooks,
     /// `[release]`: the release command (migrations), if any.
     pub release: Option<ReleaseCommand>,
+    /// `[build]`.
+    pub build: Build,
     /// Every value that came from the environment, to scrub from any output.
     pub secrets: Vec<Secret>,
+}
+
+/// `[build]`, validated.
+#[derive(Debug, Clone, Default)]
+pub struct Build {
+    /// Where the images are built.
+    pub on: BuildOn,
+    /// `host[:port][/path]` the builder pushes to and the hosts pull from
+    /// (`on = "first"`); `None`: images are streamed over SSH.
+    pub registry: Option<String>,
 }
 
 /// `[release]`, validated.
@@ -417,8 +430,36 @@ impl Checker<'_> {
             rollback: file.rollback.clone(),
             hooks: file.hooks.clone(),
             release: self.release(file.release.as_ref())?,
+            build: self.build(&file.build)?,
             secrets,
         })
+    }
+
+    /// `[build]`: a registry is a repository prefix (no scheme, no tag), and
+    /// only where one host builds for the others.
+    fn build(&self, spec: &schema::BuildSpec) -> Result<Build, ConfigError> {
+        let registry = match &spec.registry {
+            None => None,
+            Some(r) => {
+                let re = Regex::new(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
+                    .expect("static regex");
+                let value = r.get_ref().expose();
+                if !re.is_match(value) {
+                    return Err(self.at(
+                        r,
+                        "build.registry is where images are pushed: expected `host[:port]/path` in lowercase, without a scheme or tag, e.g. \"registry.example.com:5000/app\"".into(),
+                    ));
+                }
+                if spec.on == BuildOn::Hosts {
+                    return Err(self.at(
+                        r,
+                        "build.registry is used when one host builds for the others: set `on = \"first\"` in [build], or remove the registry".into(),
+                    ));
+                }
+                Some(value.trim_end_matches('/').to_string())
+            }
+        };
+        Ok(Build { on: spec.on, registry })
     }
 
     /// `[release]`: a service and a command that are not empty, a timeout above zero.

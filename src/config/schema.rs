@@ -31,6 +31,31 @@ pub struct File {
     /// A command run once per deploy in the new release's image before any
     /// host switches (a database migration).
     pub release: Option<Spanned<ReleaseSpec>>,
+    /// `[build]`: where the images are built, and how they reach the hosts.
+    #[serde(default)]
+    pub build: BuildSpec,
+}
+
+/// Where a release's images are built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BuildOn {
+    /// Every host builds its own (from the same commit).
+    #[default]
+    Hosts,
+    /// The first selected host builds; the others receive its images.
+    First,
+}
+
+/// `[build]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSpec {
+    #[serde(default)]
+    pub on: BuildOn,
+    /// Where built images go for the other hosts to pull
+    /// (`registry.example.com:5000/app`); without it they are streamed over SSH.
+    pub registry: Option<Spanned<Text>>,
 }
 
 /// Where a release command runs.

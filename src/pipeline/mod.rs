@@ -8,6 +8,7 @@
 //! verified → record → prune (up) → unlock → (post_deploy / on_failure).
 
 mod choose;
+mod distribute;
 mod hosts;
 pub mod release_command;
 mod switch;

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use super::{End, Run, UpOptions};
 use crate::activation::{Record, RECORD_FILE};
 use crate::compose::{self, OVERRIDE_FILE};
-use crate::config::{Config, Environment, Strategy};
+use crate::config::{BuildOn, Config, Environment, Strategy};
 use crate::error::Error;
 use crate::fleet::{step, Fleet, LockGuard, Member, QUICK_TIMEOUT, STEP_TIMEOUT};
 use crate::git::{self, Commit, PushAuth, Repo};
@@ -180,12 +180,32 @@ pub(super) async fn stage(
 
     let befores: Vec<Option<String>> = states.iter().map(|s| s.current.clone()).collect();
     let (config, reporter, plan_ref) = (run.config, run.reporter, &*plan);
-    let staging = fleet.for_each_with(befores, |m, before| async move {
-        let record = Record::new(config, m, &plan_ref.release, &plan_ref.commit.id, &plan_ref.build);
-        stage_host(config, m, plan_ref, &record, before.as_deref(), reporter)
-            .await
-            .map(|()| record)
-    });
+    // `[build] on = "first"`: the first host builds every image, the others none.
+    let once = config.build.on == BuildOn::First && !plan.build.is_empty();
+    let staging = async {
+        let staged = fleet
+            .for_each_with(befores.into_iter().enumerate().collect(), |m, (i, before)| async move {
+                let mut record = Record::new(config, m, &plan_ref.release, &plan_ref.commit.id, &plan_ref.build);
+                let builds = !once || i == 0;
+                if once && i == 0 {
+                    record.build = plan_ref.build.clone();
+                }
+                stage_host(config, m, plan_ref, &record, builds, before.as_deref(), reporter)
+                    .await
+                    .map(|()| record)
+            })
+            .await;
+        if !once || staged.iter().any(Result::is_err) {
+            return staged;
+        }
+        let records: Vec<Record> = staged.into_iter().flatten().collect();
+        let delivered = super::distribute::distribute(config, fleet, &records, reporter).await;
+        records
+            .into_iter()
+            .zip(delivered)
+            .map(|(record, d)| d.map(|()| record))
+            .collect()
+    };
     let results = tokio::select! {
         r = staging => Some(r),
         _ = run.interrupt.wait() => None,
@@ -245,12 +265,14 @@ async fn push(run: &Run<'_>, plan: &UpPlan) -> Result<(), End> {
     })
 }
 
-/// Puts release `plan.release` on the host and builds it; the live release is not touched.
+/// Puts release `plan.release` on the host and builds it (unless `build` is
+/// false: another host builds for it); the live release is not touched.
 async fn stage_host(
     config: &Config,
     m: &Member,
     plan: &UpPlan,
     record: &Record,
+    build: bool,
     live: Option<&str>,
     reporter: &dyn Reporter,
 ) -> Result<(), String> {
@@ -285,7 +307,7 @@ async fn stage_host(
             .map_err(|e| e.named(&format!("stage release {id}")))
     };
     step(reporter, host, fetch_step, transfer).await?;
-    if record.build.is_empty() {
+    if record.build.is_empty() || !build {
         return Ok(());
     }
     let mut args = vec!["build".to_string()];

@@ -40,6 +40,12 @@ pub enum Stream {
 /// Receives streamed output, a line at a time.
 pub type LineSink<'a> = &'a mut (dyn FnMut(Stream, &str) + Send);
 
+/// Bytes streamed into a command's stdin (images on their way to a host).
+pub type Reader<'a> = &'a mut (dyn tokio::io::AsyncRead + Unpin + Send);
+
+/// Where a command's stdout is streamed to, byte for byte.
+pub type Writer<'a> = &'a mut (dyn tokio::io::AsyncWrite + Unpin + Send);
+
 /// Failures of a transport, each naming the host.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
@@ -122,13 +128,33 @@ pub trait Remote: Send + Sync {
     /// Runs `script`, handing each output line to `sink` as it arrives; returns the exit code.
     async fn stream(&self, script: &Script, timeout: Option<Duration>, sink: LineSink<'_>) -> Result<i32, RemoteError>;
 
+    /// Runs `script` with everything `input` yields on its stdin, capturing
+    /// its output (as [`Remote::run`]).
+    async fn run_with_reader(
+        &self,
+        script: &Script,
+        input: Reader<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<Output, RemoteError>;
+
+    /// Runs `script`, copying its stdout to `out` as it comes (the returned
+    /// output holds only stderr).
+    async fn run_to_writer(
+        &self,
+        script: &Script,
+        out: Writer<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<Output, RemoteError>;
+
     /// Runs `script` with `input` on its stdin, capturing its output (as [`Remote::run`]).
     async fn run_with_input(
         &self,
         script: &Script,
         input: &[u8],
         timeout: Option<Duration>,
-    ) -> Result<Output, RemoteError>;
+    ) -> Result<Output, RemoteError> {
+        self.run_with_reader(script, &mut &input[..], timeout).await
+    }
 
     /// Makes `target` (`host:port` as seen from the host) reachable at a local address.
     /// It stays open until [`Remote::close_forward`] (or the connection's end).
@@ -169,6 +195,28 @@ pub trait Remote: Send + Sync {
     ) -> Result<Output, RemoteError> {
         let out = self.run_with_input(script, input, timeout).await?;
         self.required(script, out)
+    }
+
+    /// Runs `script` with everything `input` yields on its stdin and requires exit 0.
+    async fn check_with_reader(
+        &self,
+        script: &Script,
+        input: Reader<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<Output, RemoteError> {
+        let out = self.run_with_reader(script, input, timeout).await?;
+        self.required(script, out)
+    }
+
+    /// Runs `script` with its stdout copied to `out`, and requires exit 0.
+    async fn check_to_writer(
+        &self,
+        script: &Script,
+        out: Writer<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<Output, RemoteError> {
+        let done = self.run_to_writer(script, out, timeout).await?;
+        self.required(script, done)
     }
 
     /// Writes `bytes` to `path` on the host with `mode`, atomically (temp file, then rename).
@@ -263,14 +311,24 @@ impl Remote for Counted {
         self.inner.stream(script, timeout, sink).await
     }
 
-    async fn run_with_input(
+    async fn run_with_reader(
         &self,
         script: &Script,
-        input: &[u8],
+        input: Reader<'_>,
         timeout: Option<Duration>,
     ) -> Result<Output, RemoteError> {
         self.one();
-        self.inner.run_with_input(script, input, timeout).await
+        self.inner.run_with_reader(script, input, timeout).await
+    }
+
+    async fn run_to_writer(
+        &self,
+        script: &Script,
+        out: Writer<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<Output, RemoteError> {
+        self.one();
+        self.inner.run_to_writer(script, out, timeout).await
     }
 
     async fn forward(&self, target: &str) -> Result<SocketAddr, RemoteError> {

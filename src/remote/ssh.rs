@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use openssh::{ControlPersist, ForwardType, KnownHosts, Session, SessionBuilder, Socket, Stdio};
 use tokio::io::AsyncWriteExt;
 
-use super::{exit_code, quote, stream_lines, timed_out, LineSink, Output, Remote, RemoteError, Script};
+use super::{exit_code, quote, stream_lines, timed_out, LineSink, Output, Reader, Remote, RemoteError, Script, Writer};
 use crate::config::{Host, HostKeyPolicy};
 
 /// Extra time the client waits beyond a command's timeout, for `timeout` on the
@@ -222,10 +222,10 @@ impl Remote for SshRemote {
         self.shutdown().await
     }
 
-    async fn run_with_input(
+    async fn run_with_reader(
         &self,
         script: &Script,
-        input: &[u8],
+        input: Reader<'_>,
         timeout: Option<Duration>,
     ) -> Result<Output, RemoteError> {
         self.close_unwanted().await;
@@ -234,14 +234,19 @@ impl Remote for SshRemote {
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().await.map_err(|e| self.io_error(script, ssh_words(&e)))?;
         let mut stdin = child.stdin().take().expect("piped");
-        let fut = async {
-            stdin.write_all(input).await.map_err(|e| self.io_error(script, e))?;
-            stdin.shutdown().await.map_err(|e| self.io_error(script, e))?;
+        let write = async {
+            tokio::io::copy(input, &mut stdin).await?;
+            stdin.shutdown().await?;
             drop(stdin);
-            child
-                .wait_with_output()
-                .await
-                .map_err(|e| self.io_error(script, ssh_words(&e)))
+            Ok::<(), std::io::Error>(())
+        };
+        // Output is read while input is written: a command that answers as it
+        // reads cannot stall on a full pipe.
+        let fut = async {
+            let (written, out) = tokio::join!(write, child.wait_with_output());
+            let out = out.map_err(|e| self.io_error(script, ssh_words(&e)))?;
+            written.map_err(|e| self.io_error(script, e))?;
+            Ok(out)
         };
         let out = match timeout {
             Some(t) => tokio::time::timeout(t + GRACE, fut)
@@ -257,6 +262,50 @@ impl Remote for SshRemote {
             code,
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    async fn run_to_writer(
+        &self,
+        script: &Script,
+        out: Writer<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<Output, RemoteError> {
+        self.close_unwanted().await;
+        let started = Instant::now();
+        let mut cmd = self.session().raw_command(quote::wrap(script, timeout));
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().await.map_err(|e| self.io_error(script, ssh_words(&e)))?;
+        let mut stdout = child.stdout().take().expect("piped");
+        let mut stderr = child.stderr().take().expect("piped");
+        let fut = async {
+            let mut said = Vec::new();
+            let (copied, read) = tokio::join!(
+                async {
+                    tokio::io::copy(&mut stdout, out).await?;
+                    out.flush().await
+                },
+                tokio::io::AsyncReadExt::read_to_end(&mut stderr, &mut said)
+            );
+            copied.map_err(|e| self.io_error(script, e))?;
+            read.map_err(|e| self.io_error(script, e))?;
+            let status = child.wait().await.map_err(|e| self.io_error(script, ssh_words(&e)))?;
+            Ok((status, said))
+        };
+        let (status, said) = match timeout {
+            Some(t) => tokio::time::timeout(t + GRACE, fut)
+                .await
+                .map_err(|_| self.timed_out(script, t))?,
+            None => fut.await,
+        }?;
+        let code = exit_code(status);
+        if timed_out(code, started.elapsed(), timeout) {
+            return Err(self.timed_out(script, timeout.unwrap_or_default()));
+        }
+        Ok(Output {
+            code,
+            stdout: String::new(),
+            stderr: String::from_utf8_lossy(&said).into_owned(),
         })
     }
 

@@ -15,6 +15,9 @@ pub enum Step {
     Fetch,
     Upload,
     Build,
+    /// Built images on their way from the builder to another host
+    /// (`[build] on = "first"`): pushed and pulled, or streamed over SSH.
+    Images,
     /// The release command (`[release]`, e.g. a migration).
     Release,
     Switch,
@@ -47,6 +50,7 @@ impl Step {
             Step::Fetch => "fetch",
             Step::Upload => "upload",
             Step::Build => "build",
+            Step::Images => "images",
             Step::Release => "release command",
             Step::Switch => "switch",
             Step::Verify => "verify",
@@ -206,6 +210,12 @@ pub enum Event {
         data: serde_json::Value,
         #[serde(skip)]
         text: String,
+    },
+    /// Images streamed to a host: how much of the stream has been sent.
+    Transfer {
+        host: String,
+        sent_bytes: u64,
+        total_bytes: u64,
     },
     /// A line a host's command printed (logs, exec).
     Output { host: String, stream: String, line: String },

@@ -16,6 +16,12 @@ fn secs(ms: u64) -> String {
     format!("{:.1}s", ms as f64 / 1000.0)
 }
 
+/// "4.2 of 12.3 MB sent".
+fn sent(bytes: u64, total: u64) -> String {
+    let mb = |b: u64| b as f64 / 1_000_000.0;
+    format!("{:.1} of {:.1} MB sent", mb(bytes), mb(total))
+}
+
 /// One JSON object per line on stdout.
 pub struct JsonReporter {
     pub secrets: Vec<Secret>,
@@ -174,6 +180,11 @@ fn one_event(event: &Event) -> Option<String> {
             .collect::<Vec<_>>()
             .join("\n"),
         Event::Output { host, line, .. } => format!("[{host}] {line}"),
+        Event::Transfer {
+            host,
+            sent_bytes,
+            total_bytes,
+        } => format!("[{host}] images: {}", sent(*sent_bytes, *total_bytes)),
         Event::Finding(f) => f.line(),
         Event::Summary(_) => return None,
     })
@@ -331,6 +342,14 @@ impl Reporter for LiveReporter {
                     }
                 };
                 bar.set_message(super::human(&msg, &self.secrets));
+            }
+            Event::Transfer {
+                host,
+                sent_bytes,
+                total_bytes,
+            } => {
+                self.bar(host)
+                    .set_message(format!("images: {}", sent(*sent_bytes, *total_bytes)));
             }
             Event::Summary(s) => {
                 for bar in self.bars.lock().unwrap_or_else(|e| e.into_inner()).values() {

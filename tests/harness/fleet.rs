@@ -4,6 +4,8 @@
 use std::process::Command;
 
 use super::app::{AppRepo, BareRemote, Behaviour};
+use super::engines::OwnEngine;
+use super::images;
 use super::sshd::{client_key, free_port, SshHost, USER};
 use super::{git, http_get_at, open_tempdir, Netns, Run, Test};
 
@@ -21,10 +23,15 @@ pub struct FleetSetup {
     pub netns_host: Option<usize>,
     /// More TOML (checks).
     pub extra: String,
+    /// The hosts (by index) with a Docker engine of their own (the others
+    /// share this machine's); each has the base images the app runs, none built.
+    pub own_engines: Vec<usize>,
 }
 
 pub struct FleetHost {
     pub ssh: SshHost,
+    /// Its own engine, if it has one (after `ssh`: the host goes first).
+    pub engine: Option<OwnEngine>,
     pub api_bind: String,
     pub api_port: u16,
     pub project: String,
@@ -53,8 +60,14 @@ impl TestFleet {
         let mut tables = String::new();
         for i in 0..setup.hosts {
             let in_ns = setup.netns_host == Some(i);
-            let ssh = match (&netns, in_ns) {
-                (Some(ns), true) => SshHost::start_at(&ns.addr, Some(&ns.name)),
+            let engine = setup.own_engines.contains(&i).then(|| {
+                let engine = OwnEngine::start();
+                engine.load_from_main(images::REDIS);
+                engine
+            });
+            let ssh = match (&netns, in_ns, &engine) {
+                (Some(ns), true, _) => SshHost::start_at(&ns.addr, Some(&ns.name)),
+                (_, _, Some(engine)) => SshHost::start_with_config(&engine.sshd_config()),
                 _ => SshHost::start(),
             };
             // A host in a namespace reaches its api on the link's outer address.
@@ -92,6 +105,7 @@ impl TestFleet {
             ));
             hosts.push(FleetHost {
                 ssh,
+                engine,
                 api_bind,
                 api_port,
                 project,

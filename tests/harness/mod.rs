@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod deployment;
+pub mod engines;
 pub mod fleet;
 pub mod images;
 pub mod prober;

@@ -1,0 +1,227 @@
+//! Build once for a fleet (`[build] on = "first"`): four hosts, three of them
+//! with a Docker engine of their own that has never seen the app's base image
+//! (so it could not build it). The first host builds; the others get its
+//! images through a real registry, then streamed over SSH; every host runs the
+//! very same image ids; a registry that does not answer stops the deploy
+//! before any host switches.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use crate::harness::app::Behaviour;
+use crate::harness::engines::{image_id, Registry};
+use crate::harness::fleet::{FleetSetup, TestFleet};
+use crate::harness::images;
+use crate::harness::sshd::free_port;
+
+const CHECKS: &str = r#"
+[verify]
+timeout = "20s"
+interval = "200ms"
+max_interval = "1s"
+
+[[verify.checks]]
+name = "containers up"
+type = "compose_ps"
+
+[[verify.checks]]
+name = "api health"
+type = "http"
+service = "api"
+url = "http://{{API_BIND}}:{{API_PORT}}/cgi-bin/health"
+via = "ssh"
+"#;
+
+/// The deploy.toml the harness wrote, with `[build]` replaced by `build`.
+fn set_build(fleet: &TestFleet, build: &str) {
+    let path = fleet.app.path().join("deploy.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let kept = text.split("\n[build]\n").next().unwrap().to_string();
+    std::fs::write(&path, format!("{kept}\n[build]\n{build}\n")).unwrap();
+}
+
+/// The hosts (by name) on which a build step ran.
+fn builds(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "step" && e["step"] == "build" && e["status"] == "started")
+        .map(|e| e["host"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// What each host was told it lacks ("gets 1 image(s) it lacks over SSH: api").
+fn told(events: &[serde_json::Value], host: &str) -> String {
+    events
+        .iter()
+        .filter(|e| e["event"] == "info" && e["host"] == host)
+        .map(|e| e["message"].as_str().unwrap())
+        .find(|m| m.contains("image"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Per host, the id of each image its live release's override names (in
+/// the host's own engine).
+fn live_image_ids(fleet: &TestFleet) -> Vec<Vec<(String, String)>> {
+    (0..fleet.hosts.len())
+        .map(|i| {
+            let h = &fleet.hosts[i];
+            let release = fleet.current(i).expect("a live release");
+            let text = std::fs::read_to_string(
+                h.ssh
+                    .app_path()
+                    .join("releases")
+                    .join(&release)
+                    .join(".deploy-compose.yml"),
+            )
+            .unwrap();
+            text.lines()
+                .filter_map(|l| l.trim().strip_prefix("image:"))
+                .map(|name| {
+                    let name = name.trim().trim_matches('"').to_string();
+                    let docker = match &h.engine {
+                        Some(e) => e.docker(),
+                        None => Command::new("docker"),
+                    };
+                    let id = image_id(docker, &name).unwrap_or_else(|| panic!("host {i} has no image {name}"));
+                    (name.split(':').next().unwrap().to_string(), id)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Every host's live release names the same image id for each service.
+fn same_ids_everywhere(fleet: &TestFleet) -> Vec<String> {
+    let all = live_image_ids(fleet);
+    let ids = |i: usize| all[i].iter().map(|(_, id)| id.clone()).collect::<Vec<_>>();
+    assert_eq!(all[0].len(), 2, "api and worker are built: {all:?}");
+    for i in 1..all.len() {
+        assert_eq!(ids(i), ids(0), "host {i} runs other images than host 0: {all:?}");
+    }
+    ids(0)
+}
+
+#[test]
+fn the_first_host_builds_and_the_others_run_its_images_from_a_registry_then_over_ssh() {
+    let registry = Registry::start();
+    let fleet = TestFleet::new(
+        FleetSetup {
+            hosts: 4,
+            parallel: Some(4),
+            own_engines: vec![1, 2, 3],
+            extra: format!(
+                "{CHECKS}\n[build]\non = \"first\"\nregistry = \"127.0.0.1:{}/fleet\"\n",
+                registry.port
+            ),
+            ..Default::default()
+        },
+        &Behaviour::version("A"),
+    );
+    for h in &fleet.hosts[1..] {
+        let engine = h.engine.as_ref().unwrap();
+        assert!(
+            engine.image_id(images::BUSYBOX).is_none(),
+            "the own engines lack the base image, so they cannot build"
+        );
+    }
+
+    // Through the registry: one build, three pulls, one set of ids.
+    let (_, events) = fleet.deploy(&[], 0);
+    let summary = events.last().unwrap();
+    let names: Vec<String> = (0..4)
+        .map(|i| summary["hosts"][i]["host"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(builds(&events), vec![names[0].clone()], "one build, on the first host");
+    for name in &names[1..] {
+        assert!(
+            told(&events, name).contains("pulls 2 image(s) it lacks from 127.0.0.1:"),
+            "{name}: {}",
+            told(&events, name)
+        );
+    }
+    assert_eq!(fleet.versions(), vec![Some("A".to_string()); 4]);
+    let first = same_ids_everywhere(&fleet);
+    let release = fleet.current(0).unwrap();
+    assert!(fleet.currents().iter().all(|c| c.as_deref() == Some(release.as_str())));
+    let catalog = registry.get("/v2/_catalog");
+    assert!(
+        catalog.contains("fleet/api") && catalog.contains("fleet/worker"),
+        "{catalog}"
+    );
+    let tags = registry.get("/v2/fleet/api/tags/list");
+    let content_tag = format!("sha-{}", &first[0].trim_start_matches("sha256:")[..12]);
+    assert!(
+        tags.contains(&release) && tags.contains(&content_tag),
+        "the release's tag and the content tag: {tags}"
+    );
+    for h in &fleet.hosts[1..] {
+        let engine = h.engine.as_ref().unwrap();
+        let kept: BTreeSet<String> = engine.images().into_iter().collect();
+        assert!(
+            !kept.iter().any(|i| i.starts_with("127.0.0.1:")),
+            "the registry's names are taken off once the release names the images: {kept:?}"
+        );
+        assert!(engine.image_id(images::BUSYBOX).is_none(), "nothing was built there");
+    }
+
+    // Streamed over SSH (no registry): a change of the api alone sends only
+    // the api's image; the worker's is the one every host already has.
+    set_build(&fleet, "on = \"first\"");
+    fleet.app.commit_file("api/www/extra.txt", "new\n", "api only");
+    let (_, events) = fleet.deploy(&[], 0);
+    assert_eq!(builds(&events), vec![names[0].clone()]);
+    for name in &names[1..] {
+        assert!(
+            told(&events, name).contains("gets 1 image(s) it lacks over SSH: api"),
+            "{name}: {}",
+            told(&events, name)
+        );
+        let sent: Vec<&serde_json::Value> = events
+            .iter()
+            .filter(|e| e["event"] == "transfer" && e["host"] == name.as_str())
+            .collect();
+        let last = sent.last().expect("the stream's progress is told");
+        assert!(last["total_bytes"].as_u64().unwrap() > 0);
+        assert_eq!(last["sent_bytes"], last["total_bytes"], "the whole stream was sent");
+    }
+    let second = same_ids_everywhere(&fleet);
+    assert_ne!(second[0], first[0], "the api's image changed");
+    assert_eq!(second[1], first[1], "the worker's did not");
+    for i in 0..4 {
+        let h = &fleet.hosts[i];
+        assert_eq!(
+            crate::harness::http_get_at(&h.api_bind, h.api_port, "/extra.txt", std::time::Duration::from_secs(5))
+                .map(|(s, b)| (s, b.trim().to_string())),
+            Some((200, "new".to_string())),
+            "host {i} serves the new api"
+        );
+    }
+
+    // A registry that does not answer: the push fails, no host switches, the
+    // staged release is gone everywhere.
+    let before = fleet.currents();
+    set_build(
+        &fleet,
+        &format!("on = \"first\"\nregistry = \"127.0.0.1:{}/fleet\"", free_port()),
+    );
+    fleet.app.commit_file("api/www/extra.txt", "newer\n", "api again");
+    let (run, events) = fleet.deploy(&[], 1);
+    let summary = events.last().unwrap();
+    assert_eq!(summary["result"], "failed", "{}", run.all());
+    assert!(
+        summary["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no host was changed"),
+        "{summary}"
+    );
+    assert_eq!(fleet.currents(), before);
+    for i in 0..4 {
+        let releases: Vec<String> = std::fs::read_dir(fleet.hosts[i].ssh.app_path().join("releases"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(releases.len(), 2, "host {i} keeps only its two releases: {releases:?}");
+    }
+}

@@ -1,0 +1,220 @@
+//! Docker engines of their own for test hosts, and a real registry: a host
+//! whose images are its own is what "build once, ship to the others" needs.
+//! Each engine is a second dockerd of this machine's Docker (vfs storage, a
+//! bridge of its own, no iptables rules), its socket given to the host's login
+//! user by sshd (`SetEnv DOCKER_HOST=...`). The registry is Debian's
+//! `docker-registry` (the reference registry) on loopback.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::sshd::free_port;
+use super::{claim, open_tempdir, sh, wait_for};
+
+/// A dockerd of its own; stopped, its containers, networks, bridge and files
+/// removed on drop.
+pub struct OwnEngine {
+    dir: tempfile::TempDir,
+    bridge: String,
+    child: Child,
+}
+
+impl OwnEngine {
+    /// Starts an engine with no images.
+    pub fn start() -> OwnEngine {
+        // Unique among test runs on this machine: its bridge and address pool.
+        let n = (0..30).find(|n| claim("engine", *n)).expect("a free engine slot");
+        let bridge = format!("ddtest{n}");
+        let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+        for args in [
+            vec!["link", "add", &bridge, "type", "bridge"],
+            vec!["addr", "add", &format!("10.232.{n}.1/24"), "dev", &bridge],
+            vec!["link", "set", &bridge, "up"],
+        ] {
+            sh(Command::new("ip").args(&args));
+        }
+        let dir = open_tempdir();
+        let d = dir.path();
+        // The machine's daemon.json names its own data root and storage driver.
+        std::fs::write(d.join("daemon.json"), "{\"mtu\": 1400}").expect("daemon.json");
+        let child = Command::new("dockerd")
+            .arg("--config-file")
+            .arg(d.join("daemon.json"))
+            .arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", d.join("sock").display()))
+            .args(["--bridge", &bridge, "--iptables=false", "--ip6tables=false"])
+            .args(["--storage-driver", "vfs"])
+            .args(["--default-address-pool", &format!("base=10.{}.0.0/16,size=24", 192 + n)])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(d.join("dockerd.log")).expect("log"))
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(d.join("dockerd.log"))
+                    .expect("log"),
+            ))
+            .spawn()
+            .expect("dockerd starts");
+        let engine = OwnEngine { dir, bridge, child };
+        wait_for("a test host's own dockerd", Duration::from_secs(60), || {
+            engine
+                .docker()
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        engine
+    }
+
+    /// The engine's socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("sock")
+    }
+
+    /// `docker` against this engine.
+    pub fn docker(&self) -> Command {
+        let mut c = Command::new("docker");
+        c.env("DOCKER_HOST", format!("unix://{}", self.socket().display()));
+        c
+    }
+
+    /// The sshd config line that makes the host's login user use this engine.
+    pub fn sshd_config(&self) -> String {
+        format!("SetEnv DOCKER_HOST=unix://{}\n", self.socket().display())
+    }
+
+    /// Copies `image` from this machine's engine (a base image the host
+    /// would have pulled from its registry).
+    pub fn load_from_main(&self, image: &str) {
+        let mut save = Command::new("docker")
+            .args(["save", image])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("docker save");
+        let out = self
+            .docker()
+            .args(["load", "-q"])
+            .stdin(save.stdout.take().expect("piped"))
+            .output()
+            .expect("docker load");
+        assert!(save.wait().is_ok_and(|s| s.success()), "docker save {image}");
+        assert!(
+            out.status.success(),
+            "load {image}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The id of `image` in this engine, if it has it.
+    pub fn image_id(&self, image: &str) -> Option<String> {
+        image_id(self.docker(), image)
+    }
+
+    /// The images this engine has, as `repository:tag`.
+    pub fn images(&self) -> Vec<String> {
+        let out = self
+            .docker()
+            .args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"])
+            .output()
+            .expect("docker image ls");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// The id of `image` through `docker` (any engine), if it is there.
+pub fn image_id(mut docker: Command, image: &str) -> Option<String> {
+    let out = docker
+        .args(["image", "inspect", "-f", "{{.Id}}", image])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+impl Drop for OwnEngine {
+    fn drop(&mut self) {
+        let list = |args: &[&str]| -> Vec<String> {
+            self.docker()
+                .args(args)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect())
+                .unwrap_or_default()
+        };
+        let containers = list(&["ps", "-aq"]);
+        if !containers.is_empty() {
+            let _ = self.docker().args(["rm", "-f"]).args(&containers).output();
+        }
+        // Its networks' bridges live in this machine's network stack.
+        let _ = self.docker().args(["network", "prune", "-f"]).output();
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let waited = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        });
+        if !waited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
+        // vfs leaves plain directories, some read-only to their owner.
+        let _ = Command::new("rm").arg("-rf").arg(self.dir.path()).status();
+    }
+}
+
+/// Debian's `docker-registry` on a loopback port, its storage in a temporary
+/// directory; stopped on drop.
+pub struct Registry {
+    _dir: tempfile::TempDir,
+    child: Child,
+    pub port: u16,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        let dir = open_tempdir();
+        let port = free_port();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        std::fs::write(dir.path().join("config.yml"), config).expect("registry config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.path().join("log")).expect("log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry starts (the Debian package docker-registry)");
+        let registry = Registry { _dir: dir, child, port };
+        wait_for("the registry", Duration::from_secs(30), || {
+            super::http_get_at("127.0.0.1", port, "/v2/", Duration::from_secs(1)).is_some_and(|(s, _)| s == 200)
+        });
+        registry
+    }
+
+    /// `GET path` on the registry: its body.
+    pub fn get(&self, path: &str) -> String {
+        super::http_get_at("127.0.0.1", self.port, path, Duration::from_secs(5))
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
