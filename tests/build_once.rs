@@ -198,6 +198,41 @@ fn the_first_host_builds_and_the_others_run_its_images_from_a_registry_then_over
         );
     }
 
+    // Built on this machine (`on = "local"`), streamed to every host that
+    // lacks the image; this machine keeps none of the release's names.
+    set_build(&fleet, "on = \"local\"");
+    fleet.app.commit_file("api/www/extra.txt", "local\n", "api, built here");
+    let (_, events) = fleet.deploy(&[], 0);
+    assert_eq!(builds(&events), vec!["local".to_string()], "no host builds");
+    assert!(
+        told(&events, &names[0]).contains("has every image"),
+        "host 0 shares this machine's engine: {}",
+        told(&events, &names[0])
+    );
+    let third = same_ids_everywhere(&fleet);
+    assert_ne!(third[0], second[0]);
+    // This machine's build cache is not the first host's: the worker's image
+    // is the same id only if the build here reproduced it byte for byte
+    // (file owners in the context differ between the two), and a host gets
+    // exactly the images whose ids it lacks.
+    let lacks = match third[1] == second[1] {
+        true => "gets 1 image(s) it lacks over SSH: api",
+        false => "gets 2 image(s) it lacks over SSH: api, worker",
+    };
+    for name in &names[1..] {
+        assert!(told(&events, name).contains(lacks), "{name}: {}", told(&events, name));
+    }
+    let leftovers = Command::new("docker")
+        .args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"])
+        .output()
+        .unwrap();
+    let build_project = format!("{}-build-", fleet.hosts[0].project);
+    assert!(
+        !String::from_utf8_lossy(&leftovers.stdout).contains(&build_project),
+        "the local build's names are gone: {}",
+        String::from_utf8_lossy(&leftovers.stdout)
+    );
+
     // A registry that does not answer: the push fails, no host switches, the
     // staged release is gone everywhere.
     let before = fleet.currents();
@@ -222,6 +257,10 @@ fn the_first_host_builds_and_the_others_run_its_images_from_a_registry_then_over
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(releases.len(), 2, "host {i} keeps only its two releases: {releases:?}");
+        assert_eq!(
+            releases.len(),
+            3,
+            "host {i} keeps only its three releases: {releases:?}"
+        );
     }
 }

@@ -453,7 +453,7 @@ impl Checker<'_> {
                 if spec.on == BuildOn::Hosts {
                     return Err(self.at(
                         r,
-                        "build.registry is used when one host builds for the others: set `on = \"first\"` in [build], or remove the registry".into(),
+                        "build.registry is used when one place builds for every host: set `on = \"first\"` or `on = \"local\"` in [build], or remove the registry".into(),
                     ));
                 }
                 Some(value.trim_end_matches('/').to_string())

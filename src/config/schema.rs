@@ -45,6 +45,8 @@ pub enum BuildOn {
     Hosts,
     /// The first selected host builds; the others receive its images.
     First,
+    /// This machine's Docker builds; every host receives its images.
+    Local,
 }
 
 /// `[build]`.

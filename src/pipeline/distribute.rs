@@ -33,26 +33,36 @@ type Saved = (tempfile::NamedTempFile, u64);
 /// How often a stream's progress is told.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
-/// Gets the builder's images (`records[0]` on `fleet.members[0]`) to every
-/// other host and names them for the release there. One result per host,
-/// in member order (the builder's is `Ok`).
+/// Where the release was built: one of the fleet's hosts, or this machine.
+pub(super) struct Builder<'a> {
+    pub member: &'a Member,
+    pub record: &'a Record,
+}
+
+impl Builder<'_> {
+    fn is(&self, m: &Member) -> bool {
+        std::ptr::eq(self.member, m)
+    }
+}
+
+/// Gets the builder's images to every host of the fleet that is not the
+/// builder and names them for the release there (`records`, in member
+/// order). One result per host, in member order (the builder's is `Ok`).
 pub(super) async fn distribute(
     config: &Config,
+    builder: &Builder<'_>,
     fleet: &Fleet,
     records: &[Record],
     reporter: &dyn Reporter,
 ) -> Vec<Result<(), String>> {
-    let n = fleet.members.len();
-    let builder = &fleet.members[0];
-    let built = match built_images(builder, &records[0]).await {
+    let built = match built_images(builder.member, builder.record).await {
         Ok(b) => b,
         Err(e) => {
-            let mut all = vec![Err(format!(
+            let why = format!(
                 "cannot read the images the build made on {}: {e}",
-                builder.host.name
-            ))];
-            all.extend((1..n).map(|_| Err(format!("no images: {e}"))));
-            return all;
+                builder.member.host.name
+            );
+            return fleet.members.iter().map(|_| Err(why.clone())).collect();
         }
     };
     // What each host needs: the builder's images of the services it builds.
@@ -65,27 +75,29 @@ pub(super) async fn distribute(
                 .collect()
         })
         .collect();
-    let missing = lacking(fleet, &wanted).await;
-    tell_lacking(fleet, &built, &missing, config.build.registry.as_deref(), reporter);
-    let needed = missing.iter().skip(1).any(|m| matches!(m, Ok(ids) if !ids.is_empty()));
+    let missing = lacking(builder, fleet, &wanted).await;
+    tell_lacking(
+        builder,
+        fleet,
+        &built,
+        &missing,
+        config.build.registry.as_deref(),
+        reporter,
+    );
+    let needed = missing.iter().any(|m| matches!(m, Ok(ids) if !ids.is_empty()));
     // Per host, once its images are there: the registry references to take off.
     let delivered: Vec<Result<Vec<String>, String>> = match (&config.build.registry, needed) {
         (_, false) => missing.iter().map(|m| m.clone().map(|_| Vec::new())).collect(),
-        (Some(registry), true) => through_registry(fleet, registry, records, &built, &missing, reporter).await,
-        (None, true) => streamed(fleet, &missing, reporter).await,
+        (Some(registry), true) => through_registry(builder, fleet, registry, &built, &missing, reporter).await,
+        (None, true) => streamed(builder, fleet, &missing, reporter).await,
     };
     // Every other host names the images for its release and says which ids
     // its override now names: the builder's, or the deploy stops here.
     let named = fleet
         .for_each_with(
-            wanted
-                .into_iter()
-                .zip(delivered)
-                .zip(records.iter())
-                .enumerate()
-                .collect(),
-            |m, (i, ((wanted, delivered), record))| async move {
-                if i == 0 {
+            wanted.into_iter().zip(delivered).zip(records.iter()).collect(),
+            |m, ((wanted, delivered), record)| async move {
+                if builder.is(m) {
                     return Ok(());
                 }
                 adopt(m, record, &wanted, &delivered?).await
@@ -125,10 +137,10 @@ async fn built_images(builder: &Member, record: &Record) -> Result<Vec<Built>, S
 }
 
 /// Per host, the ids of its wanted images its engine lacks (none for the builder).
-async fn lacking(fleet: &Fleet, wanted: &[Vec<Built>]) -> Vec<Result<Vec<String>, String>> {
+async fn lacking(builder: &Builder<'_>, fleet: &Fleet, wanted: &[Vec<Built>]) -> Vec<Result<Vec<String>, String>> {
     fleet
-        .for_each_with(wanted.iter().enumerate().collect(), |m, (i, wanted)| async move {
-            if i == 0 || wanted.is_empty() {
+        .for_each_with(wanted.iter().collect(), |m, wanted| async move {
+            if builder.is(m) || wanted.is_empty() {
                 return Ok(Vec::new());
             }
             let ids: Vec<&str> = wanted.iter().map(|b| b.id.as_str()).collect();
@@ -146,14 +158,18 @@ async fn lacking(fleet: &Fleet, wanted: &[Vec<Built>]) -> Vec<Result<Vec<String>
 
 /// Says, per host, which of the builder's images it lacks and how they come.
 fn tell_lacking(
+    builder: &Builder<'_>,
     fleet: &Fleet,
     built: &[Built],
     missing: &[Result<Vec<String>, String>],
     registry: Option<&str>,
     reporter: &dyn Reporter,
 ) {
-    for (m, missing) in fleet.members.iter().zip(missing).skip(1) {
+    for (m, missing) in fleet.members.iter().zip(missing) {
         let Ok(ids) = missing else { continue };
+        if builder.is(m) {
+            continue;
+        }
         let services: Vec<&str> = built
             .iter()
             .filter(|b| ids.contains(&b.id))
@@ -179,15 +195,15 @@ fn reference(registry: &str, service: &str, tag: &str) -> String {
 /// The builder pushes every built image (`<registry>/<service>:<release>` and
 /// its content tag); each host pulls the ones it lacks, checked by id.
 async fn through_registry(
+    builder: &Builder<'_>,
     fleet: &Fleet,
     registry: &str,
-    records: &[Record],
     built: &[Built],
     missing: &[Result<Vec<String>, String>],
     reporter: &dyn Reporter,
 ) -> Vec<Result<Vec<String>, String>> {
-    let builder = &fleet.members[0];
-    let release = records[0].release.as_str();
+    let release = builder.record.release.as_str();
+    let builder = builder.member;
     let refs: Vec<(String, String)> = built
         .iter()
         .flat_map(|b| {
@@ -217,9 +233,9 @@ async fn through_registry(
     }
     let refs = &refs;
     fleet
-        .for_each_with(missing.iter().enumerate().collect(), |m, (i, missing)| async move {
+        .for_each_with(missing.iter().collect(), |m, missing| async move {
             let missing = missing.clone()?;
-            if i == 0 || missing.is_empty() {
+            if missing.is_empty() {
                 return Ok(Vec::new());
             }
             // The release's reference of each image the host lacks (every
@@ -245,13 +261,14 @@ async fn through_registry(
 /// Saves each distinct set of lacking images once on the builder, then
 /// streams it to every host that lacks that set.
 async fn streamed(
+    builder: &Builder<'_>,
     fleet: &Fleet,
     missing: &[Result<Vec<String>, String>],
     reporter: &dyn Reporter,
 ) -> Vec<Result<Vec<String>, String>> {
-    let builder = &fleet.members[0];
+    let builder = builder.member;
     let mut sets: Vec<Vec<String>> = Vec::new();
-    for ids in missing.iter().skip(1).flatten() {
+    for ids in missing.iter().flatten() {
         let mut ids = ids.clone();
         ids.sort();
         if !ids.is_empty() && !sets.contains(&ids) {
@@ -265,9 +282,9 @@ async fn streamed(
     }
     let saved = &saved;
     fleet
-        .for_each_with(missing.iter().enumerate().collect(), |m, (i, missing)| async move {
+        .for_each_with(missing.iter().collect(), |m, missing| async move {
             let mut ids = missing.clone()?;
-            if i == 0 || ids.is_empty() {
+            if ids.is_empty() {
                 return Ok(Vec::new());
             }
             ids.sort();
@@ -290,11 +307,7 @@ async fn streamed(
 
 /// `docker save` of `ids` on the builder, compressed there, into a local
 /// temporary file: its size.
-async fn save(
-    builder: &Member,
-    ids: &[String],
-    reporter: &dyn Reporter,
-) -> Result<Saved, String> {
+async fn save(builder: &Member, ids: &[String], reporter: &dyn Reporter) -> Result<Saved, String> {
     let file = tempfile::Builder::new()
         .prefix("deploy-images-")
         .tempfile()

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use super::{End, Run, UpOptions};
 use crate::activation::{Record, RECORD_FILE};
 use crate::compose::{self, OVERRIDE_FILE};
-use crate::config::{BuildOn, Config, Environment, Strategy};
+use crate::config::{BuildOn, Config, Environment, Strategy, Text, TransportKind};
 use crate::error::Error;
 use crate::fleet::{step, Fleet, LockGuard, Member, QUICK_TIMEOUT, STEP_TIMEOUT};
 use crate::git::{self, Commit, PushAuth, Repo};
@@ -180,26 +180,69 @@ pub(super) async fn stage(
 
     let befores: Vec<Option<String>> = states.iter().map(|s| s.current.clone()).collect();
     let (config, reporter, plan_ref) = (run.config, run.reporter, &*plan);
-    // `[build] on = "first"`: the first host builds every image, the others none.
-    let once = config.build.on == BuildOn::First && !plan.build.is_empty();
+    // `[build] on = "first"`: the first host builds every image, the others
+    // none; `"local"`: this machine builds them, no host does.
+    let on = match plan.build.is_empty() {
+        true => BuildOn::Hosts,
+        false => config.build.on,
+    };
+    let local = match on {
+        BuildOn::Local => Some(LocalBuild::open(fleet, reporter).await.map_err(|e| {
+            End::new(
+                Outcome::Failed,
+                format!("cannot build on this machine: {e}; no host was changed"),
+            )
+        })?),
+        _ => None,
+    };
     let staging = async {
-        let staged = fleet
-            .for_each_with(befores.into_iter().enumerate().collect(), |m, (i, before)| async move {
-                let mut record = Record::new(config, m, &plan_ref.release, &plan_ref.commit.id, &plan_ref.build);
-                let builds = !once || i == 0;
-                if once && i == 0 {
-                    record.build = plan_ref.build.clone();
-                }
-                stage_host(config, m, plan_ref, &record, builds, before.as_deref(), reporter)
-                    .await
-                    .map(|()| record)
-            })
-            .await;
-        if !once || staged.iter().any(Result::is_err) {
+        let built_here = async {
+            match &local {
+                Some(l) => Some(l.build(config, plan_ref, reporter).await),
+                None => None,
+            }
+        };
+        let on_hosts = fleet.for_each_with(befores.into_iter().enumerate().collect(), |m, (i, before)| async move {
+            let mut record = Record::new(config, m, &plan_ref.release, &plan_ref.commit.id, &plan_ref.build);
+            let first_builds = on == BuildOn::First && i == 0;
+            if first_builds {
+                record.build = plan_ref.build.clone();
+            }
+            let builds = on == BuildOn::Hosts || first_builds;
+            stage_host(
+                config,
+                m,
+                &plan_ref.files(),
+                &record,
+                builds,
+                before.as_deref(),
+                reporter,
+            )
+            .await
+            .map(|()| record)
+        });
+        let (built_here, staged) = tokio::join!(built_here, on_hosts);
+        if on == BuildOn::Hosts || staged.iter().any(Result::is_err) {
             return staged;
         }
         let records: Vec<Record> = staged.into_iter().flatten().collect();
-        let delivered = super::distribute::distribute(config, fleet, &records, reporter).await;
+        let builder = match (&local, &built_here) {
+            (Some(l), Some(Ok(record))) => super::distribute::Builder {
+                member: l.member(),
+                record,
+            },
+            (_, Some(Err(e))) => {
+                return records
+                    .iter()
+                    .map(|_| Err(format!("the build on this machine failed: {e}")))
+                    .collect()
+            }
+            _ => super::distribute::Builder {
+                member: &fleet.members[0],
+                record: &records[0],
+            },
+        };
+        let delivered = super::distribute::distribute(config, &builder, fleet, &records, reporter).await;
         records
             .into_iter()
             .zip(delivered)
@@ -210,6 +253,9 @@ pub(super) async fn stage(
         r = staging => Some(r),
         _ = run.interrupt.wait() => None,
     };
+    if let Some(local) = local {
+        local.close(&plan.release, run.reporter).await;
+    }
     let Some(results) = results else {
         discard(fleet, &plan.release, run.reporter).await;
         return Err(End::new(
@@ -265,18 +311,126 @@ async fn push(run: &Run<'_>, plan: &UpPlan) -> Result<(), End> {
     })
 }
 
-/// Puts release `plan.release` on the host and builds it (unless `build` is
-/// false: another host builds for it); the live release is not touched.
+/// `[build] on = "local"`: this machine's Docker builds the release, in a
+/// release directory of its own (the first host's variables and compose
+/// files, its project name with `-build`; its shared files empty, as a build
+/// does not read them), removed with its images once the hosts have them.
+struct LocalBuild {
+    dir: tempfile::TempDir,
+    /// This machine, as a one-host fleet on the local transport.
+    fleet: Fleet,
+}
+
+impl LocalBuild {
+    async fn open(fleet: &Fleet, reporter: &dyn Reporter) -> Result<LocalBuild, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("deploy-build-")
+            .tempdir()
+            .map_err(|e| format!("no temporary directory: {e}"))?;
+        let path = dir
+            .path()
+            .to_str()
+            .ok_or("the temporary directory's path is not UTF-8")?;
+        let mut host = fleet.members[0].host.clone();
+        host.name = "local".to_string();
+        host.path = Text::from(path);
+        host.services = None;
+        // Images named apart from any host's, should this machine be one.
+        host.project = format!("{}-build", host.project);
+        let mut env = fleet.env.clone();
+        env.transport = TransportKind::Local;
+        env.hosts = vec![host.clone()];
+        let (mut local, failed) = Fleet::connect_reachable(&env, &[host], reporter).await;
+        if let Some((_, e)) = failed.into_iter().next() {
+            return Err(e);
+        }
+        if let Some((_, e)) = local.preflight(reporter).await.into_iter().next() {
+            local.close().await;
+            return Err(e);
+        }
+        Ok(LocalBuild { dir, fleet: local })
+    }
+
+    fn member(&self) -> &Member {
+        &self.fleet.members[0]
+    }
+
+    /// Stages and builds every service of the release here.
+    async fn build(&self, config: &Config, plan: &UpPlan, reporter: &dyn Reporter) -> Result<Record, String> {
+        let m = self.member();
+        let shared = self.dir.path().join("shared");
+        for f in &config.app.shared_files {
+            let path = shared.join(f.expose());
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            std::fs::write(&path, b"").map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        for d in &config.app.shared_dirs {
+            std::fs::create_dir_all(shared.join(d.expose())).map_err(|e| e.to_string())?;
+        }
+        let tar = match &plan.tar {
+            Some(t) => t.clone(),
+            None => plan.repo.archive(&plan.commit).map_err(|e| e.to_string())?,
+        };
+        let files = Files {
+            release: &plan.release,
+            tar: Some(&tar),
+            fetch: None,
+        };
+        let mut record = Record::new(config, m, &plan.release, &plan.commit.id, &plan.build);
+        record.build = plan.build.clone();
+        stage_host(config, m, &files, &record, true, None, reporter).await?;
+        Ok(record)
+    }
+
+    /// Removes the release and its images from this machine (the hosts have
+    /// them; the build cache stays), then the directory.
+    async fn close(self, id: &str, reporter: &dyn Reporter) {
+        let m = self.member();
+        let remove = release::remove(&m.layout, &m.host.project, &[id.to_string()]);
+        if let Err(e) = m.remote.check(&remove.into(), Some(STEP_TIMEOUT)).await {
+            reporter.event(Event::Warning {
+                host: Some(m.host.name.clone()),
+                message: format!("could not remove the local build of {id}: {e}"),
+            });
+        }
+        self.fleet.close().await;
+        drop(self.dir);
+    }
+}
+
+/// What a host stages a release from.
+struct Files<'a> {
+    release: &'a str,
+    /// `strategy = "upload"` (and a build on this machine): the commit's files.
+    tar: Option<&'a [u8]>,
+    /// `strategy = "git"`: the URL and commit the host fetches.
+    fetch: Option<(&'a str, &'a str)>,
+}
+
+impl UpPlan {
+    fn files(&self) -> Files<'_> {
+        Files {
+            release: &self.release,
+            tar: self.tar.as_deref(),
+            fetch: self.fetch_url.as_deref().map(|url| (url, self.commit.id.as_str())),
+        }
+    }
+}
+
+/// Puts release `files.release` on the host and builds it (unless `build`
+/// is false: another builds for it); the live release is not touched.
 async fn stage_host(
     config: &Config,
     m: &Member,
-    plan: &UpPlan,
+    files: &Files<'_>,
     record: &Record,
     build: bool,
     live: Option<&str>,
     reporter: &dyn Reporter,
 ) -> Result<(), String> {
-    let id = plan.release.as_str();
+    let id = files.release;
     let host = m.host.name.as_str();
     let r = &m.remote;
     // One command: the layout, the commit (fetched, or in the tar), the
@@ -284,23 +438,19 @@ async fn stage_host(
     let env = m.compose_for(record).env_file();
     let overrides = compose::override_file(&m.host.project, &record.build, id);
     let own = record.to_json();
-    let files = [
+    let own_files = [
         (record.env_file.as_str(), env.as_bytes(), 0o600),
         (OVERRIDE_FILE, overrides.as_bytes(), 0o644),
         (RECORD_FILE, own.as_bytes(), 0o644),
     ];
     let input =
-        release::files_tar(plan.tar.as_deref(), &files).map_err(|e| format!("cannot pack the release's files: {e}"))?;
-    let fetch = plan.fetch_url.as_deref().map(|url| (url, plan.commit.id.as_str()));
+        release::files_tar(files.tar, &own_files).map_err(|e| format!("cannot pack the release's files: {e}"))?;
+    let fetch = files.fetch;
     let mut script = Script::from(release::prepare(&m.layout)).then(release::stage(&m.layout, id, fetch));
     if let Some(link) = release::link_shared(&m.layout, id, &config.app) {
         script = script.then(link);
     }
-    let fetch_step = if plan.fetch_url.is_some() {
-        Step::Fetch
-    } else {
-        Step::Upload
-    };
+    let fetch_step = if fetch.is_some() { Step::Fetch } else { Step::Upload };
     let transfer = async {
         r.check_with_input(&script, &input, Some(STEP_TIMEOUT))
             .await
