@@ -543,16 +543,18 @@ pub fn address_images(layout: &Layout, id: &str) -> Cmd {
     )
 }
 
-// $1 a release's override file (after its build). Prints the id of each image
-// it names, in the file's order (its services' order).
+// $1 a release's override file (after its build). Prints the id and the
+// platform of each image it names, a line each, in the file's order (its
+// services' order).
 const IMAGE_IDS: &str = with_image_names!(
     r#"set -e
 names=$(image_names "$1")
-[ -z "$names" ] || docker image inspect -f '{{.Id}}' $names
+[ -z "$names" ] || docker image inspect -f '{{.Id}} {{.Os}}/{{.Architecture}}' $names
 "#
 );
 
-/// The ids of release `id`'s images, one per line, in its override's order.
+/// The ids of release `id`'s images with their platform (`sha256:... linux/amd64`),
+/// a line each, in its override's order.
 pub fn image_ids(layout: &Layout, id: &str) -> Cmd {
     shell(
         IMAGE_IDS,
@@ -560,20 +562,26 @@ pub fn image_ids(layout: &Layout, id: &str) -> Cmd {
     )
 }
 
-// $@ image ids. Prints those the engine does not have.
-const MISSING_IMAGES: &str =
-    r#"for id in "$@"; do docker image inspect "$id" >/dev/null 2>&1 || printf '%s\n' "$id"; done"#;
+// $@ image ids. Prints the engine's platform, then those ids it does not have.
+const MISSING_IMAGES: &str = r#"docker version -f '{{.Server.Os}}/{{.Server.Arch}}' || exit 1
+for id in "$@"; do docker image inspect "$id" >/dev/null 2>&1 || printf '%s\n' "$id"; done
+"#;
 
-/// Of the image `ids`, those the host's engine lacks (one per line).
+/// The engine's platform (`linux/amd64`) on the first line, then those of
+/// the image `ids` it lacks (one per line).
 pub fn missing_images(ids: &[&str]) -> Cmd {
     shell(MISSING_IMAGES, ids)
 }
 
-// $@ image ids: `docker save` of them, gzip'd, on stdout. The exit is save's
-// (sh has no pipefail): a failed save is not a short stream taken for whole.
+// $@ image ids: `docker save` of them, gzip'd, on stdout. sh has no
+// pipefail: both exits are read, so a failed save (or gzip) is not a short
+// stream taken for whole.
 const SAVE_IMAGES: &str = r#"exec 3>&1
-rc=$( { { docker save "$@"; echo $? >&4; } | gzip -1 >&3; } 4>&1 )
-exit "${rc:-1}"
+said=$( { { docker save "$@"; echo "save $?" >&4; } | { gzip -1 >&3; echo "gzip $?" >&4; }; } 4>&1 )
+case "$said" in
+  *"save 0"*"gzip 0"*|*"gzip 0"*"save 0"*) exit 0 ;;
+  *) echo "docker save | gzip: $said" >&2; exit 1 ;;
+esac
 "#;
 
 /// Writes the images `ids` to stdout as one compressed `docker save` stream.
@@ -598,16 +606,21 @@ pub fn tag_images(pairs: &[(&str, &str)]) -> Cmd {
 }
 
 // $@ pairs of image id and registry reference: each id is tagged so and
-// pushed, then the reference is taken off again (the image keeps its names).
-const PUSH_IMAGES: &str = r#"set -e
+// pushed; the references are taken off again whatever happened (the image
+// keeps its own names), and the exit is the first failure's.
+const PUSH_IMAGES: &str = r#"set -f
 refs=""
+rc=0
 while [ $# -ge 2 ]; do
-  docker tag "$1" "$2"
+  docker tag "$1" "$2" || { rc=1; break; }
   refs="$refs $2"
   shift 2
 done
-for r in $refs; do docker push -q "$r" >/dev/null; done
-docker image rm $refs >/dev/null
+if [ "$rc" -eq 0 ]; then
+  for r in $refs; do docker push -q "$r" >/dev/null || { rc=1; break; }; done
+fi
+[ -z "$refs" ] || docker image rm $refs >/dev/null 2>&1
+exit "$rc"
 "#;
 
 /// Pushes each image id as its registry reference: `pairs` of (id, reference).
@@ -616,28 +629,28 @@ pub fn push_images(pairs: &[(&str, &str)]) -> Cmd {
     shell(PUSH_IMAGES, &args)
 }
 
-// $@ pairs of registry reference and the image id it must be. Pulls each and
-// refuses one whose id is not the expected one; the references are taken off
-// again once done (`tag_images` names the ids for the release).
-const PULL_IMAGES: &str = r#"set -e
-refs=""
-while [ $# -ge 2 ]; do
-  docker pull -q "$1" >/dev/null
+// $@ triples of registry reference, the image id it must be, and the name the
+// release gives it. Pulls each, refuses one whose id is not the expected one,
+// names the image for the release and takes the reference off again: stopped
+// or failed at any point, what is left is named for the release (which a
+// discard removes) or not there at all.
+const PULL_IMAGES: &str = r#"while [ $# -ge 3 ]; do
+  docker pull -q "$1" >/dev/null || exit 1
   got=$(docker image inspect -f '{{.Id}}' "$1")
   if [ "$got" != "$2" ]; then
+    docker image rm "$1" >/dev/null 2>&1
     echo "the registry's $1 is image $got, not $2 that was built" >&2
     exit 1
   fi
-  refs="$refs $1"
-  shift 2
+  docker tag "$2" "$3" && docker image rm "$1" >/dev/null || exit 1
+  shift 3
 done
-printf '%s\n' $refs
 "#;
 
-/// Pulls each registry reference and checks it is the image id given:
-/// `pairs` of (reference, id). Prints the references pulled.
-pub fn pull_images(pairs: &[(&str, &str)]) -> Cmd {
-    let args: Vec<&str> = pairs.iter().flat_map(|(r, id)| [*r, *id]).collect();
+/// Pulls each registry reference, checks it is the image id given and
+/// names it: `triples` of (reference, id, name).
+pub fn pull_images(triples: &[(&str, &str, &str)]) -> Cmd {
+    let args: Vec<&str> = triples.iter().flat_map(|(r, id, name)| [*r, *id, *name]).collect();
     shell(PULL_IMAGES, &args)
 }
 

@@ -126,12 +126,38 @@ fn the_first_host_builds_and_the_others_run_its_images_from_a_registry_then_over
         );
     }
 
-    // Through the registry: one build, three pulls, one set of ids.
-    let (_, events) = fleet.deploy(&[], 0);
-    let summary = events.last().unwrap();
+    // The plan says who builds and how the images travel.
+    let (_, plan) = fleet.deploy(&["--dry-run"], 0);
+    let said = |host: Option<&str>| -> Vec<String> {
+        plan.iter()
+            .filter(|e| e["event"] == "info" && e["host"].as_str() == host)
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let summary = plan.last().unwrap();
     let names: Vec<String> = (0..4)
         .map(|i| summary["hosts"][i]["host"].as_str().unwrap().to_string())
         .collect();
+    let pushes = format!("push the images to 127.0.0.1:{}/fleet", registry.port);
+    assert!(
+        said(Some(&names[0]))
+            .iter()
+            .any(|m| m.starts_with("build, for every host: ") && m.contains(&pushes)),
+        "{:?}",
+        said(Some(&names[0]))
+    );
+    for name in &names[1..] {
+        assert!(
+            said(Some(name))
+                .iter()
+                .any(|m| m.starts_with("no build: the first host's images, pulled from 127.0.0.1:")),
+            "{:?}",
+            said(Some(name))
+        );
+    }
+
+    // Through the registry: one build, three pulls, one set of ids.
+    let (_, events) = fleet.deploy(&[], 0);
     assert_eq!(builds(&events), vec![names[0].clone()], "one build, on the first host");
     for name in &names[1..] {
         assert!(
@@ -252,6 +278,15 @@ fn the_first_host_builds_and_the_others_run_its_images_from_a_registry_then_over
         "{summary}"
     );
     assert_eq!(fleet.currents(), before);
+    let names_left = Command::new("docker")
+        .args(["image", "ls", "--format", "{{.Repository}}"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&names_left.stdout).contains("127.0.0.1:"),
+        "the builder takes the registry's names off, pushed or not: {}",
+        String::from_utf8_lossy(&names_left.stdout)
+    );
     for i in 0..4 {
         let releases: Vec<String> = std::fs::read_dir(fleet.hosts[i].ssh.app_path().join("releases"))
             .unwrap()

@@ -444,10 +444,14 @@ impl Checker<'_> {
                 let re = Regex::new(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
                     .expect("static regex");
                 let value = r.get_ref().expose();
-                if !re.is_match(value) {
+                // Docker reads a first part without a dot, a port or
+                // `localhost` as a Docker Hub account: never push there by accident.
+                let host = value.split('/').next().unwrap_or_default();
+                let names_a_registry = host.contains('.') || host.contains(':') || host == "localhost";
+                if !re.is_match(value) || !names_a_registry {
                     return Err(self.at(
                         r,
-                        "build.registry is where images are pushed: expected `host[:port]/path` in lowercase, without a scheme or tag, e.g. \"registry.example.com:5000/app\"".into(),
+                        "build.registry is where images are pushed: expected `host[:port][/path]` in lowercase, the host with a dot, a port or `localhost` (else Docker takes it for a Docker Hub account), without a scheme or tag, e.g. \"registry.example.com:5000/app\"".into(),
                     ));
                 }
                 if spec.on == BuildOn::Hosts {
@@ -456,7 +460,7 @@ impl Checker<'_> {
                         "build.registry is used when one place builds for every host: set `on = \"first\"` or `on = \"local\"` in [build], or remove the registry".into(),
                     ));
                 }
-                Some(value.trim_end_matches('/').to_string())
+                Some(value.to_string())
             }
         };
         Ok(Build { on: spec.on, registry })
@@ -959,6 +963,42 @@ mod tests {
         );
         let e = parse("", "[hooks]\ntimeout = \"0ms\"\n").unwrap_err();
         assert!(e.contains("hooks.timeout must be longer than zero"), "{e}");
+    }
+
+    #[test]
+    fn build_defaults_to_the_hosts_and_a_registry_must_name_one() {
+        let c = parse("", "").unwrap();
+        assert_eq!((c.build.on, c.build.registry.as_deref()), (BuildOn::Hosts, None));
+        let c = parse("", "[build]\non = \"first\"\n").unwrap();
+        assert_eq!((c.build.on, c.build.registry.as_deref()), (BuildOn::First, None));
+        for (registry, kept) in [
+            ("registry.example.com:5000/app", "registry.example.com:5000/app"),
+            ("127.0.0.1:5000", "127.0.0.1:5000"),
+            ("localhost/team/app", "localhost/team/app"),
+            ("ghcr.io/acme", "ghcr.io/acme"),
+        ] {
+            let c = parse("", &format!("[build]\non = \"local\"\nregistry = \"{registry}\"\n")).unwrap();
+            assert_eq!(c.build.registry.as_deref(), Some(kept), "{registry}");
+        }
+        for (bad, says) in [
+            // Docker Hub accounts, not registries: never pushed to by accident.
+            ("on = \"first\"\nregistry = \"acme\"", "Docker Hub"),
+            ("on = \"first\"\nregistry = \"acme/app\"", "Docker Hub"),
+            (
+                "on = \"first\"\nregistry = \"https://r.example.com/app\"",
+                "without a scheme",
+            ),
+            (
+                "on = \"first\"\nregistry = \"r.example.com/app:1\"",
+                "without a scheme or tag",
+            ),
+            ("on = \"first\"\nregistry = \"R.example.com/App\"", "lowercase"),
+            ("registry = \"r.example.com/app\"", "set `on = \"first\"`"),
+            ("on = \"everywhere\"", "unknown variant"),
+        ] {
+            let e = parse("", &format!("[build]\n{bad}\n")).unwrap_err();
+            assert!(e.contains(says) && e.contains("deploy.toml:"), "{bad}: {e}");
+        }
     }
 
     #[test]

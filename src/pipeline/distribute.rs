@@ -1,10 +1,12 @@
-//! `[build] on = "first"`: the first selected host builds the release, the
-//! others receive its images, so every host runs the very same image ids.
-//! Through a registry (`[build] registry`: the builder pushes, the hosts pull)
-//! or, without one, streamed over SSH: `docker save` of only the images a host
-//! lacks, compressed, into that host's `docker load`. Each host then names the
-//! images for its release and the ids it ends up with are checked against the
-//! builder's before any host switches.
+//! `[build] on = "first"` or `"local"`: one place builds the release, every
+//! other host receives its images, so every host runs the very same image
+//! ids. Through a registry (`[build] registry`: the builder pushes, the hosts
+//! pull, each pulled image's id compared with the built one) or, without one,
+//! streamed over SSH: `docker save` of only the images a host lacks,
+//! compressed on the builder, into that host's `docker load` (an image loads
+//! under its own id). A host whose engine runs another platform than the
+//! images' is refused. Each host names the images for its release as its own
+//! build would have, all before any host switches.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -12,26 +14,32 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, ReadBuf};
 
+use super::up::pid_file;
 use crate::activation::Record;
 use crate::compose::image_name;
 use crate::config::Config;
-use crate::fleet::{step, Fleet, Member, QUICK_TIMEOUT, STEP_TIMEOUT};
+use crate::fleet::{step, Fleet, Member, QUICK_TIMEOUT};
 use crate::release;
 use crate::remote::Script;
 use crate::report::events::{Event, Reporter, Step};
 
-/// A built image: its service and its id (`sha256:...`).
+/// A push, a pull, a save or a load of images may take long (they are as big
+/// as the images), but not forever.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// How often a stream's progress is told.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// A built image: its service, its id (`sha256:...`) and platform (`linux/amd64`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Built {
     pub service: String,
     pub id: String,
+    pub platform: String,
 }
 
 /// Images saved on the builder, compressed, in a local file: it and its size.
 type Saved = (tempfile::NamedTempFile, u64);
-
-/// How often a stream's progress is told.
-const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// Where the release was built: one of the fleet's hosts, or this machine.
 pub(super) struct Builder<'a> {
@@ -42,6 +50,33 @@ pub(super) struct Builder<'a> {
 impl Builder<'_> {
     fn is(&self, m: &Member) -> bool {
         std::ptr::eq(self.member, m)
+    }
+}
+
+/// One host's part: the builder's images of the services it builds, and the
+/// ids of those its engine lacks.
+struct Need<'a> {
+    record: &'a Record,
+    wanted: Vec<Built>,
+    missing: Vec<String>,
+}
+
+impl Need<'_> {
+    /// (id, the name its release gives it) of each wanted image.
+    fn names(&self) -> Vec<(String, String)> {
+        self.wanted
+            .iter()
+            .map(|b| {
+                (
+                    b.id.clone(),
+                    image_name(&self.record.project, &b.service, &self.record.release),
+                )
+            })
+            .collect()
+    }
+
+    fn lacking(&self) -> impl Iterator<Item = &Built> {
+        self.wanted.iter().filter(|b| self.missing.contains(&b.id))
     }
 }
 
@@ -65,49 +100,33 @@ pub(super) async fn distribute(
             return fleet.members.iter().map(|_| Err(why.clone())).collect();
         }
     };
-    // What each host needs: the builder's images of the services it builds.
-    let wanted: Vec<Vec<Built>> = records
-        .iter()
-        .map(|r| {
-            r.build
-                .iter()
-                .filter_map(|s| built.iter().find(|b| &b.service == s).cloned())
-                .collect()
-        })
-        .collect();
-    let missing = lacking(builder, fleet, &wanted).await;
-    tell_lacking(
-        builder,
-        fleet,
-        &built,
-        &missing,
-        config.build.registry.as_deref(),
-        reporter,
-    );
-    let needed = missing.iter().any(|m| matches!(m, Ok(ids) if !ids.is_empty()));
-    // Per host, once its images are there: the registry references to take off.
-    let delivered: Vec<Result<Vec<String>, String>> = match (&config.build.registry, needed) {
-        (_, false) => missing.iter().map(|m| m.clone().map(|_| Vec::new())).collect(),
-        (Some(registry), true) => through_registry(builder, fleet, registry, &built, &missing, reporter).await,
-        (None, true) => streamed(builder, fleet, &missing, reporter).await,
+    let needs = needs(builder, fleet, records, &built).await;
+    tell(builder, fleet, &needs, config.build.registry.as_deref(), reporter);
+    let any = needs.iter().any(|n| matches!(n, Ok(Some(n)) if !n.missing.is_empty()));
+    let delivered: Vec<Result<(), String>> = match (&config.build.registry, any) {
+        (_, false) => needs
+            .iter()
+            .map(|n| n.as_ref().map(|_| ()).map_err(Clone::clone))
+            .collect(),
+        (Some(registry), true) => through_registry(builder, fleet, registry, &built, &needs, reporter).await,
+        (None, true) => streamed(builder, fleet, &needs, reporter).await,
     };
-    // Every other host names the images for its release and says which ids
-    // its override now names: the builder's, or the deploy stops here.
-    let named = fleet
+    fleet
         .for_each_with(
-            wanted.into_iter().zip(delivered).zip(records.iter()).collect(),
-            |m, ((wanted, delivered), record)| async move {
-                if builder.is(m) {
-                    return Ok(());
+            needs.iter().zip(delivered).collect(),
+            |m, (need, delivered)| async move {
+                delivered?;
+                match need {
+                    Ok(Some(need)) => adopt(m, need).await,
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e.clone()),
                 }
-                adopt(m, record, &wanted, &delivered?).await
             },
         )
-        .await;
-    named
+        .await
 }
 
-/// The ids of the images release `record` names on the builder, by service.
+/// The images release `record` names on the builder, by service.
 async fn built_images(builder: &Member, record: &Record) -> Result<Vec<Built>, String> {
     let out = builder
         .remote
@@ -117,31 +136,43 @@ async fn built_images(builder: &Member, record: &Record) -> Result<Vec<Built>, S
         )
         .await
         .map_err(|e| e.to_string())?;
-    let ids: Vec<&str> = out.stdout.split_whitespace().collect();
-    if ids.len() != record.build.len() {
+    let lines: Vec<(&str, &str)> = out.stdout.lines().filter_map(|l| l.trim().split_once(' ')).collect();
+    if lines.len() != record.build.len() {
         return Err(format!(
             "the release names {} images for {} built services",
-            ids.len(),
+            lines.len(),
             record.build.len()
         ));
     }
     Ok(record
         .build
         .iter()
-        .zip(ids)
-        .map(|(service, id)| Built {
+        .zip(lines)
+        .map(|(service, (id, platform))| Built {
             service: service.clone(),
             id: id.to_string(),
+            platform: platform.to_string(),
         })
         .collect())
 }
 
-/// Per host, the ids of its wanted images its engine lacks (none for the builder).
-async fn lacking(builder: &Builder<'_>, fleet: &Fleet, wanted: &[Vec<Built>]) -> Vec<Result<Vec<String>, String>> {
+/// Per host: what it needs (`None` for the builder and hosts that build
+/// nothing), after asking its engine what it lacks and what platform it runs.
+async fn needs<'a>(
+    builder: &Builder<'_>,
+    fleet: &Fleet,
+    records: &'a [Record],
+    built: &[Built],
+) -> Vec<Result<Option<Need<'a>>, String>> {
     fleet
-        .for_each_with(wanted.iter().collect(), |m, wanted| async move {
+        .for_each_with(records.iter().collect(), |m, record| async move {
+            let wanted: Vec<Built> = record
+                .build
+                .iter()
+                .filter_map(|s| built.iter().find(|b| &b.service == s).cloned())
+                .collect();
             if builder.is(m) || wanted.is_empty() {
-                return Ok(Vec::new());
+                return Ok(None);
             }
             let ids: Vec<&str> = wanted.iter().map(|b| b.id.as_str()).collect();
             let out = m
@@ -149,32 +180,40 @@ async fn lacking(builder: &Builder<'_>, fleet: &Fleet, wanted: &[Vec<Built>]) ->
                 .check(&release::missing_images(&ids).into(), Some(QUICK_TIMEOUT))
                 .await
                 .map_err(|e| e.to_string())?;
-            let mut missing: Vec<String> = out.stdout.split_whitespace().map(str::to_string).collect();
+            let mut lines = out.stdout.split_whitespace();
+            let platform = lines.next().unwrap_or_default();
+            if let Some(b) = wanted.iter().find(|b| b.platform != platform) {
+                return Err(format!(
+                    "this host's engine runs {platform} images, the build made {} for {}: build on the hosts, or where the platform is theirs",
+                    b.platform, b.service
+                ));
+            }
+            let mut missing: Vec<String> = lines.map(str::to_string).collect();
+            missing.sort();
             missing.dedup();
-            Ok(missing)
+            Ok(Some(Need {
+                record,
+                wanted,
+                missing,
+            }))
         })
         .await
 }
 
 /// Says, per host, which of the builder's images it lacks and how they come.
-fn tell_lacking(
+fn tell(
     builder: &Builder<'_>,
     fleet: &Fleet,
-    built: &[Built],
-    missing: &[Result<Vec<String>, String>],
+    needs: &[Result<Option<Need<'_>>, String>],
     registry: Option<&str>,
     reporter: &dyn Reporter,
 ) {
-    for (m, missing) in fleet.members.iter().zip(missing) {
-        let Ok(ids) = missing else { continue };
+    for (m, need) in fleet.members.iter().zip(needs) {
+        let Ok(Some(need)) = need else { continue };
         if builder.is(m) {
             continue;
         }
-        let services: Vec<&str> = built
-            .iter()
-            .filter(|b| ids.contains(&b.id))
-            .map(|b| b.service.as_str())
-            .collect();
+        let services: Vec<&str> = need.lacking().map(|b| b.service.as_str()).collect();
         let message = match (services.len(), registry) {
             (0, _) => "has every image the build made; nothing to send".to_string(),
             (n, Some(r)) => format!("pulls {n} image(s) it lacks from {r}: {}", services.join(", ")),
@@ -187,23 +226,23 @@ fn tell_lacking(
     }
 }
 
-/// The registry reference of a service's image for a release.
+/// The registry reference of a service's image under `tag`.
 fn reference(registry: &str, service: &str, tag: &str) -> String {
     format!("{registry}/{}:{tag}", service.to_lowercase())
 }
 
 /// The builder pushes every built image (`<registry>/<service>:<release>` and
-/// its content tag); each host pulls the ones it lacks, checked by id.
+/// its content tag); each host pulls the ones it lacks, checked by id and
+/// named for its release in the same command.
 async fn through_registry(
     builder: &Builder<'_>,
     fleet: &Fleet,
     registry: &str,
     built: &[Built],
-    missing: &[Result<Vec<String>, String>],
+    needs: &[Result<Option<Need<'_>>, String>],
     reporter: &dyn Reporter,
-) -> Vec<Result<Vec<String>, String>> {
+) -> Vec<Result<(), String>> {
     let release = builder.record.release.as_str();
-    let builder = builder.member;
     let refs: Vec<(String, String)> = built
         .iter()
         .flat_map(|b| {
@@ -218,118 +257,128 @@ async fn through_registry(
         })
         .collect();
     let pairs: Vec<(&str, &str)> = refs.iter().map(|(id, r)| (id.as_str(), r.as_str())).collect();
+    let m = builder.member;
+    let push = release::tracked(&release::push_images(&pairs), &pid_file(m, release));
     let pushed = step(
         reporter,
-        &builder.host.name,
+        &m.host.name,
         Step::Images,
-        builder
-            .remote
-            .check(&release::push_images(&pairs).into(), Some(STEP_TIMEOUT)),
+        m.remote.check(&push.into(), Some(TRANSFER_TIMEOUT)),
     )
     .await
     .map_err(|e| format!("push to {registry}: {e}"));
     if let Err(e) = pushed {
-        return (0..fleet.members.len()).map(|_| Err(e.clone())).collect();
+        return fleet.members.iter().map(|_| Err(e.clone())).collect();
     }
-    let refs = &refs;
     fleet
-        .for_each_with(missing.iter().collect(), |m, missing| async move {
-            let missing = missing.clone()?;
-            if missing.is_empty() {
-                return Ok(Vec::new());
-            }
-            // The release's reference of each image the host lacks (every
-            // other one of `refs`; the content tags point at the same images).
-            let pulls: Vec<(&str, &str)> = refs
-                .iter()
-                .step_by(2)
-                .filter(|(id, _)| missing.contains(id))
-                .map(|(id, r)| (r.as_str(), id.as_str()))
+        .for_each_with(needs.iter().collect(), |m, need| async move {
+            let need = match need {
+                Ok(Some(need)) if !need.missing.is_empty() => need,
+                Ok(_) => return Ok(()),
+                Err(e) => return Err(e.clone()),
+            };
+            let triples: Vec<(String, String, String)> = need
+                .lacking()
+                .map(|b| {
+                    (
+                        reference(registry, &b.service, release),
+                        b.id.clone(),
+                        image_name(&need.record.project, &b.service, release),
+                    )
+                })
                 .collect();
+            let triples: Vec<(&str, &str, &str)> = triples
+                .iter()
+                .map(|(r, id, n)| (r.as_str(), id.as_str(), n.as_str()))
+                .collect();
+            let pull = release::tracked(&release::pull_images(&triples), &pid_file(m, release));
             step(
                 reporter,
                 &m.host.name,
                 Step::Images,
-                m.remote.check(&release::pull_images(&pulls).into(), Some(STEP_TIMEOUT)),
+                m.remote.check(&pull.into(), Some(TRANSFER_TIMEOUT)),
             )
-            .await?;
-            Ok(pulls.iter().map(|(r, _)| r.to_string()).collect())
+            .await
+            .map(|_| ())
         })
         .await
 }
 
 /// Saves each distinct set of lacking images once on the builder, then
-/// streams it to every host that lacks that set.
+/// streams it to every host that lacks that set; each host names the
+/// images for its release as soon as they are loaded.
 async fn streamed(
     builder: &Builder<'_>,
     fleet: &Fleet,
-    missing: &[Result<Vec<String>, String>],
+    needs: &[Result<Option<Need<'_>>, String>],
     reporter: &dyn Reporter,
-) -> Vec<Result<Vec<String>, String>> {
-    let builder = builder.member;
-    let mut sets: Vec<Vec<String>> = Vec::new();
-    for ids in missing.iter().flatten() {
-        let mut ids = ids.clone();
-        ids.sort();
-        if !ids.is_empty() && !sets.contains(&ids) {
-            sets.push(ids);
+) -> Vec<Result<(), String>> {
+    let mut sets: Vec<&[String]> = Vec::new();
+    for need in needs.iter().flatten().flatten() {
+        if !need.missing.is_empty() && !sets.contains(&need.missing.as_slice()) {
+            sets.push(&need.missing);
         }
     }
-    let mut saved: Vec<(Vec<String>, Result<Saved, String>)> = Vec::new();
+    let mut saved: Vec<(&[String], Result<Saved, String>)> = Vec::new();
     for ids in sets {
-        let file = save(builder, &ids, reporter).await;
-        saved.push((ids, file));
+        saved.push((ids, save(builder, ids, reporter).await));
     }
     let saved = &saved;
     fleet
-        .for_each_with(missing.iter().collect(), |m, missing| async move {
-            let mut ids = missing.clone()?;
-            if ids.is_empty() {
-                return Ok(Vec::new());
-            }
-            ids.sort();
+        .for_each_with(needs.iter().collect(), |m, need| async move {
+            let need = match need {
+                Ok(Some(need)) if !need.missing.is_empty() => need,
+                Ok(_) => return Ok(()),
+                Err(e) => return Err(e.clone()),
+            };
             let (_, file) = saved
                 .iter()
-                .find(|(set, _)| *set == ids)
+                .find(|(set, _)| *set == need.missing.as_slice())
                 .expect("a stream for every set");
             let (file, size) = file.as_ref().map_err(Clone::clone)?;
             step(
                 reporter,
                 &m.host.name,
                 Step::Images,
-                load(m, file.path(), *size, reporter),
+                load(m, need, file.path(), *size, reporter),
             )
-            .await?;
-            Ok(Vec::new())
+            .await
         })
         .await
 }
 
 /// `docker save` of `ids` on the builder, compressed there, into a local
 /// temporary file: its size.
-async fn save(builder: &Member, ids: &[String], reporter: &dyn Reporter) -> Result<Saved, String> {
+async fn save(builder: &Builder<'_>, ids: &[String], reporter: &dyn Reporter) -> Result<Saved, String> {
+    let m = builder.member;
     let file = tempfile::Builder::new()
         .prefix("deploy-images-")
         .tempfile()
         .map_err(|e| format!("cannot make a temporary file for the images: {e}"))?;
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let path = file.path().to_path_buf();
     let saving = async {
-        let mut out = tokio::fs::File::create(&path).await.map_err(|e| e.to_string())?;
-        builder
-            .remote
-            .check_to_writer(&release::save_images(&ids).into(), &mut out, Some(STEP_TIMEOUT))
+        let mut out = tokio::fs::File::from_std(file.reopen().map_err(|e| e.to_string())?);
+        let save = release::tracked(&release::save_images(&ids), &pid_file(m, &builder.record.release));
+        m.remote
+            .check_to_writer(&save.into(), &mut out, Some(TRANSFER_TIMEOUT))
             .await
             .map_err(|e| e.named("docker save").to_string())?;
-        let size = tokio::fs::metadata(&path).await.map_err(|e| e.to_string())?.len();
+        let size = tokio::fs::metadata(file.path()).await.map_err(|e| e.to_string())?.len();
         Ok::<u64, String>(size)
     };
-    let size = step(reporter, &builder.host.name, Step::Images, saving).await?;
+    let size = step(reporter, &m.host.name, Step::Images, saving).await?;
     Ok((file, size))
 }
 
-/// Streams the saved images at `path` (`size` bytes) into the host's `docker load`.
-async fn load(m: &Member, path: &std::path::Path, size: u64, reporter: &dyn Reporter) -> Result<(), String> {
+/// Streams the saved images at `path` (`size` bytes) into the host's
+/// `docker load`, then names them for its release.
+async fn load(
+    m: &Member,
+    need: &Need<'_>,
+    path: &std::path::Path,
+    size: u64,
+    reporter: &dyn Reporter,
+) -> Result<(), String> {
     let file = tokio::fs::File::open(path).await.map_err(|e| e.to_string())?;
     let mut counted = Counted {
         inner: file,
@@ -339,10 +388,17 @@ async fn load(m: &Member, path: &std::path::Path, size: u64, reporter: &dyn Repo
         told: Instant::now(),
         reporter,
     };
+    let names = need.names();
+    let pairs: Vec<(&str, &str)> = names.iter().map(|(id, n)| (id.as_str(), n.as_str())).collect();
+    let script = Script::from(release::tracked(
+        &release::load_images(),
+        &pid_file(m, &need.record.release),
+    ))
+    .then(release::tag_images(&pairs));
     m.remote
-        .check_with_reader(&release::load_images().into(), &mut counted, Some(STEP_TIMEOUT))
+        .check_with_reader(&script, &mut counted, Some(TRANSFER_TIMEOUT))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.named("docker load").to_string())?;
     reporter.event(Event::Transfer {
         host: m.host.name.clone(),
         sent_bytes: size,
@@ -351,36 +407,23 @@ async fn load(m: &Member, path: &std::path::Path, size: u64, reporter: &dyn Repo
     Ok(())
 }
 
-/// Names the delivered images for the host's release (as its build would
-/// have), content-tags them, takes the registry's references `pulled` off,
-/// and checks its override names the builder's ids.
-async fn adopt(m: &Member, record: &Record, wanted: &[Built], pulled: &[String]) -> Result<(), String> {
-    if wanted.is_empty() {
-        return Ok(());
-    }
-    let names: Vec<String> = wanted
-        .iter()
-        .map(|b| image_name(&record.project, &b.service, &record.release))
-        .collect();
-    let pairs: Vec<(&str, &str)> = wanted
-        .iter()
-        .zip(&names)
-        .map(|(b, n)| (b.id.as_str(), n.as_str()))
-        .collect();
-    let mut script =
-        Script::from(release::tag_images(&pairs)).then(release::address_images(&m.layout, &record.release));
-    if !pulled.is_empty() {
-        let refs: Vec<&str> = pulled.iter().map(String::as_str).collect();
-        script = script.then(release::untag_images(&refs));
-    }
-    let script = script.then(release::image_ids(&m.layout, &record.release));
+/// Names the builder's images for the host's release (as its build would
+/// have: by id, so the very images), content-tags them, and reads back which
+/// ids the release's override now names: the builder's, or no switch.
+async fn adopt(m: &Member, need: &Need<'_>) -> Result<(), String> {
+    let names = need.names();
+    let pairs: Vec<(&str, &str)> = names.iter().map(|(id, n)| (id.as_str(), n.as_str())).collect();
+    let release = need.record.release.as_str();
+    let script = Script::from(release::tag_images(&pairs))
+        .then(release::address_images(&m.layout, release))
+        .then(release::image_ids(&m.layout, release));
     let out = m
         .remote
         .check(&script, Some(QUICK_TIMEOUT))
         .await
         .map_err(|e| e.named("name the builder's images").to_string())?;
-    let got: Vec<&str> = out.stdout.split_whitespace().collect();
-    let expected: Vec<&str> = wanted.iter().map(|b| b.id.as_str()).collect();
+    let got: Vec<&str> = out.stdout.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    let expected: Vec<&str> = need.wanted.iter().map(|b| b.id.as_str()).collect();
     if got != expected {
         return Err(format!(
             "the release's images here are {} but the builder made {}: not switching",

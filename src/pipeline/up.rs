@@ -146,7 +146,9 @@ fn push_auth(env: &Environment) -> PushAuth {
     }
 }
 
-fn pid_file(m: &Member, id: &str) -> String {
+/// Where the build (or an image transfer) of release `id` on `m` records
+/// its process group, for a discard to stop it.
+pub(super) fn pid_file(m: &Member, id: &str) -> String {
     format!("{}/build-{id}.pid", m.layout.state())
 }
 
@@ -546,6 +548,19 @@ pub(super) fn describe(config: &Config, fleet: &Fleet, plan: &UpPlan, reporter: 
             format!("push branch `{}` to `{}`", config.source.branch, config.source.remote),
         );
     }
+    if config.build.on == BuildOn::Local && !plan.build.is_empty() {
+        info(
+            None,
+            format!(
+                "build on this machine, for every host: compose build {}{}",
+                plan.build.join(" "),
+                match &config.build.registry {
+                    Some(r) => format!("; push the images to {r}"),
+                    None => String::new(),
+                }
+            ),
+        );
+    }
     for (i, m) in fleet.members.iter().enumerate() {
         let h = Some(m.host.name.as_str());
         info(
@@ -565,11 +580,33 @@ pub(super) fn describe(config: &Config, fleet: &Fleet, plan: &UpPlan, reporter: 
         }
         let record = Record::new(config, m, id, &plan.commit.id, &plan.build);
         let compose = m.compose_for(&record);
-        if !record.build.is_empty() {
-            info(
+        let on = match plan.build.is_empty() {
+            true => BuildOn::Hosts,
+            false => config.build.on,
+        };
+        let how = match &config.build.registry {
+            Some(r) => format!("pulled from {r}"),
+            None => "streamed over SSH (those it lacks)".to_string(),
+        };
+        match (on, i) {
+            (BuildOn::Hosts, _) if !record.build.is_empty() => info(
                 h,
                 format!("build: {}", compose.cmd(["build"]).args(record.build.iter()).display()),
-            );
+            ),
+            (BuildOn::Hosts, _) => {}
+            (BuildOn::First, 0) => info(
+                h,
+                format!(
+                    "build, for every host: {}{}",
+                    compose.cmd(["build"]).args(plan.build.iter()).display(),
+                    match &config.build.registry {
+                        Some(r) => format!("; push the images to {r}"),
+                        None => String::new(),
+                    }
+                ),
+            ),
+            (BuildOn::First, _) => info(h, format!("no build: the first host's images, {how}")),
+            (BuildOn::Local, _) => info(h, format!("no build: the images built on this machine, {how}")),
         }
         if let Some(rc) = &config.release {
             if release_command::hosts(rc, fleet.members.len()).contains(&i) {

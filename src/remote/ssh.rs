@@ -245,7 +245,11 @@ impl Remote for SshRemote {
         let fut = async {
             let (written, out) = tokio::join!(write, child.wait_with_output());
             let out = out.map_err(|e| self.io_error(script, ssh_words(&e)))?;
-            written.map_err(|e| self.io_error(script, e))?;
+            // A command that stopped early (failed, or was stopped) closed its
+            // stdin: its exit says why, not the broken pipe.
+            if out.status.success() {
+                written.map_err(|e| self.io_error(script, e))?;
+            }
             Ok(out)
         };
         let out = match timeout {

@@ -4,6 +4,9 @@
 //! bridge of its own, no iptables rules), its socket given to the host's login
 //! user by sshd (`SetEnv DOCKER_HOST=...`). The registry is Debian's
 //! `docker-registry` (the reference registry) on loopback.
+//!
+//! Never `dockerd --bridge none`: that deletes the machine's docker0. Each
+//! engine gets a bridge of its own and a fresh data root, every time.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -16,15 +19,29 @@ use super::{claim, open_tempdir, sh, wait_for};
 /// removed on drop.
 pub struct OwnEngine {
     dir: tempfile::TempDir,
+    slot: u32,
     bridge: String,
     child: Child,
 }
 
+/// The slots this process's engines hold.
+static TAKEN: std::sync::Mutex<std::collections::BTreeSet<u32>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
 impl OwnEngine {
     /// Starts an engine with no images.
     pub fn start() -> OwnEngine {
-        // Unique among test runs on this machine: its bridge and address pool.
-        let n = (0..30).find(|n| claim("engine", *n)).expect("a free engine slot");
+        // Unique among test runs on this machine (`claim`) and among this
+        // run's own engines (`claim` answers yes again to its own process):
+        // its bridge, address pool and containerd namespace.
+        let n = {
+            let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+            let n = (0..30)
+                .find(|n| !taken.contains(n) && claim("engine", *n))
+                .expect("a free engine slot");
+            taken.insert(n);
+            n
+        };
         let bridge = format!("ddtest{n}");
         let _ = Command::new("ip").args(["link", "del", &bridge]).output();
         for args in [
@@ -51,6 +68,9 @@ impl OwnEngine {
             .arg(format!("unix://{}", d.join("sock").display()))
             .args(["--bridge", &bridge, "--iptables=false", "--ip6tables=false"])
             .args(["--storage-driver", "vfs"])
+            // Were a system containerd used, its namespace is not the machine engine's.
+            .args(["--containerd-namespace", &format!("dtest{n}")])
+            .args(["--containerd-plugins-namespace", &format!("dtest{n}-plugins")])
             .args(["--default-address-pool", &format!("base=10.{}.0.0/16,size=24", 192 + n)])
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(d.join("dockerd.log")).expect("log"))
@@ -62,7 +82,12 @@ impl OwnEngine {
             ))
             .spawn()
             .expect("dockerd starts");
-        let engine = OwnEngine { dir, bridge, child };
+        let engine = OwnEngine {
+            dir,
+            slot: n,
+            bridge,
+            child,
+        };
         wait_for("a test host's own dockerd", Duration::from_secs(60), || {
             engine
                 .docker()
@@ -169,6 +194,7 @@ impl Drop for OwnEngine {
         let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
         // vfs leaves plain directories, some read-only to their owner.
         let _ = Command::new("rm").arg("-rf").arg(self.dir.path()).status();
+        TAKEN.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.slot);
     }
 }
 
