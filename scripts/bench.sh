@@ -9,6 +9,7 @@
 #   bash scripts/bench.sh --hosts 1,4 --runs 5 --out /tmp/b.md
 #   bash scripts/bench.sh --only-zero-downtime   # only its section of BENCHMARKS.md
 #   bash scripts/bench.sh --only-variants        # only the variants section (v1/v2, http/exec)
+#   bash scripts/bench.sh --only-build-once --runs 3   # [build] on, 16 hosts with engines of their own
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-bench-deps.sh

@@ -10,12 +10,15 @@
 //! `--only-zero-downtime` (only `deploy`'s zero-downtime comparison, whose
 //! section it writes into the report in place, leaving the rest as it was),
 //! `--only-variants` (only the variants: compose v1/v2, http/exec checks, the
-//! minimal playbook, deploy's per-step table; spliced in the same way).
+//! minimal playbook, deploy's per-step table; spliced in the same way),
+//! `--only-build-once` (only `[build] on` compared on 16 hosts with engines
+//! of their own, or `--hosts N`; spliced in the same way).
 
 #[path = "../../tests/harness/mod.rs"]
 mod harness;
 
 mod bed;
+mod build_once;
 mod measure;
 mod report;
 
@@ -58,6 +61,7 @@ struct Options {
     zero_downtime_only: bool,
     /// Only the variants, spliced into the report.
     variants_only: bool,
+    build_once_only: bool,
 }
 
 fn options() -> Options {
@@ -71,6 +75,7 @@ fn options() -> Options {
         smoke: false,
         zero_downtime_only: false,
         variants_only: false,
+        build_once_only: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -90,6 +95,12 @@ fn options() -> Options {
                 o.out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-smoke.md");
             }
             "--only-zero-downtime" => o.zero_downtime_only = true,
+            "--only-build-once" => {
+                o.build_once_only = true;
+                if !std::env::args().any(|a| a == "--hosts") {
+                    o.sizes = vec![16];
+                }
+            }
             "--only-variants" => {
                 o.variants_only = true;
                 if !std::env::args().any(|a| a == "--hosts") {
@@ -178,6 +189,18 @@ fn main() {
         return;
     }
     let o = options();
+    if o.build_once_only {
+        let hosts = *o.sizes.iter().max().expect("a fleet size");
+        let section = build_once::run(hosts, o.runs);
+        let before = std::fs::read_to_string(&o.out).unwrap_or_default();
+        std::fs::write(
+            &o.out,
+            report::splice(&before, build_once::START, build_once::END, &section),
+        )
+        .expect("write the report");
+        eprintln!("bench: wrote {}", o.out.display());
+        return;
+    }
     let began = Instant::now();
     let deploy_bin = PathBuf::from(env!("CARGO_BIN_EXE_deploy"));
     let max = *o.sizes.iter().max().expect("a fleet size");
@@ -469,7 +492,18 @@ fn main() {
         let before = std::fs::read_to_string(&o.out).unwrap_or_default();
         report::splice_variants(&before, &results)
     } else {
-        report::render(&results, &deploy_bin)
+        // The build-once section comes from its own run: kept as it was.
+        let before = std::fs::read_to_string(&o.out).unwrap_or_default();
+        let text = report::render(&results, &deploy_bin);
+        match (before.find(build_once::START), before.find(build_once::END)) {
+            (Some(a), Some(b)) if a < b && !o.smoke => report::splice(
+                &text,
+                build_once::START,
+                build_once::END,
+                &before[a..b + build_once::END.len()],
+            ),
+            _ => text,
+        }
     };
     std::fs::write(&o.out, text).expect("write the report");
     eprintln!(

@@ -257,7 +257,7 @@ pub fn render(r: &Results, deploy_bin: &Path) -> String {
         }
     }
     let _ = writeln!(s, "\n## Run it\n");
-    let _ = writeln!(s, "```\nbash scripts/bench.sh            # N = 1, 4, 16; 5 runs; rewrites BENCHMARKS.md (about 30 min here)\nbash scripts/bench.sh --smoke    # N = 1, one run, report under target/ (what CI runs)\nbash scripts/bench.sh --only-zero-downtime   # only the zero-downtime section, rewritten in place\nbash scripts/bench.sh --only-variants        # only the variants section (N = 1, 4), rewritten in place\n```");
+    let _ = writeln!(s, "```\nbash scripts/bench.sh            # N = 1, 4, 16; 5 runs; rewrites BENCHMARKS.md (about 30 min here)\nbash scripts/bench.sh --smoke    # N = 1, one run, report under target/ (what CI runs)\nbash scripts/bench.sh --only-zero-downtime   # only the zero-downtime section, rewritten in place\nbash scripts/bench.sh --only-variants        # only the variants section (N = 1, 4), rewritten in place\nbash scripts/bench.sh --only-build-once --runs 3   # only the build-once section (16 hosts with engines of their own)\n```");
     s
 }
 
@@ -283,7 +283,7 @@ pub fn splice_variants(existing: &str, r: &Results) -> String {
 
 /// `existing` with the part between `start` and `end` replaced by `section`
 /// (which carries both markers), or `section` inserted before "## More figures".
-fn splice(existing: &str, start: &str, end: &str, section: &str) -> String {
+pub fn splice(existing: &str, start: &str, end: &str, section: &str) -> String {
     match (existing.find(start), existing.find(end)) {
         (Some(a), Some(b)) if a < b => format!(
             "{}{}\n{}",
