@@ -606,11 +606,12 @@ pub fn tag_images(pairs: &[(&str, &str)]) -> Cmd {
 }
 
 // $@ pairs of image id and registry reference: each id is tagged so and
-// pushed; the references are taken off again whatever happened (the image
-// keeps its own names), and the exit is the first failure's.
+// pushed; the references are taken off again whatever happened (stopped by
+// a discard too: the trap), and the exit is the first failure's.
 const PUSH_IMAGES: &str = r#"set -f
 refs=""
 rc=0
+trap '[ -z "$refs" ] || docker image rm $refs >/dev/null 2>&1; exit 143' TERM INT
 while [ $# -ge 2 ]; do
   docker tag "$1" "$2" || { rc=1; break; }
   refs="$refs $2"
@@ -634,7 +635,10 @@ pub fn push_images(pairs: &[(&str, &str)]) -> Cmd {
 // names the image for the release and takes the reference off again: stopped
 // or failed at any point, what is left is named for the release (which a
 // discard removes) or not there at all.
-const PULL_IMAGES: &str = r#"while [ $# -ge 3 ]; do
+const PULL_IMAGES: &str = r#"cur=""
+trap '[ -z "$cur" ] || docker image rm "$cur" >/dev/null 2>&1; exit 143' TERM INT
+while [ $# -ge 3 ]; do
+  cur="$1"
   docker pull -q "$1" >/dev/null || exit 1
   got=$(docker image inspect -f '{{.Id}}' "$1")
   if [ "$got" != "$2" ]; then
@@ -643,6 +647,7 @@ const PULL_IMAGES: &str = r#"while [ $# -ge 3 ]; do
     exit 1
   fi
   docker tag "$2" "$3" && docker image rm "$1" >/dev/null || exit 1
+  cur=""
   shift 3
 done
 "#;

@@ -91,14 +91,20 @@ fn live_image_ids(fleet: &TestFleet) -> Vec<Vec<(String, String)>> {
         .collect()
 }
 
-/// Every host's live release names the same image id for each service.
+/// Every host's live release names the same image id for each service it
+/// runs (host 3 runs the worker alone): the api's and the worker's ids.
 fn same_ids_everywhere(fleet: &TestFleet) -> Vec<String> {
     let all = live_image_ids(fleet);
     let ids = |i: usize| all[i].iter().map(|(_, id)| id.clone()).collect::<Vec<_>>();
     assert_eq!(all[0].len(), 2, "api and worker are built: {all:?}");
-    for i in 1..all.len() {
+    for i in 1..3 {
         assert_eq!(ids(i), ids(0), "host {i} runs other images than host 0: {all:?}");
     }
+    assert_eq!(
+        ids(3),
+        vec![ids(0)[1].clone()],
+        "host 3 names the worker's image alone: {all:?}"
+    );
     ids(0)
 }
 
@@ -110,6 +116,8 @@ fn the_first_host_builds_and_the_others_run_its_images_from_a_registry_then_over
             hosts: 4,
             parallel: Some(4),
             own_engines: vec![1, 2, 3],
+            // A host that runs no api gets no api image.
+            services: vec![(3, vec!["worker", "redis"])],
             extra: format!(
                 "{CHECKS}\n[build]\non = \"first\"\nregistry = \"127.0.0.1:{}/fleet\"\n",
                 registry.port
@@ -159,14 +167,21 @@ fn the_first_host_builds_and_the_others_run_its_images_from_a_registry_then_over
     // Through the registry: one build, three pulls, one set of ids.
     let (_, events) = fleet.deploy(&[], 0);
     assert_eq!(builds(&events), vec![names[0].clone()], "one build, on the first host");
-    for name in &names[1..] {
+    for name in &names[1..3] {
         assert!(
             told(&events, name).contains("pulls 2 image(s) it lacks from 127.0.0.1:"),
             "{name}: {}",
             told(&events, name)
         );
     }
-    assert_eq!(fleet.versions(), vec![Some("A".to_string()); 4]);
+    assert!(
+        told(&events, &names[3]).contains("pulls 1 image(s) it lacks from 127.0.0.1:")
+            && told(&events, &names[3]).ends_with(": worker"),
+        "{}",
+        told(&events, &names[3])
+    );
+    assert_eq!(fleet.versions()[..3], vec![Some("A".to_string()); 3]);
+    assert_eq!(fleet.version(3), None, "host 3 runs no api");
     let first = same_ids_everywhere(&fleet);
     let release = fleet.current(0).unwrap();
     assert!(fleet.currents().iter().all(|c| c.as_deref() == Some(release.as_str())));
@@ -197,7 +212,12 @@ fn the_first_host_builds_and_the_others_run_its_images_from_a_registry_then_over
     fleet.app.commit_file("api/www/extra.txt", "new\n", "api only");
     let (_, events) = fleet.deploy(&[], 0);
     assert_eq!(builds(&events), vec![names[0].clone()]);
-    for name in &names[1..] {
+    assert!(
+        told(&events, &names[3]).contains("has every image the build made"),
+        "the worker did not change: {}",
+        told(&events, &names[3])
+    );
+    for name in &names[1..3] {
         assert!(
             told(&events, name).contains("gets 1 image(s) it lacks over SSH: api"),
             "{name}: {}",
@@ -214,7 +234,7 @@ fn the_first_host_builds_and_the_others_run_its_images_from_a_registry_then_over
     let second = same_ids_everywhere(&fleet);
     assert_ne!(second[0], first[0], "the api's image changed");
     assert_eq!(second[1], first[1], "the worker's did not");
-    for i in 0..4 {
+    for i in 0..3 {
         let h = &fleet.hosts[i];
         assert_eq!(
             crate::harness::http_get_at(&h.api_bind, h.api_port, "/extra.txt", std::time::Duration::from_secs(5))
@@ -241,13 +261,24 @@ fn the_first_host_builds_and_the_others_run_its_images_from_a_registry_then_over
     // is the same id only if the build here reproduced it byte for byte
     // (file owners in the context differ between the two), and a host gets
     // exactly the images whose ids it lacks.
-    let lacks = match third[1] == second[1] {
-        true => "gets 1 image(s) it lacks over SSH: api",
-        false => "gets 2 image(s) it lacks over SSH: api, worker",
+    let (lacks, worker_host) = match third[1] == second[1] {
+        true => (
+            "gets 1 image(s) it lacks over SSH: api",
+            "has every image the build made",
+        ),
+        false => (
+            "gets 2 image(s) it lacks over SSH: api, worker",
+            "gets 1 image(s) it lacks over SSH: worker",
+        ),
     };
-    for name in &names[1..] {
+    for name in &names[1..3] {
         assert!(told(&events, name).contains(lacks), "{name}: {}", told(&events, name));
     }
+    assert!(
+        told(&events, &names[3]).contains(worker_host),
+        "{}",
+        told(&events, &names[3])
+    );
     let leftovers = Command::new("docker")
         .args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"])
         .output()
@@ -276,6 +307,13 @@ fn the_first_host_builds_and_the_others_run_its_images_from_a_registry_then_over
             .unwrap_or_default()
             .contains("no host was changed"),
         "{summary}"
+    );
+    assert!(
+        summary["hosts"][0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("push to 127.0.0.1:"),
+        "the push is what failed: {summary}"
     );
     assert_eq!(fleet.currents(), before);
     let names_left = Command::new("docker")

@@ -101,6 +101,16 @@ pub(super) async fn distribute(
         }
     };
     let needs = needs(builder, fleet, records, &built).await;
+    if needs.iter().any(Result::is_err) {
+        // Nothing moves when one host cannot take the images.
+        return needs
+            .into_iter()
+            .map(|n| match n {
+                Err(e) => Err(e),
+                Ok(_) => Err("not sent: another host cannot take the images".to_string()),
+            })
+            .collect();
+    }
     tell(builder, fleet, &needs, config.build.registry.as_deref(), reporter);
     let any = needs.iter().any(|n| matches!(n, Ok(Some(n)) if !n.missing.is_empty()));
     let delivered: Vec<Result<(), String>> = match (&config.build.registry, any) {
@@ -401,7 +411,7 @@ async fn load(
         .map_err(|e| e.named("docker load").to_string())?;
     reporter.event(Event::Transfer {
         host: m.host.name.clone(),
-        sent_bytes: size,
+        sent_bytes: counted.sent,
         total_bytes: size,
     });
     Ok(())

@@ -189,7 +189,7 @@ pub(super) async fn stage(
         false => config.build.on,
     };
     let local = match on {
-        BuildOn::Local => Some(LocalBuild::open(fleet, reporter).await.map_err(|e| {
+        BuildOn::Local => Some(LocalBuild::open(config, fleet, reporter).await.map_err(|e| {
             End::new(
                 Outcome::Failed,
                 format!("cannot build on this machine: {e}; no host was changed"),
@@ -314,9 +314,9 @@ async fn push(run: &Run<'_>, plan: &UpPlan) -> Result<(), End> {
 }
 
 /// `[build] on = "local"`: this machine's Docker builds the release, in a
-/// release directory of its own (the first host's variables and compose
-/// files, its project name with `-build`; its shared files empty, as a build
-/// does not read them), removed with its images once the hosts have them.
+/// release directory of its own (the first host's variables, compose files
+/// and shared files, its project name with `-build`), removed with its
+/// images once the hosts have them.
 struct LocalBuild {
     dir: tempfile::TempDir,
     /// This machine, as a one-host fleet on the local transport.
@@ -324,7 +324,7 @@ struct LocalBuild {
 }
 
 impl LocalBuild {
-    async fn open(fleet: &Fleet, reporter: &dyn Reporter) -> Result<LocalBuild, String> {
+    async fn open(config: &Config, fleet: &Fleet, reporter: &dyn Reporter) -> Result<LocalBuild, String> {
         let dir = tempfile::Builder::new()
             .prefix("deploy-build-")
             .tempdir()
@@ -350,6 +350,11 @@ impl LocalBuild {
             local.close().await;
             return Err(e);
         }
+        let shared = copy_shared_files(config, &fleet.members[0], &dir.path().join("shared")).await;
+        if let Err(e) = shared {
+            local.close().await;
+            return Err(e);
+        }
         Ok(LocalBuild { dir, fleet: local })
     }
 
@@ -361,13 +366,6 @@ impl LocalBuild {
     async fn build(&self, config: &Config, plan: &UpPlan, reporter: &dyn Reporter) -> Result<Record, String> {
         let m = self.member();
         let shared = self.dir.path().join("shared");
-        for f in &config.app.shared_files {
-            let path = shared.join(f.expose());
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-            }
-            std::fs::write(&path, b"").map_err(|e| format!("{}: {e}", path.display()))?;
-        }
         for d in &config.app.shared_dirs {
             std::fs::create_dir_all(shared.join(d.expose())).map_err(|e| e.to_string())?;
         }
@@ -386,10 +384,16 @@ impl LocalBuild {
         Ok(record)
     }
 
-    /// Removes the release and its images from this machine (the hosts have
-    /// them; the build cache stays), then the directory.
+    /// Stops what still runs for the release here, removes it and its
+    /// images from this machine (the hosts have them; the build cache
+    /// stays), then the directory.
     async fn close(self, id: &str, reporter: &dyn Reporter) {
         let m = self.member();
+        // A build, save or push still running (Ctrl-C) is stopped first.
+        let _ = m
+            .remote
+            .run(&release::stop_tracked(&pid_file(m, id)).into(), Some(QUICK_TIMEOUT))
+            .await;
         let remove = release::remove(&m.layout, &m.host.project, &[id.to_string()]);
         if let Err(e) = m.remote.check(&remove.into(), Some(STEP_TIMEOUT)).await {
             reporter.event(Event::Warning {
@@ -400,6 +404,43 @@ impl LocalBuild {
         self.fleet.close().await;
         drop(self.dir);
     }
+}
+
+/// The first host's shared files (`.env` and the like: compose reads them
+/// for its variables, a build may read them) into `to` on this machine,
+/// closed to others, for a build here to see what a build there would.
+async fn copy_shared_files(config: &Config, first: &Member, to: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let files: Vec<&str> = config.app.shared_files.iter().map(|f| f.expose()).collect();
+    if files.is_empty() {
+        return Ok(());
+    }
+    let pack = crate::remote::Cmd::new("tar")
+        .arg("-C")
+        .arg(first.layout.shared())
+        .arg("-cf")
+        .arg("-")
+        .arg("--")
+        .args(files.iter().copied());
+    let mut packed: Vec<u8> = Vec::new();
+    first
+        .remote
+        .check_to_writer(&pack.into(), &mut packed, Some(QUICK_TIMEOUT))
+        .await
+        .map_err(|e| format!("cannot read the shared files of {}: {e}", first.host.name))?;
+    std::fs::create_dir_all(to).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700)).map_err(|e| e.to_string())?;
+    let mut archive = tar::Archive::new(&packed[..]);
+    archive.set_preserve_permissions(false);
+    archive
+        .unpack(to)
+        .map_err(|e| format!("cannot unpack the shared files: {e}"))?;
+    for f in &files {
+        let path = to.join(f);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// What a host stages a release from.
@@ -605,6 +646,7 @@ pub(super) fn describe(config: &Config, fleet: &Fleet, plan: &UpPlan, reporter: 
                     }
                 ),
             ),
+            (_, _) if record.build.is_empty() => {}
             (BuildOn::First, _) => info(h, format!("no build: the first host's images, {how}")),
             (BuildOn::Local, _) => info(h, format!("no build: the images built on this machine, {how}")),
         }
