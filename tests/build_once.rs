@@ -10,27 +10,9 @@ use std::process::Command;
 
 use crate::harness::app::Behaviour;
 use crate::harness::engines::{image_id, Registry};
-use crate::harness::fleet::{FleetSetup, TestFleet};
+use crate::harness::fleet::{checks, FleetSetup, TestFleet};
 use crate::harness::images;
 use crate::harness::sshd::free_port;
-
-const CHECKS: &str = r#"
-[verify]
-timeout = "20s"
-interval = "200ms"
-max_interval = "1s"
-
-[[verify.checks]]
-name = "containers up"
-type = "compose_ps"
-
-[[verify.checks]]
-name = "api health"
-type = "http"
-service = "api"
-url = "http://{{API_BIND}}:{{API_PORT}}/cgi-bin/health"
-via = "ssh"
-"#;
 
 /// The deploy.toml the harness wrote, with `[build]` replaced by `build`.
 fn set_build(fleet: &TestFleet, build: &str) {
@@ -119,7 +101,8 @@ fn the_first_host_builds_and_the_others_run_its_images_from_a_registry_then_over
             // A host that runs no api gets no api image.
             services: vec![(3, vec!["worker", "redis"])],
             extra: format!(
-                "{CHECKS}\n[build]\non = \"first\"\nregistry = \"127.0.0.1:{}/fleet\"\n",
+                "{}\n[build]\non = \"first\"\nregistry = \"127.0.0.1:{}/fleet\"\n",
+                checks("20s"),
                 registry.port
             ),
             ..Default::default()

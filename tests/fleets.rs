@@ -6,26 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::app::{Behaviour, Health};
-use crate::harness::fleet::{FleetSetup, TestFleet};
+use crate::harness::fleet::{checks, FleetSetup, TestFleet};
 use crate::harness::wait_for;
-
-const CHECKS: &str = r#"
-[verify]
-timeout = "20s"
-interval = "200ms"
-max_interval = "1s"
-
-[[verify.checks]]
-name = "containers up"
-type = "compose_ps"
-
-[[verify.checks]]
-name = "api health"
-type = "http"
-service = "api"
-url = "http://{{API_BIND}}:{{API_PORT}}/cgi-bin/health"
-via = "ssh"
-"#;
 
 fn summary(events: &[serde_json::Value]) -> &serde_json::Value {
     let last = events.last().expect("events");
@@ -61,7 +43,7 @@ fn six_hosts_in_parallel_switch_and_verify_and_a_worker_host_runs_no_api() {
             hosts: 6,
             parallel: Some(6),
             services: vec![(5, vec!["worker", "redis"])],
-            extra: CHECKS.into(),
+            extra: checks("20s"),
             ..Default::default()
         },
         &Behaviour::version("A"),
@@ -103,7 +85,7 @@ fn a_failure_in_a_later_batch_puts_every_switched_host_back() {
             hosts: 6,
             batch: Some(2),
             vars: vec![(4, "FAIL_HEALTH", "1")],
-            extra: CHECKS.replace("timeout = \"20s\"", "timeout = \"4s\""),
+            extra: checks("4s"),
             ..Default::default()
         },
         &Behaviour::version("A"),
@@ -153,7 +135,7 @@ fn an_unreachable_host_at_preflight_changes_nothing() {
     let mut fleet = TestFleet::new(
         FleetSetup {
             hosts: 6,
-            extra: CHECKS.into(),
+            extra: checks("20s"),
             ..Default::default()
         },
         &Behaviour::version("A"),
@@ -185,7 +167,7 @@ fn an_unreachable_host_at_preflight_changes_nothing() {
 
 #[test]
 fn a_host_cut_off_mid_deploy_does_not_hang_the_run_and_the_rest_go_back() {
-    let extra = CHECKS.replace("timeout = \"20s\"", "timeout = \"8s\"");
+    let extra = checks("8s");
     let fleet = TestFleet::new(
         FleetSetup {
             hosts: 6,

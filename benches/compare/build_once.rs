@@ -11,27 +11,9 @@ use std::time::Instant;
 
 use crate::harness::app::Behaviour;
 use crate::harness::engines::Registry;
-use crate::harness::fleet::{FleetSetup, TestFleet};
+use crate::harness::fleet::{checks, FleetSetup, TestFleet};
 use crate::harness::images;
 use crate::measure::median;
-
-const CHECKS: &str = r#"
-[verify]
-timeout = "60s"
-interval = "200ms"
-max_interval = "1s"
-
-[[verify.checks]]
-name = "containers up"
-type = "compose_ps"
-
-[[verify.checks]]
-name = "api health"
-type = "http"
-service = "api"
-url = "http://{{API_BIND}}:{{API_PORT}}/cgi-bin/health"
-via = "ssh"
-"#;
 
 /// How the images are built and reach the hosts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +62,7 @@ pub fn run(hosts: usize, runs: usize) -> String {
         FleetSetup {
             hosts,
             own_engines: (0..hosts).collect(),
-            extra: format!("{CHECKS}\n[build]\non = \"hosts\"\n"),
+            extra: format!("{}\n[build]\non = \"hosts\"\n", checks("60s")),
             ..Default::default()
         },
         &Behaviour::version("A"),

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use super::{exit_code, quote, stream_lines, timed_out, LineSink, Output, Reader, Remote, RemoteError, Script, Writer};
+use super::{quote, stream_lines, LineSink, Output, Reader, Remote, RemoteError, Script, Writer};
 
 /// Extra time beyond a command's timeout for `timeout` itself to stop it.
 const GRACE: Duration = Duration::from_secs(10);
@@ -43,14 +43,6 @@ impl LocalRemote {
             reason: e.to_string(),
         }
     }
-
-    fn timed_out(&self, script: &Script, timeout: Duration) -> RemoteError {
-        RemoteError::TimedOut {
-            host: self.host.clone(),
-            command: script.display(),
-            timeout,
-        }
-    }
 }
 
 #[async_trait]
@@ -63,23 +55,8 @@ impl Remote for LocalRemote {
         let started = Instant::now();
         let mut cmd = self.command(script, timeout);
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let fut = cmd.output();
-        let out = match timeout {
-            Some(t) => tokio::time::timeout(t + GRACE, fut)
-                .await
-                .map_err(|_| self.timed_out(script, t))?,
-            None => fut.await,
-        }
-        .map_err(|e| self.io_error(script, e))?;
-        let code = exit_code(out.status);
-        if timed_out(code, started.elapsed(), timeout) {
-            return Err(self.timed_out(script, timeout.unwrap_or_default()));
-        }
-        Ok(Output {
-            code,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+        let fut = async { cmd.output().await.map_err(|e| self.io_error(script, e)) };
+        super::bounded(&self.host, script, timeout, GRACE, started, fut).await
     }
 
     async fn stream(&self, script: &Script, timeout: Option<Duration>, sink: LineSink<'_>) -> Result<i32, RemoteError> {
@@ -93,19 +70,12 @@ impl Remote for LocalRemote {
             stream_lines(stdout, stderr, sink)
                 .await
                 .map_err(|e| self.io_error(script, e))?;
-            child.wait().await.map_err(|e| self.io_error(script, e))
+            let status = child.wait().await.map_err(|e| self.io_error(script, e))?;
+            Ok(super::status_only(status))
         };
-        let status = match timeout {
-            Some(t) => tokio::time::timeout(t + GRACE, fut)
-                .await
-                .map_err(|_| self.timed_out(script, t))?,
-            None => fut.await,
-        }?;
-        let code = exit_code(status);
-        if timed_out(code, started.elapsed(), timeout) {
-            return Err(self.timed_out(script, timeout.unwrap_or_default()));
-        }
-        Ok(code)
+        Ok(super::bounded(&self.host, script, timeout, GRACE, started, fut)
+            .await?
+            .code)
     }
 
     async fn close(self: Box<Self>) -> Result<(), RemoteError> {
@@ -144,21 +114,7 @@ impl Remote for LocalRemote {
             }
             Ok(out)
         };
-        let out = match timeout {
-            Some(t) => tokio::time::timeout(t + GRACE, fut)
-                .await
-                .map_err(|_| self.timed_out(script, t))?,
-            None => fut.await,
-        }?;
-        let code = exit_code(out.status);
-        if timed_out(code, started.elapsed(), timeout) {
-            return Err(self.timed_out(script, timeout.unwrap_or_default()));
-        }
-        Ok(Output {
-            code,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+        super::bounded(&self.host, script, timeout, GRACE, started, fut).await
     }
 
     async fn run_to_writer(
@@ -185,23 +141,13 @@ impl Remote for LocalRemote {
             copied.map_err(|e| self.io_error(script, e))?;
             read.map_err(|e| self.io_error(script, e))?;
             let status = child.wait().await.map_err(|e| self.io_error(script, e))?;
-            Ok((status, said))
+            Ok(std::process::Output {
+                status,
+                stdout: Vec::new(),
+                stderr: said,
+            })
         };
-        let (status, said) = match timeout {
-            Some(t) => tokio::time::timeout(t + GRACE, fut)
-                .await
-                .map_err(|_| self.timed_out(script, t))?,
-            None => fut.await,
-        }?;
-        let code = exit_code(status);
-        if timed_out(code, started.elapsed(), timeout) {
-            return Err(self.timed_out(script, timeout.unwrap_or_default()));
-        }
-        Ok(Output {
-            code,
-            stdout: String::new(),
-            stderr: String::from_utf8_lossy(&said).into_owned(),
-        })
+        super::bounded(&self.host, script, timeout, GRACE, started, fut).await
     }
 
     async fn close_forward(&self, _target: &str, _local: SocketAddr) -> Result<(), RemoteError> {

@@ -399,6 +399,47 @@ pub fn exit_code(status: std::process::ExitStatus) -> i32 {
     status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
+/// Waits for a command's end (`fut`: its exit status and what it captured),
+/// started at `started`, for `timeout` plus `grace`, and makes it an
+/// [`Output`]: a command its time limit stopped (`timeout` on the host, or
+/// this wait) is `TimedOut`.
+pub(crate) async fn bounded(
+    host: &str,
+    script: &Script,
+    timeout: Option<Duration>,
+    grace: Duration,
+    started: std::time::Instant,
+    fut: impl std::future::Future<Output = Result<std::process::Output, RemoteError>>,
+) -> Result<Output, RemoteError> {
+    let timed = |t: Duration| RemoteError::TimedOut {
+        host: host.to_string(),
+        command: script.display(),
+        timeout: t,
+    };
+    let out = match timeout {
+        Some(t) => tokio::time::timeout(t + grace, fut).await.map_err(|_| timed(t))?,
+        None => fut.await,
+    }?;
+    let code = exit_code(out.status);
+    if timed_out(code, started.elapsed(), timeout) {
+        return Err(timed(timeout.unwrap_or_default()));
+    }
+    Ok(Output {
+        code,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// A finished process's status with nothing captured.
+pub(crate) fn status_only(status: std::process::ExitStatus) -> std::process::Output {
+    std::process::Output {
+        status,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    }
+}
+
 /// `timeout` exits 124 when it stopped the command (137 after KILL).
 pub(crate) fn timed_out(code: i32, elapsed: Duration, timeout: Option<Duration>) -> bool {
     matches!(timeout, Some(t) if (code == 124 || code == 137) && elapsed >= t)

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use openssh::{ControlPersist, ForwardType, KnownHosts, Session, SessionBuilder, Socket, Stdio};
 use tokio::io::AsyncWriteExt;
 
-use super::{exit_code, quote, stream_lines, timed_out, LineSink, Output, Reader, Remote, RemoteError, Script, Writer};
+use super::{quote, stream_lines, LineSink, Output, Reader, Remote, RemoteError, Script, Writer};
 use crate::config::{Host, HostKeyPolicy};
 
 /// Extra time the client waits beyond a command's timeout, for `timeout` on the
@@ -126,14 +126,6 @@ impl SshRemote {
             reason: e.to_string(),
         }
     }
-
-    fn timed_out(&self, script: &Script, timeout: Duration) -> RemoteError {
-        RemoteError::TimedOut {
-            host: self.host.clone(),
-            command: script.display(),
-            timeout,
-        }
-    }
 }
 
 /// `host:port` (the host may be `[v6]`) as the socket a forward connects to.
@@ -172,23 +164,8 @@ impl Remote for SshRemote {
         let started = Instant::now();
         let mut cmd = self.session().raw_command(quote::wrap(script, timeout));
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let fut = cmd.output();
-        let out = match timeout {
-            Some(t) => tokio::time::timeout(t + GRACE, fut)
-                .await
-                .map_err(|_| self.timed_out(script, t))?,
-            None => fut.await,
-        }
-        .map_err(|e| self.io_error(script, ssh_words(&e)))?;
-        let code = exit_code(out.status);
-        if timed_out(code, started.elapsed(), timeout) {
-            return Err(self.timed_out(script, timeout.unwrap_or_default()));
-        }
-        Ok(Output {
-            code,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+        let fut = async { cmd.output().await.map_err(|e| self.io_error(script, ssh_words(&e))) };
+        super::bounded(&self.host, script, timeout, GRACE, started, fut).await
     }
 
     async fn stream(&self, script: &Script, timeout: Option<Duration>, sink: LineSink<'_>) -> Result<i32, RemoteError> {
@@ -203,19 +180,12 @@ impl Remote for SshRemote {
             stream_lines(stdout, stderr, sink)
                 .await
                 .map_err(|e| self.io_error(script, e))?;
-            child.wait().await.map_err(|e| self.io_error(script, ssh_words(&e)))
+            let status = child.wait().await.map_err(|e| self.io_error(script, ssh_words(&e)))?;
+            Ok(super::status_only(status))
         };
-        let status = match timeout {
-            Some(t) => tokio::time::timeout(t + GRACE, fut)
-                .await
-                .map_err(|_| self.timed_out(script, t))?,
-            None => fut.await,
-        }?;
-        let code = exit_code(status);
-        if timed_out(code, started.elapsed(), timeout) {
-            return Err(self.timed_out(script, timeout.unwrap_or_default()));
-        }
-        Ok(code)
+        Ok(super::bounded(&self.host, script, timeout, GRACE, started, fut)
+            .await?
+            .code)
     }
 
     async fn close(mut self: Box<Self>) -> Result<(), RemoteError> {
@@ -252,21 +222,7 @@ impl Remote for SshRemote {
             }
             Ok(out)
         };
-        let out = match timeout {
-            Some(t) => tokio::time::timeout(t + GRACE, fut)
-                .await
-                .map_err(|_| self.timed_out(script, t))?,
-            None => fut.await,
-        }?;
-        let code = exit_code(out.status);
-        if timed_out(code, started.elapsed(), timeout) {
-            return Err(self.timed_out(script, timeout.unwrap_or_default()));
-        }
-        Ok(Output {
-            code,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+        super::bounded(&self.host, script, timeout, GRACE, started, fut).await
     }
 
     async fn run_to_writer(
@@ -294,23 +250,13 @@ impl Remote for SshRemote {
             copied.map_err(|e| self.io_error(script, e))?;
             read.map_err(|e| self.io_error(script, e))?;
             let status = child.wait().await.map_err(|e| self.io_error(script, ssh_words(&e)))?;
-            Ok((status, said))
+            Ok(std::process::Output {
+                status,
+                stdout: Vec::new(),
+                stderr: said,
+            })
         };
-        let (status, said) = match timeout {
-            Some(t) => tokio::time::timeout(t + GRACE, fut)
-                .await
-                .map_err(|_| self.timed_out(script, t))?,
-            None => fut.await,
-        }?;
-        let code = exit_code(status);
-        if timed_out(code, started.elapsed(), timeout) {
-            return Err(self.timed_out(script, timeout.unwrap_or_default()));
-        }
-        Ok(Output {
-            code,
-            stdout: String::new(),
-            stderr: String::from_utf8_lossy(&said).into_owned(),
-        })
+        super::bounded(&self.host, script, timeout, GRACE, started, fut).await
     }
 
     async fn forward_socket(&self, remote: &str) -> Result<std::path::PathBuf, RemoteError> {

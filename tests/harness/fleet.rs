@@ -28,6 +28,30 @@ pub struct FleetSetup {
     pub own_engines: Vec<usize>,
 }
 
+/// The checklist fleet tests use: containers up, and each host's api health
+/// (its own port, through SSH), waited for up to `timeout`.
+pub fn checks(timeout: &str) -> String {
+    format!(
+        r#"
+[verify]
+timeout = "{timeout}"
+interval = "200ms"
+max_interval = "1s"
+
+[[verify.checks]]
+name = "containers up"
+type = "compose_ps"
+
+[[verify.checks]]
+name = "api health"
+type = "http"
+service = "api"
+url = "http://{{{{API_BIND}}}}:{{{{API_PORT}}}}/cgi-bin/health"
+via = "ssh"
+"#
+    )
+}
+
 pub struct FleetHost {
     pub ssh: SshHost,
     /// Its own engine, if it has one (after `ssh`: the host goes first).
