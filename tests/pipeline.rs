@@ -396,9 +396,9 @@ fn a_deploy_that_waited_for_another_puts_back_what_that_one_made_live() {
         wait.path().join("go.waiting").exists()
     });
     // ...while the first (B) goes through and makes B live.
-    d.deploy(&["--rev", &b], 0);
+    let run_b = d.deploy(&["--rev", &b], 0);
     let b_release = d.current().unwrap();
-    assert_eq!(d.version().as_deref(), Some("B"));
+    assert_eq!(d.version().as_deref(), Some("B"), "{}\n{}", run_b.all(), d.explain());
     std::fs::write(&go, "").unwrap();
     let out = second.wait_with_output().unwrap();
     let all = format!(

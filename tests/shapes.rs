@@ -17,9 +17,9 @@ fn lifecycle(d: &Deployment) -> (String, String) {
     assert_eq!(d.version().as_deref(), Some("A"));
     let a = d.current().unwrap();
     d.app.commit_file("api/version", "B\n", "version B");
-    let (_, second) = d.deploy_json(&[], 0);
+    let (run_b, second) = d.deploy_json(&[], 0);
     all_checks_passed(&second);
-    assert_eq!(d.version().as_deref(), Some("B"));
+    assert_eq!(d.version().as_deref(), Some("B"), "{}\n{}", run_b.all(), d.explain());
     let b = d.current().unwrap();
     let (_, back) = json(d, &["rollback", "test"], 0);
     all_checks_passed(&back);

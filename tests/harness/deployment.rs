@@ -207,6 +207,35 @@ impl Deployment {
             .map(|(_, b)| b.trim().to_string())
     }
 
+    /// What the host runs, for a failed assertion to show: the project's
+    /// containers (image, state, created), `current`, and the live release's
+    /// image override.
+    pub fn explain(&self) -> String {
+        let ps = Command::new("docker")
+            .args([
+                "ps",
+                "-a",
+                "--no-trunc",
+                "--filter",
+                &format!("label=com.docker.compose.project={}", self.project),
+                "--format",
+                "{{.Names}} {{.Image}} {{.State}} {{.Status}} created {{.CreatedAt}}",
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let current = self.current().unwrap_or_default();
+        let override_file = std::fs::read_to_string(
+            self.host
+                .app_path()
+                .join("releases")
+                .join(&current)
+                .join(".deploy-compose.yml"),
+        )
+        .unwrap_or_default();
+        format!("containers:\n{ps}current: {current}\noverride:\n{override_file}")
+    }
+
     /// The release `current` points at.
     pub fn current(&self) -> Option<String> {
         std::fs::read_link(self.host.app_path().join("current"))
