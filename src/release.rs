@@ -197,14 +197,20 @@ if [ -n "$3" ]; then
   if ! git --git-dir="$1" cat-file -e "$4^{commit}" 2>/dev/null; then
     echo "commit $4 is not in $3" >&2; exit 1
   fi
-  git --git-dir="$1" archive --format=tar "$4" | tar -x -f - -C "$2"
+  git --git-dir="$1" archive --format=tar "$4" | tar -x -m -f - -C "$2"
 fi
-tar -x -f "$files" -C "$2"
+tar -x -m -f "$files" -C "$2"
 "#;
 
 /// Puts release `id` on the host: fetched (`fetch = Some((url, commit))`,
 /// into the host's mirror, then exported) or not (its files come in the tar),
-/// then the tar on stdin unpacked over it (see [`files_tar`]).
+/// then the tar on stdin unpacked over it (see [`files_tar`]). Files get the
+/// time they were unpacked (`tar -m`), not the commit's: Compose v2 sends a
+/// build context file again only when its size or mtime changed, so a
+/// same-size change committed within the same second as an earlier build of
+/// that path (this app's or another's on the engine) would build from the
+/// earlier content. The image cache goes by content, so unchanged services
+/// still build to the same image.
 pub fn stage(layout: &Layout, id: &str, fetch: Option<(&str, &str)>) -> Cmd {
     let (url, commit) = fetch.unwrap_or(("", ""));
     shell(STAGE, &[&layout.repo(), &layout.release(id), url, commit])

@@ -508,3 +508,24 @@ fn hooks_run_around_the_deploy_and_a_failing_pre_deploy_changes_nothing() {
     let post = std::fs::read_to_string(d.app.path().join("post.txt")).unwrap();
     assert_eq!(post.trim(), format!("test ok {}", d.current().unwrap()));
 }
+
+#[test]
+fn a_same_size_change_committed_in_the_same_second_is_built_not_taken_from_the_cache() {
+    let d = Deployment::new(Setup::default(), &Behaviour::version("A"));
+    d.deploy(&[], 0);
+    assert_eq!(d.version().as_deref(), Some("A"));
+    // B changes one byte of one file and is committed with A's time: every
+    // file `git archive` gives has the same size and mtime as A's.
+    let date = git(d.app.path(), &["log", "-1", "--format=%cI"]).trim().to_string();
+    std::fs::write(d.app.path().join("api/www/version"), "B\n").unwrap();
+    let status = Command::new("git")
+        .args(["commit", "-qam", "B: same size, same second"])
+        .env("GIT_COMMITTER_DATE", &date)
+        .env("GIT_AUTHOR_DATE", &date)
+        .current_dir(d.app.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    d.deploy(&[], 0);
+    assert_eq!(d.version().as_deref(), Some("B"), "{}", d.explain());
+}
