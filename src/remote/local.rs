@@ -5,7 +5,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use super::{quote, stream_lines, LineSink, Output, Reader, Remote, RemoteError, Script, Writer};
@@ -97,13 +96,7 @@ impl Remote for LocalRemote {
         let mut cmd = self.command(script, timeout);
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| self.io_error(script, e))?;
-        let mut stdin = child.stdin.take().expect("piped");
-        let write = async {
-            tokio::io::copy(input, &mut stdin).await?;
-            stdin.shutdown().await?;
-            drop(stdin);
-            Ok::<(), std::io::Error>(())
-        };
+        let write = super::feed(input, child.stdin.take().expect("piped"));
         let fut = async {
             let (written, out) = tokio::join!(write, child.wait_with_output());
             let out = out.map_err(|e| self.io_error(script, e))?;
@@ -127,19 +120,11 @@ impl Remote for LocalRemote {
         let mut cmd = self.command(script, timeout);
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| self.io_error(script, e))?;
-        let mut stdout = child.stdout.take().expect("piped");
-        let mut stderr = child.stderr.take().expect("piped");
+        let (stdout, stderr) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
         let fut = async {
-            let mut said = Vec::new();
-            let (copied, read) = tokio::join!(
-                async {
-                    tokio::io::copy(&mut stdout, out).await?;
-                    out.flush().await
-                },
-                tokio::io::AsyncReadExt::read_to_end(&mut stderr, &mut said)
-            );
-            copied.map_err(|e| self.io_error(script, e))?;
-            read.map_err(|e| self.io_error(script, e))?;
+            let said = super::drain(stdout, stderr, out)
+                .await
+                .map_err(|e| self.io_error(script, e))?;
             let status = child.wait().await.map_err(|e| self.io_error(script, e))?;
             Ok(std::process::Output {
                 status,

@@ -431,6 +431,34 @@ pub(crate) async fn bounded(
     })
 }
 
+/// Copies `input` into a command's stdin, then closes it (its end of input).
+pub(crate) async fn feed(input: Reader<'_>, mut stdin: impl tokio::io::AsyncWrite + Unpin) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    tokio::io::copy(input, &mut stdin).await?;
+    stdin.shutdown().await
+}
+
+/// Copies a command's stdout to `out` while reading its stderr: what it
+/// said there.
+pub(crate) async fn drain(
+    mut stdout: impl tokio::io::AsyncRead + Unpin,
+    mut stderr: impl tokio::io::AsyncRead + Unpin,
+    out: Writer<'_>,
+) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncWriteExt;
+    let mut said = Vec::new();
+    let (copied, read) = tokio::join!(
+        async {
+            tokio::io::copy(&mut stdout, out).await?;
+            out.flush().await
+        },
+        tokio::io::AsyncReadExt::read_to_end(&mut stderr, &mut said)
+    );
+    copied?;
+    read?;
+    Ok(said)
+}
+
 /// A finished process's status with nothing captured.
 pub(crate) fn status_only(status: std::process::ExitStatus) -> std::process::Output {
     std::process::Output {

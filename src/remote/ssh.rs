@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use openssh::{ControlPersist, ForwardType, KnownHosts, Session, SessionBuilder, Socket, Stdio};
-use tokio::io::AsyncWriteExt;
 
 use super::{quote, stream_lines, LineSink, Output, Reader, Remote, RemoteError, Script, Writer};
 use crate::config::{Host, HostKeyPolicy};
@@ -203,13 +202,7 @@ impl Remote for SshRemote {
         let mut cmd = self.session().raw_command(quote::wrap(script, timeout));
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().await.map_err(|e| self.io_error(script, ssh_words(&e)))?;
-        let mut stdin = child.stdin().take().expect("piped");
-        let write = async {
-            tokio::io::copy(input, &mut stdin).await?;
-            stdin.shutdown().await?;
-            drop(stdin);
-            Ok::<(), std::io::Error>(())
-        };
+        let write = super::feed(input, child.stdin().take().expect("piped"));
         // Output is read while input is written: a command that answers as it
         // reads cannot stall on a full pipe.
         let fut = async {
@@ -236,19 +229,14 @@ impl Remote for SshRemote {
         let mut cmd = self.session().raw_command(quote::wrap(script, timeout));
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().await.map_err(|e| self.io_error(script, ssh_words(&e)))?;
-        let mut stdout = child.stdout().take().expect("piped");
-        let mut stderr = child.stderr().take().expect("piped");
+        let (stdout, stderr) = (
+            child.stdout().take().expect("piped"),
+            child.stderr().take().expect("piped"),
+        );
         let fut = async {
-            let mut said = Vec::new();
-            let (copied, read) = tokio::join!(
-                async {
-                    tokio::io::copy(&mut stdout, out).await?;
-                    out.flush().await
-                },
-                tokio::io::AsyncReadExt::read_to_end(&mut stderr, &mut said)
-            );
-            copied.map_err(|e| self.io_error(script, e))?;
-            read.map_err(|e| self.io_error(script, e))?;
+            let said = super::drain(stdout, stderr, out)
+                .await
+                .map_err(|e| self.io_error(script, e))?;
             let status = child.wait().await.map_err(|e| self.io_error(script, ssh_words(&e)))?;
             Ok(std::process::Output {
                 status,
