@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::compose::{Compose, Container, Variant, ENV_FILE, OVERRIDE_FILE};
-use crate::config::Config;
+use crate::config::{Config, Orchestrator};
 use crate::fleet::{LockGuard, Member, QUICK_TIMEOUT, STEP_TIMEOUT};
 use crate::interrupt::Interrupt;
 use crate::lock;
 use crate::release::{self, shell};
 use crate::remote::{Cmd, RemoteError};
+use crate::swarm;
 use crate::report::events::{Event, Reporter, StartFirstPhase};
 use crate::verify::{self, Evidence};
 
@@ -56,6 +57,9 @@ pub struct Record {
     /// The services switched start-first (`app.zero_downtime`) on this host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub zero_downtime: Vec<StartFirst>,
+    /// Compose on the host, or a Swarm stack deployed from it.
+    #[serde(default)]
+    pub engine: Orchestrator,
     /// Written by an older `deploy` that kept no record: built from today's config.
     #[serde(skip)]
     pub inferred: bool,
@@ -79,7 +83,9 @@ impl Record {
             env_file: ENV_FILE.to_string(),
             compose: m.variant.unwrap_or(Variant::V2),
             profiles: config.app.profiles.clone(),
-            zero_downtime: config
+            engine: m.host.engine,
+            // A stack's start-first services are Swarm's to update (see `crate::swarm`).
+            zero_downtime: if m.host.engine == Orchestrator::Swarm { Vec::new() } else { config
                 .app
                 .zero_downtime
                 .iter()
@@ -90,7 +96,7 @@ impl Record {
                     drain_ms: z.drain.as_millis() as u64,
                     port: z.port,
                 })
-                .collect(),
+                .collect() },
             inferred: false,
         }
     }
@@ -187,13 +193,20 @@ pub enum SwitchError {
         removed: String,
         evidence: Box<Evidence>,
     },
+    /// A Swarm stack did not come to run the release (see [`crate::swarm`]).
+    #[error("{host}: the stack did not converge: {why}")]
+    NotConverged {
+        host: String,
+        why: String,
+        evidence: Box<Evidence>,
+    },
 }
 
 impl SwitchError {
     /// The evidence gathered on the host, if the error has some.
     pub fn evidence(&self) -> Option<&Evidence> {
         match self {
-            SwitchError::NotReady { evidence, .. } => Some(evidence),
+            SwitchError::NotReady { evidence, .. } | SwitchError::NotConverged { evidence, .. } => Some(evidence),
             SwitchError::Remote(_) => None,
         }
     }
@@ -214,6 +227,9 @@ pub async fn activate(
     lock: &LockGuard,
     first: Option<&Cmd>,
 ) -> Result<(), SwitchError> {
+    if record.engine == Orchestrator::Swarm {
+        return activate_stack(sw, m, record, lock, first).await;
+    }
     let target = record.release.as_str();
     let compose = m.compose_for(record);
     let guarded = |cmd: &Cmd| lock::if_ours(&m.layout, lock.token(), lock.ttl(), lock.confirm(), cmd);
@@ -252,10 +268,60 @@ pub async fn activate(
     Ok(())
 }
 
+/// [`activate`] for a Swarm stack: in one command while the lock is ours,
+/// `first`, the image check, `docker stack deploy` and pointing `current`;
+/// then the wait until the stack converged on the release (a new task that
+/// fails ends it at once).
+async fn activate_stack(
+    sw: &Switching<'_>,
+    m: &Member,
+    record: &Record,
+    lock: &LockGuard,
+    first: Option<&Cmd>,
+) -> Result<(), SwitchError> {
+    let target = record.release.as_str();
+    let named = |e: RemoteError| e.named(&format!("deploy the stack of release {target}"));
+    let before: std::collections::BTreeSet<String> = swarm::read(m, &record.project)
+        .await
+        .map_err(named)?
+        .tasks
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    let cmd = lock::if_ours(&m.layout, lock.token(), lock.ttl(), lock.confirm(), &plain(m, record));
+    let cmd = match first {
+        Some(first) => release::chain(&[Some(first), Some(&cmd)]),
+        None => cmd,
+    };
+    m.remote.check(&cmd.into(), Some(STEP_TIMEOUT)).await.map_err(named)?;
+    match swarm::wait(m, record, &before).await {
+        Ok(said) => {
+            sw.reporter.event(Event::Info {
+                host: Some(m.host.name.clone()),
+                message: format!("stack {} converged: {said}", record.project),
+            });
+            Ok(())
+        }
+        Err(e) => Err(SwitchError::NotConverged {
+            host: m.host.name.clone(),
+            why: e.why,
+            evidence: Box::new(e.evidence),
+        }),
+    }
+}
+
 /// Making `record` live in one plain command (no lock check, no start-first):
 /// what a host's watchdog runs to put a release back (see [`crate::watchdog`]).
+/// A stack's is its image check, `docker stack deploy` and pointing `current`.
 pub fn plain(m: &Member, record: &Record) -> Cmd {
     let target = record.release.as_str();
+    if record.engine == Orchestrator::Swarm {
+        return release::chain(&[
+            Some(&release::before_up(&m.layout, target)),
+            Some(&swarm::deploy(m, record)),
+            Some(&release::point_current(&m.layout, target)),
+        ]);
+    }
     let compose = m.compose_for(record);
     release::activate(
         None,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
-use crate::config::Text;
+use crate::config::{Orchestrator, Text};
 use crate::remote::{Cmd, Word};
 
 /// Which Compose a host has.
@@ -94,7 +94,7 @@ impl Compose {
 pub const ENV_FILE: &str = ".deploy-env";
 
 /// Exports the release's env file (if any), then runs the arguments.
-const WITH_ENV_FILE: &str = "[ ! -f ./.deploy-env ] || . ./.deploy-env; exec \"$@\"";
+pub(crate) const WITH_ENV_FILE: &str = "[ ! -f ./.deploy-env ] || . ./.deploy-env; exec \"$@\"";
 
 /// The image a built service gets for a release: `<project>-<service>:<release>`.
 pub fn image_name(project: &str, service: &str, release: &str) -> String {
@@ -315,7 +315,14 @@ pub fn one_shots(services: &[Service], listed: &[String]) -> Vec<String> {
 /// Shell that lists the project's containers, one per line:
 /// `service<TAB>state<TAB>status<TAB>name`. Labels are set by v1 and v2 alike,
 /// so one parser serves both.
-pub fn ps_cmd(project: &str) -> Cmd {
+pub fn ps_cmd(project: &str, engine: Orchestrator) -> Cmd {
+    if engine == Orchestrator::Swarm {
+        return Cmd::new("docker")
+            .args(["ps", "-a", "--filter"])
+            .arg(format!("label=com.docker.stack.namespace={project}"))
+            .arg("--format")
+            .arg("{{.Label \"com.docker.swarm.service.name\"}}\t{{.State}}\t{{.Status}}\t{{.Names}}");
+    }
     Cmd::new("docker")
         .args(["ps", "-a", "--filter"])
         .arg(format!("label=com.docker.compose.project={project}"))
@@ -350,6 +357,28 @@ impl Container {
             .find(|h| self.status.contains(&format!("({h})")))
             .map(|h| if h == "health: starting" { "starting" } else { h })
     }
+}
+
+/// A service's name in the app from its container's label: a stack's
+/// services are labelled `<stack>_<service>`.
+pub fn service_in(label: &str, project: &str, engine: Orchestrator) -> String {
+    match engine {
+        Orchestrator::Compose => label.to_string(),
+        Orchestrator::Swarm => label
+            .strip_prefix(project)
+            .and_then(|r| r.strip_prefix('_'))
+            .unwrap_or(label)
+            .to_string(),
+    }
+}
+
+/// Parses [`ps_cmd`]'s output for `project` run by `engine`.
+pub fn parse_ps_of(out: &str, project: &str, engine: Orchestrator) -> Vec<Container> {
+    let mut list = parse_ps(out);
+    for c in &mut list {
+        c.service = service_in(&c.service, project, engine);
+    }
+    list
 }
 
 /// Parses [`ps_cmd`]'s output.

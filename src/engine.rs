@@ -14,6 +14,7 @@ use bollard::Docker;
 use futures::StreamExt;
 
 use crate::compose::Container;
+use crate::config::Orchestrator;
 use crate::remote::Remote;
 
 /// How long one API request may take.
@@ -47,14 +48,23 @@ impl Engine {
 
     /// The containers of compose project `project`, running or not, without
     /// one-off containers (`compose run`), as `docker ps -a` shows them.
-    pub async fn containers(&self, project: &str) -> Result<Vec<Container>, String> {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![
-                format!("com.docker.compose.project={project}"),
-                "com.docker.compose.oneoff=False".to_string(),
-            ],
-        )]);
+    /// For a Swarm stack (`engine`), the stack's task containers on this
+    /// node, each with its service's name in the stack.
+    pub async fn containers(&self, project: &str, engine: Orchestrator) -> Result<Vec<Container>, String> {
+        let (labels, service_label) = match engine {
+            Orchestrator::Compose => (
+                vec![
+                    format!("com.docker.compose.project={project}"),
+                    "com.docker.compose.oneoff=False".to_string(),
+                ],
+                "com.docker.compose.service",
+            ),
+            Orchestrator::Swarm => (
+                vec![format!("com.docker.stack.namespace={project}")],
+                "com.docker.swarm.service.name",
+            ),
+        };
+        let filters = HashMap::from([("label".to_string(), labels)]);
         let list = self
             .docker
             .list_containers(Some(ListContainersOptions {
@@ -70,7 +80,8 @@ impl Engine {
                 service: c
                     .labels
                     .as_ref()
-                    .and_then(|l| l.get("com.docker.compose.service").cloned())
+                    .and_then(|l| l.get(service_label))
+                    .map(|s| crate::compose::service_in(s, project, engine))
                     .unwrap_or_default(),
                 state: c.state.map(|s| s.to_string()).unwrap_or_default(),
                 status: c.status.unwrap_or_default(),

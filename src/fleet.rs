@@ -298,6 +298,9 @@ impl Fleet {
                         (None, Some(v)) => Some(v),
                         (None, None) => return Err("neither `docker compose` (v2) nor `docker-compose` (v1) is installed".to_string()),
                     };
+                    if m.host.engine == crate::config::Orchestrator::Swarm {
+                        crate::swarm::preflight(m).await?;
+                    }
                     Ok::<(), String>(())
                 };
                 step(reporter, &name, Step::Preflight, fut).await.map_err(|e| (name, e))
@@ -433,6 +436,19 @@ impl Fleet {
     }
 
     /// Closes every connection.
+    /// A Swarm environment works through one manager: keeps the first member
+    /// (in the file's order) not named in `failed` and closes the others.
+    /// `None` (and nothing closed) when every member failed.
+    pub async fn keep_first_manager(&mut self, failed: &[(String, String)]) -> Option<String> {
+        let i = self.members.iter().position(|m| !failed.iter().any(|(n, _)| n == &m.host.name))?;
+        let mut others = std::mem::take(&mut self.members);
+        let chosen = others.remove(i);
+        let name = chosen.host.name.clone();
+        self.members = vec![chosen];
+        futures::future::join_all(others.into_iter().map(|m| m.remote.close())).await;
+        Some(name)
+    }
+
     pub async fn close(self) {
         futures::future::join_all(self.members.into_iter().map(|m| m.remote.close())).await;
     }

@@ -28,6 +28,7 @@ pub mod pipeline;
 pub mod release;
 pub mod remote;
 pub mod report;
+pub mod swarm;
 pub mod verify;
 pub mod watchdog;
 

@@ -21,5 +21,6 @@ mod safety;
 mod shapes;
 mod ssh_transport;
 mod verification;
+mod swarm;
 mod watchdog;
 mod zero_downtime;

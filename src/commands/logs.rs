@@ -31,6 +31,11 @@ pub fn run(
                 let Some(record) = m.live_record(config) else {
                     return Err("no release is live here".to_string());
                 };
+                if record.engine == crate::config::Orchestrator::Swarm {
+                    let n = lines.to_string();
+                    let cmd = crate::swarm::logs_cmd(&record.project, service, &n, follow);
+                    return super::stream_output(reporter, m, cmd, "docker service logs").await;
+                }
                 let mut args = vec![
                     "logs".to_string(),
                     "--no-color".into(),

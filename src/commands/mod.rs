@@ -183,6 +183,17 @@ pub async fn reach(
             message: format!("preflight: {e}"),
         });
     }
+    if env.swarm() {
+        // One manager speaks for the swarm: the first that answers.
+        if let Some(chosen) = fleet.keep_first_manager(&unreachable).await {
+            for (host, why) in unreachable.drain(..) {
+                reporter.event(Event::Warning {
+                    host: Some(host),
+                    message: format!("left aside (the swarm is reached through {chosen}): {why}"),
+                });
+            }
+        }
+    }
     // Keep the file's order in the summary: reachable hosts first, in order.
     unreachable.sort_by_key(|(n, _)| hosts.iter().position(|h| &h.name == n));
     Ok((fleet, unreachable))

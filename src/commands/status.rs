@@ -25,14 +25,14 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str, hosts: Option<&[String]>
         let found = fleet
             .for_each(|m| async move {
                 let cmds = [
-                    compose::ps_cmd(&m.host.project),
+                    compose::ps_cmd(&m.host.project, m.host.engine),
                     lock::status(&m.layout),
                     watchdog::pending(&m.layout),
                 ];
                 let outs = crate::remote::batch(m.remote.as_ref(), &cmds, Some(QUICK_TIMEOUT)).await?;
                 let text = |i: usize| outs.get(i).map(|o| o.stdout.clone()).unwrap_or_default();
                 Ok::<_, crate::remote::RemoteError>((
-                    compose::parse_ps(&text(0)),
+                    compose::parse_ps_of(&text(0), &m.host.project, m.host.engine),
                     lock::parse_status(&text(1)),
                     watchdog::parse_pending(&text(2)),
                 ))

@@ -14,8 +14,8 @@ use toml::Spanned;
 
 pub use diagnostic::Diagnostic;
 pub use schema::{
-    App, BuildOn, CheckType, Hooks, HostKeyPolicy, ReleaseHosts, Rollback, Source, Strategy, TransportKind, Via,
-    ZeroDowntime,
+    App, BuildOn, CheckType, Hooks, HostKeyPolicy, Orchestrator, ReleaseHosts, Rollback, Source, Strategy,
+    TransportKind, Via, ZeroDowntime,
 };
 pub use text::{Secret, Text, REDACTED};
 
@@ -89,6 +89,15 @@ pub struct Environment {
     pub transport: TransportKind,
     /// Compose forced by config; `None`: detected per host.
     pub compose: Option<crate::compose::Variant>,
+    /// Compose on each host, or a Swarm whose managers are the hosts.
+    pub engine: Orchestrator,
+}
+
+impl Environment {
+    /// Whether the app runs as a Swarm stack (the hosts are its managers).
+    pub fn swarm(&self) -> bool {
+        self.engine == Orchestrator::Swarm
+    }
 }
 
 /// One server of an environment, with every default filled in.
@@ -108,6 +117,8 @@ pub struct Host {
     pub services: Option<Vec<String>>,
     /// Environment for compose on the host.
     pub vars: BTreeMap<String, Text>,
+    /// Compose on this host, or a Swarm it manages (its environment's `engine`).
+    pub engine: Orchestrator,
 }
 
 /// SSH settings for one host.
@@ -630,7 +641,12 @@ impl Checker<'_> {
                 project,
                 services,
                 vars,
+                engine: Orchestrator::Compose,
             });
+        }
+        let engine = self.engine(file, env)?;
+        for h in &mut hosts {
+            h.engine = engine;
         }
         Ok(Environment {
             name: env_name.clone(),
@@ -643,7 +659,41 @@ impl Checker<'_> {
                 schema::ComposeChoice::V1 => Some(crate::compose::Variant::V1),
                 schema::ComposeChoice::V2 => Some(crate::compose::Variant::V2),
             },
+            engine,
         })
+    }
+
+    /// `engine`: a Swarm runs the whole stack from one manager (the first
+    /// host that answers), so what only compose on a host can do is refused:
+    /// per-host `services`, `profiles` (a stack file has none),
+    /// `down_before_up` (a stack is updated in place), and a registry (the
+    /// stack would have to name its images there: not built yet).
+    fn engine(&self, file: &schema::File, env: &Spanned<EnvironmentSpec>) -> Result<Orchestrator, ConfigError> {
+        let Some(engine) = env.get_ref().engine.as_ref() else {
+            return Ok(Orchestrator::Compose);
+        };
+        if *engine.get_ref() == Orchestrator::Compose {
+            return Ok(Orchestrator::Compose);
+        }
+        let hosts = env.get_ref().hosts.as_ref().map(|h| h.get_ref().as_slice()).unwrap_or_default();
+        let per_host_services = hosts
+            .iter()
+            .any(|h| matches!(h.get_ref(), HostSpec::Table(t) if t.services.is_some()));
+        let refusal = if per_host_services {
+            Some("a host lists its own `services`: in a Swarm the stack runs every service and Swarm places the tasks; expected no `services` on swarm managers")
+        } else if !file.app.profiles.is_empty() {
+            Some("app.profiles: a stack file has no profiles (`docker stack deploy` refuses them); expected no profiles, or a compose file for the stack without the services of other profiles")
+        } else if file.app.down_before_up {
+            Some("app.down_before_up: a stack is updated in place, service by service; expected no down_before_up")
+        } else if file.build.registry.is_some() {
+            Some("build.registry with engine = \"swarm\" is not supported yet (the stack would have to name its images in the registry); expected a single-node swarm without build.registry")
+        } else {
+            None
+        };
+        match refusal {
+            Some(why) => Err(self.at(engine, format!("engine = \"swarm\": {why}"))),
+            None => Ok(Orchestrator::Swarm),
+        }
     }
 
     /// `[app] zero_downtime`: each entry a service named once, not a one-shot

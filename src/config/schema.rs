@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde::de::{self, Deserializer};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::text::Text;
@@ -333,6 +333,20 @@ pub struct EnvironmentSpec {
     /// Which Compose to use on the hosts; `auto` prefers v2 where both exist.
     #[serde(default)]
     pub compose: ComposeChoice,
+    /// What runs the app: compose on each host, or a Docker Swarm whose
+    /// managers are `hosts`.
+    pub engine: Option<Spanned<Orchestrator>>,
+}
+
+/// `engine = "compose" | "swarm"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Orchestrator {
+    /// `compose up` on every host (the default).
+    #[default]
+    Compose,
+    /// `docker stack deploy` on one manager of a Swarm.
+    Swarm,
 }
 
 /// `compose = "auto" | "v1" | "v2"`.

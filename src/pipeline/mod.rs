@@ -278,6 +278,9 @@ fn announce(run: &Run<'_>, hosts: &[Host]) {
 
 /// Connects to and preflights every selected host; a change needs all of them.
 async fn connect(run: &mut Run<'_>, hosts: &[Host]) -> Result<Fleet, End> {
+    if run.env.swarm() {
+        return connect_manager(run, hosts).await;
+    }
     let mut fleet = match Fleet::connect(run.env, hosts, run.reporter).await {
         Ok(f) => f,
         Err(failures) => {
@@ -308,6 +311,33 @@ async fn connect(run: &mut Run<'_>, hosts: &[Host]) -> Result<Fleet, End> {
             Outcome::Failed,
             "preflight failed; no host was changed".to_string(),
         ));
+    }
+    Ok(fleet)
+}
+
+/// A Swarm environment: connects to and preflights its managers, and goes on
+/// through the first that answers and is an active manager; the others are
+/// named in warnings and left out of the run.
+async fn connect_manager(run: &mut Run<'_>, hosts: &[Host]) -> Result<Fleet, End> {
+    let (mut fleet, mut failures) = Fleet::connect_reachable(run.env, hosts, run.reporter).await;
+    failures.extend(fleet.preflight(run.reporter).await);
+    let Some(chosen) = fleet.keep_first_manager(&failures).await else {
+        run.fail_hosts(&failures);
+        fleet.close().await;
+        return Err(End::new(
+            Outcome::Failed,
+            "no swarm manager can be used; nothing was changed".to_string(),
+        ));
+    };
+    for (host, why) in &failures {
+        run.warn(Some(host), format!("left aside (the swarm is reached through {chosen}): {why}"));
+    }
+    if hosts.len() > 1 {
+        run.info(Some(&chosen), "the swarm manager this run works through".to_string());
+    }
+    run.hosts.retain(|h| h.name == chosen);
+    for (h, m) in run.hosts.iter_mut().zip(&fleet.members) {
+        h.live = m.current.clone();
     }
     Ok(fleet)
 }

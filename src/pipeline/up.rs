@@ -481,17 +481,27 @@ async fn stage_host(
     let env = m.compose_for(record).env_file();
     let overrides = compose::override_file(&m.host.project, &record.build, id);
     let own = record.to_json();
-    let own_files = [
+    let start_first: Vec<String> = config.app.zero_downtime.iter().map(|z| z.get_ref().service.clone()).collect();
+    let stack = crate::swarm::stack_override(&start_first);
+    let mut own_files = vec![
         (record.env_file.as_str(), env.as_bytes(), 0o600),
         (OVERRIDE_FILE, overrides.as_bytes(), 0o644),
         (RECORD_FILE, own.as_bytes(), 0o644),
     ];
+    let swarm = record.engine == crate::config::Orchestrator::Swarm;
+    if swarm {
+        own_files.push((crate::swarm::STACK_OVERRIDE, stack.as_bytes(), 0o644));
+    }
     let input =
         release::files_tar(files.tar, &own_files).map_err(|e| format!("cannot pack the release's files: {e}"))?;
     let fetch = files.fetch;
     let mut script = Script::from(release::prepare(&m.layout)).then(release::stage(&m.layout, id, fetch));
     if let Some(link) = release::link_shared(&m.layout, id, &config.app) {
         script = script.then(link);
+    }
+    if swarm {
+        // What `docker stack deploy` would refuse fails the deploy now, not at the switch.
+        script = script.then(crate::swarm::validate(m, record));
     }
     let fetch_step = if fetch.is_some() { Step::Fetch } else { Step::Upload };
     let transfer = async {

@@ -40,7 +40,7 @@ pub(crate) async fn attempt(kind: &CheckKind, target: &Target<'_>) -> Attempt {
 /// API cannot be used, for the caller to fall back to `compose exec`.
 async fn through_engine(service: &str, command: &[crate::config::Text], target: &Target<'_>) -> Option<Attempt> {
     let engine = target.member.engine(target.reporter).await?;
-    let containers = engine.containers(&target.record.project).await.ok()?;
+    let containers = engine.containers(&target.record.project, target.record.engine).await.ok()?;
     let Some(c) = containers.iter().find(|c| c.service == service && c.state == "running") else {
         return Some(Err(format!("{service}: no running container")));
     };

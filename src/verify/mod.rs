@@ -104,16 +104,19 @@ impl Target<'_> {
     pub(crate) async fn containers(&self) -> Result<Vec<Container>, String> {
         let m = self.member;
         if let Some(engine) = m.engine(self.reporter).await {
-            if let Ok(list) = engine.containers(&self.record.project).await {
+            if let Ok(list) = engine.containers(&self.record.project, self.record.engine).await {
                 return Ok(list);
             }
         }
         let ps = m
             .remote
-            .check(&compose::ps_cmd(&self.record.project).into(), Some(QUICK_TIMEOUT))
+            .check(
+                &compose::ps_cmd(&self.record.project, self.record.engine).into(),
+                Some(QUICK_TIMEOUT),
+            )
             .await
             .map_err(|e| e.to_string())?;
-        Ok(compose::parse_ps(&ps.stdout))
+        Ok(compose::parse_ps_of(&ps.stdout, &self.record.project, self.record.engine))
     }
 
     /// When the release was last started (see [`crate::release::STARTED_FILE`]),
@@ -399,6 +402,9 @@ pub async fn verify_members(
 /// The containers' state and each service's last log lines.
 async fn evidence(target: &Target<'_>) -> Evidence {
     let m = target.member;
+    if target.record.engine == crate::config::Orchestrator::Swarm {
+        return crate::swarm::evidence(m, &target.record.project).await;
+    }
     let containers = target.containers().await.unwrap_or_default();
     let engine = m.engine(target.reporter).await;
     let mut logs = BTreeMap::new();

@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod images;
 pub mod prober;
 pub mod sshd;
+pub mod swarm;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,213 @@
+//! `engine = "swarm"` on a real single-node Swarm (this machine's engine, put
+//! in swarm mode for the test and left as found): the app deployed as a stack
+//! over SSH from its manager, changed, a bad release rolled back by the
+//! checklist, `deploy rollback`, each verified by the checklist (the stack's
+//! services converged, the api's health through the published port, Redis,
+//! an exec in the api's task container, a log line of the worker's task), and
+//! status and logs of the swarm environment.
+
+use std::process::Command;
+
+use crate::harness::app::{Behaviour, Health};
+use crate::harness::deployment::{Deployment, Setup};
+use crate::harness::sshd::free_port;
+use crate::harness::swarm::{Stack, Swarm};
+
+/// The app as a stack file: ports published in host mode (the routing mesh
+/// does not answer on this machine), no `depends_on` (a stack has none), and
+/// services found by DNS round robin: a service's virtual IP (IPVS) does not
+/// route on this machine's kernel, task addresses on the overlay do.
+const STACK: &str = r#"services:
+  api:
+    build: ./api
+    init: true
+    ports:
+      - target: 8000
+        published: ${API_PORT}
+        mode: host
+    environment:
+      FAIL_HEALTH: "0"
+    deploy:
+      endpoint_mode: dnsrr
+  worker:
+    build: ./worker
+    init: true
+  redis:
+    image: deploy-test/redis:1
+    init: true
+    command: ["redis-server", "--save", "", "--appendonly", "no", "--protected-mode", "no"]
+    ports:
+      - target: 6379
+        published: ${REDIS_PORT}
+        mode: host
+    deploy:
+      endpoint_mode: dnsrr
+"#;
+
+const CHECKS: &str = r#"
+[verify]
+timeout = "20s"
+interval = "100ms"
+max_interval = "500ms"
+
+[[verify.checks]]
+name = "services converged"
+type = "compose_ps"
+
+[[verify.checks]]
+name = "api health"
+type = "http"
+url = "http://127.0.0.1:{API_PORT}/cgi-bin/health"
+
+[[verify.checks]]
+name = "redis"
+type = "redis"
+address = "127.0.0.1:{REDIS_PORT}"
+
+[[verify.checks]]
+name = "api reaches redis"
+type = "exec"
+service = "api"
+command = ["sh", "-c", "echo PING | nc -w 2 redis 6379 | grep -q PONG"]
+
+[[verify.checks]]
+name = "worker started"
+type = "logs"
+services = ["worker"]
+present = "^worker .* started$"
+"#;
+
+/// The image each of the stack's services runs (`service` → image, digest cut).
+fn service_images(stack: &str) -> Vec<(String, String)> {
+    let out = Command::new("docker")
+        .args(["service", "ls", "--filter"])
+        .arg(format!("label=com.docker.stack.namespace={stack}"))
+        .args(["--format", "{{.Name}} {{.Image}}"])
+        .output()
+        .unwrap();
+    let mut v: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, i)| (n.to_string(), i.split('@').next().unwrap().to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+fn check<'a>(host: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    host["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("check {name} in {host}"))
+}
+
+#[test]
+fn a_stack_is_deployed_changed_rolled_back_by_its_checks_and_on_request() {
+    let _swarm = Swarm::ensure();
+    let d = Deployment::new(
+        Setup {
+            app_extra: "compose_files = [\"stack.yml\"]\n".into(),
+            extra: CHECKS.into(),
+            ..Default::default()
+        },
+        &Behaviour::version("v1"),
+    );
+    let _stack = Stack(d.project.clone());
+    d.app.commit_file("stack.yml", STACK, "the stack file");
+    let path = d.app.path().join("deploy.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // An unreachable manager listed first: the swarm is reached through the next.
+    let dead = free_port();
+    let text = text
+        .replace(
+            "[environments.test]\n",
+            "[environments.test]\nengine = \"swarm\"\n",
+        )
+        .replacen(
+            "hosts = [\"127.0.0.1\"]",
+            &format!("hosts = [{{ address = \"127.0.0.1\", port = {dead} }}, \"127.0.0.1\"]"),
+            1,
+        );
+    std::fs::write(&path, text).unwrap();
+
+    // First deploy: the stack runs the release's images, every check passes.
+    let (run, s) = d.deploy_json(&[], 0);
+    let first = s["release"].as_str().unwrap().to_string();
+    assert_eq!(d.current().as_deref(), Some(first.as_str()));
+    assert_eq!(d.version().as_deref(), Some("v1"), "{}", run.all());
+    let hosts = s["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 1, "one manager speaks for the swarm: {s}");
+    assert!(run.stdout.contains("left aside"), "the dead manager is named:\n{}", run.all());
+    for name in ["services converged", "api health", "redis", "api reaches redis", "worker started"] {
+        assert_eq!(check(&hosts[0], name)["ok"], true, "{name}: {}", hosts[0]);
+    }
+    let images_first = service_images(&d.project);
+    let api = format!("{}_api", d.project);
+    let worker = format!("{}_worker", d.project);
+    assert_eq!(
+        images_first.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        [api.as_str(), &format!("{}_redis", d.project), worker.as_str()]
+    );
+    let release_images = d.release_images(&first);
+    for (service, image) in &images_first {
+        if service != &format!("{}_redis", d.project) {
+            assert!(release_images.contains(image), "{service} runs {image}, the release names {release_images:?}");
+        }
+    }
+
+    // A change: only the stack's services move to the new release's images.
+    d.app.commit(&Behaviour::version("v2"));
+    let (run, s) = d.deploy_json(&[], 0);
+    let second = s["release"].as_str().unwrap().to_string();
+    assert_eq!(d.version().as_deref(), Some("v2"), "{}", run.all());
+    let images_second = service_images(&d.project);
+    assert_ne!(images_first, images_second);
+    assert!(d.release_images(&second).contains(&images_second[0].1), "{images_second:?}");
+
+    // A release whose api answers 500: its checks fail, the stack is put back
+    // on the previous release, verified (exit 3).
+    let mut bad = Behaviour::version("v3");
+    bad.health = Health::Fails;
+    d.app.commit(&bad);
+    let (run, s) = d.deploy_json(&[], 3);
+    assert_eq!(s["result"], "rolled_back", "{}", run.all());
+    let host = &s["hosts"][0];
+    assert_eq!(check(host, "api health")["ok"], false, "{host}");
+    assert!(host["evidence"]["containers"].as_array().is_some_and(|c| !c.is_empty()), "the stack's tasks as evidence: {host}");
+    let after = host["rollback_checks"].as_array().unwrap();
+    assert!(!after.is_empty() && after.iter().all(|c| c["ok"] == true), "{host}");
+    assert_eq!(d.current().as_deref(), Some(second.as_str()));
+    assert_eq!(d.version().as_deref(), Some("v2"));
+    assert_eq!(service_images(&d.project), images_second);
+
+    // `deploy rollback`: back to the first release, verified.
+    let run = d.run(&["rollback", "test"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(d.current().as_deref(), Some(first.as_str()));
+    assert_eq!(d.version().as_deref(), Some("v1"));
+    assert_eq!(service_images(&d.project), images_first);
+
+    // verify, status and logs of a swarm environment.
+    let run = d.run(&["verify", "test"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let run = d.run(&["status", "test", "--output", "json"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let status: Vec<serde_json::Value> = run.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let data = status.iter().find(|e| e["kind"] == "status").expect("status data");
+    assert_eq!(data["data"]["current"], first.as_str());
+    let running: Vec<&str> = data["data"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["state"] == "running")
+        .map(|c| c["service"].as_str().unwrap())
+        .collect();
+    for service in ["api", "worker", "redis"] {
+        assert!(running.contains(&service), "{service} runs: {data}");
+    }
+    let run = d.run(&["logs", "test", "worker", "-n", "5"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stdout.contains("worker v1 started"), "{}", run.all());
+}
