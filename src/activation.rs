@@ -294,7 +294,17 @@ async fn activate_stack(
         None => cmd,
     };
     m.remote.check(&cmd.into(), Some(STEP_TIMEOUT)).await.map_err(named)?;
-    match swarm::wait(m, record, &before).await {
+    let waited = match sw.interrupt {
+        Some(interrupt) => tokio::select! {
+            r = swarm::wait(m, record, &before) => r,
+            _ = interrupt.wait() => Err(swarm::NotConverged {
+                why: "interrupted (Ctrl-C) while waiting for it".to_string(),
+                evidence: swarm::evidence(m, &record.project).await,
+            }),
+        },
+        None => swarm::wait(m, record, &before).await,
+    };
+    match waited {
         Ok(said) => {
             sw.reporter.event(Event::Info {
                 host: Some(m.host.name.clone()),

@@ -108,7 +108,7 @@ fn a_stack_is_deployed_changed_rolled_back_by_its_checks_and_on_request() {
     let _swarm = Swarm::ensure();
     let d = Deployment::new(
         Setup {
-            app_extra: "compose_files = [\"stack.yml\"]\n".into(),
+            app_extra: "compose_files = [\"stack.yml\"]\nzero_downtime = [\"worker\"]\n".into(),
             extra: CHECKS.into(),
             ..Default::default()
         },
@@ -144,6 +144,13 @@ fn a_stack_is_deployed_changed_rolled_back_by_its_checks_and_on_request() {
         assert_eq!(check(&hosts[0], name)["ok"], true, "{name}: {}", hosts[0]);
     }
     let images_first = service_images(&d.project);
+    // app.zero_downtime: Swarm starts the worker's new task before it stops the old one.
+    let order = Command::new("docker")
+        .args(["service", "inspect", "--format", "{{.Spec.UpdateConfig.Order}}"])
+        .arg(format!("{}_worker", d.project))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&order.stdout).trim(), "start-first");
     let api = format!("{}_api", d.project);
     let worker = format!("{}_worker", d.project);
     assert_eq!(
@@ -178,6 +185,22 @@ fn a_stack_is_deployed_changed_rolled_back_by_its_checks_and_on_request() {
     assert!(host["evidence"]["containers"].as_array().is_some_and(|c| !c.is_empty()), "the stack's tasks as evidence: {host}");
     let after = host["rollback_checks"].as_array().unwrap();
     assert!(!after.is_empty() && after.iter().all(|c| c["ok"] == true), "{host}");
+    assert_eq!(d.current().as_deref(), Some(second.as_str()));
+    assert_eq!(d.version().as_deref(), Some("v2"));
+    assert_eq!(service_images(&d.project), images_second);
+
+    // A release whose api exits at once: the stack does not converge, the
+    // failed task is the evidence, and the stack is put back (exit 3).
+    d.app.commit_file("api/start.sh", "echo api crashing\nexit 1\n", "an api that exits");
+    let (run, s) = d.deploy_json(&[], 3);
+    assert_eq!(s["result"], "rolled_back", "{}", run.all());
+    let host = &s["hosts"][0];
+    let error = host["error"].as_str().unwrap_or_default();
+    assert!(error.contains("did not converge") && error.contains("api"), "{host}");
+    assert!(
+        host["evidence"]["logs"]["api"].as_array().is_some_and(|l| l.iter().any(|l| l.as_str().unwrap().contains("api crashing"))),
+        "the failing task's log is evidence: {host}"
+    );
     assert_eq!(d.current().as_deref(), Some(second.as_str()));
     assert_eq!(d.version().as_deref(), Some("v2"));
     assert_eq!(service_images(&d.project), images_second);
