@@ -52,6 +52,9 @@ pub struct Member {
     /// The engine's unix socket on the host (after preflight); `None` when
     /// `DOCKER_HOST` names something else (then only the CLI is used).
     pub docker_socket: Option<String>,
+    /// The swarm's number of nodes, where this host is a swarm manager of a
+    /// swarm environment (after preflight).
+    pub swarm_nodes: Option<u32>,
     /// The engine's API through the connection, once asked for: `Err` says why not.
     engine: tokio::sync::OnceCell<Result<Engine, String>>,
     /// Whether the engine's absence was told already.
@@ -82,6 +85,7 @@ impl Member {
             docker_socket: docker_socket("-"),
             engine: tokio::sync::OnceCell::new(),
             engine_told: std::sync::atomic::AtomicBool::new(false),
+            swarm_nodes: None,
         }
     }
 
@@ -299,7 +303,7 @@ impl Fleet {
                         (None, None) => return Err("neither `docker compose` (v2) nor `docker-compose` (v1) is installed".to_string()),
                     };
                     if m.host.engine == crate::config::Orchestrator::Swarm {
-                        crate::swarm::preflight(m).await?;
+                        m.swarm_nodes = Some(crate::swarm::preflight(m).await?);
                     }
                     Ok::<(), String>(())
                 };

@@ -420,15 +420,16 @@ pub fn list(layout: &Layout) -> Cmd {
 
 // $1 root, $2 project, then release ids. Removes each release's directory, the
 // tags its build made (`<project>-<service>:<id>`) and the content tags its
-// override names that no release left names.
+// override (and a swarm release's registry file) names that no release left names.
 const REMOVE: &str = with_image_names!(
     r#"set -e
 root="$1"; project="$2"; shift 2
 names=""
 refs=""
 for id in "$@"; do
-  f="$root/releases/$id/.deploy-compose.yml"
-  [ ! -f "$f" ] || names="$names $(image_names "$f")"
+  for f in "$root/releases/$id/.deploy-compose.yml" "$root/releases/$id/.deploy-registry.yml"; do
+    [ ! -f "$f" ] || names="$names $(image_names "$f")"
+  done
   refs="$refs --filter reference=$project-*:$id"
 done
 set -f  # the references' `*` is docker's pattern, not the shell's
@@ -439,7 +440,7 @@ doomed=""
 for img in $(printf '%s\n' $names | sort -u); do
   # An image a remaining release names stays (a reused release names the tags
   # of the release it was reused from).
-  grep -qsF "\"$img\"" "$root"/releases/*/.deploy-compose.yml || doomed="$doomed $img"
+  grep -qsF "\"$img\"" "$root"/releases/*/.deploy-compose.yml "$root"/releases/*/.deploy-registry.yml || doomed="$doomed $img"
 done
 # One that a container still uses cannot go; it is said on stderr, not fatal.
 [ -z "$doomed" ] || docker image rm $doomed >/dev/null || true

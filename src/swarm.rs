@@ -18,11 +18,25 @@ use crate::release::shell;
 use crate::remote::{Cmd, RemoteError};
 use crate::verify::Evidence;
 
-/// The release's file of Swarm-only settings, the last `-c` of the stack.
+/// The release's file of Swarm-only settings, a `-c` of the stack after
+/// deploy's override.
 pub const STACK_OVERRIDE: &str = ".deploy-swarm.yml";
+
+/// The release's file naming its built images in `[build] registry` (where
+/// every node pulls them from), the last `-c` of the stack; written when the
+/// images were pushed, `services: {}` without a registry.
+pub const REGISTRY_OVERRIDE: &str = ".deploy-registry.yml";
+
+/// [`REGISTRY_OVERRIDE`]'s text before anything is pushed.
+pub const NO_REGISTRY: &str = "# written by deploy: images are not in a registry\nservices: {}\n";
 
 /// How long a stack may take to converge after `docker stack deploy`.
 pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// How long a converged stack is watched before the switch counts as done: a
+/// task that runs for a moment and then exits is not a release that runs
+/// (Swarm's own `update_config.monitor` default).
+pub const MONITOR: Duration = Duration::from_secs(5);
 
 /// The text of [`STACK_OVERRIDE`]: `update_config.order: start-first` for each
 /// of `start_first` (Swarm then keeps the old task until the new one runs,
@@ -56,7 +70,7 @@ fn stack_cmd(m: &Member, record: &Record, verb: &[&str]) -> Cmd {
         .compose_files
         .iter()
         .map(String::as_str)
-        .chain([OVERRIDE_FILE, STACK_OVERRIDE])
+        .chain([OVERRIDE_FILE, STACK_OVERRIDE, REGISTRY_OVERRIDE])
     {
         cmd = cmd.arg("-c").arg(f);
     }
@@ -198,19 +212,75 @@ pub enum Verdict {
     Failed(String),
 }
 
+// $1 the release dir. Deploy's override, a separator line, the registry's.
+const IMAGE_FILES: &str = r#"cat "$1/.deploy-compose.yml" || exit $?
+echo "---"
+cat "$1/.deploy-registry.yml" 2>/dev/null || true
+"#;
+
 /// The images release `record`'s built services run (service → image), as
-/// its override file names them (content tags, see `crate::release`).
+/// its override file names them (content tags, see `crate::release`), or
+/// [`REGISTRY_OVERRIDE`] where the images were pushed.
 pub async fn release_images(m: &Member, record: &Record) -> Result<BTreeMap<String, String>, RemoteError> {
-    let file = format!("{}/{OVERRIDE_FILE}", m.layout.release(&record.release));
+    let dir = m.layout.release(&record.release);
     let out = m
         .remote
-        .check(&Cmd::new("cat").arg(file.as_str()).into(), Some(QUICK_TIMEOUT))
+        .check(&shell(IMAGE_FILES, &[&dir]).into(), Some(QUICK_TIMEOUT))
         .await?;
-    Ok(compose::services(&out.stdout)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|s| Some((s.name, s.image?)))
-        .collect())
+    let mut images = BTreeMap::new();
+    for text in out.stdout.split("\n---\n") {
+        for s in compose::services(text).unwrap_or_default() {
+            if let Some(image) = s.image {
+                images.insert(s.name, image);
+            }
+        }
+    }
+    Ok(images)
+}
+
+// $1 the registry file to write, then triples of local image, its reference
+// by release and by content: tags and pushes both (the manager keeps the
+// content reference, which its stack names; the release's is taken off again),
+// then writes the file from stdin.
+const PUBLISH: &str = r#"set -f
+f="$1"; shift
+while [ $# -ge 3 ]; do
+  docker tag "$1" "$2" && docker tag "$1" "$3" || exit $?
+  docker push -q "$2" >/dev/null && docker push -q "$3" >/dev/null
+  rc=$?
+  docker image rm "$2" >/dev/null 2>&1
+  [ "$rc" -eq 0 ] || exit "$rc"
+  shift 3
+done
+umask 022
+cat > "$f.tmp" && mv "$f.tmp" "$f"
+"#;
+
+/// Pushes release `record`'s built images to `registry` from the manager
+/// (`<registry>/<service>:<release>` and the content tag), then names the
+/// content-tagged references in [`REGISTRY_OVERRIDE`]: every node pulls the
+/// very image the manager has, and a service whose image did not change keeps
+/// the same reference (Swarm leaves it alone). Returns the command and the
+/// file's text.
+pub fn publish(m: &Member, record: &Record, registry: &str, images: &BTreeMap<String, String>) -> (Cmd, String) {
+    let mut args = vec![format!("{}/{REGISTRY_OVERRIDE}", m.layout.release(&record.release))];
+    let mut text = String::from("# written by deploy: the release's images in the registry\nservices:\n");
+    for (service, image) in images {
+        let repo = format!("{registry}/{}", service.to_lowercase());
+        let content = image.rsplit_once(':').map(|(_, tag)| tag).unwrap_or(record.release.as_str());
+        let by_content = format!("{repo}:{content}");
+        args.extend([image.clone(), format!("{repo}:{}", record.release), by_content.clone()]);
+        text.push_str(&format!(
+            "  {}:\n    image: {}\n",
+            serde_json::Value::String(service.clone()),
+            serde_json::Value::String(by_content)
+        ));
+    }
+    if images.is_empty() {
+        text = NO_REGISTRY.to_string();
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    (shell(PUBLISH, &args), text)
 }
 
 /// Judges `state` against a release whose built services run `images`
@@ -281,8 +351,9 @@ pub struct NotConverged {
     pub evidence: Evidence,
 }
 
-/// Waits until the stack runs release `record` (see [`judge`]), at most
-/// [`CONVERGE_TIMEOUT`], polling every half second.
+/// Waits until the stack runs release `record` (see [`judge`]) and has kept
+/// running it for [`MONITOR`], at most [`CONVERGE_TIMEOUT`], polling every
+/// half second.
 pub async fn wait(m: &Member, record: &Record, before: &BTreeSet<String>) -> Result<String, NotConverged> {
     let started = Instant::now();
     let images = match release_images(m, record).await {
@@ -294,13 +365,22 @@ pub async fn wait(m: &Member, record: &Record, before: &BTreeSet<String>) -> Res
             })
         }
     };
+    let mut since: Option<Instant> = None;
     loop {
         let verdict = match read(m, &record.project).await {
             Ok(state) => judge(&state, &images, before),
             Err(e) => Verdict::Waiting(e.to_string()),
         };
+        if !matches!(verdict, Verdict::Converged(_)) {
+            since = None;
+        }
         let why = match verdict {
-            Verdict::Converged(said) => return Ok(said),
+            Verdict::Converged(said) if since.is_some_and(|t| t.elapsed() >= MONITOR) => return Ok(said),
+            Verdict::Converged(_) => {
+                since.get_or_insert_with(Instant::now);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
             Verdict::Failed(why) => why,
             Verdict::Waiting(why) if started.elapsed() >= CONVERGE_TIMEOUT => {
                 format!("not converged after {}s: {why}", CONVERGE_TIMEOUT.as_secs())
@@ -399,15 +479,7 @@ pub async fn preflight(m: &Member) -> Result<u32, String> {
         .map_err(|e| e.to_string())?;
     let words: Vec<&str> = out.stdout.split_whitespace().collect();
     match words.as_slice() {
-        ["active", "true", nodes] => {
-            let nodes: u32 = nodes.parse().unwrap_or(1);
-            if nodes > 1 {
-                return Err(format!(
-                    "the swarm has {nodes} nodes: each node must pull the release's images from a registry, and engine = \"swarm\" with build.registry is not supported yet; expected a single-node swarm"
-                ));
-            }
-            Ok(nodes)
-        }
+        ["active", "true", nodes] => Ok(nodes.parse().unwrap_or(1)),
         ["active", _, _] => Err("this engine is a swarm worker, not a manager: expected the swarm's managers in `hosts`".into()),
         [state, ..] => Err(format!(
             "this engine is not part of a swarm (swarm state: {state}); expected `docker swarm init` to have been run on it"

@@ -10,6 +10,7 @@ use std::process::Command;
 
 use crate::harness::app::{Behaviour, Health};
 use crate::harness::deployment::{Deployment, Setup};
+use crate::harness::engines::Registry;
 use crate::harness::sshd::free_port;
 use crate::harness::swarm::{Stack, Swarm};
 
@@ -46,7 +47,7 @@ const STACK: &str = r#"services:
 
 const CHECKS: &str = r#"
 [verify]
-timeout = "20s"
+timeout = "10s"
 interval = "100ms"
 max_interval = "500ms"
 
@@ -233,4 +234,37 @@ fn a_stack_is_deployed_changed_rolled_back_by_its_checks_and_on_request() {
     let run = d.run(&["logs", "test", "worker", "-n", "5"]);
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(run.stdout.contains("worker v1 started"), "{}", run.all());
+
+    // With a registry (what a swarm of more than one node needs): the manager
+    // pushes the release's images, the stack names them there.
+    let registry = Registry::start();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "{text}\n[build]\non = \"first\"\nregistry = \"127.0.0.1:{}/swarm\"\n",
+            registry.port
+        ),
+    )
+    .unwrap();
+    d.app.commit(&Behaviour::version("v5"));
+    let (run, s) = d.deploy_json(&[], 0);
+    let fifth = s["release"].as_str().unwrap().to_string();
+    assert_eq!(d.version().as_deref(), Some("v5"), "{}", run.all());
+    let prefix = format!("127.0.0.1:{}/swarm/", registry.port);
+    for (service, image) in service_images(&d.project) {
+        if service.ends_with("_api") || service.ends_with("_worker") {
+            assert!(image.starts_with(&prefix) && image.contains(":sha-"), "{service} runs {image}");
+        }
+    }
+    let catalog = registry.get("/v2/_catalog");
+    assert!(catalog.contains("swarm/api") && catalog.contains("swarm/worker"), "{catalog}");
+    let tags = registry.get("/v2/swarm/api/tags/list");
+    assert!(tags.contains(&fifth) && tags.contains("sha-"), "the release's tag and the content tag: {tags}");
+    // Back to the newest good release before it, from before the registry.
+    let run = d.run(&["rollback", "test"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(d.current().as_deref(), Some(second.as_str()));
+    assert_eq!(d.version().as_deref(), Some("v2"));
+    assert_eq!(service_images(&d.project), images_second);
 }

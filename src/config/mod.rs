@@ -666,8 +666,7 @@ impl Checker<'_> {
     /// `engine`: a Swarm runs the whole stack from one manager (the first
     /// host that answers), so what only compose on a host can do is refused:
     /// per-host `services`, `profiles` (a stack file has none),
-    /// `down_before_up` (a stack is updated in place), and a registry (the
-    /// stack would have to name its images there: not built yet).
+    /// and `down_before_up` (a stack is updated in place).
     fn engine(&self, file: &schema::File, env: &Spanned<EnvironmentSpec>) -> Result<Orchestrator, ConfigError> {
         let Some(engine) = env.get_ref().engine.as_ref() else {
             return Ok(Orchestrator::Compose);
@@ -685,8 +684,6 @@ impl Checker<'_> {
             Some("app.profiles: a stack file has no profiles (`docker stack deploy` refuses them); expected no profiles, or a compose file for the stack without the services of other profiles")
         } else if file.app.down_before_up {
             Some("app.down_before_up: a stack is updated in place, service by service; expected no down_before_up")
-        } else if file.build.registry.is_some() {
-            Some("build.registry with engine = \"swarm\" is not supported yet (the stack would have to name its images in the registry); expected a single-node swarm without build.registry")
         } else {
             None
         };

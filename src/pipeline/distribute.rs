@@ -25,7 +25,7 @@ use crate::report::events::{Event, Reporter, Step};
 
 /// A push, a pull, a save or a load of images may take long (they are as big
 /// as the images), but not forever.
-const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+pub(super) const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
 /// How often a stream's progress is told.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);

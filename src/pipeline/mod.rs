@@ -339,6 +339,15 @@ async fn connect_manager(run: &mut Run<'_>, hosts: &[Host]) -> Result<Fleet, End
     for (h, m) in run.hosts.iter_mut().zip(&fleet.members) {
         h.live = m.current.clone();
     }
+    let nodes = fleet.members[0].swarm_nodes.unwrap_or(1);
+    if run.change == Change::Up && nodes > 1 && run.config.build.registry.is_none() {
+        let why = format!(
+            "the swarm has {nodes} nodes and each must pull the release's images: expected `[build] registry` (with on = \"first\"), which the manager pushes them to"
+        );
+        run.fail_hosts(&[(chosen, why.clone())]);
+        fleet.close().await;
+        return Err(End::new(Outcome::Failed, format!("{why}; nothing was changed")));
+    }
     Ok(fleet)
 }
 

@@ -197,7 +197,7 @@ pub(super) async fn stage(
         })?),
         _ => None,
     };
-    let staging = async {
+    let staged = async {
         let built_here = async {
             match &local {
                 Some(l) => Some(l.build(config, plan_ref, reporter).await),
@@ -251,6 +251,13 @@ pub(super) async fn stage(
             .map(|(record, d)| d.map(|()| record))
             .collect()
     };
+    let staging = async {
+        let staged = staged.await;
+        match (&config.build.registry, fleet.env.swarm()) {
+            (Some(registry), true) => publish(fleet, staged, registry, reporter).await,
+            _ => staged,
+        }
+    };
     let results = tokio::select! {
         r = staging => Some(r),
         _ = run.interrupt.wait() => None,
@@ -289,6 +296,32 @@ pub(super) async fn stage(
         });
     }
     Ok(())
+}
+
+/// A swarm with a registry: the manager pushes the release's images there and
+/// the stack names them so (see [`crate::swarm::publish`]).
+async fn publish(
+    fleet: &Fleet,
+    staged: Vec<Result<Record, String>>,
+    registry: &str,
+    reporter: &dyn Reporter,
+) -> Vec<Result<Record, String>> {
+    fleet
+        .for_each_with(staged, |m, r| async move {
+            let record = r?;
+            let pushed = async {
+                let images = crate::swarm::release_images(m, &record).await?;
+                let (cmd, text) = crate::swarm::publish(m, &record, registry, &images);
+                m.remote
+                    .check_with_input(&cmd.into(), text.as_bytes(), Some(super::distribute::TRANSFER_TIMEOUT))
+                    .await
+            };
+            step(reporter, &m.host.name, Step::Images, pushed)
+                .await
+                .map_err(|e| format!("push to {registry}: {e}"))?;
+            Ok(record)
+        })
+        .await
 }
 
 /// Pushes the branch (`strategy = "git"`, not `--no-push`).
@@ -491,6 +524,7 @@ async fn stage_host(
     let swarm = record.engine == crate::config::Orchestrator::Swarm;
     if swarm {
         own_files.push((crate::swarm::STACK_OVERRIDE, stack.as_bytes(), 0o644));
+        own_files.push((crate::swarm::REGISTRY_OVERRIDE, crate::swarm::NO_REGISTRY.as_bytes(), 0o644));
     }
     let input =
         release::files_tar(files.tar, &own_files).map_err(|e| format!("cannot pack the release's files: {e}"))?;
