@@ -25,8 +25,8 @@ use crate::interrupt::Interrupt;
 use crate::lock;
 use crate::release::{self, shell};
 use crate::remote::{Cmd, RemoteError};
-use crate::swarm;
 use crate::report::events::{Event, Reporter, StartFirstPhase};
+use crate::swarm;
 use crate::verify::{self, Evidence};
 
 /// The file in each release that holds its [`Record`].
@@ -85,18 +85,22 @@ impl Record {
             profiles: config.app.profiles.clone(),
             engine: m.host.engine,
             // A stack's start-first services are Swarm's to update (see `crate::swarm`).
-            zero_downtime: if m.host.engine == Orchestrator::Swarm { Vec::new() } else { config
-                .app
-                .zero_downtime
-                .iter()
-                .map(|z| z.get_ref())
-                .filter(|z| m.host.services.as_ref().is_none_or(|runs| runs.contains(&z.service)))
-                .map(|z| StartFirst {
-                    service: z.service.clone(),
-                    drain_ms: z.drain.as_millis() as u64,
-                    port: z.port,
-                })
-                .collect() },
+            zero_downtime: if m.host.engine == Orchestrator::Swarm {
+                Vec::new()
+            } else {
+                config
+                    .app
+                    .zero_downtime
+                    .iter()
+                    .map(|z| z.get_ref())
+                    .filter(|z| m.host.services.as_ref().is_none_or(|runs| runs.contains(&z.service)))
+                    .map(|z| StartFirst {
+                        service: z.service.clone(),
+                        drain_ms: z.drain.as_millis() as u64,
+                        port: z.port,
+                    })
+                    .collect()
+            },
             inferred: false,
         }
     }

@@ -444,7 +444,10 @@ impl Fleet {
     /// (in the file's order) not named in `failed` and closes the others.
     /// `None` (and nothing closed) when every member failed.
     pub async fn keep_first_manager(&mut self, failed: &[(String, String)]) -> Option<String> {
-        let i = self.members.iter().position(|m| !failed.iter().any(|(n, _)| n == &m.host.name))?;
+        let i = self
+            .members
+            .iter()
+            .position(|m| !failed.iter().any(|(n, _)| n == &m.host.name))?;
         let mut others = std::mem::take(&mut self.members);
         let chosen = others.remove(i);
         let name = chosen.host.name.clone();

@@ -267,7 +267,10 @@ pub fn publish(m: &Member, record: &Record, registry: &str, images: &BTreeMap<St
     let mut text = String::from("# written by deploy: the release's images in the registry\nservices:\n");
     for (service, image) in images {
         let repo = format!("{registry}/{}", service.to_lowercase());
-        let content = image.rsplit_once(':').map(|(_, tag)| tag).unwrap_or(record.release.as_str());
+        let content = image
+            .rsplit_once(':')
+            .map(|(_, tag)| tag)
+            .unwrap_or(record.release.as_str());
         let by_content = format!("{repo}:{content}");
         args.extend([image.clone(), format!("{repo}:{}", record.release), by_content.clone()]);
         text.push_str(&format!(
@@ -298,7 +301,11 @@ pub fn judge(state: &State, images: &BTreeMap<String, String>, before: &BTreeSet
             .iter()
             .find(|t| !before.contains(&t.id) && t.image == s.image && t.failed())
         {
-            let why = if t.error.is_empty() { t.current.as_str() } else { t.error.as_str() };
+            let why = if t.error.is_empty() {
+                t.current.as_str()
+            } else {
+                t.error.as_str()
+            };
             return Verdict::Failed(format!("{}: task {} on {} failed: {why}", s.name, t.name, s.image));
         }
         if let Some(wanted) = images.get(&s.name) {
@@ -506,22 +513,32 @@ T\tt9\tapp_redis.1\tredis:7@sha256:ab\tRunning\tRunning 1 minute ago\t\n";
         let state = parse_state("app", OUT);
         assert_eq!(state.services[1].image, "redis:7");
         assert_eq!(state.tasks[2].service, "redis");
-        assert!(matches!(judge(&state, &record(), &BTreeSet::new()), Verdict::Converged(_)));
+        assert!(matches!(
+            judge(&state, &record(), &BTreeSet::new()),
+            Verdict::Converged(_)
+        ));
     }
 
     #[test]
     fn the_old_image_or_a_task_still_starting_is_waited_for() {
         let old = OUT.replace("app_api\t1/1\tapp-api:r2", "app_api\t1/1\tapp-api:r1");
-        assert!(matches!(judge(&parse_state("app", &old), &record(), &BTreeSet::new()), Verdict::Waiting(w) if w.contains("app-api:r1")));
+        assert!(
+            matches!(judge(&parse_state("app", &old), &record(), &BTreeSet::new()), Verdict::Waiting(w) if w.contains("app-api:r1"))
+        );
         let starting = OUT.replace("Running\tRunning 2 seconds ago", "Running\tStarting 1 second ago");
-        assert!(matches!(judge(&parse_state("app", &starting), &record(), &BTreeSet::new()), Verdict::Waiting(w) if w.contains("0/1")));
+        assert!(
+            matches!(judge(&parse_state("app", &starting), &record(), &BTreeSet::new()), Verdict::Waiting(w) if w.contains("0/1"))
+        );
     }
 
     #[test]
     fn a_new_task_that_failed_fails_the_switch_but_one_from_before_does_not() {
-        let failed = format!("{OUT}T\tt5\tapp_api.1\tapp-api:r2\tShutdown\tFailed 1 second ago\ttask: non-zero exit (1)\n");
+        let failed =
+            format!("{OUT}T\tt5\tapp_api.1\tapp-api:r2\tShutdown\tFailed 1 second ago\ttask: non-zero exit (1)\n");
         let state = parse_state("app", &failed);
-        assert!(matches!(judge(&state, &record(), &BTreeSet::new()), Verdict::Failed(w) if w.contains("non-zero exit (1)")));
+        assert!(
+            matches!(judge(&state, &record(), &BTreeSet::new()), Verdict::Failed(w) if w.contains("non-zero exit (1)"))
+        );
         let before = BTreeSet::from(["t5".to_string()]);
         assert!(matches!(judge(&state, &record(), &before), Verdict::Converged(_)));
     }

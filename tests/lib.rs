@@ -20,7 +20,7 @@ mod round_trips;
 mod safety;
 mod shapes;
 mod ssh_transport;
-mod verification;
 mod swarm;
+mod verification;
 mod watchdog;
 mod zero_downtime;

@@ -122,10 +122,7 @@ fn a_stack_is_deployed_changed_rolled_back_by_its_checks_and_on_request() {
     // An unreachable manager listed first: the swarm is reached through the next.
     let dead = free_port();
     let text = text
-        .replace(
-            "[environments.test]\n",
-            "[environments.test]\nengine = \"swarm\"\n",
-        )
+        .replace("[environments.test]\n", "[environments.test]\nengine = \"swarm\"\n")
         .replacen(
             "hosts = [\"127.0.0.1\"]",
             &format!("hosts = [{{ address = \"127.0.0.1\", port = {dead} }}, \"127.0.0.1\"]"),
@@ -140,8 +137,18 @@ fn a_stack_is_deployed_changed_rolled_back_by_its_checks_and_on_request() {
     assert_eq!(d.version().as_deref(), Some("v1"), "{}", run.all());
     let hosts = s["hosts"].as_array().unwrap();
     assert_eq!(hosts.len(), 1, "one manager speaks for the swarm: {s}");
-    assert!(run.stdout.contains("left aside"), "the dead manager is named:\n{}", run.all());
-    for name in ["services converged", "api health", "redis", "api reaches redis", "worker started"] {
+    assert!(
+        run.stdout.contains("left aside"),
+        "the dead manager is named:\n{}",
+        run.all()
+    );
+    for name in [
+        "services converged",
+        "api health",
+        "redis",
+        "api reaches redis",
+        "worker started",
+    ] {
         assert_eq!(check(&hosts[0], name)["ok"], true, "{name}: {}", hosts[0]);
     }
     let images_first = service_images(&d.project);
@@ -161,7 +168,10 @@ fn a_stack_is_deployed_changed_rolled_back_by_its_checks_and_on_request() {
     let release_images = d.release_images(&first);
     for (service, image) in &images_first {
         if service != &format!("{}_redis", d.project) {
-            assert!(release_images.contains(image), "{service} runs {image}, the release names {release_images:?}");
+            assert!(
+                release_images.contains(image),
+                "{service} runs {image}, the release names {release_images:?}"
+            );
         }
     }
 
@@ -172,7 +182,10 @@ fn a_stack_is_deployed_changed_rolled_back_by_its_checks_and_on_request() {
     assert_eq!(d.version().as_deref(), Some("v2"), "{}", run.all());
     let images_second = service_images(&d.project);
     assert_ne!(images_first, images_second);
-    assert!(d.release_images(&second).contains(&images_second[0].1), "{images_second:?}");
+    assert!(
+        d.release_images(&second).contains(&images_second[0].1),
+        "{images_second:?}"
+    );
 
     // A release whose api answers 500: its checks fail, the stack is put back
     // on the previous release, verified (exit 3).
@@ -183,7 +196,10 @@ fn a_stack_is_deployed_changed_rolled_back_by_its_checks_and_on_request() {
     assert_eq!(s["result"], "rolled_back", "{}", run.all());
     let host = &s["hosts"][0];
     assert_eq!(check(host, "api health")["ok"], false, "{host}");
-    assert!(host["evidence"]["containers"].as_array().is_some_and(|c| !c.is_empty()), "the stack's tasks as evidence: {host}");
+    assert!(
+        host["evidence"]["containers"].as_array().is_some_and(|c| !c.is_empty()),
+        "the stack's tasks as evidence: {host}"
+    );
     let after = host["rollback_checks"].as_array().unwrap();
     assert!(!after.is_empty() && after.iter().all(|c| c["ok"] == true), "{host}");
     assert_eq!(d.current().as_deref(), Some(second.as_str()));
@@ -192,14 +208,17 @@ fn a_stack_is_deployed_changed_rolled_back_by_its_checks_and_on_request() {
 
     // A release whose api exits at once: the stack does not converge, the
     // failed task is the evidence, and the stack is put back (exit 3).
-    d.app.commit_file("api/start.sh", "echo api crashing\nexit 1\n", "an api that exits");
+    d.app
+        .commit_file("api/start.sh", "echo api crashing\nexit 1\n", "an api that exits");
     let (run, s) = d.deploy_json(&[], 3);
     assert_eq!(s["result"], "rolled_back", "{}", run.all());
     let host = &s["hosts"][0];
     let error = host["error"].as_str().unwrap_or_default();
     assert!(error.contains("did not converge") && error.contains("api"), "{host}");
     assert!(
-        host["evidence"]["logs"]["api"].as_array().is_some_and(|l| l.iter().any(|l| l.as_str().unwrap().contains("api crashing"))),
+        host["evidence"]["logs"]["api"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|l| l.as_str().unwrap().contains("api crashing"))),
         "the failing task's log is evidence: {host}"
     );
     assert_eq!(d.current().as_deref(), Some(second.as_str()));
@@ -254,13 +273,22 @@ fn a_stack_is_deployed_changed_rolled_back_by_its_checks_and_on_request() {
     let prefix = format!("127.0.0.1:{}/swarm/", registry.port);
     for (service, image) in service_images(&d.project) {
         if service.ends_with("_api") || service.ends_with("_worker") {
-            assert!(image.starts_with(&prefix) && image.contains(":sha-"), "{service} runs {image}");
+            assert!(
+                image.starts_with(&prefix) && image.contains(":sha-"),
+                "{service} runs {image}"
+            );
         }
     }
     let catalog = registry.get("/v2/_catalog");
-    assert!(catalog.contains("swarm/api") && catalog.contains("swarm/worker"), "{catalog}");
+    assert!(
+        catalog.contains("swarm/api") && catalog.contains("swarm/worker"),
+        "{catalog}"
+    );
     let tags = registry.get("/v2/swarm/api/tags/list");
-    assert!(tags.contains(&fifth) && tags.contains("sha-"), "the release's tag and the content tag: {tags}");
+    assert!(
+        tags.contains(&fifth) && tags.contains("sha-"),
+        "the release's tag and the content tag: {tags}"
+    );
     // Back to the newest good release before it, from before the registry.
     let run = d.run(&["rollback", "test"]);
     assert_eq!(run.code, 0, "{}", run.all());

@@ -674,7 +674,12 @@ impl Checker<'_> {
         if *engine.get_ref() == Orchestrator::Compose {
             return Ok(Orchestrator::Compose);
         }
-        let hosts = env.get_ref().hosts.as_ref().map(|h| h.get_ref().as_slice()).unwrap_or_default();
+        let hosts = env
+            .get_ref()
+            .hosts
+            .as_ref()
+            .map(|h| h.get_ref().as_slice())
+            .unwrap_or_default();
         let per_host_services = hosts
             .iter()
             .any(|h| matches!(h.get_ref(), HostSpec::Table(t) if t.services.is_some()));
@@ -993,6 +998,32 @@ mod tests {
     fn parse(app: &str, rest: &str) -> Result<Config, String> {
         let text = BASE.replace("{APP}", app).replace("{REST}", rest);
         Config::parse(Path::new("deploy.toml"), &text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_swarm_environment_refuses_what_only_compose_on_a_host_can_do() {
+        let c = parse("", "engine = \"swarm\"\n").unwrap();
+        let env = c.environment("prod").unwrap();
+        assert!(env.swarm() && env.hosts.iter().all(|h| h.engine == Orchestrator::Swarm));
+        assert!(!parse("", "").unwrap().environment("prod").unwrap().swarm());
+        let c = parse(
+            "",
+            "engine = \"swarm\"\n[build]\non = \"first\"\nregistry = \"127.0.0.1:5000/app\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.build.registry.as_deref(), Some("127.0.0.1:5000/app"));
+        for (app, says) in [
+            ("profiles = [\"tools\"]", "a stack file has no profiles"),
+            ("down_before_up = true", "updated in place"),
+        ] {
+            let e = parse(app, "engine = \"swarm\"\n").unwrap_err();
+            assert!(e.contains(says) && e.contains("deploy.toml:"), "{app}: {e}");
+        }
+        let text = "[app]\nname = \"shop\"\n[environments.prod]\nengine = \"swarm\"\npath = \"/srv/shop\"\nhosts = [{ address = \"m1\", services = [\"api\"] }]\n";
+        let e = Config::parse(Path::new("deploy.toml"), text).unwrap_err().to_string();
+        assert!(e.contains("its own `services`"), "{e}");
+        let e = parse("", "engine = \"kubernetes\"\n").unwrap_err();
+        assert!(e.contains("unknown variant"), "{e}");
     }
 
     #[test]

@@ -330,7 +330,10 @@ async fn connect_manager(run: &mut Run<'_>, hosts: &[Host]) -> Result<Fleet, End
         ));
     };
     for (host, why) in &failures {
-        run.warn(Some(host), format!("left aside (the swarm is reached through {chosen}): {why}"));
+        run.warn(
+            Some(host),
+            format!("left aside (the swarm is reached through {chosen}): {why}"),
+        );
     }
     if hosts.len() > 1 {
         run.info(Some(&chosen), "the swarm manager this run works through".to_string());

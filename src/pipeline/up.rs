@@ -514,7 +514,12 @@ async fn stage_host(
     let env = m.compose_for(record).env_file();
     let overrides = compose::override_file(&m.host.project, &record.build, id);
     let own = record.to_json();
-    let start_first: Vec<String> = config.app.zero_downtime.iter().map(|z| z.get_ref().service.clone()).collect();
+    let start_first: Vec<String> = config
+        .app
+        .zero_downtime
+        .iter()
+        .map(|z| z.get_ref().service.clone())
+        .collect();
     let stack = crate::swarm::stack_override(&start_first);
     let mut own_files = vec![
         (record.env_file.as_str(), env.as_bytes(), 0o600),
@@ -524,7 +529,11 @@ async fn stage_host(
     let swarm = record.engine == crate::config::Orchestrator::Swarm;
     if swarm {
         own_files.push((crate::swarm::STACK_OVERRIDE, stack.as_bytes(), 0o644));
-        own_files.push((crate::swarm::REGISTRY_OVERRIDE, crate::swarm::NO_REGISTRY.as_bytes(), 0o644));
+        own_files.push((
+            crate::swarm::REGISTRY_OVERRIDE,
+            crate::swarm::NO_REGISTRY.as_bytes(),
+            0o644,
+        ));
     }
     let input =
         release::files_tar(files.tar, &own_files).map_err(|e| format!("cannot pack the release's files: {e}"))?;
@@ -720,16 +729,45 @@ pub(super) fn describe(config: &Config, fleet: &Fleet, plan: &UpPlan, reporter: 
                 ),
             );
         }
-        info(
-            h,
-            format!(
-                "switch: {}",
-                compose
-                    .cmd(["up", "-d", "--remove-orphans", "--no-build"])
-                    .args(record.services.iter())
-                    .display()
-            ),
-        );
+        if record.engine == crate::config::Orchestrator::Swarm {
+            if let Some(r) = &config.build.registry {
+                info(
+                    h,
+                    format!("push the release's images to {r}; the stack names them there by content tag"),
+                );
+            }
+            let start_first: Vec<&str> = config
+                .app
+                .zero_downtime
+                .iter()
+                .map(|z| z.get_ref().service.as_str())
+                .collect();
+            if !start_first.is_empty() {
+                info(
+                    h,
+                    format!("update start-first (Swarm's update_config): {}", start_first.join(", ")),
+                );
+            }
+            info(
+                h,
+                format!(
+                    "switch: {}; wait until every service runs its replicas on the release's images for {}s",
+                    crate::swarm::deploy(m, &record).display(),
+                    crate::swarm::MONITOR.as_secs()
+                ),
+            );
+        } else {
+            info(
+                h,
+                format!(
+                    "switch: {}",
+                    compose
+                        .cmd(["up", "-d", "--remove-orphans", "--no-build"])
+                        .args(record.services.iter())
+                        .display()
+                ),
+            );
+        }
         info(
             h,
             format!(

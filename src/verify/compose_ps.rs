@@ -85,6 +85,23 @@ fn long_running(mine: &[&Container], want: u32) -> Result<String, String> {
     })
 }
 
+/// A Swarm stack: every service runs its desired number of tasks, all on the
+/// image its spec names, the release's built services on the release's
+/// images. Tasks that failed earlier (Swarm replaced them) do not count.
+async fn stack(target: &Target<'_>) -> Attempt {
+    let state = crate::swarm::read(target.member, &target.record.project)
+        .await
+        .map_err(|e| e.to_string())?;
+    let images = crate::swarm::release_images(target.member, target.record)
+        .await
+        .map_err(|e| e.to_string())?;
+    let earlier = state.tasks.iter().map(|t| t.id.clone()).collect();
+    match crate::swarm::judge(&state, &images, &earlier) {
+        crate::swarm::Verdict::Converged(said) => Ok(said),
+        crate::swarm::Verdict::Waiting(why) | crate::swarm::Verdict::Failed(why) => Err(why),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,22 +132,5 @@ mod tests {
         assert_eq!(long_running(&[&up], 2).unwrap_err(), "1 of 2 replicas running");
         assert!(long_running(&[&c("running", "Up 3 seconds (unhealthy)")], 1).is_err());
         assert!(long_running(&[&c("exited", "Exited (0) 1 second ago")], 1).is_err());
-    }
-}
-
-/// A Swarm stack: every service runs its desired number of tasks, all on the
-/// image its spec names, the release's built services on the release's
-/// images. Tasks that failed earlier (Swarm replaced them) do not count.
-async fn stack(target: &Target<'_>) -> Attempt {
-    let state = crate::swarm::read(target.member, &target.record.project)
-        .await
-        .map_err(|e| e.to_string())?;
-    let images = crate::swarm::release_images(target.member, target.record)
-        .await
-        .map_err(|e| e.to_string())?;
-    let earlier = state.tasks.iter().map(|t| t.id.clone()).collect();
-    match crate::swarm::judge(&state, &images, &earlier) {
-        crate::swarm::Verdict::Converged(said) => Ok(said),
-        crate::swarm::Verdict::Waiting(why) | crate::swarm::Verdict::Failed(why) => Err(why),
     }
 }

@@ -40,13 +40,16 @@ pub(crate) async fn attempt(kind: &CheckKind, target: &Target<'_>) -> Attempt {
 /// API cannot be used, for the caller to fall back to `compose exec`.
 async fn through_engine(service: &str, command: &[crate::config::Text], target: &Target<'_>) -> Option<Attempt> {
     let engine = target.member.engine(target.reporter).await?;
-    let containers = engine.containers(&target.record.project, target.record.engine).await.ok()?;
+    let containers = engine
+        .containers(&target.record.project, target.record.engine)
+        .await
+        .ok()?;
     let Some(c) = containers.iter().find(|c| c.service == service && c.state == "running") else {
         return Some(Err(match target.record.engine {
             crate::config::Orchestrator::Compose => format!("{service}: no running container"),
-            crate::config::Orchestrator::Swarm => format!(
-                "{service}: no running task on this manager (exec checks reach the manager's own tasks only)"
-            ),
+            crate::config::Orchestrator::Swarm => {
+                format!("{service}: no running task on this manager (exec checks reach the manager's own tasks only)")
+            }
         }));
     };
     let words: Vec<&str> = command.iter().map(|w| w.expose()).collect();

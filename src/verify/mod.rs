@@ -116,7 +116,11 @@ impl Target<'_> {
             )
             .await
             .map_err(|e| e.to_string())?;
-        Ok(compose::parse_ps_of(&ps.stdout, &self.record.project, self.record.engine))
+        Ok(compose::parse_ps_of(
+            &ps.stdout,
+            &self.record.project,
+            self.record.engine,
+        ))
     }
 
     /// When the release was last started (see [`crate::release::STARTED_FILE`]),
