@@ -15,6 +15,8 @@ command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v docker >/dev/null 2>&1 || need_apt+=(docker.io)
 # Build-once tests push to and pull from a real registry (the reference one).
 [ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
+# htpasswd: bcrypt passwords for a registry that asks for credentials (tests/swarm.rs).
+[ -x /usr/bin/htpasswd ] || need_apt+=(apache2-utils)
 # The completion scripts run in real shells; the man page is rendered by man(1).
 command -v zsh >/dev/null 2>&1 || need_apt+=(zsh)
 command -v fish >/dev/null 2>&1 || need_apt+=(fish)

@@ -92,6 +92,21 @@ macro_rules! with_image_names {
     };
 }
 
+/// The directory in a release that holds a Docker client config with only
+/// the registry's credentials (`[build] registry_user`/`registry_password`),
+/// 0600: what pushes and pulls use as `DOCKER_CONFIG`, so no `docker login`
+/// is left in the user's own config.
+pub const DOCKER_CONFIG_DIR: &str = ".deploy-docker";
+
+/// `cmd` with `DOCKER_CONFIG` at release `id`'s credentials when the deploy
+/// has registry credentials (`auth`).
+pub fn with_registry_auth(cmd: Cmd, layout: &Layout, id: &str, auth: bool) -> Cmd {
+    match auth {
+        true => cmd.env("DOCKER_CONFIG", format!("{}/{DOCKER_CONFIG_DIR}", layout.release(id))),
+        false => cmd,
+    }
+}
+
 /// A constant shell body run with positional arguments: the one way values enter
 /// multi-step shell here, so they are quoted by [`Cmd`] and never spliced into code.
 pub fn shell(body: &'static str, args: &[&str]) -> Cmd {
@@ -501,7 +516,7 @@ const REUSE_IMAGES: &str = with_image_names!(
 old="$1/releases/$2"; new="$1/releases/$3"
 [ -f "$old/.deploy-compose.yml" ] && [ -f "$new/.deploy-compose.yml" ] || exit 0
 cmp -s "$old/.deploy-env" "$new/.deploy-env" || exit 0
-diff -rq --no-dereference -x .deploy-compose.yml -x .deploy-started -x .deploy-release.json "$old" "$new" >/dev/null 2>&1 || exit 0
+diff -rq --no-dereference -x .deploy-compose.yml -x .deploy-started -x .deploy-release.json -x .deploy-registry.yml -x .deploy-docker "$old" "$new" >/dev/null 2>&1 || exit 0
 services() { grep -v -e 'image:' -e '^#' -e '^    build:$' -e '^      context:' "$1"; }
 [ "$(services "$old/.deploy-compose.yml")" = "$(services "$new/.deploy-compose.yml")" ] || exit 0
 for img in $(image_names "$old/.deploy-compose.yml"); do

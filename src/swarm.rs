@@ -55,12 +55,19 @@ pub fn stack_override(start_first: &[String]) -> String {
     out
 }
 
+/// Exports the release's env file, and its registry credentials as the
+/// Docker client's config where it has them, then runs the arguments.
+const WITH_ENV_AND_AUTH: &str = r#"[ ! -f ./.deploy-env ] || . ./.deploy-env
+[ ! -f ./.deploy-docker/config.json ] || export DOCKER_CONFIG="$PWD/.deploy-docker"
+exec "$@""#;
+
 /// `docker stack <args> -c <file>...` in the release's directory with the
-/// host's variables exported, as compose commands are run.
+/// host's variables exported, as compose commands are run (and the registry
+/// credentials of the release, which `--with-registry-auth` hands to the nodes).
 fn stack_cmd(m: &Member, record: &Record, verb: &[&str]) -> Cmd {
     let mut cmd = Cmd::new("sh")
         .arg("-c")
-        .arg(compose::WITH_ENV_FILE)
+        .arg(WITH_ENV_AND_AUTH)
         .arg("sh")
         .arg("docker")
         .arg("stack")
@@ -262,7 +269,12 @@ cat > "$f.tmp" && mv "$f.tmp" "$f"
 /// very image the manager has, and a service whose image did not change keeps
 /// the same reference (Swarm leaves it alone). Returns the command and the
 /// file's text.
-pub fn publish(m: &Member, record: &Record, registry: &str, images: &BTreeMap<String, String>) -> (Cmd, String) {
+pub fn publish(
+    m: &Member,
+    record: &Record,
+    (registry, auth): (&str, bool),
+    images: &BTreeMap<String, String>,
+) -> (Cmd, String) {
     let mut args = vec![format!("{}/{REGISTRY_OVERRIDE}", m.layout.release(&record.release))];
     let mut text = String::from("# written by deploy: the release's images in the registry\nservices:\n");
     for (service, image) in images {
@@ -283,7 +295,8 @@ pub fn publish(m: &Member, record: &Record, registry: &str, images: &BTreeMap<St
         text = NO_REGISTRY.to_string();
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    (shell(PUBLISH, &args), text)
+    let cmd = crate::release::with_registry_auth(shell(PUBLISH, &args), &m.layout, &record.release, auth);
+    (cmd, text)
 }
 
 /// Judges `state` against a release whose built services run `images`

@@ -13,6 +13,7 @@ use crate::harness::deployment::{Deployment, Setup};
 use crate::harness::engines::Registry;
 use crate::harness::sshd::free_port;
 use crate::harness::swarm::{Stack, Swarm};
+use crate::harness::Test;
 
 /// The app as a stack file: ports published in host mode (the routing mesh
 /// does not answer on this machine), no `depends_on` (a stack has none), and
@@ -254,43 +255,63 @@ fn a_stack_is_deployed_changed_rolled_back_by_its_checks_and_on_request() {
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(run.stdout.contains("worker v1 started"), "{}", run.all());
 
-    // With a registry (what a swarm of more than one node needs): the manager
-    // pushes the release's images, the stack names them there.
-    let registry = Registry::start();
+    // With a registry that asks for credentials (what a swarm of more than
+    // one node needs): this machine builds (`on = "local"`) and pushes, the
+    // manager pulls the images, then pushes them by content and the stack
+    // names them there; the credentials come from a ${VAR} and are never
+    // printed, and no `docker login` is left behind.
+    let password = "s3cret-Registry-pw";
+    let registry = Registry::start_with_auth("deployer", password);
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(
         &path,
         format!(
-            "{text}\n[build]\non = \"first\"\nregistry = \"127.0.0.1:{}/swarm\"\n",
+            "{text}\n[build]\non = \"local\"\nregistry = \"127.0.0.1:{}/swarm\"\nregistry_user = \"deployer\"\nregistry_password = \"${{DEPLOY_TEST_REGISTRY_PASSWORD}}\"\n",
             registry.port
         ),
     )
     .unwrap();
+    let logins_before = std::fs::read_to_string("/root/.docker/config.json").unwrap_or_default();
     d.app.commit(&Behaviour::version("v5"));
-    let (run, s) = d.deploy_json(&[], 0);
+    // Without the password the registry refuses the push: nothing changes.
+    let run = Test::new()
+        .args(["test", "-v"])
+        .current_dir(d.app.path())
+        .env("DEPLOY_TEST_REGISTRY_PASSWORD", "wrong")
+        .run();
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert_eq!(d.version().as_deref(), Some("v1"), "{}", run.all());
+    let run = Test::new()
+        .args(["test", "--output", "json", "-vv"])
+        .current_dir(d.app.path())
+        .env("DEPLOY_TEST_REGISTRY_PASSWORD", password)
+        .run();
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(!run.all().contains(password), "the password is never printed:\n{}", run.all());
+    let s: serde_json::Value = serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
     let fifth = s["release"].as_str().unwrap().to_string();
     assert_eq!(d.version().as_deref(), Some("v5"), "{}", run.all());
     let prefix = format!("127.0.0.1:{}/swarm/", registry.port);
     for (service, image) in service_images(&d.project) {
         if service.ends_with("_api") || service.ends_with("_worker") {
-            assert!(
-                image.starts_with(&prefix) && image.contains(":sha-"),
-                "{service} runs {image}"
-            );
+            assert!(image.starts_with(&prefix) && image.contains(":sha-"), "{service} runs {image}");
+            let (_, tag) = image.rsplit_once(':').unwrap();
+            let repo = image.strip_prefix("127.0.0.1:").unwrap().split_once('/').unwrap().1.rsplit_once(':').unwrap().0;
+            assert!(registry.has_tag(repo, tag), "{repo}:{tag} in {:?}", registry.tags(repo));
         }
     }
-    let catalog = registry.get("/v2/_catalog");
-    assert!(
-        catalog.contains("swarm/api") && catalog.contains("swarm/worker"),
-        "{catalog}"
-    );
-    let tags = registry.get("/v2/swarm/api/tags/list");
-    assert!(
-        tags.contains(&fifth) && tags.contains("sha-"),
-        "the release's tag and the content tag: {tags}"
+    assert!(registry.has_tag("swarm/api", &fifth), "the release's tag too: {:?}", registry.tags("swarm/api"));
+    assert_eq!(
+        std::fs::read_to_string("/root/.docker/config.json").unwrap_or_default(),
+        logins_before,
+        "no docker login is left in the user's config"
     );
     // Back to the newest good release before it, from before the registry.
-    let run = d.run(&["rollback", "test"]);
+    let run = Test::new()
+        .args(["rollback", "test"])
+        .current_dir(d.app.path())
+        .env("DEPLOY_TEST_REGISTRY_PASSWORD", password)
+        .run();
     assert_eq!(run.code, 0, "{}", run.all());
     assert_eq!(d.current().as_deref(), Some(second.as_str()));
     assert_eq!(d.version().as_deref(), Some("v2"));

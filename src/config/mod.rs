@@ -59,6 +59,22 @@ pub struct Build {
     /// `host[:port][/path]` the builder pushes to and the hosts pull from
     /// (`on = "first"`); `None`: images are streamed over SSH.
     pub registry: Option<String>,
+    /// The registry's user and password (a secret); `None`: each engine's own
+    /// `docker login`.
+    pub credentials: Option<(Text, Text)>,
+}
+
+impl Build {
+    /// A Docker client config (`config.json`) holding only the registry's
+    /// credentials, for `DOCKER_CONFIG` of the commands that push and pull;
+    /// `None` without credentials.
+    pub fn docker_config(&self) -> Option<String> {
+        use base64::Engine as _;
+        let (registry, (user, password)) = (self.registry.as_deref()?, self.credentials.as_ref()?);
+        let host = registry.split('/').next().unwrap_or(registry);
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", user.expose(), password.expose()));
+        Some(serde_json::json!({ "auths": { host: { "auth": auth } } }).to_string() + "\n")
+    }
 }
 
 /// `[release]`, validated.
@@ -474,7 +490,35 @@ impl Checker<'_> {
                 Some(value.to_string())
             }
         };
-        Ok(Build { on: spec.on, registry })
+        let credentials = match (&spec.registry_user, &spec.registry_password) {
+            (None, None) => None,
+            (Some(u), None) | (None, Some(u)) if registry.is_some() => {
+                return Err(self.at(
+                    u,
+                    "build.registry_user and build.registry_password go together: expected both, or neither (then each engine's own `docker login` is used)".into(),
+                ))
+            }
+            (Some(u), Some(p)) if registry.is_some() => {
+                if !p.get_ref().is_secret() {
+                    return Err(self.at(
+                        p,
+                        "build.registry_password is written in deploy.toml: expected a `${VAR}` from the environment, e.g. \"${REGISTRY_PASSWORD}\"".into(),
+                    ));
+                }
+                Some((u.get_ref().clone(), p.get_ref().clone()))
+            }
+            (Some(u), _) | (None, Some(u)) => {
+                return Err(self.at(
+                    u,
+                    "build.registry_user and build.registry_password are the registry's credentials: expected a build.registry".into(),
+                ))
+            }
+        };
+        Ok(Build {
+            on: spec.on,
+            registry,
+            credentials,
+        })
     }
 
     /// `[release]`: a service and a command that are not empty, a timeout above zero.

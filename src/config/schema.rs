@@ -58,6 +58,10 @@ pub struct BuildSpec {
     /// Where built images go for the other hosts to pull
     /// (`registry.example.com:5000/app`); without it they are streamed over SSH.
     pub registry: Option<Spanned<Text>>,
+    /// Who pushes and pulls; without it, each engine's own `docker login`.
+    pub registry_user: Option<Spanned<Text>>,
+    /// Its password: a `${VAR}` secret, never written in deploy.toml.
+    pub registry_password: Option<Spanned<Text>>,
 }
 
 /// Where a release command runs.

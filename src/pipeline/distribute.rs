@@ -118,7 +118,10 @@ pub(super) async fn distribute(
             .iter()
             .map(|n| n.as_ref().map(|_| ()).map_err(Clone::clone))
             .collect(),
-        (Some(registry), true) => through_registry(builder, fleet, registry, &built, &needs, reporter).await,
+        (Some(registry), true) => {
+            let auth = config.build.credentials.is_some();
+            through_registry(builder, fleet, (registry, auth), &built, &needs, reporter).await
+        }
         (None, true) => streamed(builder, fleet, &needs, reporter).await,
     };
     fleet
@@ -247,7 +250,7 @@ fn reference(registry: &str, service: &str, tag: &str) -> String {
 async fn through_registry(
     builder: &Builder<'_>,
     fleet: &Fleet,
-    registry: &str,
+    (registry, auth): (&str, bool),
     built: &[Built],
     needs: &[Result<Option<Need<'_>>, String>],
     reporter: &dyn Reporter,
@@ -268,7 +271,8 @@ async fn through_registry(
         .collect();
     let pairs: Vec<(&str, &str)> = refs.iter().map(|(id, r)| (id.as_str(), r.as_str())).collect();
     let m = builder.member;
-    let push = release::tracked(&release::push_images(&pairs), &pid_file(m, release));
+    let push = release::with_registry_auth(release::push_images(&pairs), &m.layout, release, auth);
+    let push = release::tracked(&push, &pid_file(m, release));
     let pushed = step(
         reporter,
         &m.host.name,
@@ -301,7 +305,8 @@ async fn through_registry(
                 .iter()
                 .map(|(r, id, n)| (r.as_str(), id.as_str(), n.as_str()))
                 .collect();
-            let pull = release::tracked(&release::pull_images(&triples), &pid_file(m, release));
+            let pull = release::with_registry_auth(release::pull_images(&triples), &m.layout, release, auth);
+            let pull = release::tracked(&pull, &pid_file(m, release));
             step(
                 reporter,
                 &m.host.name,

@@ -254,7 +254,10 @@ pub(super) async fn stage(
     let staging = async {
         let staged = staged.await;
         match (&config.build.registry, fleet.env.swarm()) {
-            (Some(registry), true) => publish(fleet, staged, registry, reporter).await,
+            (Some(registry), true) => {
+                let auth = config.build.credentials.is_some();
+                publish(fleet, staged, (registry, auth), reporter).await
+            }
             _ => staged,
         }
     };
@@ -303,7 +306,7 @@ pub(super) async fn stage(
 async fn publish(
     fleet: &Fleet,
     staged: Vec<Result<Record, String>>,
-    registry: &str,
+    (registry, auth): (&str, bool),
     reporter: &dyn Reporter,
 ) -> Vec<Result<Record, String>> {
     fleet
@@ -311,7 +314,7 @@ async fn publish(
             let record = r?;
             let pushed = async {
                 let images = crate::swarm::release_images(m, &record).await?;
-                let (cmd, text) = crate::swarm::publish(m, &record, registry, &images);
+                let (cmd, text) = crate::swarm::publish(m, &record, (registry, auth), &images);
                 m.remote
                     .check_with_input(&cmd.into(), text.as_bytes(), Some(super::distribute::TRANSFER_TIMEOUT))
                     .await
@@ -526,6 +529,11 @@ async fn stage_host(
         (OVERRIDE_FILE, overrides.as_bytes(), 0o644),
         (RECORD_FILE, own.as_bytes(), 0o644),
     ];
+    let docker_config = config.build.docker_config();
+    let docker_config_file = format!("{}/config.json", release::DOCKER_CONFIG_DIR);
+    if let Some(text) = &docker_config {
+        own_files.push((docker_config_file.as_str(), text.as_bytes(), 0o600));
+    }
     let swarm = record.engine == crate::config::Orchestrator::Swarm;
     if swarm {
         own_files.push((crate::swarm::STACK_OVERRIDE, stack.as_bytes(), 0o644));

@@ -208,12 +208,31 @@ pub struct Registry {
 
 impl Registry {
     pub fn start() -> Registry {
+        Registry::start_with(None)
+    }
+
+    /// A registry that lets only `user` with `password` push and pull
+    /// (htpasswd, bcrypt, from Debian's apache2-utils).
+    pub fn start_with_auth(user: &str, password: &str) -> Registry {
+        Registry::start_with(Some((user, password)))
+    }
+
+    fn start_with(auth: Option<(&str, &str)>) -> Registry {
         let dir = open_tempdir();
         let port = free_port();
-        let config = format!(
+        let mut config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
             dir.path().join("data").display()
         );
+        if let Some((user, password)) = auth {
+            let file = dir.path().join("htpasswd");
+            let line = super::sh(Command::new("htpasswd").args(["-Bbn", user, password]));
+            std::fs::write(&file, line.trim_end().to_string() + "\n").expect("htpasswd file");
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: deploy-test\n    path: {}\n",
+                file.display()
+            ));
+        }
         std::fs::write(dir.path().join("config.yml"), config).expect("registry config");
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -225,9 +244,36 @@ impl Registry {
             .expect("docker-registry starts (the Debian package docker-registry)");
         let registry = Registry { _dir: dir, child, port };
         wait_for("the registry", Duration::from_secs(30), || {
-            super::http_get_at("127.0.0.1", port, "/v2/", Duration::from_secs(1)).is_some_and(|(s, _)| s == 200)
+            // 401 from one that asks for credentials: it answers.
+            super::http_get_at("127.0.0.1", port, "/v2/", Duration::from_secs(1))
+                .is_some_and(|(s, _)| s == 200 || s == 401)
         });
         registry
+    }
+
+    /// Whether the registry stores tag `tag` of repository `repo` (read from
+    /// its storage, so it needs no credentials).
+    pub fn has_tag(&self, repo: &str, tag: &str) -> bool {
+        self._dir
+            .path()
+            .join("data/docker/registry/v2/repositories")
+            .join(repo)
+            .join("_manifests/tags")
+            .join(tag)
+            .is_dir()
+    }
+
+    /// The tags of `repo` in the registry's storage.
+    pub fn tags(&self, repo: &str) -> Vec<String> {
+        let dir = self._dir.path().join("data/docker/registry/v2/repositories").join(repo).join("_manifests/tags");
+        let mut tags: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        tags.sort();
+        tags
     }
 
     /// `GET path` on the registry: its body.
