@@ -285,18 +285,9 @@ async fn activate_stack(
 ) -> Result<(), SwitchError> {
     let target = record.release.as_str();
     let named = |e: RemoteError| e.named(&format!("deploy the stack of release {target}"));
-    let before: std::collections::BTreeSet<String> = swarm::read(m, &record.project)
-        .await
-        .map_err(named)?
-        .tasks
-        .into_iter()
-        .map(|t| t.id)
-        .collect();
-    let cmd = lock::if_ours(&m.layout, lock.token(), lock.ttl(), lock.confirm(), &plain(m, record));
-    let cmd = match first {
-        Some(first) => release::chain(&[Some(first), Some(&cmd)]),
-        None => cmd,
-    };
+    let before = swarm::read(m, &record.project).await.map_err(named)?;
+    let cmd = release::chain(&[first, Some(&plain(m, record))]);
+    let cmd = lock::if_ours(&m.layout, lock.token(), lock.ttl(), lock.confirm(), &cmd);
     m.remote.check(&cmd.into(), Some(STEP_TIMEOUT)).await.map_err(named)?;
     let waited = match sw.interrupt {
         Some(interrupt) => tokio::select! {

@@ -96,15 +96,61 @@ pub fn validate(m: &Member, record: &Record) -> Cmd {
 }
 
 /// Deploys the release's stack (services no longer in it are removed).
+/// Without a registry (a single-node swarm) no registry is asked for the
+/// images' digests: the release's images exist only on this engine, and an
+/// engine cut off from Docker Hub would wait for it.
 pub fn deploy(m: &Member, record: &Record) -> Cmd {
-    stack_cmd(m, record, &["deploy", "--with-registry-auth", "--prune"]).arg(record.project.as_str())
+    let deploy = stack_cmd(m, record, &["deploy", "--with-registry-auth", "--prune"]).arg(record.project.as_str());
+    Cmd::new("sh")
+        .arg("-c")
+        .arg(r#"r=always; grep -qs 'image:' "$1" || r=never; sh -c "$2 --resolve-image $r""#)
+        .arg("sh")
+        .arg(format!("{}/{REGISTRY_OVERRIDE}", m.layout.release(&record.release)))
+        .arg(deploy.as_word())
 }
 
-// $1 the stack. Prints `S<TAB>name<TAB>replicas<TAB>image` per service, then
-// `T<TAB>id<TAB>name<TAB>image<TAB>desired<TAB>current<TAB>error` per task.
+/// Whether the stack runs what `record` (the live release of the manager
+/// the run goes through, if any) says: each built service on the release's
+/// image. A manager whose state does not match (the stack was changed
+/// through another manager, or by hand) must not be the one that decides.
+pub async fn agrees(m: &Member, record: Option<&Record>) -> Result<(), String> {
+    let state = read(m, &m.host.project).await.map_err(|e| e.to_string())?;
+    let Some(record) = record else {
+        return match state.services.is_empty() {
+            true => Ok(()),
+            false => Err(format!(
+                "stack {} runs, and this manager has no live release of it",
+                m.host.project
+            )),
+        };
+    };
+    let images = release_images(m, record).await.map_err(|e| e.to_string())?;
+    for (service, image) in &images {
+        match state.services.iter().find(|s| &s.name == service) {
+            Some(s) if undigested(&s.image) == undigested(image) => {}
+            Some(s) => {
+                return Err(format!(
+                    "its {service} runs {}, not {image} of {} (this manager's live release)",
+                    undigested(&s.image),
+                    record.release
+                ))
+            }
+            None => return Err(format!("it has no service {service}, which {} runs", record.release)),
+        }
+    }
+    Ok(())
+}
+
+// $1 the stack. Prints `S<TAB>name<TAB>mode<TAB>replicas` per service (as
+// `service ls` counts them), `U<TAB>name<TAB>image<TAB>update state<TAB>update
+// start` per service (its spec's image, digest included, and Swarm's update
+// status), then `T<TAB>id<TAB>name<TAB>image<TAB>desired<TAB>current<TAB>error`
+// per task.
 const STATE: &str = r#"
-docker service ls --filter "label=com.docker.stack.namespace=$1" --format 'S	{{.Name}}	{{.Replicas}}	{{.Image}}' || exit $?
-[ -z "$(docker service ls -q --filter "label=com.docker.stack.namespace=$1")" ] && exit 0
+ids=$(docker service ls -q --filter "label=com.docker.stack.namespace=$1") || exit $?
+[ -n "$ids" ] || exit 0
+docker service ls --filter "label=com.docker.stack.namespace=$1" --format 'S	{{.Name}}	{{.Mode}}	{{.Replicas}}' || exit $?
+docker service inspect --format 'U	{{.Spec.Name}}	{{.Spec.TaskTemplate.ContainerSpec.Image}}	{{if .UpdateStatus}}{{.UpdateStatus.State}}	{{.UpdateStatus.StartedAt}}{{else}}	{{end}}' $ids || exit $?
 docker stack ps --no-trunc --format 'T	{{.ID}}	{{.Name}}	{{.Image}}	{{.DesiredState}}	{{.CurrentState}}	{{.Error}}' "$1"
 "#;
 
@@ -114,13 +160,28 @@ pub fn state_cmd(stack: &str) -> Cmd {
 }
 
 /// A service of the stack, named without the stack's prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ServiceState {
     pub name: String,
-    /// Tasks wanted (`replicas`; 1 per node for a global service).
+    /// `replicated`, `global`, `replicated job`, `global job`.
+    pub mode: String,
+    /// Tasks wanted (`replicas`; 1 per eligible node for a global service).
     pub desired: u32,
-    /// The image its spec names (without a digest).
+    /// A job's completed tasks (`(1/1 completed)`).
+    pub completed: Option<(u32, u32)>,
+    /// The image its spec names (a digest included where Swarm pinned one).
     pub image: String,
+    /// Swarm's update status (`updating`, `completed`, `paused`,
+    /// `rollback_started`...), empty when the service was never updated.
+    pub update: String,
+    /// When that update started: which update the status is about.
+    pub update_started: String,
+}
+
+impl ServiceState {
+    fn job(&self) -> bool {
+        self.mode.ends_with("job")
+    }
 }
 
 /// A task of the stack.
@@ -130,8 +191,9 @@ pub struct Task {
     pub service: String,
     /// `api.1`: the task's slot, as `docker service ps` names it.
     pub name: String,
+    /// Its image, a digest included where Swarm pinned one.
     pub image: String,
-    /// `Running`, `Shutdown`...
+    /// `Running`, `Shutdown`, `Complete`...
     pub desired: String,
     /// `Running 3 seconds ago`, `Failed 1 second ago`...
     pub current: String,
@@ -154,19 +216,44 @@ pub struct State {
     pub tasks: Vec<Task>,
 }
 
-/// An image name without `@sha256:...`.
+/// An image reference as Docker means it: `docker.io/` and `library/` are
+/// implied (`redis:7` is `docker.io/library/redis:7`).
+fn normal(image: &str) -> &str {
+    let i = image.strip_prefix("docker.io/").unwrap_or(image);
+    i.strip_prefix("library/").unwrap_or(i)
+}
+
+/// The reference without `@sha256:...`.
 fn undigested(image: &str) -> &str {
-    image.split('@').next().unwrap_or(image)
+    normal(image.split('@').next().unwrap_or(image))
+}
+
+/// Whether two references name the same image: digests compared where both
+/// have one (Swarm pins one when it can reach the registry), else the names.
+fn same_image(a: &str, b: &str) -> bool {
+    match (a.contains('@'), b.contains('@')) {
+        (true, true) => normal(a) == normal(b),
+        _ => undigested(a) == undigested(b),
+    }
+}
+
+/// Parses `(x/y completed)` of a job's replicas.
+fn completed(replicas: &str) -> Option<(u32, u32)> {
+    let inner = replicas.split('(').nth(1)?.strip_suffix("completed)")?.trim();
+    let (x, y) = inner.split_once('/')?;
+    Some((x.trim().parse().ok()?, y.trim().parse().ok()?))
 }
 
 /// Parses [`state_cmd`]'s output for stack `stack`.
 pub fn parse_state(stack: &str, out: &str) -> State {
     let prefix = format!("{stack}_");
+    let short = |name: &str| name.strip_prefix(&prefix).unwrap_or(name).to_string();
     let mut state = State::default();
+    let mut specs: BTreeMap<String, (String, String, String)> = BTreeMap::new();
     for line in out.lines() {
         let f: Vec<&str> = line.split('\t').collect();
         match f.as_slice() {
-            ["S", name, replicas, image] => {
+            ["S", name, mode, replicas] => {
                 let desired = replicas
                     .split_whitespace()
                     .next()
@@ -174,24 +261,36 @@ pub fn parse_state(stack: &str, out: &str) -> State {
                     .and_then(|d| d.parse().ok())
                     .unwrap_or(1);
                 state.services.push(ServiceState {
-                    name: name.strip_prefix(&prefix).unwrap_or(name).to_string(),
+                    name: short(name),
+                    mode: mode.to_string(),
                     desired,
-                    image: undigested(image).to_string(),
+                    completed: completed(replicas),
+                    ..ServiceState::default()
                 });
             }
+            ["U", name, image, update, started] => {
+                specs.insert(
+                    short(name),
+                    (image.to_string(), update.to_string(), started.to_string()),
+                );
+            }
             ["T", id, name, image, desired, current, error @ ..] => {
-                let slot = name.strip_prefix(&prefix).unwrap_or(name);
                 state.tasks.push(Task {
                     id: id.to_string(),
                     service: String::new(),
-                    name: slot.to_string(),
-                    image: undigested(image).to_string(),
+                    name: short(name),
+                    image: image.to_string(),
                     desired: desired.to_string(),
                     current: current.to_string(),
                     error: error.join("\t"),
                 });
             }
             _ => {}
+        }
+    }
+    for s in &mut state.services {
+        if let Some((image, update, started)) = specs.remove(&s.name) {
+            (s.image, s.update, s.update_started) = (image, update, started);
         }
     }
     // A task's service is the longest service name its slot starts with (`api.1`).
@@ -215,8 +314,114 @@ pub enum Verdict {
     Converged(String),
     /// Not yet: what is still missing.
     Waiting(String),
-    /// A new task failed: which and why.
+    /// A new task failed, or Swarm paused or rolled back an update: which and why.
     Failed(String),
+}
+
+/// Judges `state` against a release whose built services run `images`
+/// (service → image). `before` is the stack as it was before the deploy: a
+/// task that is not in it and failed on a service's current image, or an
+/// update Swarm paused or rolled back since, fails the switch; an update
+/// still going on is waited for.
+pub fn judge(state: &State, images: &BTreeMap<String, String>, before: &State) -> Verdict {
+    let mut waiting = Vec::new();
+    let mut fine = Vec::new();
+    if state.services.is_empty() {
+        return Verdict::Waiting("the stack has no services".to_string());
+    }
+    let old_tasks: BTreeSet<&str> = before.tasks.iter().map(|t| t.id.as_str()).collect();
+    for s in &state.services {
+        let tasks: Vec<&Task> = state.tasks.iter().filter(|t| t.service == s.name).collect();
+        if let Some(t) = tasks
+            .iter()
+            .find(|t| !old_tasks.contains(t.id.as_str()) && same_image(&t.image, &s.image) && t.failed())
+        {
+            let why = if t.error.is_empty() {
+                t.current.as_str()
+            } else {
+                t.error.as_str()
+            };
+            return Verdict::Failed(format!(
+                "{}: task {} on {} failed: {why}",
+                s.name,
+                t.name,
+                undigested(&s.image)
+            ));
+        }
+        let stale_status = before
+            .services
+            .iter()
+            .any(|b| b.name == s.name && b.update == s.update && b.update_started == s.update_started);
+        match s.update.as_str() {
+            "paused" | "rollback_started" | "rollback_paused" | "rollback_completed" if !stale_status => {
+                return Verdict::Failed(format!(
+                    "{}: Swarm's update of it is {}",
+                    s.name,
+                    s.update.replace('_', " ")
+                ));
+            }
+            "updating" | "rollback_started" => {
+                waiting.push(format!("{}: Swarm is updating it", s.name));
+                continue;
+            }
+            _ => {}
+        }
+        if let Some(wanted) = images.get(&s.name) {
+            if undigested(&s.image) != undigested(wanted) {
+                waiting.push(format!(
+                    "{}: runs {} (the release's is {wanted})",
+                    s.name,
+                    undigested(&s.image)
+                ));
+                continue;
+            }
+        }
+        if s.job() {
+            match s.completed {
+                Some((done, of)) if done >= of => fine.push(format!("{}: job completed {done}/{of}", s.name)),
+                Some((done, of)) => waiting.push(format!("{}: job completed {done}/{of}", s.name)),
+                None => waiting.push(format!("{}: job not completed", s.name)),
+            }
+            continue;
+        }
+        let live: Vec<&&Task> = tasks.iter().filter(|t| t.desired == "Running").collect();
+        let ready = live
+            .iter()
+            .filter(|t| t.running() && same_image(&t.image, &s.image))
+            .count() as u32;
+        let stale = live.iter().filter(|t| !same_image(&t.image, &s.image)).count();
+        let image = undigested(&s.image);
+        if ready >= s.desired && stale == 0 {
+            fine.push(format!("{}: {ready}/{} running {image}", s.name, s.desired));
+        } else {
+            let states: BTreeSet<&str> = live
+                .iter()
+                .map(|t| t.current.split_whitespace().next().unwrap_or(""))
+                .collect();
+            let states: Vec<&str> = states.into_iter().collect();
+            waiting.push(format!(
+                "{}: {ready}/{} running {image}{}",
+                s.name,
+                s.desired,
+                match (stale, states.is_empty()) {
+                    (0, true) => String::new(),
+                    (0, false) => format!(" ({})", states.join(", ")),
+                    (n, _) => format!(" ({n} task(s) still on another image)"),
+                }
+            ));
+        }
+    }
+    if waiting.is_empty() {
+        Verdict::Converged(fine.join("; "))
+    } else {
+        Verdict::Waiting(waiting.join("; "))
+    }
+}
+
+/// The stack's services and tasks, read now.
+pub async fn read(m: &Member, stack: &str) -> Result<State, RemoteError> {
+    let out = m.remote.check(&state_cmd(stack).into(), Some(QUICK_TIMEOUT)).await?;
+    Ok(parse_state(stack, &out.stdout))
 }
 
 // $1 the release dir. Deploy's override, a separator line, the registry's.
@@ -299,71 +504,6 @@ pub fn publish(
     (cmd, text)
 }
 
-/// Judges `state` against a release whose built services run `images`
-/// (service → image); a task not in `before` (the ids from before the deploy)
-/// that failed on a service's current image fails the switch.
-pub fn judge(state: &State, images: &BTreeMap<String, String>, before: &BTreeSet<String>) -> Verdict {
-    let mut waiting = Vec::new();
-    let mut fine = Vec::new();
-    if state.services.is_empty() {
-        return Verdict::Waiting("the stack has no services".to_string());
-    }
-    for s in &state.services {
-        let tasks: Vec<&Task> = state.tasks.iter().filter(|t| t.service == s.name).collect();
-        if let Some(t) = tasks
-            .iter()
-            .find(|t| !before.contains(&t.id) && t.image == s.image && t.failed())
-        {
-            let why = if t.error.is_empty() {
-                t.current.as_str()
-            } else {
-                t.error.as_str()
-            };
-            return Verdict::Failed(format!("{}: task {} on {} failed: {why}", s.name, t.name, s.image));
-        }
-        if let Some(wanted) = images.get(&s.name) {
-            if &s.image != wanted {
-                waiting.push(format!("{}: runs {} (the release's is {wanted})", s.name, s.image));
-                continue;
-            }
-        }
-        let live: Vec<&&Task> = tasks.iter().filter(|t| t.desired == "Running").collect();
-        let ready = live.iter().filter(|t| t.running() && t.image == s.image).count() as u32;
-        let stale = live.iter().filter(|t| t.image != s.image).count();
-        if ready >= s.desired && stale == 0 {
-            fine.push(format!("{}: {ready}/{} running {}", s.name, s.desired, s.image));
-        } else {
-            let states: BTreeSet<&str> = live
-                .iter()
-                .map(|t| t.current.split_whitespace().next().unwrap_or(""))
-                .collect();
-            let states: Vec<&str> = states.into_iter().collect();
-            waiting.push(format!(
-                "{}: {ready}/{} running {}{}",
-                s.name,
-                s.desired,
-                s.image,
-                match (stale, states.is_empty()) {
-                    (0, true) => String::new(),
-                    (0, false) => format!(" ({})", states.join(", ")),
-                    (n, _) => format!(" ({n} task(s) still on another image)"),
-                }
-            ));
-        }
-    }
-    if waiting.is_empty() {
-        Verdict::Converged(fine.join("; "))
-    } else {
-        Verdict::Waiting(waiting.join("; "))
-    }
-}
-
-/// The stack's services and tasks, read now.
-pub async fn read(m: &Member, stack: &str) -> Result<State, RemoteError> {
-    let out = m.remote.check(&state_cmd(stack).into(), Some(QUICK_TIMEOUT)).await?;
-    Ok(parse_state(stack, &out.stdout))
-}
-
 /// Why a stack did not converge.
 #[derive(Debug)]
 pub struct NotConverged {
@@ -374,7 +514,7 @@ pub struct NotConverged {
 /// Waits until the stack runs release `record` (see [`judge`]) and has kept
 /// running it for [`MONITOR`], at most [`CONVERGE_TIMEOUT`], polling every
 /// half second.
-pub async fn wait(m: &Member, record: &Record, before: &BTreeSet<String>) -> Result<String, NotConverged> {
+pub async fn wait(m: &Member, record: &Record, before: &State) -> Result<String, NotConverged> {
     let started = Instant::now();
     let images = match release_images(m, record).await {
         Ok(images) => images,
@@ -466,6 +606,43 @@ pub fn tasks_as_containers(state: &State) -> Vec<Container> {
         .collect()
 }
 
+// $1 the stack, $2 since (unix seconds, "" for all), then services (none: all).
+// Prints `service<TAB>line` per line; a service with no task fails.
+const CHECK_LOGS: &str = r#"
+stack="$1"; since="$2"; shift 2
+[ $# -gt 0 ] || set -- $(docker service ls --filter "label=com.docker.stack.namespace=$stack" --format '{{.Name}}' | sed "s/^${stack}_//")
+for s in "$@"; do
+  [ -n "$(docker service ps -q "${stack}_$s" 2>/dev/null)" ] || { echo "no task of $s" >&2; exit 1; }
+  if [ -n "$since" ]; then docker service logs --raw --no-trunc --since "$since" "${stack}_$s" 2>&1; else docker service logs --raw --no-trunc "${stack}_$s" 2>&1; fi |
+    while IFS= read -r line || [ -n "$line" ]; do printf '%s\t%s\n' "$s" "$line"; done
+done
+"#;
+
+/// A `logs` check's lines of a stack's services, from every node that runs
+/// their tasks (`docker service logs`): `service<TAB>line`.
+pub fn check_logs(stack: &str, since: Option<i64>, services: &[String]) -> Cmd {
+    let since = since.map(|s| s.to_string()).unwrap_or_default();
+    let mut args = vec![stack, since.as_str()];
+    args.extend(services.iter().map(String::as_str));
+    shell(CHECK_LOGS, &args)
+}
+
+// $1 the stack, $2 the service, then the command: runs it in a running task
+// container of the service on this node.
+const EXEC: &str = r#"
+c=$(docker ps -q --filter "label=com.docker.swarm.service.name=$1_$2" --filter status=running | head -n 1)
+[ -n "$c" ] || { echo "$2: no running task on this manager (exec checks reach the manager's own tasks only)" >&2; exit 1; }
+shift 2
+exec docker exec "$c" "$@"
+"#;
+
+/// An `exec` check's command in a running task container of `service` on
+/// this manager, through the CLI (where the Engine API cannot be used).
+pub fn exec(stack: &str, service: &str, command: &[crate::config::Text]) -> Cmd {
+    // Words of the command stay secret where they are (`${VAR}`s).
+    shell(EXEC, &[stack, service]).args(command.iter())
+}
+
 /// The stack's services with their tasks (`docker service logs` lines):
 /// `deploy logs` of a swarm environment.
 pub fn logs_cmd(stack: &str, service: Option<&str>, lines: &str, follow: bool) -> Cmd {
@@ -499,7 +676,9 @@ pub async fn preflight(m: &Member) -> Result<u32, String> {
         .map_err(|e| e.to_string())?;
     let words: Vec<&str> = out.stdout.split_whitespace().collect();
     match words.as_slice() {
-        ["active", "true", nodes] => Ok(nodes.parse().unwrap_or(1)),
+        ["active", "true", nodes] => nodes
+            .parse()
+            .map_err(|_| format!("docker info gave no number of swarm nodes: {nodes}")),
         ["active", _, _] => Err("this engine is a swarm worker, not a manager: expected the swarm's managers in `hosts`".into()),
         [state, ..] => Err(format!(
             "this engine is not part of a swarm (swarm state: {state}); expected `docker swarm init` to have been run on it"
@@ -512,47 +691,88 @@ pub async fn preflight(m: &Member) -> Result<u32, String> {
 mod tests {
     use super::*;
 
-    fn record() -> BTreeMap<String, String> {
+    fn release() -> BTreeMap<String, String> {
         BTreeMap::from([("api".to_string(), "app-api:r2".to_string())])
     }
 
-    const OUT: &str = "S\tapp_api\t1/1\tapp-api:r2\nS\tapp_redis\t1/1 (max 1 per node)\tredis:7@sha256:ab\n\
+    const OUT: &str = "S\tapp_api\treplicated\t1/1\nS\tapp_redis\treplicated\t1/1 (max 1 per node)\n\
+U\tapp_api\tapp-api:r2\tcompleted\t2026-11-29 09:00:00 +0000 UTC\n\
+U\tapp_redis\tredis:7@sha256:ab\t\t\n\
 T\tt1\tapp_api.1\tapp-api:r2\tRunning\tRunning 2 seconds ago\t\n\
 T\tt0\tapp_api.1\tapp-api:r1\tShutdown\tShutdown 3 seconds ago\t\n\
 T\tt9\tapp_redis.1\tredis:7@sha256:ab\tRunning\tRunning 1 minute ago\t\n";
 
+    fn judged(out: &str, before: &str) -> Verdict {
+        judge(&parse_state("app", out), &release(), &parse_state("app", before))
+    }
+
     #[test]
     fn a_stack_whose_services_run_the_release_has_converged() {
         let state = parse_state("app", OUT);
-        assert_eq!(state.services[1].image, "redis:7");
+        assert_eq!(state.services[1].image, "redis:7@sha256:ab");
         assert_eq!(state.tasks[2].service, "redis");
+        assert!(matches!(judged(OUT, ""), Verdict::Converged(_)));
+        // `docker.io/library/` is what a bare name means.
+        let hub = OUT.replace("redis:7@sha256:ab", "docker.io/library/redis:7@sha256:ab");
         assert!(matches!(
-            judge(&state, &record(), &BTreeSet::new()),
+            judged(&hub.replacen("docker.io/library/redis", "redis", 1), ""),
             Verdict::Converged(_)
         ));
     }
 
     #[test]
-    fn the_old_image_or_a_task_still_starting_is_waited_for() {
-        let old = OUT.replace("app_api\t1/1\tapp-api:r2", "app_api\t1/1\tapp-api:r1");
-        assert!(
-            matches!(judge(&parse_state("app", &old), &record(), &BTreeSet::new()), Verdict::Waiting(w) if w.contains("app-api:r1"))
-        );
+    fn the_old_image_a_task_still_starting_or_an_update_going_on_is_waited_for() {
+        let old = OUT.replace("U\tapp_api\tapp-api:r2", "U\tapp_api\tapp-api:r1");
+        assert!(matches!(judged(&old, ""), Verdict::Waiting(w) if w.contains("app-api:r1")));
         let starting = OUT.replace("Running\tRunning 2 seconds ago", "Running\tStarting 1 second ago");
-        assert!(
-            matches!(judge(&parse_state("app", &starting), &record(), &BTreeSet::new()), Verdict::Waiting(w) if w.contains("0/1"))
+        assert!(matches!(judged(&starting, ""), Verdict::Waiting(w) if w.contains("0/1")));
+        // A change of settings only (same image): Swarm's update status says so.
+        let updating = OUT.replace("completed\t2026-11-29 09:00:00", "updating\t2026-11-29 09:01:00");
+        assert!(matches!(judged(&updating, OUT), Verdict::Waiting(w) if w.contains("updating")));
+        // A task still on another digest of the same name.
+        let digest = OUT.replace(
+            "T\tt9\tapp_redis.1\tredis:7@sha256:ab",
+            "T\tt9\tapp_redis.1\tredis:7@sha256:cd",
         );
+        assert!(matches!(judged(&digest, ""), Verdict::Waiting(w) if w.contains("another image")));
     }
 
     #[test]
-    fn a_new_task_that_failed_fails_the_switch_but_one_from_before_does_not() {
+    fn a_new_failed_task_or_a_new_paused_update_fails_the_switch_but_ones_from_before_do_not() {
         let failed =
             format!("{OUT}T\tt5\tapp_api.1\tapp-api:r2\tShutdown\tFailed 1 second ago\ttask: non-zero exit (1)\n");
-        let state = parse_state("app", &failed);
-        assert!(
-            matches!(judge(&state, &record(), &BTreeSet::new()), Verdict::Failed(w) if w.contains("non-zero exit (1)"))
+        assert!(matches!(judged(&failed, ""), Verdict::Failed(w) if w.contains("non-zero exit (1)")));
+        assert!(matches!(judged(&failed, &failed), Verdict::Converged(_)));
+        let paused = OUT.replace("completed\t2026-11-29 09:00:00", "paused\t2026-11-29 09:01:00");
+        assert!(matches!(judged(&paused, OUT), Verdict::Failed(w) if w.contains("paused")));
+        assert!(matches!(judged(&paused, &paused), Verdict::Converged(_)));
+    }
+
+    #[test]
+    fn a_job_is_done_when_its_tasks_completed() {
+        let job = "S\tapp_migrate\treplicated job\t0/1 (1/1 completed)\nU\tapp_migrate\tapp-migrate:r2\t\t\n\
+T\tt1\tapp_migrate.1\tapp-migrate:r2\tComplete\tComplete 2 seconds ago\t\n";
+        let images = BTreeMap::from([("migrate".to_string(), "app-migrate:r2".to_string())]);
+        let state = parse_state("app", job);
+        assert!(matches!(
+            judge(&state, &images, &State::default()),
+            Verdict::Converged(_)
+        ));
+        let running = job.replace("(1/1 completed)", "(0/1 completed)");
+        assert!(matches!(
+            judge(&parse_state("app", &running), &images, &State::default()),
+            Verdict::Waiting(_)
+        ));
+    }
+
+    #[test]
+    fn a_task_belongs_to_the_longest_service_name_it_starts_with() {
+        let out = "S\tapp_api\treplicated\t1/1\nS\tapp_api.v2\treplicated\t1/1\n\
+T\tt1\tapp_api.v2.1\tx\tRunning\tRunning\t\nT\tt2\tapp_api.1\tx\tRunning\tRunning\t\n";
+        let state = parse_state("app", out);
+        assert_eq!(
+            (state.tasks[0].service.as_str(), state.tasks[1].service.as_str()),
+            ("api.v2", "api")
         );
-        let before = BTreeSet::from(["t5".to_string()]);
-        assert!(matches!(judge(&state, &record(), &before), Verdict::Converged(_)));
     }
 }

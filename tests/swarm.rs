@@ -287,20 +287,39 @@ fn a_stack_is_deployed_changed_rolled_back_by_its_checks_and_on_request() {
         .env("DEPLOY_TEST_REGISTRY_PASSWORD", password)
         .run();
     assert_eq!(run.code, 0, "{}", run.all());
-    assert!(!run.all().contains(password), "the password is never printed:\n{}", run.all());
+    assert!(
+        !run.all().contains(password),
+        "the password is never printed:\n{}",
+        run.all()
+    );
     let s: serde_json::Value = serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
     let fifth = s["release"].as_str().unwrap().to_string();
     assert_eq!(d.version().as_deref(), Some("v5"), "{}", run.all());
     let prefix = format!("127.0.0.1:{}/swarm/", registry.port);
     for (service, image) in service_images(&d.project) {
         if service.ends_with("_api") || service.ends_with("_worker") {
-            assert!(image.starts_with(&prefix) && image.contains(":sha-"), "{service} runs {image}");
+            assert!(
+                image.starts_with(&prefix) && image.contains(":sha-"),
+                "{service} runs {image}"
+            );
             let (_, tag) = image.rsplit_once(':').unwrap();
-            let repo = image.strip_prefix("127.0.0.1:").unwrap().split_once('/').unwrap().1.rsplit_once(':').unwrap().0;
+            let repo = image
+                .strip_prefix("127.0.0.1:")
+                .unwrap()
+                .split_once('/')
+                .unwrap()
+                .1
+                .rsplit_once(':')
+                .unwrap()
+                .0;
             assert!(registry.has_tag(repo, tag), "{repo}:{tag} in {:?}", registry.tags(repo));
         }
     }
-    assert!(registry.has_tag("swarm/api", &fifth), "the release's tag too: {:?}", registry.tags("swarm/api"));
+    assert!(
+        registry.has_tag("swarm/api", &fifth),
+        "the release's tag too: {:?}",
+        registry.tags("swarm/api")
+    );
     assert_eq!(
         std::fs::read_to_string("/root/.docker/config.json").unwrap_or_default(),
         logins_before,
@@ -316,4 +335,21 @@ fn a_stack_is_deployed_changed_rolled_back_by_its_checks_and_on_request() {
     assert_eq!(d.current().as_deref(), Some(second.as_str()));
     assert_eq!(d.version().as_deref(), Some("v2"));
     assert_eq!(service_images(&d.project), images_second);
+
+    // The api changed behind deploy's back, and the first manager still does
+    // not answer: the second one's state is not what the stack runs, so it
+    // decides nothing.
+    let changed = Command::new("docker")
+        .args(["service", "update", "--detach", "--quiet", "--image", "deploy-test/busybox:1"])
+        .arg(&api)
+        .output()
+        .unwrap();
+    assert!(changed.status.success(), "{changed:?}");
+    let run = Test::new()
+        .args(["rollback", "test"])
+        .current_dir(d.app.path())
+        .env("DEPLOY_TEST_REGISTRY_PASSWORD", password)
+        .run();
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.all().contains("does not run what"), "{}", run.all());
 }

@@ -24,15 +24,23 @@ pub fn run(cli: &Cli, printer: &mut Printer, env: &str, hosts: Option<&[String]>
         let (fleet, unreachable) = super::reach(env, hosts, reporter).await?;
         let found = fleet
             .for_each(|m| async move {
+                let swarm = m.host.engine == crate::config::Orchestrator::Swarm;
                 let cmds = [
-                    compose::ps_cmd(&m.host.project, m.host.engine),
+                    match swarm {
+                        // The stack's tasks on every node, not the manager's containers.
+                        true => crate::swarm::state_cmd(&m.host.project),
+                        false => compose::ps_cmd(&m.host.project, m.host.engine),
+                    },
                     lock::status(&m.layout),
                     watchdog::pending(&m.layout),
                 ];
                 let outs = crate::remote::batch(m.remote.as_ref(), &cmds, Some(QUICK_TIMEOUT)).await?;
                 let text = |i: usize| outs.get(i).map(|o| o.stdout.clone()).unwrap_or_default();
                 Ok::<_, crate::remote::RemoteError>((
-                    compose::parse_ps_of(&text(0), &m.host.project, m.host.engine),
+                    match swarm {
+                        true => crate::swarm::tasks_as_containers(&crate::swarm::parse_state(&m.host.project, &text(0))),
+                        false => compose::parse_ps_of(&text(0), &m.host.project, m.host.engine),
+                    },
                     lock::parse_status(&text(1)),
                     watchdog::parse_pending(&text(2)),
                 ))

@@ -724,11 +724,14 @@ impl Checker<'_> {
             .as_ref()
             .map(|h| h.get_ref().as_slice())
             .unwrap_or_default();
-        let per_host_services = hosts
-            .iter()
-            .any(|h| matches!(h.get_ref(), HostSpec::Table(t) if t.services.is_some()));
-        let refusal = if per_host_services {
+        let per_host =
+            |f: fn(&schema::HostTable) -> bool| hosts.iter().any(|h| matches!(h.get_ref(), HostSpec::Table(t) if f(t)));
+        let refusal = if per_host(|t| t.services.is_some()) {
             Some("a host lists its own `services`: in a Swarm the stack runs every service and Swarm places the tasks; expected no `services` on swarm managers")
+        } else if per_host(|t| t.path.is_some() || t.project.is_some() || !t.vars.is_empty()) {
+            Some("a manager has its own `path`, `project` or `vars`: every manager speaks for the same stack, so a run through another one must find the same releases and give the stack the same values; expected them on the environment")
+        } else if !file.app.one_shot.is_empty() {
+            Some("app.one_shot: Swarm restarts a service whose task exits; expected a job for a one-shot task (`deploy: mode: replicated-job`), which deploy waits to complete")
         } else if !file.app.profiles.is_empty() {
             Some("app.profiles: a stack file has no profiles (`docker stack deploy` refuses them); expected no profiles, or a compose file for the stack without the services of other profiles")
         } else if file.app.down_before_up {
@@ -1057,6 +1060,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.build.registry.as_deref(), Some("127.0.0.1:5000/app"));
         for (app, says) in [
+            ("one_shot = [\"migrate\"]", "replicated-job"),
             ("profiles = [\"tools\"]", "a stack file has no profiles"),
             ("down_before_up = true", "updated in place"),
         ] {
@@ -1066,6 +1070,9 @@ mod tests {
         let text = "[app]\nname = \"shop\"\n[environments.prod]\nengine = \"swarm\"\npath = \"/srv/shop\"\nhosts = [{ address = \"m1\", services = [\"api\"] }]\n";
         let e = Config::parse(Path::new("deploy.toml"), text).unwrap_err().to_string();
         assert!(e.contains("its own `services`"), "{e}");
+        let text = text.replace("services = [\"api\"]", "project = \"other\"");
+        let e = Config::parse(Path::new("deploy.toml"), &text).unwrap_err().to_string();
+        assert!(e.contains("its own `path`, `project` or `vars`"), "{e}");
         let e = parse("", "engine = \"kubernetes\"\n").unwrap_err();
         assert!(e.contains("unknown variant"), "{e}");
     }

@@ -90,6 +90,19 @@ pub(super) async fn target(run: &mut Run<'_>, fleet: &Fleet, states: &[LiveState
             Record::inferred(run.config, m, &target)
         }));
     }
+    let engine = run.env.engine;
+    if let Some(other) = run
+        .hosts
+        .iter()
+        .filter_map(|h| h.to.as_ref())
+        .find(|r| r.engine != engine)
+    {
+        return Err(refuse(format!(
+            "release {target} ran with engine = \"{}\", this environment is engine = \"{}\": a rollback does not move an app between engines",
+            engine_name(other.engine),
+            engine_name(engine)
+        )));
+    }
     if !inferred.is_empty() {
         run.warn(
             None,
@@ -183,5 +196,13 @@ fn newest_common(run: &Run<'_>, names: &[&str], states: &[LiveState]) -> Result<
             Outcome::Failed,
             format!("no release older than {newest_live} is kept to go back to; no host was changed"),
         )),
+    }
+}
+
+/// `compose` or `swarm`, as deploy.toml spells it.
+pub(super) fn engine_name(engine: crate::config::Orchestrator) -> &'static str {
+    match engine {
+        crate::config::Orchestrator::Compose => "compose",
+        crate::config::Orchestrator::Swarm => "swarm",
     }
 }

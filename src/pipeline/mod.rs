@@ -301,6 +301,9 @@ async fn connect(run: &mut Run<'_>, hosts: &[Host]) -> Result<Fleet, End> {
             ));
         }
     }
+    for m in &fleet.members {
+        failures.extend(other_engine(run, m).await);
+    }
     for (h, m) in run.hosts.iter_mut().zip(&fleet.members) {
         h.live = m.current.clone();
     }
@@ -342,6 +345,23 @@ async fn connect_manager(run: &mut Run<'_>, hosts: &[Host]) -> Result<Fleet, End
     for (h, m) in run.hosts.iter_mut().zip(&fleet.members) {
         h.live = m.current.clone();
     }
+    let m = &fleet.members[0];
+    let mut refusal = other_engine(run, m).await.map(|(_, why)| why);
+    let first = &hosts[0].name;
+    if refusal.is_none() && &chosen != first {
+        // This manager's lock, releases and history decide only if the stack
+        // runs what it says is live.
+        if let Err(why) = crate::swarm::agrees(m, m.live_record(run.config).as_ref()).await {
+            refusal = Some(format!(
+                "{first} cannot be used and the stack does not run what {chosen} says is live ({why}): {chosen}'s lock, releases and history are not the ones the stack was deployed with; bring {first} back, or list {chosen} first once you know which release runs"
+            ));
+        }
+    }
+    if let Some(why) = refusal {
+        run.fail_hosts(&[(chosen, why.clone())]);
+        fleet.close().await;
+        return Err(End::new(Outcome::Failed, format!("{why}; nothing was changed")));
+    }
     let nodes = fleet.members[0].swarm_nodes.unwrap_or(1);
     if run.change == Change::Up && nodes > 1 && run.config.build.registry.is_none() {
         let why = format!(
@@ -352,6 +372,50 @@ async fn connect_manager(run: &mut Run<'_>, hosts: &[Host]) -> Result<Fleet, End
         return Err(End::new(Outcome::Failed, format!("{why}; nothing was changed")));
     }
     Ok(fleet)
+}
+
+/// Why `m`'s live release stops a change: it runs with the other engine (a
+/// compose project where the environment is now a swarm, or the reverse) and
+/// still runs, so a deploy would leave it running beside the new one.
+async fn other_engine(run: &Run<'_>, m: &crate::fleet::Member) -> Option<(String, String)> {
+    let live = m.record.as_ref().filter(|_| m.current.is_some())?;
+    if live.engine == run.env.engine {
+        return None;
+    }
+    let runs = match live.engine {
+        crate::config::Orchestrator::Compose => {
+            let ps = crate::compose::ps_cmd(&live.project, live.engine);
+            match m.remote.check(&ps.into(), Some(crate::fleet::QUICK_TIMEOUT)).await {
+                Ok(out) => crate::compose::parse_ps(&out.stdout)
+                    .iter()
+                    .any(|c| c.state == "running"),
+                Err(e) => return Some((m.host.name.clone(), e.to_string())),
+            }
+        }
+        crate::config::Orchestrator::Swarm => match crate::swarm::read(m, &live.project).await {
+            Ok(state) => !state.services.is_empty(),
+            // Not a swarm (any more): nothing of the stack runs.
+            Err(_) => false,
+        },
+    };
+    if !runs {
+        return None;
+    }
+    let how = match live.engine {
+        crate::config::Orchestrator::Compose => {
+            format!("`docker compose -p {} down` in {}/current", live.project, m.layout.root)
+        }
+        crate::config::Orchestrator::Swarm => format!("`docker stack rm {}`", live.project),
+    };
+    Some((
+        m.host.name.clone(),
+        format!(
+            "the live release {} runs with engine = \"{}\", this environment is engine = \"{}\": stop it first ({how}), then deploy",
+            live.release,
+            choose::engine_name(live.engine),
+            choose::engine_name(run.env.engine)
+        ),
+    ))
 }
 
 /// `DEPLOY_*` variables for the hooks.

@@ -95,8 +95,8 @@ async fn stack(target: &Target<'_>) -> Attempt {
     let images = crate::swarm::release_images(target.member, target.record)
         .await
         .map_err(|e| e.to_string())?;
-    let earlier = state.tasks.iter().map(|t| t.id.clone()).collect();
-    match crate::swarm::judge(&state, &images, &earlier) {
+    // Failed tasks and paused updates count only as what they left running.
+    match crate::swarm::judge(&state, &images, &state) {
         crate::swarm::Verdict::Converged(said) => Ok(said),
         crate::swarm::Verdict::Waiting(why) | crate::swarm::Verdict::Failed(why) => Err(why),
     }

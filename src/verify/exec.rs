@@ -1,5 +1,6 @@
 //! `type = "exec"`: the command must exit 0 in the service's container: through
-//! the Engine API (`docker exec` semantics), else `compose exec -T`.
+//! the Engine API (`docker exec` semantics), else `compose exec -T` (a swarm
+//! stack: `docker exec` in a running task container on the manager).
 
 use super::{excerpt, Attempt, Target};
 use crate::config::CheckKind;
@@ -13,10 +14,13 @@ pub(crate) async fn attempt(kind: &CheckKind, target: &Target<'_>) -> Attempt {
     if let Some(result) = through_engine(service, command, target).await {
         return result;
     }
-    let cmd = m
-        .compose_for(target.record)
-        .cmd(["exec", "-T", service.as_str()])
-        .args(command.iter());
+    let cmd = match target.record.engine {
+        crate::config::Orchestrator::Compose => m
+            .compose_for(target.record)
+            .cmd(["exec", "-T", service.as_str()])
+            .args(command.iter()),
+        crate::config::Orchestrator::Swarm => crate::swarm::exec(&target.record.project, service, command),
+    };
     let out = m
         .remote
         .run(&cmd.into(), Some(QUICK_TIMEOUT))

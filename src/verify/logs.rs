@@ -41,11 +41,33 @@ pub(crate) async fn attempt(kind: &CheckKind, target: &Target<'_>) -> Attempt {
             services.retain(|s| runs.contains(s));
         }
     }
-    let text = match through_engine(&services, *since_deploy, target).await {
+    let swarm = target.record.engine == crate::config::Orchestrator::Swarm;
+    let text = if swarm {
+        // Every node's tasks, not only the manager's.
+        let since = match since_deploy {
+            true => target.started().await,
+            false => None,
+        };
+        let cmd = crate::swarm::check_logs(&target.record.project, since, &services);
+        m.remote
+            .check(&cmd.into(), Some(QUICK_TIMEOUT))
+            .await
+            .map_err(|e| e.to_string())?
+            .stdout
+    } else {
+        compose_lines(&services, *since_deploy, target).await?
+    };
+    judge(&text, absent.as_ref(), present.as_ref())
+}
+
+/// The services' lines of a compose project (`service<TAB>line`).
+async fn compose_lines(services: &[String], since_deploy: bool, target: &Target<'_>) -> Result<String, String> {
+    let m = target.member;
+    let text = match through_engine(services, since_deploy, target).await {
         Some(text) => text,
         None => {
             let release = target.record.release.as_str();
-            let current = if *since_deploy && !release.is_empty() {
+            let current = if since_deploy && !release.is_empty() {
                 format!("{}/{}", m.layout.release(release), crate::release::STARTED_FILE)
             } else {
                 String::new()
@@ -59,7 +81,12 @@ pub(crate) async fn attempt(kind: &CheckKind, target: &Target<'_>) -> Attempt {
                 .stdout
         }
     };
-    let lines = parse(&text);
+    Ok(text)
+}
+
+/// The verdict of `absent` / `present` on `service<TAB>line` lines.
+fn judge(text: &str, absent: Option<&regex::Regex>, present: Option<&regex::Regex>) -> Attempt {
+    let lines = parse(text);
     let shown = |l: &LogLine| excerpt(&format!("{} | {}", l.service, l.text), 200);
     if let Some(re) = absent {
         let hits: Vec<&LogLine> = lines.iter().filter(|l| re.is_match(l.text)).collect();

@@ -265,7 +265,12 @@ impl Registry {
 
     /// The tags of `repo` in the registry's storage.
     pub fn tags(&self, repo: &str) -> Vec<String> {
-        let dir = self._dir.path().join("data/docker/registry/v2/repositories").join(repo).join("_manifests/tags");
+        let dir = self
+            ._dir
+            .path()
+            .join("data/docker/registry/v2/repositories")
+            .join(repo)
+            .join("_manifests/tags");
         let mut tags: Vec<String> = std::fs::read_dir(dir)
             .into_iter()
             .flatten()
