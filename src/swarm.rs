@@ -636,11 +636,11 @@ shift 2
 exec docker exec "$c" "$@"
 "#;
 
-/// An `exec` check's command in a running task container of `service` on
-/// this manager, through the CLI (where the Engine API cannot be used).
-pub fn exec(stack: &str, service: &str, command: &[crate::config::Text]) -> Cmd {
-    // Words of the command stay secret where they are (`${VAR}`s).
-    shell(EXEC, &[stack, service]).args(command.iter())
+/// `docker exec` in a running task container of `service` on this manager
+/// (an `exec` check where the Engine API cannot be used, `deploy exec`): the
+/// command's words are added by the caller (they stay secret where they are).
+pub fn exec(stack: &str, service: &str) -> Cmd {
+    shell(EXEC, &[stack, service])
 }
 
 /// The stack's services with their tasks (`docker service logs` lines):

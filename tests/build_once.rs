@@ -273,13 +273,55 @@ fn the_first_host_builds_and_the_others_run_its_images_from_a_registry_then_over
         String::from_utf8_lossy(&leftovers.stdout)
     );
 
+    // A build on this machine that fails: no host changes, and nothing of
+    // the build is left here (its names, its temporary release directory).
+    let dockerfile = fleet.app.path().join("api/Dockerfile");
+    let good = std::fs::read_to_string(&dockerfile).unwrap();
+    let build_dirs = || -> BTreeSet<String> {
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("deploy-build-"))
+            .collect()
+    };
+    let dirs_before = build_dirs();
+    let live = fleet.currents();
+    fleet
+        .app
+        .commit_file("api/Dockerfile", &format!("{good}RUN false\n"), "a build that fails");
+    let (run, events) = fleet.deploy(&[], 1);
+    let summary = events.last().unwrap();
+    assert!(
+        summary["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no host was changed")
+            && summary["hosts"][0]["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("the build on this machine failed"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(fleet.currents(), live);
+    assert_eq!(build_dirs(), dirs_before, "the temporary release directory is gone");
+    let leftovers = Command::new("docker")
+        .args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&leftovers.stdout).contains(&build_project),
+        "{}",
+        String::from_utf8_lossy(&leftovers.stdout)
+    );
+    fleet.app.commit_file("api/Dockerfile", &good, "the build works again");
+
     // A registry that does not answer: the push fails, no host switches, the
     // staged release is gone everywhere.
     let before = fleet.currents();
-    set_build(
-        &fleet,
-        &format!("on = \"first\"\nregistry = \"127.0.0.1:{}/fleet\"", free_port()),
-    );
+    let dead = format!("127.0.0.1:{}/fleet", free_port());
+    set_build(&fleet, &format!("on = \"first\"\nregistry = \"{dead}\""));
     fleet.app.commit_file("api/www/extra.txt", "newer\n", "api again");
     let (run, events) = fleet.deploy(&[], 1);
     let summary = events.last().unwrap();
@@ -303,8 +345,9 @@ fn the_first_host_builds_and_the_others_run_its_images_from_a_registry_then_over
         .args(["image", "ls", "--format", "{{.Repository}}"])
         .output()
         .unwrap();
+    // (Of this registry: other tests may use registries of their own.)
     assert!(
-        !String::from_utf8_lossy(&names_left.stdout).contains("127.0.0.1:"),
+        !String::from_utf8_lossy(&names_left.stdout).contains(&dead),
         "the builder takes the registry's names off, pushed or not: {}",
         String::from_utf8_lossy(&names_left.stdout)
     );

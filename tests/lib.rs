@@ -20,7 +20,6 @@ mod round_trips;
 mod safety;
 mod shapes;
 mod ssh_transport;
-mod swarm;
 mod verification;
 mod watchdog;
 mod zero_downtime;

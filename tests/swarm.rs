@@ -12,7 +12,7 @@ use crate::harness::app::{Behaviour, Health};
 use crate::harness::deployment::{Deployment, Setup};
 use crate::harness::engines::Registry;
 use crate::harness::sshd::free_port;
-use crate::harness::swarm::{Stack, Swarm};
+use crate::harness::swarm::{RegistryImages, Stack, Swarm};
 use crate::harness::Test;
 
 /// The app as a stack file: ports published in host mode (the routing mesh
@@ -116,6 +116,8 @@ fn a_stack_is_deployed_changed_rolled_back_by_its_checks_and_on_request() {
         },
         &Behaviour::version("v1"),
     );
+    // Dropped after the stack: the names the manager keeps of what it pushed.
+    let _pushed = RegistryImages("swarm/");
     let _stack = Stack(d.project.clone());
     d.app.commit_file("stack.yml", STACK, "the stack file");
     let path = d.app.path().join("deploy.toml");
@@ -340,7 +342,14 @@ fn a_stack_is_deployed_changed_rolled_back_by_its_checks_and_on_request() {
     // not answer: the second one's state is not what the stack runs, so it
     // decides nothing.
     let changed = Command::new("docker")
-        .args(["service", "update", "--detach", "--quiet", "--image", "deploy-test/busybox:1"])
+        .args([
+            "service",
+            "update",
+            "--detach",
+            "--quiet",
+            "--image",
+            "deploy-test/busybox:1",
+        ])
         .arg(&api)
         .output()
         .unwrap();

@@ -1,5 +1,6 @@
 //! `deploy exec <ENV> [--service S] -- CMD...`: a command in a service of the live
-//! release (`compose exec -T`), or on the host in the live release's directory.
+//! release (`compose exec -T`; a swarm stack: `docker exec` in a running task
+//! container of the service on the manager), or on the host in the live release's directory.
 
 use std::time::Instant;
 
@@ -34,7 +35,9 @@ pub fn run(
                     let Some(record) = m.live_record(config) else {
                         return Err("no release is live here".to_string());
                     };
+                    let swarm = record.engine == crate::config::Orchestrator::Swarm;
                     let cmd = match service {
+                        Some(s) if swarm => crate::swarm::exec(&record.project, s).arg(program).args(args.iter()),
                         Some(s) => m
                             .compose_for(&record)
                             .cmd(["exec", "-T", s])

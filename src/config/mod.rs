@@ -730,6 +730,8 @@ impl Checker<'_> {
             Some("a host lists its own `services`: in a Swarm the stack runs every service and Swarm places the tasks; expected no `services` on swarm managers")
         } else if per_host(|t| t.path.is_some() || t.project.is_some() || !t.vars.is_empty()) {
             Some("a manager has its own `path`, `project` or `vars`: every manager speaks for the same stack, so a run through another one must find the same releases and give the stack the same values; expected them on the environment")
+        } else if file.release.is_some() {
+            Some("[release]: a release command runs with `compose run` on the host, outside the stack's network; expected none (run it as a `deploy.mode: replicated-job` service of the stack)")
         } else if !file.app.one_shot.is_empty() {
             Some("app.one_shot: Swarm restarts a service whose task exits; expected a job for a one-shot task (`deploy: mode: replicated-job`), which deploy waits to complete")
         } else if !file.app.profiles.is_empty() {
@@ -1073,6 +1075,12 @@ mod tests {
         let text = text.replace("services = [\"api\"]", "project = \"other\"");
         let e = Config::parse(Path::new("deploy.toml"), &text).unwrap_err().to_string();
         assert!(e.contains("its own `path`, `project` or `vars`"), "{e}");
+        let e = parse(
+            "",
+            "engine = \"swarm\"\n[release]\nservice = \"api\"\ncommand = [\"migrate\"]\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("outside the stack's network"), "{e}");
         let e = parse("", "engine = \"kubernetes\"\n").unwrap_err();
         assert!(e.contains("unknown variant"), "{e}");
     }

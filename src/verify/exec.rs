@@ -19,7 +19,7 @@ pub(crate) async fn attempt(kind: &CheckKind, target: &Target<'_>) -> Attempt {
             .compose_for(target.record)
             .cmd(["exec", "-T", service.as_str()])
             .args(command.iter()),
-        crate::config::Orchestrator::Swarm => crate::swarm::exec(&target.record.project, service, command),
+        crate::config::Orchestrator::Swarm => crate::swarm::exec(&target.record.project, service).args(command.iter()),
     };
     let out = m
         .remote

@@ -90,3 +90,26 @@ impl Drop for Stack {
         eprintln!("stack {} still has containers or networks after 60 s", self.0);
     }
 }
+
+/// Removes, on drop, this engine's images whose repository starts with a
+/// registry address and then `/<path>/` (the names a swarm manager keeps of
+/// what it pushed), for any registry port.
+pub struct RegistryImages(pub &'static str);
+
+impl Drop for RegistryImages {
+    fn drop(&mut self) {
+        let (_, list) = docker(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
+        let mine: Vec<&str> = list
+            .lines()
+            .filter(|r| {
+                r.split_once('/')
+                    .is_some_and(|(host, rest)| host.contains(':') && rest.starts_with(self.0))
+            })
+            .collect();
+        if !mine.is_empty() {
+            let mut args = vec!["image", "rm"];
+            args.extend(mine);
+            let _ = docker(&args);
+        }
+    }
+}
