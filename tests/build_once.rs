@@ -227,6 +227,63 @@ fn the_first_host_builds_and_the_others_run_its_images_from_a_registry_then_over
         );
     }
 
+    // Ctrl-C while the images are streamed to the hosts (a big api image, so
+    // the stream lasts): exit 130, no host switched, the staged release gone
+    // everywhere with the names it gave the loaded images, no `docker load`
+    // left running, and this machine's saved stream removed.
+    let big: String = {
+        // 30 MB that gzip cannot shrink to nothing (a linear congruential stream as hex).
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        (0..15_000_000)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                format!("{:02x}", (x >> 56) as u8)
+            })
+            .collect()
+    };
+    fleet.app.commit_file("api/www/big.txt", &big, "a big api image");
+    let saved = || -> BTreeSet<String> {
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("deploy-images-"))
+            .collect()
+    };
+    let saved_before = saved();
+    let live = fleet.currents();
+    let (code, events) = interrupt_when_a_host_loads(&fleet);
+    assert_eq!(code, Some(130), "{events:?}");
+    let summary = events.last().unwrap();
+    assert_eq!(summary["result"], "interrupted", "{summary}");
+    let cut = summary["release"].as_str().unwrap().to_string();
+    assert_eq!(fleet.currents(), live, "no host switched");
+    for i in 0..4 {
+        let h = &fleet.hosts[i];
+        assert!(
+            !h.ssh.app_path().join("releases").join(&cut).exists(),
+            "host {i} keeps no staged {cut}"
+        );
+        if let Some(engine) = &h.engine {
+            let names = engine.images();
+            assert!(!names.iter().any(|n| n.contains(&cut)), "host {i}: {names:?}");
+        }
+    }
+    let loads = Command::new("pgrep").args(["-f", "docker load"]).output().unwrap();
+    assert!(
+        loads.stdout.is_empty(),
+        "a docker load still runs: {}",
+        String::from_utf8_lossy(&loads.stdout)
+    );
+    assert_eq!(saved(), saved_before, "the saved stream is removed");
+    let mut git = Command::new("git");
+    crate::harness::sh(git.current_dir(fleet.app.path()).args(["rm", "-q", "api/www/big.txt"]));
+    fleet
+        .app
+        .commit_file("api/www/extra.txt", "small again\n", "the api is small again");
+
     // Built on this machine (`on = "local"`), streamed to every host that
     // lacks the image; this machine keeps none of the release's names.
     set_build(&fleet, "on = \"local\"");
@@ -362,4 +419,36 @@ fn the_first_host_builds_and_the_others_run_its_images_from_a_registry_then_over
             "host {i} keeps only its three releases: {releases:?}"
         );
     }
+}
+
+/// `deploy test --output json` with SIGINT as soon as a host other than the
+/// builder starts loading images: its exit code and every event it printed.
+fn interrupt_when_a_host_loads(fleet: &TestFleet) -> (Option<i32>, Vec<serde_json::Value>) {
+    use std::io::BufRead;
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("deploy"))
+        .args(["test", "--output", "json"])
+        .current_dir(fleet.app.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let builder = format!("127.0.0.1:{}", fleet.hosts[0].ssh.port);
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut events = Vec::new();
+    for line in lines.by_ref() {
+        let e: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        assert_ne!(
+            e["event"], "summary",
+            "the deploy ended before any host loaded: {events:?}"
+        );
+        let loading =
+            e["event"] == "step" && e["step"] == "images" && e["status"] == "started" && e["host"] != builder.as_str();
+        events.push(e);
+        if loading {
+            break;
+        }
+    }
+    crate::harness::sh(Command::new("kill").args(["-INT", &child.id().to_string()]));
+    events.extend(lines.map(|l| serde_json::from_str(&l.unwrap()).unwrap()));
+    (child.wait().unwrap().code(), events)
 }
