@@ -244,17 +244,13 @@ fn the_first_host_builds_and_the_others_run_its_images_from_a_registry_then_over
             .collect()
     };
     fleet.app.commit_file("api/www/big.txt", &big, "a big api image");
-    let saved = || -> BTreeSet<String> {
-        std::fs::read_dir(std::env::temp_dir())
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("deploy-images-"))
-            .collect()
-    };
+    let saved = || crate::harness::temp_entries("deploy-images-");
     let saved_before = saved();
     let live = fleet.currents();
-    let (code, events) = interrupt_when_a_host_loads(&fleet);
+    let builder = format!("127.0.0.1:{}", fleet.hosts[0].ssh.port);
+    let (code, events, _) = crate::harness::interrupt_json_at(fleet.app.path(), &["test"], |e| {
+        e["event"] == "step" && e["step"] == "images" && e["status"] == "started" && e["host"] != builder.as_str()
+    });
     assert_eq!(code, Some(130), "{events:?}");
     let summary = events.last().unwrap();
     assert_eq!(summary["result"], "interrupted", "{summary}");
@@ -334,14 +330,7 @@ fn the_first_host_builds_and_the_others_run_its_images_from_a_registry_then_over
     // the build is left here (its names, its temporary release directory).
     let dockerfile = fleet.app.path().join("api/Dockerfile");
     let good = std::fs::read_to_string(&dockerfile).unwrap();
-    let build_dirs = || -> BTreeSet<String> {
-        std::fs::read_dir(std::env::temp_dir())
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("deploy-build-"))
-            .collect()
-    };
+    let build_dirs = || crate::harness::temp_entries("deploy-build-");
     let dirs_before = build_dirs();
     let live = fleet.currents();
     fleet
@@ -419,36 +408,4 @@ fn the_first_host_builds_and_the_others_run_its_images_from_a_registry_then_over
             "host {i} keeps only its three releases: {releases:?}"
         );
     }
-}
-
-/// `deploy test --output json` with SIGINT as soon as a host other than the
-/// builder starts loading images: its exit code and every event it printed.
-fn interrupt_when_a_host_loads(fleet: &TestFleet) -> (Option<i32>, Vec<serde_json::Value>) {
-    use std::io::BufRead;
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("deploy"))
-        .args(["test", "--output", "json"])
-        .current_dir(fleet.app.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let builder = format!("127.0.0.1:{}", fleet.hosts[0].ssh.port);
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut events = Vec::new();
-    for line in lines.by_ref() {
-        let e: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
-        assert_ne!(
-            e["event"], "summary",
-            "the deploy ended before any host loaded: {events:?}"
-        );
-        let loading =
-            e["event"] == "step" && e["step"] == "images" && e["status"] == "started" && e["host"] != builder.as_str();
-        events.push(e);
-        if loading {
-            break;
-        }
-    }
-    crate::harness::sh(Command::new("kill").args(["-INT", &child.id().to_string()]));
-    events.extend(lines.map(|l| serde_json::from_str(&l.unwrap()).unwrap()));
-    (child.wait().unwrap().code(), events)
 }

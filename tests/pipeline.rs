@@ -164,32 +164,11 @@ fn rollback_runs_the_checklist_and_puts_every_host_back_when_the_target_fails_it
 /// `deploy rollback --to <to>` with JSON output, SIGINT as soon as the first
 /// host switched: its exit code, and every event it printed.
 fn interrupt_after_first_switch(fleet: &TestFleet, to: &str) -> (Option<i32>, Vec<serde_json::Value>) {
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("deploy"))
-        .args(["rollback", "test", "--to", to, "--output", "json"])
-        .current_dir(fleet.app.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let first = format!("127.0.0.1:{}", fleet.hosts[0].ssh.port);
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut events = Vec::new();
-    for line in lines.by_ref() {
-        let e: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
-        assert_ne!(
-            e["event"], "summary",
-            "the rollback ended before the switch: {events:?}"
-        );
-        let switched = e["host"] == first.as_str() && e["step"] == "switch" && e["status"] == "done";
-        events.push(e);
-        if switched {
-            break;
-        }
-    }
-    let sent = Instant::now();
-    sh(Command::new("kill").args(["-INT", &child.id().to_string()]));
-    events.extend(lines.map(|l| serde_json::from_str(&l.unwrap()).unwrap()));
-    let status = child.wait().unwrap();
+    let (code, events, sent) =
+        crate::harness::interrupt_json_at(fleet.app.path(), &["rollback", "test", "--to", to], |e| {
+            e["host"] == first.as_str() && e["step"] == "switch" && e["status"] == "done"
+        });
     assert!(
         sent.elapsed() < Duration::from_secs(30),
         "stopping took {:?}",
@@ -203,7 +182,7 @@ fn interrupt_after_first_switch(fleet: &TestFleet, to: &str) -> (Option<i32>, Ve
             .any(|e| e["host"] == second.as_str() && e["step"] == "switch"),
         "{events:?}"
     );
-    (status.code(), events)
+    (code, events)
 }
 
 #[test]

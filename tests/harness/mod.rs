@@ -340,3 +340,50 @@ pub fn remove_project(project: &str) {
             .output();
     }
 }
+
+/// `deploy <args>` in `dir` with JSON output, SIGINT as soon as an event
+/// satisfies `at` (the run must not end before): its exit code, every event
+/// it printed, and when the signal was sent.
+pub fn interrupt_json_at(
+    dir: &Path,
+    args: &[&str],
+    at: impl Fn(&serde_json::Value) -> bool,
+) -> (Option<i32>, Vec<serde_json::Value>, std::time::Instant) {
+    use std::io::BufRead;
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("deploy"))
+        .args(args)
+        .args(["--output", "json"])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("deploy starts");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut events = Vec::new();
+    for line in lines.by_ref() {
+        let e: serde_json::Value = serde_json::from_str(&line.expect("a line")).expect("a JSON line");
+        assert_ne!(
+            e["event"], "summary",
+            "the run ended before the moment to interrupt it: {events:?}"
+        );
+        let now = at(&e);
+        events.push(e);
+        if now {
+            break;
+        }
+    }
+    let sent = std::time::Instant::now();
+    sh(Command::new("kill").args(["-INT", &child.id().to_string()]));
+    events.extend(lines.map(|l| serde_json::from_str(&l.expect("a line")).expect("a JSON line")));
+    (child.wait().expect("deploy ends").code(), events, sent)
+}
+
+/// The names in this machine's temporary directory that start with `prefix`.
+pub fn temp_entries(prefix: &str) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(std::env::temp_dir())
+        .expect("the temporary directory")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
