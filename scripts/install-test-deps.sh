@@ -17,6 +17,8 @@ command -v docker >/dev/null 2>&1 || need_apt+=(docker.io)
 [ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
 # htpasswd: bcrypt passwords for a registry that asks for credentials (tests/swarm.rs).
 [ -x /usr/bin/htpasswd ] || need_apt+=(apache2-utils)
+# socat: the forwarders that let a second swarm node reach the registry as a loopback one (tests/swarm.rs).
+command -v socat >/dev/null 2>&1 || need_apt+=(socat)
 # The completion scripts run in real shells; the man page is rendered by man(1).
 command -v zsh >/dev/null 2>&1 || need_apt+=(zsh)
 command -v fish >/dev/null 2>&1 || need_apt+=(fish)

@@ -4,7 +4,9 @@
 //! checklist, `deploy rollback`, each verified by the checklist (the stack's
 //! services converged, the api's health through the published port, Redis,
 //! an exec in the api's task container, a log line of the worker's task), and
-//! status and logs of the swarm environment.
+//! status and logs of the swarm environment. Then a swarm of two nodes (the
+//! second a dockerd of its own in a network namespace): refused without a
+//! registry, deployed through one, every node running the manager's images.
 
 use std::process::Command;
 
@@ -12,7 +14,8 @@ use crate::harness::app::{Behaviour, Health};
 use crate::harness::deployment::{Deployment, Setup};
 use crate::harness::engines::Registry;
 use crate::harness::sshd::free_port;
-use crate::harness::swarm::{RegistryImages, Stack, Swarm};
+use crate::harness::swarm::{exclusive, RegistryImages, Stack, Swarm, Worker};
+use crate::harness::Netns;
 use crate::harness::Test;
 
 /// The app as a stack file: ports published in host mode (the routing mesh
@@ -107,6 +110,7 @@ fn check<'a>(host: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
 
 #[test]
 fn a_stack_is_deployed_changed_rolled_back_by_its_checks_and_on_request() {
+    let _one_at_a_time = exclusive();
     let _swarm = Swarm::ensure();
     let d = Deployment::new(
         Setup {
@@ -361,4 +365,127 @@ fn a_stack_is_deployed_changed_rolled_back_by_its_checks_and_on_request() {
         .run();
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(run.all().contains("does not run what"), "{}", run.all());
+}
+
+/// The app for two nodes: the api on both (one task per node), the worker on
+/// the second node only, Redis on the manager (its image is this engine's).
+const TWO_NODE_STACK: &str = r#"services:
+  api:
+    build: ./api
+    init: true
+    ports:
+      - target: 8000
+        published: ${API_PORT}
+        mode: host
+    environment:
+      FAIL_HEALTH: "0"
+    deploy:
+      replicas: 2
+      endpoint_mode: dnsrr
+      placement:
+        max_replicas_per_node: 1
+  worker:
+    build: ./worker
+    init: true
+    deploy:
+      placement:
+        constraints: [node.role == worker]
+  redis:
+    image: deploy-test/redis:1
+    init: true
+    command: ["redis-server", "--save", "", "--appendonly", "no", "--protected-mode", "no"]
+    ports:
+      - target: 6379
+        published: ${REDIS_PORT}
+        mode: host
+    deploy:
+      endpoint_mode: dnsrr
+      placement:
+        constraints: [node.role == manager]
+"#;
+
+/// The image id of the running container of `service` (in stack `stack`)
+/// that `docker` (an engine) runs.
+fn running_image(mut docker: Command, stack: &str, service: &str) -> Option<String> {
+    let out = docker
+        .args(["ps", "-q", "--filter"])
+        .arg(format!("label=com.docker.swarm.service.name={stack}_{service}"))
+        .output()
+        .ok()?;
+    let id = String::from_utf8_lossy(&out.stdout).lines().next()?.to_string();
+    let mut inspect = Command::new("docker");
+    inspect.envs(docker.get_envs().filter_map(|(k, v)| Some((k, v?))));
+    let out = inspect.args(["inspect", "--format", "{{.Image}}", &id]).output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[test]
+fn a_swarm_of_two_nodes_needs_a_registry_and_runs_the_managers_images_everywhere() {
+    let _one_at_a_time = exclusive();
+    let ns = Netns::new();
+    let _swarm = Swarm::ensure_at(&ns.outer());
+    let registry = Registry::start();
+    let worker = Worker::join(&ns, registry.port);
+    let d = Deployment::new(
+        Setup {
+            app_extra: "compose_files = [\"stack.yml\"]\n".into(),
+            extra: CHECKS.into(),
+            ..Default::default()
+        },
+        &Behaviour::version("v1"),
+    );
+    let _pushed = RegistryImages("multi/");
+    let _stack = Stack(d.project.clone());
+    d.app.commit_file("stack.yml", TWO_NODE_STACK, "the stack file");
+    let path = d.app.path().join("deploy.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("[environments.test]\n", "[environments.test]\nengine = \"swarm\"\n"),
+    )
+    .unwrap();
+
+    // Without a registry the second node could not run the images: refused.
+    let (run, s) = d.deploy_json(&[], 1);
+    assert!(
+        s["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the swarm has 2 nodes"),
+        "{}",
+        run.all()
+    );
+    assert!(service_images(&d.project).is_empty(), "nothing was deployed");
+
+    // Through the registry: every check passes (the worker's log line comes
+    // from the second node), and both nodes run the very images the manager built.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "{text}\n[build]\non = \"first\"\nregistry = \"127.0.0.1:{}/multi\"\n",
+            registry.port
+        ),
+    )
+    .unwrap();
+    let mut ids = Vec::new();
+    for version in ["v1", "v2"] {
+        if version == "v2" {
+            d.app.commit(&Behaviour::version("v2"));
+        }
+        let (run, s) = d.deploy_json(&[], 0);
+        assert_eq!(d.version().as_deref(), Some(version), "{}", run.all());
+        for c in s["hosts"][0]["checks"].as_array().unwrap() {
+            assert_eq!(c["ok"], true, "{c}");
+        }
+        let here = running_image(Command::new("docker"), &d.project, "api").expect("an api task here");
+        let there = running_image(worker.docker(), &d.project, "api").expect("an api task on the second node");
+        assert_eq!(here, there, "{version}: the same api image on both nodes");
+        assert!(
+            running_image(worker.docker(), &d.project, "worker").is_some(),
+            "the worker runs on the second node"
+        );
+        ids.push(here);
+    }
+    assert_ne!(ids[0], ids[1], "the change reached both nodes");
 }

@@ -270,6 +270,21 @@ impl Netns {
         }
     }
 
+    /// This side's address of the link (the namespace reaches this machine there).
+    pub fn outer(&self) -> String {
+        let (net, _) = self.addr.rsplit_once('.').expect("an IPv4 address");
+        format!("{net}.1")
+    }
+
+    /// A command run with only the namespace's network (`nsenter`): unlike
+    /// `ip netns exec` it keeps this machine's /sys, cgroups included, which
+    /// a dockerd needs.
+    pub fn enter(&self, program: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/var/run/netns/{}", self.name)).arg(program);
+        c
+    }
+
     /// A command run inside the namespace.
     pub fn command(&self, program: &str) -> Command {
         let mut c = Command::new("ip");

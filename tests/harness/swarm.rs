@@ -5,8 +5,10 @@
 //! stack guard removes a test's stack and waits until its containers and
 //! network are gone.
 
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use super::{open_tempdir, sh, wait_for, Netns};
 
 /// The engine in swarm mode while this lives.
 pub struct Swarm {
@@ -28,8 +30,22 @@ fn docker(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// One swarm test at a time: each puts the engine in swarm mode its own way.
+static EXCLUSIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Held for as long as a test uses the swarm.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    EXCLUSIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Swarm {
+    /// A single-node swarm advertised on loopback.
     pub fn ensure() -> Swarm {
+        Swarm::ensure_at("127.0.0.1")
+    }
+
+    /// A swarm advertised at `addr` (where other nodes reach it).
+    pub fn ensure_at(addr: &str) -> Swarm {
         let (_, state) = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
         let had_gwbridge = docker(&["network", "inspect", "docker_gwbridge"]).0;
         if state.trim() == "active" {
@@ -38,7 +54,7 @@ impl Swarm {
                 had_gwbridge,
             };
         }
-        let (ok, said) = docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+        let (ok, said) = docker(&["swarm", "init", "--advertise-addr", addr]);
         assert!(ok, "docker swarm init: {said}");
         Swarm {
             made: true,
@@ -111,5 +127,135 @@ impl Drop for RegistryImages {
             args.extend(mine);
             let _ = docker(&args);
         }
+    }
+}
+
+/// A second node: a dockerd of its own (vfs, a bridge and iptables of its
+/// own) in a network namespace this test made, joined to the swarm as a
+/// worker. It reaches the registry on this machine's loopback port as
+/// `127.0.0.1:<port>` too (a forwarder in the namespace, to one on this
+/// side of the link), so the stack names one reference that every node
+/// can pull, from a registry that both engines trust as a loopback one.
+pub struct Worker {
+    dir: tempfile::TempDir,
+    dockerd: Child,
+    forwards: Vec<Child>,
+}
+
+impl Worker {
+    pub fn join(ns: &Netns, registry_port: u16) -> Worker {
+        let dir = open_tempdir();
+        let d = dir.path();
+        let bridge = format!("{}br", ns.name);
+        for args in [
+            vec!["link", "add", &bridge, "type", "bridge"],
+            vec!["addr", "add", "10.233.0.1/24", "dev", &bridge],
+            vec!["link", "set", &bridge, "up"],
+            vec!["route", "add", "default", "via", &ns.outer()],
+        ] {
+            sh(ns.command("ip").args(&args));
+        }
+        std::fs::write(d.join("daemon.json"), "{\"mtu\": 1400}").expect("daemon.json");
+        let log = std::fs::File::create(d.join("dockerd.log")).expect("log");
+        let dockerd = ns
+            .enter("dockerd")
+            .arg("--config-file")
+            .arg(d.join("daemon.json"))
+            .arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", d.join("sock").display()))
+            .args(["--bridge", &bridge, "--storage-driver", "vfs"])
+            .args(["--containerd-namespace", &format!("{}w", ns.name)])
+            .args(["--containerd-plugins-namespace", &format!("{}w-plugins", ns.name)])
+            .args(["--default-address-pool", "base=10.234.0.0/16,size=24"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("dockerd starts");
+        let port = registry_port.to_string();
+        let outer = ns.outer();
+        let forwards = vec![
+            Command::new("socat")
+                .arg(format!("TCP-LISTEN:{port},bind={outer},fork,reuseaddr"))
+                .arg(format!("TCP:127.0.0.1:{port}"))
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("socat (Debian's socat)"),
+            ns.enter("socat")
+                .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr"))
+                .arg(format!("TCP:{outer}:{port}"))
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("socat in the namespace"),
+        ];
+        let worker = Worker { dir, dockerd, forwards };
+        wait_for("the worker's dockerd", Duration::from_secs(60), || {
+            worker.docker().arg("info").output().is_ok_and(|o| o.status.success())
+        });
+        let (ok, token) = docker(&["swarm", "join-token", "-q", "worker"]);
+        assert!(ok, "join-token: {token}");
+        sh(worker
+            .docker()
+            .args(["swarm", "join", "--token", token.trim(), "--advertise-addr", &ns.addr])
+            .arg(format!("{outer}:2377")));
+        wait_for("two ready nodes", Duration::from_secs(60), || {
+            docker(&["node", "ls", "--format", "{{.Status}}"])
+                .1
+                .matches("Ready")
+                .count()
+                == 2
+        });
+        worker
+    }
+
+    /// `docker` against this node's engine.
+    pub fn docker(&self) -> Command {
+        let mut c = Command::new("docker");
+        c.env(
+            "DOCKER_HOST",
+            format!("unix://{}", self.dir.path().join("sock").display()),
+        );
+        c
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.docker().args(["swarm", "leave", "--force"]).output();
+        let containers = self
+            .docker()
+            .args(["ps", "-aq"])
+            .output()
+            .map(|o| o.stdout)
+            .unwrap_or_default();
+        let containers: Vec<String> = String::from_utf8_lossy(&containers)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        if !containers.is_empty() {
+            let _ = self.docker().args(["rm", "-f"]).args(&containers).output();
+        }
+        // SIGTERM: dockerd stops its containerd and unmounts what it mounted.
+        let _ = Command::new("kill").arg(self.dockerd.id().to_string()).status();
+        let stopped = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            matches!(self.dockerd.try_wait(), Ok(Some(_)))
+        });
+        if !stopped {
+            let _ = self.dockerd.kill();
+            let _ = self.dockerd.wait();
+        }
+        for f in &mut self.forwards {
+            let _ = f.kill();
+            let _ = f.wait();
+        }
+        // vfs leaves directories read-only to their owner.
+        let _ = Command::new("rm").arg("-rf").arg(self.dir.path()).status();
     }
 }
