@@ -631,7 +631,7 @@ pub fn check_logs(stack: &str, since: Option<i64>, services: &[String]) -> Cmd {
 // container of the service on this node.
 const EXEC: &str = r#"
 c=$(docker ps -q --filter "label=com.docker.swarm.service.name=$1_$2" --filter status=running | head -n 1)
-[ -n "$c" ] || { echo "$2: no running task on this manager (exec checks reach the manager's own tasks only)" >&2; exit 1; }
+[ -n "$c" ] || { echo "$2: no running task on this manager" >&2; exit 1; }
 shift 2
 exec docker exec "$c" "$@"
 "#;
@@ -641,6 +641,64 @@ exec docker exec "$c" "$@"
 /// command's words are added by the caller (they stay secret where they are).
 pub fn exec(stack: &str, service: &str) -> Cmd {
     shell(EXEC, &[stack, service])
+}
+
+/// A listed node that answered: the swarm's id of it, its name in
+/// deploy.toml, and the connection.
+pub type Node = (String, String, Box<dyn crate::remote::Remote>);
+
+/// A checklist run's SSH connections to the swarm's listed `nodes`, opened on
+/// first use, each with the swarm's id of its node; closed when the run ends.
+#[derive(Default)]
+pub struct Nodes {
+    cell: tokio::sync::OnceCell<Vec<Node>>,
+}
+
+impl Nodes {
+    /// (node id, host name, connection) of each listed node that answers.
+    pub async fn get(&self, hosts: &[crate::config::Host]) -> &[Node] {
+        self.cell
+            .get_or_init(|| async {
+                let reached = futures::future::join_all(hosts.iter().map(|h| async move {
+                    let remote = crate::remote::connect(crate::config::TransportKind::Ssh, h)
+                        .await
+                        .ok()?;
+                    let info = Cmd::new("docker").args(["info", "--format", "{{.Swarm.NodeID}}"]);
+                    match remote.check(&info.into(), Some(QUICK_TIMEOUT)).await {
+                        Ok(out) => Some((out.stdout.trim().to_string(), h.name.clone(), remote)),
+                        Err(_) => {
+                            let _ = remote.close().await;
+                            None
+                        }
+                    }
+                }))
+                .await;
+                reached.into_iter().flatten().collect()
+            })
+            .await
+    }
+
+    pub async fn close(self) {
+        if let Some(list) = self.cell.into_inner() {
+            futures::future::join_all(list.into_iter().map(|(_, _, r)| r.close())).await;
+        }
+    }
+}
+
+// $1 the stack, $2 the service. Prints the node id of each running task.
+const TASK_NODES: &str = r#"
+ids=$(docker service ps -q --filter desired-state=running "$1_$2") || exit $?
+[ -n "$ids" ] || exit 0
+docker inspect --format '{{.NodeID}} {{.Status.State}}' $ids | awk '$2 == "running" { print $1 }'
+"#;
+
+/// The ids of the nodes that run a task of `service`, read on the manager.
+pub async fn task_nodes(m: &Member, stack: &str, service: &str) -> Result<Vec<String>, RemoteError> {
+    let out = m
+        .remote
+        .check(&shell(TASK_NODES, &[stack, service]).into(), Some(QUICK_TIMEOUT))
+        .await?;
+    Ok(out.stdout.split_whitespace().map(str::to_string).collect())
 }
 
 /// The stack's services with their tasks (`docker service logs` lines):

@@ -13,7 +13,7 @@ use std::process::Command;
 use crate::harness::app::{Behaviour, Health};
 use crate::harness::deployment::{Deployment, Setup};
 use crate::harness::engines::Registry;
-use crate::harness::sshd::free_port;
+use crate::harness::sshd::{free_port, SshHost};
 use crate::harness::swarm::{exclusive, RegistryImages, Stack, Swarm, Worker};
 use crate::harness::Netns;
 use crate::harness::Test;
@@ -437,11 +437,23 @@ fn a_swarm_of_two_nodes_needs_a_registry_and_runs_the_managers_images_everywhere
     let _pushed = RegistryImages("multi/");
     let _stack = Stack(d.project.clone());
     d.app.commit_file("stack.yml", TWO_NODE_STACK, "the stack file");
+    // The second node over SSH (a login whose docker is that node's), for
+    // exec checks of the tasks that run only there.
+    let node = SshHost::start_with_config(&worker.sshd_config());
+    let known = d.known.path().join(format!("known_hosts-{}", d.host.port));
+    let lines = std::fs::read_to_string(&known).unwrap();
+    std::fs::write(&known, format!("{lines}{}\n", node.known_hosts_line())).unwrap();
     let path = d.app.path().join("deploy.toml");
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(
         &path,
-        text.replace("[environments.test]\n", "[environments.test]\nengine = \"swarm\"\n"),
+        text.replace(
+            "[environments.test]\n",
+            &format!(
+                "[environments.test]\nengine = \"swarm\"\nnodes = [{{ address = \"127.0.0.1\", port = {} }}]\n",
+                node.port
+            ),
+        ) + WORKER_EXEC,
     )
     .unwrap();
 
@@ -488,4 +500,33 @@ fn a_swarm_of_two_nodes_needs_a_registry_and_runs_the_managers_images_everywhere
         ids.push(here);
     }
     assert_ne!(ids[0], ids[1], "the change reached both nodes");
+
+    // The worker's task runs only on the second node: its exec check went
+    // there over SSH; without `nodes` it cannot, and says why.
+    let run = d.run(&["verify", "test", "--output", "json"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stdout.contains("on node 127.0.0.1:"), "{}", run.all());
+    let text = std::fs::read_to_string(&path).unwrap();
+    let without: String = text
+        .lines()
+        .filter(|l| !l.starts_with("nodes = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&path, without).unwrap();
+    let run = d.run(&["verify", "test"]);
+    assert_eq!(run.code, 6, "{}", run.all());
+    assert!(
+        run.all().contains("none of them reached through `nodes`"),
+        "{}",
+        run.all()
+    );
 }
+
+/// An exec check of a service that runs only on the second node.
+const WORKER_EXEC: &str = r#"
+[[verify.checks]]
+name = "worker reaches redis"
+type = "exec"
+service = "worker"
+command = ["sh", "-c", "echo PING | nc -w 2 redis 6379 | grep -q PONG"]
+"#;

@@ -135,6 +135,9 @@ pub struct Host {
     pub vars: BTreeMap<String, Text>,
     /// Compose on this host, or a Swarm it manages (its environment's `engine`).
     pub engine: Orchestrator,
+    /// A swarm manager's view of the swarm's other nodes (`nodes`): where an
+    /// exec check reaches a task that does not run on the manager.
+    pub nodes: Vec<Host>,
 }
 
 /// SSH settings for one host.
@@ -600,97 +603,113 @@ impl Checker<'_> {
         let dir = self.dir();
         let expand = |t: &Text| expand_path(&dir, t.expose());
         let ssh = &file.ssh;
-        let mut hosts = Vec::new();
-        let mut seen = BTreeSet::new();
-        for (i, host) in host_specs.iter().enumerate() {
-            let mut target = SshTarget {
-                user: ssh.user.clone(),
-                port: ssh.port,
-                identity_file: ssh.identity_file.as_ref().map(expand),
-                host_key_policy: ssh.host_key_policy,
-                known_hosts_file: ssh.known_hosts_file.as_ref().map(expand),
-                connect_timeout: ssh.connect_timeout.0,
-                jump: ssh.jump.clone(),
-            };
-            let (address, path, project, services, vars) = match host.get_ref() {
-                HostSpec::Name(address) => (
-                    address.clone(),
-                    spec.path.clone(),
-                    project_default.clone(),
-                    None,
-                    plain_vars(&spec.vars),
-                ),
-                HostSpec::Table(t) => {
-                    if t.port.is_some() {
-                        target.port = t.port;
+        let hosts_of = |host_specs: &[Spanned<HostSpec>]| -> Result<Vec<Host>, ConfigError> {
+            let mut hosts = Vec::new();
+            let mut seen = BTreeSet::new();
+            for (i, host) in host_specs.iter().enumerate() {
+                let mut target = SshTarget {
+                    user: ssh.user.clone(),
+                    port: ssh.port,
+                    identity_file: ssh.identity_file.as_ref().map(expand),
+                    host_key_policy: ssh.host_key_policy,
+                    known_hosts_file: ssh.known_hosts_file.as_ref().map(expand),
+                    connect_timeout: ssh.connect_timeout.0,
+                    jump: ssh.jump.clone(),
+                };
+                let (address, path, project, services, vars) = match host.get_ref() {
+                    HostSpec::Name(address) => (
+                        address.clone(),
+                        spec.path.clone(),
+                        project_default.clone(),
+                        None,
+                        plain_vars(&spec.vars),
+                    ),
+                    HostSpec::Table(t) => {
+                        if t.port.is_some() {
+                            target.port = t.port;
+                        }
+                        if t.user.is_some() {
+                            target.user = t.user.clone();
+                        }
+                        if let Some(key) = &t.identity_file {
+                            target.identity_file = Some(expand(key));
+                        }
+                        let project = match &t.project {
+                            Some(p) => self.project(name_re, p)?,
+                            None => project_default.clone(),
+                        };
+                        let mut vars = plain_vars(&spec.vars);
+                        vars.extend(plain_vars(&t.vars));
+                        (
+                            t.address.clone(),
+                            t.path.clone().or_else(|| spec.path.clone()),
+                            project,
+                            t.services.clone(),
+                            vars,
+                        )
                     }
-                    if t.user.is_some() {
-                        target.user = t.user.clone();
-                    }
-                    if let Some(key) = &t.identity_file {
-                        target.identity_file = Some(expand(key));
-                    }
-                    let project = match &t.project {
-                        Some(p) => self.project(name_re, p)?,
-                        None => project_default.clone(),
-                    };
-                    let mut vars = plain_vars(&spec.vars);
-                    vars.extend(plain_vars(&t.vars));
-                    (
-                        t.address.clone(),
-                        t.path.clone().or_else(|| spec.path.clone()),
-                        project,
-                        t.services.clone(),
-                        vars,
-                    )
-                }
-            };
-            let Some(path) = path else {
-                return Err(self.at(
+                };
+                let Some(path) = path else {
+                    return Err(self.at(
                     host,
                     format!("host {} of environment `{env_name}` has no path: expected `path = \"/srv/app\"` in the environment or the host", i + 1),
                 ));
-            };
-            if !path.expose().starts_with('/') && spec.transport == TransportKind::Ssh {
-                return Err(self.at(
-                    host,
-                    format!(
-                        "the path of host {} of `{env_name}` is relative: expected an absolute path on the host",
-                        i + 1
-                    ),
-                ));
-            }
-            let path = if spec.transport == TransportKind::Local && !path.expose().starts_with('/') {
-                let abs = std::path::absolute(dir.join(path.expose())).unwrap_or_else(|_| dir.join(path.expose()));
-                Text::Plain(abs.display().to_string())
-            } else {
-                path
-            };
-            let name = if address.is_secret() {
-                format!("host-{}", i + 1)
-            } else {
-                match target.port {
-                    Some(port) if host_has_port(host.get_ref()) => format!("{}:{port}", address.expose()),
-                    _ => address.expose().to_string(),
+                };
+                if !path.expose().starts_with('/') && spec.transport == TransportKind::Ssh {
+                    return Err(self.at(
+                        host,
+                        format!(
+                            "the path of host {} of `{env_name}` is relative: expected an absolute path on the host",
+                            i + 1
+                        ),
+                    ));
                 }
-            };
-            if !seen.insert((address.expose().to_string(), target.port, path.expose().to_string())) {
-                return Err(self.at(host, format!("host `{name}` is listed twice in `{env_name}`")));
+                let path = if spec.transport == TransportKind::Local && !path.expose().starts_with('/') {
+                    let abs = std::path::absolute(dir.join(path.expose())).unwrap_or_else(|_| dir.join(path.expose()));
+                    Text::Plain(abs.display().to_string())
+                } else {
+                    path
+                };
+                let name = if address.is_secret() {
+                    format!("host-{}", i + 1)
+                } else {
+                    match target.port {
+                        Some(port) if host_has_port(host.get_ref()) => format!("{}:{port}", address.expose()),
+                        _ => address.expose().to_string(),
+                    }
+                };
+                if !seen.insert((address.expose().to_string(), target.port, path.expose().to_string())) {
+                    return Err(self.at(host, format!("host `{name}` is listed twice in `{env_name}`")));
+                }
+                hosts.push(Host {
+                    name,
+                    address,
+                    ssh: target,
+                    path,
+                    project,
+                    services,
+                    vars,
+                    engine: Orchestrator::Compose,
+                    nodes: Vec::new(),
+                });
             }
-            hosts.push(Host {
-                name,
-                address,
-                ssh: target,
-                path,
-                project,
-                services,
-                vars,
-                engine: Orchestrator::Compose,
-            });
-        }
+            Ok(hosts)
+        };
+        let mut hosts = hosts_of(&host_specs)?;
         let engine = self.engine(file, env)?;
+        let nodes = match &spec.nodes {
+            Some(n) if engine != Orchestrator::Swarm => {
+                return Err(self.at(
+                    n,
+                    "nodes are a swarm's other nodes: expected them only with engine = \"swarm\"".into(),
+                ))
+            }
+            Some(n) => hosts_of(n.get_ref())?,
+            None => Vec::new(),
+        };
         for h in &mut hosts {
             h.engine = engine;
+            h.nodes = nodes.clone();
         }
         Ok(Environment {
             name: env_name.clone(),
@@ -1081,6 +1100,11 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("outside the stack's network"), "{e}");
+        let c = parse("", "engine = \"swarm\"\nnodes = [\"worker1.example.com\"]\n").unwrap();
+        let manager = &c.environment("prod").unwrap().hosts[0];
+        assert_eq!(manager.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["worker1.example.com"]);
+        let e = parse("", "nodes = [\"worker1.example.com\"]\n").unwrap_err();
+        assert!(e.contains("only with engine = \"swarm\""), "{e}");
         let e = parse("", "engine = \"kubernetes\"\n").unwrap_err();
         assert!(e.contains("unknown variant"), "{e}");
     }

@@ -340,6 +340,9 @@ pub struct EnvironmentSpec {
     /// What runs the app: compose on each host, or a Docker Swarm whose
     /// managers are `hosts`.
     pub engine: Option<Spanned<Orchestrator>>,
+    /// A swarm's other nodes, reached over SSH for exec checks of the tasks
+    /// that run there.
+    pub nodes: Option<Spanned<Vec<Spanned<HostSpec>>>>,
 }
 
 /// `engine = "compose" | "swarm"`.

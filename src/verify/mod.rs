@@ -96,6 +96,8 @@ pub(crate) struct Target<'a> {
     /// `ip:port` of one container on its compose network: `http` checks go
     /// there (through the host) instead of to their URL's host and port.
     pub container: Option<&'a str>,
+    /// A swarm's listed other nodes, reached for exec checks on first use.
+    pub nodes: &'a crate::swarm::Nodes,
 }
 
 impl Target<'_> {
@@ -304,6 +306,7 @@ pub async fn verify_host(config: &Config, member: &Member, record: &Record, repo
     let tunnels = Tunnels::new(member.remote.as_ref());
     let services = tokio::sync::OnceCell::new();
     let started = tokio::sync::OnceCell::new();
+    let nodes = crate::swarm::Nodes::default();
     let target = Target {
         config,
         member,
@@ -313,6 +316,7 @@ pub async fn verify_host(config: &Config, member: &Member, record: &Record, repo
         started: &started,
         reporter,
         container: None,
+        nodes: &nodes,
     };
     let checks = &config.verify.checks;
     let (last, first): (Vec<&Check>, Vec<&Check>) = checks.iter().partition(|c| settles_last(c));
@@ -329,6 +333,7 @@ pub async fn verify_host(config: &Config, member: &Member, record: &Record, repo
         host.evidence = Some(evidence(&target).await);
     }
     tunnels.close().await;
+    nodes.close().await;
     host
 }
 
@@ -359,6 +364,7 @@ pub async fn container_ready(
     let tunnels = Tunnels::new(member.remote.as_ref());
     let services = tokio::sync::OnceCell::new();
     let started = tokio::sync::OnceCell::new();
+    let nodes = crate::swarm::Nodes::default();
     let target = Target {
         config,
         member,
@@ -368,6 +374,7 @@ pub async fn container_ready(
         started: &started,
         reporter,
         container: Some(address),
+        nodes: &nodes,
     };
     let checks: Vec<Check> = http_checks_of(config, service)
         .into_iter()

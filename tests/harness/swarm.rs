@@ -214,6 +214,11 @@ impl Worker {
         worker
     }
 
+    /// sshd_config lines that give a login this node's engine.
+    pub fn sshd_config(&self) -> String {
+        format!("SetEnv DOCKER_HOST=unix://{}\n", self.dir.path().join("sock").display())
+    }
+
     /// `docker` against this node's engine.
     pub fn docker(&self) -> Command {
         let mut c = Command::new("docker");
