@@ -14,7 +14,7 @@ use crate::harness::app::{Behaviour, Health};
 use crate::harness::deployment::{Deployment, Setup};
 use crate::harness::engines::Registry;
 use crate::harness::sshd::{free_port, SshHost};
-use crate::harness::swarm::{exclusive, RegistryImages, Stack, Swarm, Worker};
+use crate::harness::swarm::{exclusive, RegistryImages, Swarm, Worker};
 use crate::harness::Netns;
 use crate::harness::Test;
 
@@ -83,8 +83,9 @@ present = "^worker .* started$"
 "#;
 
 /// The image each of the stack's services runs (`service` → image, digest cut).
-fn service_images(stack: &str) -> Vec<(String, String)> {
-    let out = Command::new("docker")
+fn service_images(swarm: &Swarm, stack: &str) -> Vec<(String, String)> {
+    let out = swarm
+        .docker()
         .args(["service", "ls", "--filter"])
         .arg(format!("label=com.docker.stack.namespace={stack}"))
         .args(["--format", "{{.Name}} {{.Image}}"])
@@ -111,18 +112,18 @@ fn check<'a>(host: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
 #[test]
 fn a_stack_is_deployed_changed_rolled_back_by_its_checks_and_on_request() {
     let _one_at_a_time = exclusive();
-    let _swarm = Swarm::ensure();
+    let swarm = Swarm::start("127.0.0.1");
     let d = Deployment::new(
         Setup {
             app_extra: "compose_files = [\"stack.yml\"]\nzero_downtime = [\"worker\"]\n".into(),
             extra: CHECKS.into(),
+            sshd_extra: swarm.engine.sshd_config(),
             ..Default::default()
         },
         &Behaviour::version("v1"),
     );
-    // Dropped after the stack: the names the manager keeps of what it pushed.
+    // The names a local build's push leaves here, if any.
     let _pushed = RegistryImages("swarm/");
-    let _stack = Stack(d.project.clone());
     d.app.commit_file("stack.yml", STACK, "the stack file");
     let path = d.app.path().join("deploy.toml");
     let text = std::fs::read_to_string(&path).unwrap();
@@ -158,9 +159,10 @@ fn a_stack_is_deployed_changed_rolled_back_by_its_checks_and_on_request() {
     ] {
         assert_eq!(check(&hosts[0], name)["ok"], true, "{name}: {}", hosts[0]);
     }
-    let images_first = service_images(&d.project);
+    let images_first = service_images(&swarm, &d.project);
     // app.zero_downtime: Swarm starts the worker's new task before it stops the old one.
-    let order = Command::new("docker")
+    let order = swarm
+        .docker()
         .args(["service", "inspect", "--format", "{{.Spec.UpdateConfig.Order}}"])
         .arg(format!("{}_worker", d.project))
         .output()
@@ -187,7 +189,7 @@ fn a_stack_is_deployed_changed_rolled_back_by_its_checks_and_on_request() {
     let (run, s) = d.deploy_json(&[], 0);
     let second = s["release"].as_str().unwrap().to_string();
     assert_eq!(d.version().as_deref(), Some("v2"), "{}", run.all());
-    let images_second = service_images(&d.project);
+    let images_second = service_images(&swarm, &d.project);
     assert_ne!(images_first, images_second);
     assert!(
         d.release_images(&second).contains(&images_second[0].1),
@@ -211,7 +213,7 @@ fn a_stack_is_deployed_changed_rolled_back_by_its_checks_and_on_request() {
     assert!(!after.is_empty() && after.iter().all(|c| c["ok"] == true), "{host}");
     assert_eq!(d.current().as_deref(), Some(second.as_str()));
     assert_eq!(d.version().as_deref(), Some("v2"));
-    assert_eq!(service_images(&d.project), images_second);
+    assert_eq!(service_images(&swarm, &d.project), images_second);
 
     // A release whose api exits at once: the stack does not converge, the
     // failed task is the evidence, and the stack is put back (exit 3).
@@ -230,14 +232,14 @@ fn a_stack_is_deployed_changed_rolled_back_by_its_checks_and_on_request() {
     );
     assert_eq!(d.current().as_deref(), Some(second.as_str()));
     assert_eq!(d.version().as_deref(), Some("v2"));
-    assert_eq!(service_images(&d.project), images_second);
+    assert_eq!(service_images(&swarm, &d.project), images_second);
 
     // `deploy rollback`: back to the first release, verified.
     let run = d.run(&["rollback", "test"]);
     assert_eq!(run.code, 0, "{}", run.all());
     assert_eq!(d.current().as_deref(), Some(first.as_str()));
     assert_eq!(d.version().as_deref(), Some("v1"));
-    assert_eq!(service_images(&d.project), images_first);
+    assert_eq!(service_images(&swarm, &d.project), images_first);
 
     // verify, status and logs of a swarm environment.
     let run = d.run(&["verify", "test"]);
@@ -302,7 +304,7 @@ fn a_stack_is_deployed_changed_rolled_back_by_its_checks_and_on_request() {
     let fifth = s["release"].as_str().unwrap().to_string();
     assert_eq!(d.version().as_deref(), Some("v5"), "{}", run.all());
     let prefix = format!("127.0.0.1:{}/swarm/", registry.port);
-    for (service, image) in service_images(&d.project) {
+    for (service, image) in service_images(&swarm, &d.project) {
         if service.ends_with("_api") || service.ends_with("_worker") {
             assert!(
                 image.starts_with(&prefix) && image.contains(":sha-"),
@@ -340,12 +342,13 @@ fn a_stack_is_deployed_changed_rolled_back_by_its_checks_and_on_request() {
     assert_eq!(run.code, 0, "{}", run.all());
     assert_eq!(d.current().as_deref(), Some(second.as_str()));
     assert_eq!(d.version().as_deref(), Some("v2"));
-    assert_eq!(service_images(&d.project), images_second);
+    assert_eq!(service_images(&swarm, &d.project), images_second);
 
     // The api changed behind deploy's back, and the first manager still does
     // not answer: the second one's state is not what the stack runs, so it
     // decides nothing.
-    let changed = Command::new("docker")
+    let changed = swarm
+        .docker()
         .args([
             "service",
             "update",
@@ -423,19 +426,18 @@ fn running_image(mut docker: Command, stack: &str, service: &str) -> Option<Stri
 fn a_swarm_of_two_nodes_needs_a_registry_and_runs_the_managers_images_everywhere() {
     let _one_at_a_time = exclusive();
     let ns = Netns::new();
-    let _swarm = Swarm::ensure_at(&ns.outer());
+    let swarm = Swarm::start(&ns.outer());
     let registry = Registry::start();
-    let worker = Worker::join(&ns, registry.port);
+    let worker = Worker::join(&ns, registry.port, &swarm);
     let d = Deployment::new(
         Setup {
             app_extra: "compose_files = [\"stack.yml\"]\n".into(),
             extra: CHECKS.into(),
+            sshd_extra: swarm.engine.sshd_config(),
             ..Default::default()
         },
         &Behaviour::version("v1"),
     );
-    let _pushed = RegistryImages("multi/");
-    let _stack = Stack(d.project.clone());
     d.app.commit_file("stack.yml", TWO_NODE_STACK, "the stack file");
     // The second node over SSH (a login whose docker is that node's), for
     // exec checks of the tasks that run only there.
@@ -467,7 +469,7 @@ fn a_swarm_of_two_nodes_needs_a_registry_and_runs_the_managers_images_everywhere
         "{}",
         run.all()
     );
-    assert!(service_images(&d.project).is_empty(), "nothing was deployed");
+    assert!(service_images(&swarm, &d.project).is_empty(), "nothing was deployed");
 
     // Through the registry: every check passes (the worker's log line comes
     // from the second node), and both nodes run the very images the manager built.
@@ -490,7 +492,7 @@ fn a_swarm_of_two_nodes_needs_a_registry_and_runs_the_managers_images_everywhere
         for c in s["hosts"][0]["checks"].as_array().unwrap() {
             assert_eq!(c["ok"], true, "{c}");
         }
-        let here = running_image(Command::new("docker"), &d.project, "api").expect("an api task here");
+        let here = running_image(swarm.docker(), &d.project, "api").expect("an api task here");
         let there = running_image(worker.docker(), &d.project, "api").expect("an api task on the second node");
         assert_eq!(here, there, "{version}: the same api image on both nodes");
         assert!(

@@ -1102,7 +1102,10 @@ mod tests {
         assert!(e.contains("outside the stack's network"), "{e}");
         let c = parse("", "engine = \"swarm\"\nnodes = [\"worker1.example.com\"]\n").unwrap();
         let manager = &c.environment("prod").unwrap().hosts[0];
-        assert_eq!(manager.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["worker1.example.com"]);
+        assert_eq!(
+            manager.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+            ["worker1.example.com"]
+        );
         let e = parse("", "nodes = [\"worker1.example.com\"]\n").unwrap_err();
         assert!(e.contains("only with engine = \"swarm\""), "{e}");
         let e = parse("", "engine = \"kubernetes\"\n").unwrap_err();

@@ -375,6 +375,9 @@ impl LocalBuild {
         host.services = None;
         // Images named apart from any host's, should this machine be one.
         host.project = format!("{}-build", host.project);
+        // This machine only builds: it is no swarm manager, whatever the hosts are.
+        host.engine = crate::config::Orchestrator::Compose;
+        host.nodes = Vec::new();
         let mut env = fleet.env.clone();
         env.transport = TransportKind::Local;
         env.hosts = vec![host.clone()];

@@ -192,6 +192,14 @@ impl Drop for OwnEngine {
             let _ = self.child.wait();
         }
         let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
+        // A swarm's network sandboxes stay mounted under the exec root.
+        let root = self.dir.path().display().to_string();
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        for point in mounts.lines().filter_map(|l| l.split_whitespace().nth(1)) {
+            if point.starts_with(&root) {
+                let _ = Command::new("umount").args(["-l", point]).output();
+            }
+        }
         // vfs leaves plain directories, some read-only to their owner.
         let _ = Command::new("rm").arg("-rf").arg(self.dir.path()).status();
         TAKEN.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.slot);

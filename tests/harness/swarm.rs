@@ -1,23 +1,66 @@
-//! This machine's engine as a single-node Docker Swarm, for as long as a test
-//! needs it: `docker swarm init --advertise-addr 127.0.0.1` only when the
-//! engine is not in a swarm already, and on drop the engine is left as it was
-//! found (the swarm left, the `docker_gwbridge` network it made removed). A
-//! stack guard removes a test's stack and waits until its containers and
-//! network are gone.
+//! Docker Swarms of the tests' own: a manager that is a dockerd of its own,
+//! and a second node in a network namespace the test makes. This machine's
+//! engine is never put in swarm mode (see [`Swarm`]).
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{open_tempdir, sh, wait_for, Netns};
+use super::engines::OwnEngine;
+use super::sshd::free_port;
+use super::{images, open_tempdir, sh, wait_for, Netns};
 
-/// The engine in swarm mode while this lives.
-pub struct Swarm {
-    /// Whether this guard made the swarm (and so leaves it).
-    made: bool,
-    /// Whether `docker_gwbridge` existed before.
-    had_gwbridge: bool,
+/// One swarm test at a time: each makes a swarm, and two swarms on one
+/// machine would share its ports and VXLAN devices.
+static EXCLUSIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Held for as long as a test uses a swarm.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    EXCLUSIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A swarm of the test's own: a dockerd of its own (see
+/// [`OwnEngine`]) made a swarm manager, with the base images. Never this
+/// machine's engine: leaving a swarm makes Docker 20.10 forget the DNS names
+/// of the containers of every other network on that engine (seen here:
+/// after `swarm leave --force`, a compose app's containers no longer
+/// resolved each other), so a swarm on it could not be left as found.
+pub struct Swarm {
+    pub engine: OwnEngine,
+    /// The manager's swarm port.
+    pub port: u16,
+}
+
+impl Swarm {
+    /// A manager advertised (and listening) at `addr`.
+    pub fn start(addr: &str) -> Swarm {
+        let engine = OwnEngine::start();
+        engine.load_from_main(images::BUSYBOX);
+        engine.load_from_main(images::REDIS);
+        let port = free_port();
+        sh(engine
+            .docker()
+            .args(["swarm", "init", "--advertise-addr", addr])
+            .arg("--listen-addr")
+            .arg(format!("{addr}:{port}"))
+            // VXLAN on a port of its own: not another swarm's on this machine.
+            .args(["--data-path-port", &free_port().to_string()]));
+        Swarm { engine, port }
+    }
+
+    /// `docker` against the manager.
+    pub fn docker(&self) -> Command {
+        self.engine.docker()
+    }
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        // Then the engine goes, with everything it made.
+        let _ = self.docker().args(["swarm", "leave", "--force"]).output();
+    }
+}
+
+/// `docker <args>` on this machine's engine: whether it succeeded, and what it printed.
 fn docker(args: &[&str]) -> (bool, String) {
     let out = Command::new("docker").args(args).output().expect("docker runs");
     (
@@ -28,83 +71,6 @@ fn docker(args: &[&str]) -> (bool, String) {
             String::from_utf8_lossy(&out.stderr)
         ),
     )
-}
-
-/// One swarm test at a time: each puts the engine in swarm mode its own way.
-static EXCLUSIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Held for as long as a test uses the swarm.
-pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
-    EXCLUSIVE.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Swarm {
-    /// A single-node swarm advertised on loopback.
-    pub fn ensure() -> Swarm {
-        Swarm::ensure_at("127.0.0.1")
-    }
-
-    /// A swarm advertised at `addr` (where other nodes reach it).
-    pub fn ensure_at(addr: &str) -> Swarm {
-        let (_, state) = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
-        let had_gwbridge = docker(&["network", "inspect", "docker_gwbridge"]).0;
-        if state.trim() == "active" {
-            return Swarm {
-                made: false,
-                had_gwbridge,
-            };
-        }
-        let (ok, said) = docker(&["swarm", "init", "--advertise-addr", addr]);
-        assert!(ok, "docker swarm init: {said}");
-        Swarm {
-            made: true,
-            had_gwbridge,
-        }
-    }
-}
-
-impl Drop for Swarm {
-    fn drop(&mut self) {
-        if !self.made {
-            return;
-        }
-        let (ok, said) = docker(&["swarm", "leave", "--force"]);
-        if !ok {
-            eprintln!("docker swarm leave --force: {said}");
-        }
-        if !self.had_gwbridge {
-            // The bridge is let go a moment after the swarm is left.
-            for _ in 0..50 {
-                let (_, said) = docker(&["network", "rm", "docker_gwbridge"]);
-                if !docker(&["network", "inspect", "docker_gwbridge"]).0 {
-                    break;
-                }
-                eprintln!("docker network rm docker_gwbridge: {said}");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    }
-}
-
-/// Removes stack `name` on drop and waits for its containers and networks to go.
-pub struct Stack(pub String);
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        let _ = docker(&["stack", "rm", &self.0]);
-        let label = format!("label=com.docker.stack.namespace={}", self.0);
-        // Never a panic in a drop: it may run while a failed test unwinds.
-        let started = std::time::Instant::now();
-        while started.elapsed() < Duration::from_secs(60) {
-            if docker(&["ps", "-aq", "--filter", &label]).1.trim().is_empty()
-                && docker(&["network", "ls", "-q", "--filter", &label]).1.trim().is_empty()
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        eprintln!("stack {} still has containers or networks after 60 s", self.0);
-    }
 }
 
 /// Removes, on drop, this engine's images whose repository starts with a
@@ -143,7 +109,7 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn join(ns: &Netns, registry_port: u16) -> Worker {
+    pub fn join(ns: &Netns, registry_port: u16, swarm: &Swarm) -> Worker {
         let dir = open_tempdir();
         let d = dir.path();
         let bridge = format!("{}br", ns.name);
@@ -198,18 +164,14 @@ impl Worker {
         wait_for("the worker's dockerd", Duration::from_secs(60), || {
             worker.docker().arg("info").output().is_ok_and(|o| o.status.success())
         });
-        let (ok, token) = docker(&["swarm", "join-token", "-q", "worker"]);
-        assert!(ok, "join-token: {token}");
+        let token = sh(swarm.docker().args(["swarm", "join-token", "-q", "worker"]));
         sh(worker
             .docker()
             .args(["swarm", "join", "--token", token.trim(), "--advertise-addr", &ns.addr])
-            .arg(format!("{outer}:2377")));
+            .arg(format!("{outer}:{}", swarm.port)));
         wait_for("two ready nodes", Duration::from_secs(60), || {
-            docker(&["node", "ls", "--format", "{{.Status}}"])
-                .1
-                .matches("Ready")
-                .count()
-                == 2
+            let out = swarm.docker().args(["node", "ls", "--format", "{{.Status}}"]).output();
+            out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).matches("Ready").count() == 2)
         });
         worker
     }
