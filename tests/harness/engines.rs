@@ -52,36 +52,15 @@ impl OwnEngine {
             sh(Command::new("ip").args(&args));
         }
         let dir = open_tempdir();
-        let d = dir.path();
-        // The machine's daemon.json names its own data root and storage driver.
-        std::fs::write(d.join("daemon.json"), "{\"mtu\": 1400}").expect("daemon.json");
-        let child = Command::new("dockerd")
-            .arg("--config-file")
-            .arg(d.join("daemon.json"))
-            .arg("--data-root")
-            .arg(d.join("data"))
-            .arg("--exec-root")
-            .arg(d.join("exec"))
-            .arg("--pidfile")
-            .arg(d.join("pid"))
-            .arg("-H")
-            .arg(format!("unix://{}", d.join("sock").display()))
-            .args(["--bridge", &bridge, "--iptables=false", "--ip6tables=false"])
-            .args(["--storage-driver", "vfs"])
-            // Were a system containerd used, its namespace is not the machine engine's.
-            .args(["--containerd-namespace", &format!("dtest{n}")])
-            .args(["--containerd-plugins-namespace", &format!("dtest{n}-plugins")])
-            .args(["--default-address-pool", &format!("base=10.{}.0.0/16,size=24", 192 + n)])
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(d.join("dockerd.log")).expect("log"))
-            .stderr(Stdio::from(
-                std::fs::OpenOptions::new()
-                    .append(true)
-                    .open(d.join("dockerd.log"))
-                    .expect("log"),
-            ))
-            .spawn()
-            .expect("dockerd starts");
+        let mut dockerd = Command::new("dockerd");
+        dockerd.args(["--iptables=false", "--ip6tables=false"]);
+        let child = spawn_dockerd(
+            dockerd,
+            dir.path(),
+            &bridge,
+            &format!("dtest{n}"),
+            &format!("base=10.{}.0.0/16,size=24", 192 + n),
+        );
         let engine = OwnEngine {
             dir,
             slot: n,
@@ -204,6 +183,37 @@ impl Drop for OwnEngine {
         let _ = Command::new("rm").arg("-rf").arg(self.dir.path()).status();
         TAKEN.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.slot);
     }
+}
+
+/// Starts `dockerd` (a command that runs it, with any flags of its own) as
+/// an engine of its own in `dir`: a fresh data root, its socket at
+/// `dir/sock`, vfs storage, bridge `bridge`, containerd namespace
+/// `namespace`, networks from `pool`; its log in `dir/dockerd.log`.
+pub fn spawn_dockerd(mut dockerd: Command, dir: &std::path::Path, bridge: &str, namespace: &str, pool: &str) -> Child {
+    // The machine's daemon.json names its own data root and storage driver.
+    std::fs::write(dir.join("daemon.json"), "{\"mtu\": 1400}").expect("daemon.json");
+    let log = std::fs::File::create(dir.join("dockerd.log")).expect("log");
+    dockerd
+        .arg("--config-file")
+        .arg(dir.join("daemon.json"))
+        .arg("--data-root")
+        .arg(dir.join("data"))
+        .arg("--exec-root")
+        .arg(dir.join("exec"))
+        .arg("--pidfile")
+        .arg(dir.join("pid"))
+        .arg("-H")
+        .arg(format!("unix://{}", dir.join("sock").display()))
+        .args(["--bridge", bridge, "--storage-driver", "vfs"])
+        // Were a system containerd used, its namespace is not the machine engine's.
+        .args(["--containerd-namespace", namespace])
+        .args(["--containerd-plugins-namespace", &format!("{namespace}-plugins")])
+        .args(["--default-address-pool", pool])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("dockerd starts")
 }
 
 /// Debian's `docker-registry` on a loopback port, its storage in a temporary

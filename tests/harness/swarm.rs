@@ -5,7 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::engines::OwnEngine;
+use super::engines::{spawn_dockerd, OwnEngine};
 use super::sshd::free_port;
 use super::{images, open_tempdir, sh, wait_for, Netns};
 
@@ -121,29 +121,14 @@ impl Worker {
         ] {
             sh(ns.command("ip").args(&args));
         }
-        std::fs::write(d.join("daemon.json"), "{\"mtu\": 1400}").expect("daemon.json");
-        let log = std::fs::File::create(d.join("dockerd.log")).expect("log");
-        let dockerd = ns
-            .enter("dockerd")
-            .arg("--config-file")
-            .arg(d.join("daemon.json"))
-            .arg("--data-root")
-            .arg(d.join("data"))
-            .arg("--exec-root")
-            .arg(d.join("exec"))
-            .arg("--pidfile")
-            .arg(d.join("pid"))
-            .arg("-H")
-            .arg(format!("unix://{}", d.join("sock").display()))
-            .args(["--bridge", &bridge, "--storage-driver", "vfs"])
-            .args(["--containerd-namespace", &format!("{}w", ns.name)])
-            .args(["--containerd-plugins-namespace", &format!("{}w-plugins", ns.name)])
-            .args(["--default-address-pool", "base=10.234.0.0/16,size=24"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("dockerd starts");
+        // iptables of its own: the namespace has its own.
+        let dockerd = spawn_dockerd(
+            ns.enter("dockerd"),
+            d,
+            &bridge,
+            &format!("{}w", ns.name),
+            "base=10.234.0.0/16,size=24",
+        );
         let port = registry_port.to_string();
         let outer = ns.outer();
         let forwards = vec![
