@@ -148,41 +148,54 @@ pub fn image_id(mut docker: Command, image: &str) -> Option<String> {
 
 impl Drop for OwnEngine {
     fn drop(&mut self) {
-        let list = |args: &[&str]| -> Vec<String> {
-            self.docker()
-                .args(args)
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect())
-                .unwrap_or_default()
-        };
-        let containers = list(&["ps", "-aq"]);
-        if !containers.is_empty() {
-            let _ = self.docker().args(["rm", "-f"]).args(&containers).output();
-        }
-        // Its networks' bridges live in this machine's network stack.
-        let _ = self.docker().args(["network", "prune", "-f"]).output();
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
-        let waited = (0..100).any(|_| {
-            std::thread::sleep(Duration::from_millis(100));
-            matches!(self.child.try_wait(), Ok(Some(_)))
-        });
-        if !waited {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        stop_dockerd(&mut self.child, self.dir.path());
         let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
-        // A swarm's network sandboxes stay mounted under the exec root.
-        let root = self.dir.path().display().to_string();
-        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-        for point in mounts.lines().filter_map(|l| l.split_whitespace().nth(1)) {
-            if point.starts_with(&root) {
-                let _ = Command::new("umount").args(["-l", point]).output();
-            }
-        }
-        // vfs leaves plain directories, some read-only to their owner.
-        let _ = Command::new("rm").arg("-rf").arg(self.dir.path()).status();
         TAKEN.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.slot);
     }
+}
+
+/// Stops an engine of its own started by [`spawn_dockerd`] in `dir` and
+/// removes what it made: its containers and networks (their bridges live in
+/// a network stack that outlives it), the daemon (SIGTERM, so it stops its
+/// containerd and unmounts; killed after 10 s), what a swarm left mounted
+/// under its exec root, and its files.
+pub fn stop_dockerd(child: &mut Child, dir: &std::path::Path) {
+    let docker = || {
+        let mut c = Command::new("docker");
+        c.env("DOCKER_HOST", format!("unix://{}", dir.join("sock").display()));
+        c
+    };
+    let containers = docker()
+        .args(["ps", "-aq"])
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    let containers: Vec<String> = String::from_utf8_lossy(&containers)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    if !containers.is_empty() {
+        let _ = docker().args(["rm", "-f"]).args(&containers).output();
+    }
+    let _ = docker().args(["network", "prune", "-f"]).output();
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let stopped = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !stopped {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let root = dir.display().to_string();
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    for point in mounts.lines().filter_map(|l| l.split_whitespace().nth(1)) {
+        if point.starts_with(&root) {
+            let _ = Command::new("umount").args(["-l", point]).output();
+        }
+    }
+    // vfs leaves plain directories, some read-only to their owner.
+    let _ = Command::new("rm").arg("-rf").arg(dir).status();
 }
 
 /// Starts `dockerd` (a command that runs it, with any flags of its own) as

@@ -5,7 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::engines::{spawn_dockerd, OwnEngine};
+use super::engines::{spawn_dockerd, stop_dockerd, OwnEngine};
 use super::sshd::free_port;
 use super::{images, open_tempdir, sh, wait_for, Netns};
 
@@ -180,34 +180,10 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         let _ = self.docker().args(["swarm", "leave", "--force"]).output();
-        let containers = self
-            .docker()
-            .args(["ps", "-aq"])
-            .output()
-            .map(|o| o.stdout)
-            .unwrap_or_default();
-        let containers: Vec<String> = String::from_utf8_lossy(&containers)
-            .lines()
-            .map(str::to_string)
-            .collect();
-        if !containers.is_empty() {
-            let _ = self.docker().args(["rm", "-f"]).args(&containers).output();
-        }
-        // SIGTERM: dockerd stops its containerd and unmounts what it mounted.
-        let _ = Command::new("kill").arg(self.dockerd.id().to_string()).status();
-        let stopped = (0..100).any(|_| {
-            std::thread::sleep(Duration::from_millis(100));
-            matches!(self.dockerd.try_wait(), Ok(Some(_)))
-        });
-        if !stopped {
-            let _ = self.dockerd.kill();
-            let _ = self.dockerd.wait();
-        }
+        stop_dockerd(&mut self.dockerd, self.dir.path());
         for f in &mut self.forwards {
             let _ = f.kill();
             let _ = f.wait();
         }
-        // vfs leaves directories read-only to their owner.
-        let _ = Command::new("rm").arg("-rf").arg(self.dir.path()).status();
     }
 }
