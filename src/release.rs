@@ -320,13 +320,18 @@ pub const STARTED_FILE: &str = ".deploy-started";
 
 // $1 the release's override file, $2 its started file. Prints each image the
 // override names that the engine lacks; if none is missing, records that the
-// release is being started now.
+// release is being started now. One `docker image inspect` of them all when
+// all are there (the usual case); one each only to name those missing.
 const BEFORE_UP: &str = with_image_names!(
     r#"
 [ -f "$1" ] || { echo "no override file $1: the release was not staged completely" >&2; exit 3; }
-missing=$(image_names "$1" | while IFS= read -r img; do
-  docker image inspect "$img" >/dev/null 2>&1 || echo "$img"
-done)
+names=$(image_names "$1")
+missing=""
+if [ -n "$names" ] && ! docker image inspect $names >/dev/null 2>&1; then
+  missing=$(printf '%s\n' "$names" | while IFS= read -r img; do
+    docker image inspect "$img" >/dev/null 2>&1 || echo "$img"
+  done)
+fi
 if [ -n "$missing" ]; then
   echo "the images of release $3 are gone ($(echo $missing)); it cannot start without a build" >&2
   exit 3
@@ -516,7 +521,7 @@ const REUSE_IMAGES: &str = with_image_names!(
 old="$1/releases/$2"; new="$1/releases/$3"
 [ -f "$old/.deploy-compose.yml" ] && [ -f "$new/.deploy-compose.yml" ] || exit 0
 cmp -s "$old/.deploy-env" "$new/.deploy-env" || exit 0
-diff -rq --no-dereference -x .deploy-compose.yml -x .deploy-started -x .deploy-release.json -x .deploy-registry.yml -x .deploy-docker "$old" "$new" >/dev/null 2>&1 || exit 0
+diff -rq --no-dereference -x .deploy-compose.yml -x .deploy-started -x '.deploy-services.yml*' -x .deploy-release.json -x .deploy-registry.yml -x .deploy-docker "$old" "$new" >/dev/null 2>&1 || exit 0
 services() { grep -v -e 'image:' -e '^#' -e '^    build:$' -e '^      context:' "$1"; }
 [ "$(services "$old/.deploy-compose.yml")" = "$(services "$new/.deploy-compose.yml")" ] || exit 0
 for img in $(image_names "$old/.deploy-compose.yml"); do
@@ -534,24 +539,58 @@ pub fn reuse_images(layout: &Layout, live: &str, id: &str) -> Cmd {
 }
 
 // $1 the reuse check ("" when a build is wanted anyway), $2 the build (tracked),
-// $3 the content tagging. Prints "reused" when the live release's images serve.
+// $3 the content tagging, $4 what resolves the release's services (`compose
+// config`; "": none), $5 the file it goes to. Prints "reused" when the live release's
+// images serve. The services are resolved beside the build, on the other
+// cores, into a file closed to others (it holds the variables' values), moved
+// into place only when whole; waited for before the command ends, whatever
+// the build did.
 const BUILD: &str = r#"
-if [ -n "$1" ] && [ "$(sh -c "$1" 2>/dev/null)" = reused ]; then echo reused; exit 0; fi
-sh -c "$2" || exit $?
-sh -c "$3"
+[ -z "$4" ] || (umask 077; sh -c "$4" > "$5.tmp" 2>/dev/null && mv "$5.tmp" "$5" || rm -f "$5.tmp") &
+if [ -n "$1" ] && [ "$(sh -c "$1" 2>/dev/null)" = reused ]; then wait; echo reused; exit 0; fi
+sh -c "$2" || { rc=$?; wait; exit $rc; }
+sh -c "$3"; rc=$?
+wait
+exit $rc
 "#;
 
 /// One command for the build of a release: reuse the live release's images
 /// when `reuse` says so (see `REUSE_IMAGES`), else `build`, then `address`
-/// (content tags). Prints `reused` when nothing was built.
-pub fn build(reuse: Option<&Cmd>, build: &Cmd, address: &Cmd) -> Cmd {
+/// (content tags); meanwhile `config` (the release's `compose config`), if
+/// any, is written to its [`SERVICES_FILE`] in `dir`, for the checklist.
+/// Prints `reused` when nothing was built.
+pub fn build(reuse: Option<&Cmd>, build: &Cmd, address: &Cmd, config: Option<&Cmd>, dir: &str) -> Cmd {
+    let word = |c: Option<&Cmd>| c.map(Cmd::as_word).unwrap_or_else(|| "".into());
     Cmd::new("sh")
         .arg("-c")
         .arg(BUILD)
         .arg("sh")
-        .arg(reuse.map(Cmd::as_word).unwrap_or_else(|| "".into()))
+        .arg(word(reuse))
         .arg(build.as_word())
         .arg(address.as_word())
+        .arg(word(config))
+        .arg(format!("{dir}/{SERVICES_FILE}"))
+}
+
+/// The file in a release that holds its services as `compose config` resolved
+/// them while it was built (0600: the variables' values are in it). Images are
+/// named there as before the content tags (it is written beside the build):
+/// what reads it uses the services, their profiles, replicas and dependencies.
+pub const SERVICES_FILE: &str = ".deploy-services.yml";
+
+const RESOLVED_SERVICES: &str = r#"cat "$1" 2>/dev/null || sh -c "$2""#;
+
+/// Release `id`'s services as compose resolves them: its [`SERVICES_FILE`],
+/// or `config` (its `compose config`) where the release has none (built
+/// elsewhere, or by an older deploy).
+pub fn resolved_services(layout: &Layout, id: &str, config: &Cmd) -> Cmd {
+    let file = format!("{}/{SERVICES_FILE}", layout.release(id));
+    Cmd::new("sh")
+        .arg("-c")
+        .arg(RESOLVED_SERVICES)
+        .arg("sh")
+        .arg(file)
+        .arg(config.as_word())
 }
 
 /// After the build: names release `id`'s images by their content in its override.

@@ -86,3 +86,55 @@ fn without_the_engine_api_the_checks_use_the_cli_and_say_so_with_v() {
     let commands = summary["hosts"][0]["remote_commands"].as_u64().unwrap();
     assert!(commands > 6, "the CLI takes commands: {commands}");
 }
+
+/// `compose_ps` with no compose program started at check time: the build
+/// resolved the release's services beside itself (`compose config`, into a
+/// 0600 file of the release), and the check reads that file.
+#[test]
+fn compose_ps_reads_the_services_resolved_by_the_build() {
+    let d = Deployment::new(
+        Setup {
+            compose: "v1",
+            extra: r#"
+[verify]
+timeout = "5s"
+
+[[verify.checks]]
+name = "containers up"
+type = "compose_ps"
+"#
+            .into(),
+            ..Setup::default()
+        },
+        &Behaviour::version("A"),
+    );
+    d.deploy(&[], 0);
+    let release = d.current().expect("a live release");
+    let file = d
+        .app_path()
+        .join("releases")
+        .join(&release)
+        .join(".deploy-services.yml");
+    let text = std::fs::read_to_string(&file).expect("the build wrote the release's services");
+    for service in ["api:", "worker:", "redis:"] {
+        assert!(text.contains(service), "{service} in {text}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "it holds the variables' values: closed to others");
+
+    // The check believes the file: a service only the file names fails it...
+    let owner = std::fs::metadata(&file).unwrap();
+    std::fs::write(&file, "services:\n  api: {}\n  ghost: {}\n").unwrap();
+    std::os::unix::fs::chown(&file, Some(std::os::unix::fs::MetadataExt::uid(&owner)), None).unwrap();
+    let run = d.run(&["verify", "test"]);
+    assert_eq!(run.code, 6, "{}", run.all());
+    assert!(run.all().contains("ghost: no container"), "{}", run.all());
+
+    // ... and without the file (a release built elsewhere, or by an older
+    // deploy), compose resolves the services at check time.
+    std::fs::remove_file(&file).unwrap();
+    let run = d.run(&["verify", "test"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.all().contains("worker"), "{}", run.all());
+}

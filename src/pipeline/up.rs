@@ -578,10 +578,20 @@ async fn stage_host(
     let live = live.filter(|_| !config.app.no_cache);
     let reuse = live.map(|live| release::reuse_images(&m.layout, live, id));
     let address = release::address_images(&m.layout, id);
+    // The checklist's `compose_ps` reads the services resolved beside the build.
+    let resolve =
+        (record.engine == crate::config::Orchestrator::Compose).then(|| m.compose_for(record).cmd(["config"]));
     let out = step(reporter, host, Step::Build, async {
         let out = r
             .run(
-                &release::build(reuse.as_ref(), &build, &address).into(),
+                &release::build(
+                    reuse.as_ref(),
+                    &build,
+                    &address,
+                    resolve.as_ref(),
+                    &m.layout.release(id),
+                )
+                .into(),
                 Some(BUILD_TIMEOUT),
             )
             .await
