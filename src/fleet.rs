@@ -55,6 +55,11 @@ pub struct Member {
     /// The swarm's number of nodes, where this host is a swarm manager of a
     /// swarm environment (after preflight).
     pub swarm_nodes: Option<u32>,
+    /// The services of the release this run built here, as compose resolved
+    /// them beside the build: its checklist needs no `compose config`. Their
+    /// `image`s are as the override named them at some moment of the build
+    /// (before or after the content tags): not where to read images from.
+    resolved: std::sync::Mutex<Option<(String, Vec<crate::compose::Service>)>>,
     /// The engine's API through the connection, once asked for: `Err` says why not.
     engine: tokio::sync::OnceCell<Result<Engine, String>>,
     /// Whether the engine's absence was told already.
@@ -83,10 +88,26 @@ impl Member {
             git: false,
             detected: None,
             docker_socket: docker_socket("-"),
+            resolved: std::sync::Mutex::new(None),
             engine: tokio::sync::OnceCell::new(),
             engine_told: std::sync::atomic::AtomicBool::new(false),
             swarm_nodes: None,
         }
+    }
+
+    /// Keeps release `id`'s services as its build in this run resolved them.
+    pub fn resolved(&self, id: &str, services: Vec<crate::compose::Service>) {
+        *self.resolved.lock().unwrap_or_else(|e| e.into_inner()) = Some((id.to_string(), services));
+    }
+
+    /// Release `id`'s services as its build in this run resolved them, if it
+    /// was built here in this run: what compose's own files and variables
+    /// (shared files too) said a moment ago, not a file a commit could bring.
+    pub fn resolved_services(&self, id: &str) -> Option<Vec<crate::compose::Service>> {
+        let kept = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        kept.as_ref()
+            .filter(|(of, _)| of == id)
+            .map(|(_, services)| services.clone())
     }
 
     /// The host's Docker Engine API, connected on first use; `None` (told once,

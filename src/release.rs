@@ -521,7 +521,7 @@ const REUSE_IMAGES: &str = with_image_names!(
 old="$1/releases/$2"; new="$1/releases/$3"
 [ -f "$old/.deploy-compose.yml" ] && [ -f "$new/.deploy-compose.yml" ] || exit 0
 cmp -s "$old/.deploy-env" "$new/.deploy-env" || exit 0
-diff -rq --no-dereference -x .deploy-compose.yml -x .deploy-started -x '.deploy-services.yml*' -x .deploy-release.json -x .deploy-registry.yml -x .deploy-docker "$old" "$new" >/dev/null 2>&1 || exit 0
+diff -rq --no-dereference -x .deploy-compose.yml -x .deploy-started -x '.deploy-services.*' -x .deploy-release.json -x .deploy-registry.yml -x .deploy-docker "$old" "$new" >/dev/null 2>&1 || exit 0
 services() { grep -v -e 'image:' -e '^#' -e '^    build:$' -e '^      context:' "$1"; }
 [ "$(services "$old/.deploy-compose.yml")" = "$(services "$new/.deploy-compose.yml")" ] || exit 0
 for img in $(image_names "$old/.deploy-compose.yml"); do
@@ -538,27 +538,42 @@ pub fn reuse_images(layout: &Layout, live: &str, id: &str) -> Cmd {
     shell(REUSE_IMAGES, &[&layout.root, live, id])
 }
 
-// $1 the reuse check ("" when a build is wanted anyway), $2 the build (tracked),
-// $3 the content tagging, $4 what resolves the release's services (`compose
-// config`; "": none), $5 the file it goes to. Prints "reused" when the live release's
-// images serve. The services are resolved beside the build, on the other
-// cores, into a file closed to others (it holds the variables' values), moved
-// into place only when whole; waited for before the command ends, whatever
-// the build did.
+// $1 the reuse check ("" when a build is wanted anyway), $2 the build, $3 the
+// content tagging, $4 what resolves the release's services (`compose config`;
+// "": none), $5 the release's directory. Prints "reused" when the live
+// release's images serve. The services are resolved beside the build (on the
+// other cores) into a file of its own making (mktemp: new, 0600, for the
+// variables' values are in it), waited for whatever the build did, printed
+// after a line `@@deploy services` when the build passed and compose resolved
+// them, and removed.
 const BUILD: &str = r#"
-[ -z "$4" ] || (umask 077; sh -c "$4" > "$5.tmp" 2>/dev/null && mv "$5.tmp" "$5" || rm -f "$5.tmp") &
-if [ -n "$1" ] && [ "$(sh -c "$1" 2>/dev/null)" = reused ]; then wait; echo reused; exit 0; fi
-sh -c "$2" || { rc=$?; wait; exit $rc; }
-sh -c "$3"; rc=$?
-wait
-exit $rc
+out=""
+if [ -n "$4" ] && out=$(mktemp "$5/.deploy-services.XXXXXX" 2>/dev/null); then
+  (sh -c "$4" > "$out" 2>/dev/null || : > "$out") &
+else
+  out=""
+fi
+finish() {
+  wait
+  if [ "$1" = 0 ] && [ -n "$out" ] && [ -s "$out" ]; then echo "@@deploy services"; cat "$out"; fi
+  [ -z "$out" ] || rm -f "$out"
+  exit "$1"
+}
+if [ -n "$1" ] && [ "$(sh -c "$1" 2>/dev/null)" = reused ]; then echo reused; finish 0; fi
+sh -c "$2" || finish $?
+sh -c "$3"
+finish $?
 "#;
+
+/// The line of [`build`]'s output after which the release's services follow.
+pub const SERVICES_MARK: &str = "@@deploy services\n";
 
 /// One command for the build of a release: reuse the live release's images
 /// when `reuse` says so (see `REUSE_IMAGES`), else `build`, then `address`
 /// (content tags); meanwhile `config` (the release's `compose config`), if
-/// any, is written to its [`SERVICES_FILE`] in `dir`, for the checklist.
-/// Prints `reused` when nothing was built.
+/// any, resolves its services in its directory `dir`. Prints `reused` when
+/// nothing was built; then, when compose resolved them, [`SERVICES_MARK`] and
+/// the services (read with [`built`]).
 pub fn build(reuse: Option<&Cmd>, build: &Cmd, address: &Cmd, config: Option<&Cmd>, dir: &str) -> Cmd {
     let word = |c: Option<&Cmd>| c.map(Cmd::as_word).unwrap_or_else(|| "".into());
     Cmd::new("sh")
@@ -569,28 +584,22 @@ pub fn build(reuse: Option<&Cmd>, build: &Cmd, address: &Cmd, config: Option<&Cm
         .arg(build.as_word())
         .arg(address.as_word())
         .arg(word(config))
-        .arg(format!("{dir}/{SERVICES_FILE}"))
+        .arg(dir)
 }
 
-/// The file in a release that holds its services as `compose config` resolved
-/// them while it was built (0600: the variables' values are in it). Images are
-/// named there as before the content tags (it is written beside the build):
-/// what reads it uses the services, their profiles, replicas and dependencies.
-pub const SERVICES_FILE: &str = ".deploy-services.yml";
-
-const RESOLVED_SERVICES: &str = r#"cat "$1" 2>/dev/null || sh -c "$2""#;
-
-/// Release `id`'s services as compose resolves them: its [`SERVICES_FILE`],
-/// or `config` (its `compose config`) where the release has none (built
-/// elsewhere, or by an older deploy).
-pub fn resolved_services(layout: &Layout, id: &str, config: &Cmd) -> Cmd {
-    let file = format!("{}/{SERVICES_FILE}", layout.release(id));
-    Cmd::new("sh")
-        .arg("-c")
-        .arg(RESOLVED_SERVICES)
-        .arg("sh")
-        .arg(file)
-        .arg(config.as_word())
+/// [`build`]'s output split: what the build said (`reused`, or compose's
+/// output) and, where compose resolved them, the release's services as
+/// `compose config` printed them. The mark is looked for last: what the build
+/// printed before it (a Dockerfile's own output) cannot pose as the services,
+/// and YAML cannot hold the mark at the start of a line.
+pub fn built(stdout: &str) -> (&str, Option<&str>) {
+    if let Some(rest) = stdout.strip_prefix(SERVICES_MARK) {
+        return ("", Some(rest));
+    }
+    match stdout.rsplit_once(&format!("\n{SERVICES_MARK}")) {
+        Some((said, services)) => (said, Some(services)),
+        None => (stdout, None),
+    }
 }
 
 /// After the build: names release `id`'s images by their content in its override.
@@ -739,6 +748,22 @@ pub fn to_prune(mut ids: Vec<String>, keep: usize, current: Option<&str>, keep_a
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_services_are_what_follows_the_last_mark() {
+        assert_eq!(built("Building api\nok\n"), ("Building api\nok\n", None));
+        assert_eq!(
+            built("reused\n@@deploy services\nservices:\n  api: {}\n"),
+            ("reused", Some("services:\n  api: {}\n"))
+        );
+        assert_eq!(built("@@deploy services\nservices: {}\n"), ("", Some("services: {}\n")));
+        // A Dockerfile that prints the mark cannot pose as the services.
+        let out =
+            "Step 2/2 : RUN echo\n@@deploy services\nservices:\n  fake: {}\n@@deploy services\nservices:\n  api: {}\n";
+        let (said, services) = built(out);
+        assert_eq!(services, Some("services:\n  api: {}\n"));
+        assert!(said.ends_with("fake: {}"), "{said}");
+    }
 
     #[test]
     fn ids_are_utc_stamps_with_the_commit() {

@@ -88,53 +88,55 @@ fn without_the_engine_api_the_checks_use_the_cli_and_say_so_with_v() {
 }
 
 /// `compose_ps` with no compose program started at check time: the build
-/// resolved the release's services beside itself (`compose config`, into a
-/// 0600 file of the release), and the check reads that file.
+/// resolved the release's services beside itself (`compose config` in the
+/// build's command) and the checklist of that release takes them from there.
 #[test]
-fn compose_ps_reads_the_services_resolved_by_the_build() {
+fn compose_ps_of_the_release_just_built_starts_no_compose_on_the_host() {
     let d = Deployment::new(
         Setup {
             compose: "v1",
-            extra: r#"
-[verify]
-timeout = "5s"
-
-[[verify.checks]]
-name = "containers up"
-type = "compose_ps"
-"#
-            .into(),
+            extra: format!("{CHECKS}\n[[verify.checks]]\nname = \"containers up\"\ntype = \"compose_ps\"\n"),
             ..Setup::default()
         },
         &Behaviour::version("A"),
     );
     d.deploy(&[], 0);
-    let release = d.current().expect("a live release");
-    let file = d
-        .app_path()
-        .join("releases")
-        .join(&release)
-        .join(".deploy-services.yml");
-    let text = std::fs::read_to_string(&file).expect("the build wrote the release's services");
+    d.app.commit(&Behaviour::version("B"));
+    let (run, summary) = d.deploy_json(&[], 0);
+    let up = summary["hosts"][0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "containers up")
+        .unwrap()
+        .clone();
+    assert_eq!(up["ok"], true, "{up}");
     for service in ["api:", "worker:", "redis:"] {
-        assert!(text.contains(service), "{service} in {text}");
+        assert!(up["detail"].as_str().unwrap().contains(service), "{service} in {up}");
     }
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600, "it holds the variables' values: closed to others");
+    // The same six commands as without the check: `compose config` (a Python
+    // program's start on v1) is no longer one of them.
+    assert_eq!(summary["hosts"][0]["remote_commands"], 6, "{}", run.stdout);
+    // Its output held the variables' values: the temporary file is gone.
+    let release = d.current().expect("a live release");
+    let left: Vec<String> = std::fs::read_dir(d.app_path().join("releases").join(&release))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".deploy-services"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 
-    // The check believes the file: a service only the file names fails it...
-    let owner = std::fs::metadata(&file).unwrap();
-    std::fs::write(&file, "services:\n  api: {}\n  ghost: {}\n").unwrap();
-    std::os::unix::fs::chown(&file, Some(std::os::unix::fs::MetadataExt::uid(&owner)), None).unwrap();
-    let run = d.run(&["verify", "test"]);
-    assert_eq!(run.code, 6, "{}", run.all());
-    assert!(run.all().contains("ghost: no container"), "{}", run.all());
-
-    // ... and without the file (a release built elsewhere, or by an older
-    // deploy), compose resolves the services at check time.
-    std::fs::remove_file(&file).unwrap();
-    let run = d.run(&["verify", "test"]);
+    // A checklist of a release not built in the run (verify) asks compose.
+    let run = d.run(&["verify", "test", "--output", "json"]);
     assert_eq!(run.code, 0, "{}", run.all());
-    assert!(run.all().contains("worker"), "{}", run.all());
+    let summary: serde_json::Value = serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
+    let up = summary["hosts"][0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "containers up")
+        .unwrap()
+        .clone();
+    assert_eq!(up["ok"], true, "{up}");
+    assert!(up["detail"].as_str().unwrap().contains("worker:"), "{up}");
 }

@@ -572,28 +572,28 @@ async fn stage_host(
         args.push("--no-cache".into());
     }
     args.extend(record.build.iter().cloned());
-    let build = release::tracked(&m.compose_for(record).cmd(args), &pid_file(m, id));
+    let build = m.compose_for(record).cmd(args);
     // With the same tree and variables as the live release, its images are
     // what a build would give (from the cache): none is run. Not with `no_cache`.
     let live = live.filter(|_| !config.app.no_cache);
     let reuse = live.map(|live| release::reuse_images(&m.layout, live, id));
     let address = release::address_images(&m.layout, id);
-    // The checklist's `compose_ps` reads the services resolved beside the build.
+    // The checklist's `compose_ps` of this release takes the services resolved
+    // beside the build, instead of starting compose on the host for them.
     let resolve =
         (record.engine == crate::config::Orchestrator::Compose).then(|| m.compose_for(record).cmd(["config"]));
+    // Tracked as a whole (the reuse check and the resolving too): Ctrl-C stops all of it.
+    let whole = release::build(
+        reuse.as_ref(),
+        &build,
+        &address,
+        resolve.as_ref(),
+        &m.layout.release(id),
+    );
+    let whole = release::tracked(&whole, &pid_file(m, id));
     let out = step(reporter, host, Step::Build, async {
         let out = r
-            .run(
-                &release::build(
-                    reuse.as_ref(),
-                    &build,
-                    &address,
-                    resolve.as_ref(),
-                    &m.layout.release(id),
-                )
-                .into(),
-                Some(BUILD_TIMEOUT),
-            )
+            .run(&whole.into(), Some(BUILD_TIMEOUT))
             .await
             .map_err(|e| e.to_string())?;
         match out.success() {
@@ -606,7 +606,11 @@ async fn stage_host(
         }
     })
     .await?;
-    if let (Some(live), "reused") = (live, out.stdout.trim()) {
+    let (said, services) = release::built(&out.stdout);
+    if let Some(services) = services.and_then(|text| crate::compose::services(text).ok()) {
+        m.resolved(id, services);
+    }
+    if let (Some(live), "reused") = (live, said.trim()) {
         reporter.event(Event::Info {
             host: Some(host.to_string()),
             message: format!("nothing built: the release equals the live {live}, whose images it uses"),

@@ -150,17 +150,19 @@ impl Target<'_> {
     }
 
     /// The release's services as `compose config` resolves them on the host
-    /// (files merged, variables filled in), read on first use: as its build
-    /// wrote them (see [`crate::release::SERVICES_FILE`]), else from compose.
+    /// (files merged, variables filled in), read on first use: as compose
+    /// resolved them beside the release's build where that was in this run
+    /// on this host, else from compose now.
     pub(crate) async fn services(&self) -> Result<&[compose::Service], String> {
         let m = self.member;
         self.services
             .get_or_try_init(|| async {
-                let config = m.compose_for(self.record).cmd(["config"]);
-                let read = crate::release::resolved_services(&m.layout, &self.record.release, &config);
+                if let Some(services) = m.resolved_services(&self.record.release) {
+                    return Ok(services);
+                }
                 let out = m
                     .remote
-                    .check(&read.into(), Some(QUICK_TIMEOUT))
+                    .check(&m.compose_for(self.record).cmd(["config"]).into(), Some(QUICK_TIMEOUT))
                     .await
                     .map_err(|e| e.to_string())?;
                 compose::services(&out.stdout).map_err(|e| format!("compose config: {e}"))
