@@ -148,6 +148,8 @@ pub struct Results {
     pub remote_commands: BTreeMap<(Compose, Checks, usize), Vec<f64>>,
     /// (compose, hosts) → the floor's `compose build` per host, ms (from its trace).
     pub plain_build_ms: BTreeMap<(Compose, usize), Vec<f64>>,
+    /// (compose, hosts) → the floor's `compose up -d` per host, ms (from its trace).
+    pub plain_up_ms: BTreeMap<(Compose, usize), Vec<f64>>,
     /// (compose, checks, hosts) → peak RSS of deploy, KiB.
     pub variant_rss: BTreeMap<(Compose, Checks, usize), Vec<u64>>,
     pub runs: usize,
@@ -294,8 +296,10 @@ fn main() {
                         match tool {
                             Tool::Deploy => record_steps(&mut results, (compose, checks, n), &sample),
                             Tool::Floor => {
-                                let builds = runner.traced_builds();
+                                let builds = runner.traced(" build -q");
                                 results.plain_build_ms.entry((compose, n)).or_default().extend(builds);
+                                let ups = runner.traced(" up -d");
+                                results.plain_up_ms.entry((compose, n)).or_default().extend(ups);
                             }
                             _ => {}
                         }
@@ -682,14 +686,15 @@ impl Runner<'_> {
         sample
     }
 
-    /// The floor's `compose build` times (ms, one per host) in the last run's
-    /// log, from bench/steps.sh's trace.
-    fn traced_builds(&self) -> Vec<f64> {
+    /// The times (ms, one per host) of the floor's steps whose command holds
+    /// `command` (` build -q`, ` up -d`) in the last run's log, from
+    /// bench/steps.sh's trace.
+    fn traced(&self, command: &str) -> Vec<f64> {
         let log = self.last_log.borrow().clone();
         std::fs::read_to_string(log)
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.contains(" build -q"))
+            .filter(|l| l.contains(command))
             .filter_map(|l| l.strip_prefix("step ")?.split(" ms:").next()?.parse().ok())
             .collect()
     }

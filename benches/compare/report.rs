@@ -431,6 +431,11 @@ fn variants_section(r: &Results, alone: bool) -> String {
     let _ = writeln!(s, "| the floor's plain `compose build` | {} |", cells.join(" | "));
     let cells: Vec<String> = cols
         .iter()
+        .map(|(c, _, n)| cell(r.plain_up_ms.get(&(*c, *n)), *n))
+        .collect();
+    let _ = writeln!(s, "| the floor's plain `compose up -d` | {} |", cells.join(" | "));
+    let cells: Vec<String> = cols
+        .iter()
         .map(|key| {
             let rss = r
                 .variant_rss
@@ -442,6 +447,64 @@ fn variants_section(r: &Results, alone: bool) -> String {
         })
         .collect();
     let _ = writeln!(s, "| peak RSS of deploy (largest) | {} |", cells.join(" | "));
+
+    // The overhead over the floor, taken apart.
+    let _ = writeln!(s, "\n### Where the overhead over the floor goes (ms)\n");
+    let _ = writeln!(
+        s,
+        "From the tables above, medians (of every host at more than one host), so the parts add up only \
+         roughly: what `deploy` does that the floor does not (the SSH connection, preflight and lock before \
+         staging; history, prune and unlock in one command at the end), what its build and switch take beyond \
+         the floor's plain `compose build` and `up -d` (content tags, the image check, the watchdog, `current`), \
+         and the rest of the overhead (fetch into the release directory, the checks against the floor's, \
+         process start).\n"
+    );
+    let _ = writeln!(s, "| part | {} |", head.join(" | "));
+    let _ = writeln!(s, "|---|{}", "---:|".repeat(cols.len()));
+    let step_med = |key: &(Compose, Checks, usize), step: &str| {
+        r.steps
+            .get(key)
+            .and_then(|m| m.get(step))
+            .filter(|v| !v.is_empty())
+            .map(|v| median(v))
+    };
+    let parts: Vec<[Option<f64>; 6]> = cols
+        .iter()
+        .map(|key @ (c, k, n)| {
+            let before = ["connect", "preflight", "lock"]
+                .iter()
+                .map(|st| step_med(key, st))
+                .sum::<Option<f64>>();
+            let plain = |m: &std::collections::BTreeMap<(Compose, usize), Vec<f64>>| {
+                m.get(&(*c, *n)).filter(|v| !v.is_empty()).map(|v| median(v))
+            };
+            let build = step_med(key, "build").zip(plain(&r.plain_build_ms)).map(|(d, f)| d - f);
+            let switch = step_med(key, "switch").zip(plain(&r.plain_up_ms)).map(|(d, f)| d - f);
+            let end = step_med(key, "unlock");
+            let overhead = Some((vmed(*c, *k, *n, Tool::Deploy) - vmed(*c, *k, *n, Tool::Floor)) * 1000.0)
+                .filter(|x| x.is_finite());
+            let known = [before, build, switch, end].into_iter().sum::<Option<f64>>();
+            let rest = overhead.zip(known).map(|(o, k)| o - k);
+            [before, build, switch, end, rest, overhead]
+        })
+        .collect();
+    for (i, name) in [
+        "connect, preflight, lock (the floor has none)",
+        "build − the floor's plain `compose build`",
+        "switch − the floor's plain `up -d`",
+        "history, prune, unlock: one command (the floor has none)",
+        "the rest (fetch, checks, process start)",
+        "**overhead over the floor** (wall, medians)",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let cells: Vec<String> = parts
+            .iter()
+            .map(|p| p[i].map_or_else(|| "–".to_string(), |x| format!("{x:.0}")))
+            .collect();
+        let _ = writeln!(s, "| {name} | {} |", cells.join(" | "));
+    }
 
     // The issue's other targets, from these runs.
     let _ = writeln!(s, "\n### Targets\n");
