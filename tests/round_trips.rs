@@ -24,6 +24,13 @@ service = "api"
 command = ["wget", "-q", "-O", "-", "http://127.0.0.1:8000/version"]
 "#;
 
+/// The first host's check `name` in a JSON summary.
+fn check(summary: &serde_json::Value, name: &str) -> serde_json::Value {
+    let checks = summary["hosts"][0]["checks"].as_array().expect("checks");
+    let found = checks.iter().find(|c| c["name"] == name);
+    found.unwrap_or_else(|| panic!("no check {name} in {summary}")).clone()
+}
+
 #[test]
 fn a_one_host_deploy_makes_six_remote_commands_on_compose_v1() {
     let d = Deployment::new(
@@ -40,13 +47,7 @@ fn a_one_host_deploy_makes_six_remote_commands_on_compose_v1() {
     // preflight, lock + live state, stage, build, switch, record + prune + unlock;
     // the checks use a tunnel and the Engine API, not commands.
     assert_eq!(summary["hosts"][0]["remote_commands"], 6, "{}", run.stdout);
-    let exec = summary["hosts"][0]["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "api answers inside")
-        .unwrap()
-        .clone();
+    let exec = check(&summary, "api answers inside");
     assert_eq!(exec["ok"], true, "{exec}");
     assert!(exec["detail"].as_str().unwrap().contains("exit 0: B"), "{exec}");
 
@@ -103,13 +104,7 @@ fn compose_ps_of_the_release_just_built_starts_no_compose_on_the_host() {
     d.deploy(&[], 0);
     d.app.commit(&Behaviour::version("B"));
     let (run, summary) = d.deploy_json(&[], 0);
-    let up = summary["hosts"][0]["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "containers up")
-        .unwrap()
-        .clone();
+    let up = check(&summary, "containers up");
     assert_eq!(up["ok"], true, "{up}");
     for service in ["api:", "worker:", "redis:"] {
         assert!(up["detail"].as_str().unwrap().contains(service), "{service} in {up}");
@@ -130,13 +125,7 @@ fn compose_ps_of_the_release_just_built_starts_no_compose_on_the_host() {
     let run = d.run(&["verify", "test", "--output", "json"]);
     assert_eq!(run.code, 0, "{}", run.all());
     let summary: serde_json::Value = serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
-    let up = summary["hosts"][0]["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "containers up")
-        .unwrap()
-        .clone();
+    let up = check(&summary, "containers up");
     assert_eq!(up["ok"], true, "{up}");
     assert!(up["detail"].as_str().unwrap().contains("worker:"), "{up}");
 }
