@@ -338,12 +338,17 @@ impl Bed {
     pub fn change_api(&mut self, start_delay: Option<u32>) -> String {
         self.releases += 1;
         let d = self.repo.path();
+        // The page names this benchmark run too: the same release number of an
+        // earlier run must not be the same content, or a tool whose images of
+        // that run are still on the engine (the baselines keep theirs; deploy
+        // prunes its own) would build from the cache what the others build.
         std::fs::write(
             d.join("api/www/index.html"),
             format!(
-                "<!doctype html>\n<p>release {} of {}</p>\n",
+                "<!doctype html>\n<p>release {} of {} (benchmark run {})</p>\n",
                 self.releases,
-                self.tool.name()
+                self.tool.name(),
+                run_nonce()
             ),
         )
         .unwrap();
@@ -369,6 +374,18 @@ impl Bed {
     pub fn path(&self) -> &Path {
         self.repo.path()
     }
+}
+
+/// What tells this benchmark run from every other: nanoseconds since the
+/// epoch when it first asked.
+fn run_nonce() -> &'static str {
+    static NONCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NONCE.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        now.as_nanos().to_string()
+    })
 }
 
 /// A compose file without its services' `healthcheck:` blocks (at 4 spaces).
