@@ -550,8 +550,6 @@ const BUILD: &str = r#"
 out=""
 if [ -n "$4" ] && out=$(mktemp "$5/.deploy-services.XXXXXX" 2>/dev/null); then
   (sh -c "$4" > "$out" 2>/dev/null || : > "$out") &
-else
-  out=""
 fi
 finish() {
   wait
