@@ -331,6 +331,6 @@ impl Deployment {
 
 impl Drop for Deployment {
     fn drop(&mut self) {
-        super::remove_project(&self.project);
+        super::remove_project_images_at_exit(&self.project);
     }
 }

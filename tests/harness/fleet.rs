@@ -253,7 +253,7 @@ impl TestFleet {
 impl Drop for TestFleet {
     fn drop(&mut self) {
         for h in &self.hosts {
-            super::remove_project(&h.project);
+            super::remove_project_images_at_exit(&h.project);
         }
     }
 }

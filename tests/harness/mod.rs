@@ -304,6 +304,70 @@ impl Drop for Netns {
 
 /// Removes a compose project's containers, network and the images built for it.
 pub fn remove_project(project: &str) {
+    remove_project_but_images(project);
+    let images = project_images(project);
+    if !images.is_empty() {
+        let _ = Command::new("docker")
+            .args(["image", "rm", "-f"])
+            .args(&images)
+            .output();
+    }
+}
+
+/// Removes a compose project's containers, network and volumes now, and the
+/// images built for it when the test process exits.
+///
+/// Tests run side by side on one engine and build the same files, so the
+/// classic builder gives them the same cached intermediate images. Removing
+/// the last image built on such a chain removes the chain, and a build of
+/// another test that has just taken a step from the cache then fails with
+/// "unable to find image sha256:..." (seen in CI). While every test's images
+/// stay until the end, a chain in use is never the last one's.
+pub fn remove_project_images_at_exit(project: &str) {
+    remove_project_but_images(project);
+    let images = project_images(project);
+    if images.is_empty() {
+        return;
+    }
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    REGISTER.call_once(|| {
+        // SAFETY: registers a plain function, run once by exit(3) after every test.
+        unsafe { libc::atexit(remove_images_at_exit) };
+    });
+    IMAGES_AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()).extend(images);
+}
+
+static IMAGES_AT_EXIT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+extern "C" fn remove_images_at_exit() {
+    let images = std::mem::take(&mut *IMAGES_AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()));
+    // By name, a batch per call: nothing here may panic (it runs in exit).
+    for batch in images.chunks(200) {
+        let _ = Command::new("docker").args(["image", "rm", "-f"]).args(batch).output();
+    }
+}
+
+/// The tags of the images built for a compose project (named `<project>-*`).
+fn project_images(project: &str) -> Vec<String> {
+    // By name, never by id: the build cache gives two tests that build the
+    // same files the same image id, and removing an id with -f takes every
+    // tag of it, another test's (running a deploy) among them.
+    Command::new("docker")
+        .args([
+            "image",
+            "ls",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            "--filter",
+            &format!("reference={project}-*"),
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// A compose project's containers, network and named volumes.
+fn remove_project_but_images(project: &str) {
     let list = |args: &[&str]| -> Vec<String> {
         Command::new("docker")
             .args(args)
@@ -335,23 +399,6 @@ pub fn remove_project(project: &str) {
         let _ = Command::new("docker")
             .args(["volume", "rm", "-f"])
             .args(&volumes)
-            .output();
-    }
-    // By name, never by id: the build cache gives two tests that build the
-    // same files the same image id, and removing an id with -f takes every
-    // tag of it, another test's (running a deploy) among them.
-    let images = list(&[
-        "image",
-        "ls",
-        "--format",
-        "{{.Repository}}:{{.Tag}}",
-        "--filter",
-        &format!("reference={project}-*"),
-    ]);
-    if !images.is_empty() {
-        let _ = Command::new("docker")
-            .args(["image", "rm", "-f"])
-            .args(&images)
             .output();
     }
 }
