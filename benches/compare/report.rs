@@ -394,8 +394,9 @@ fn variants_section(r: &Results, alone: bool) -> String {
         s,
         "Each step as `deploy` reports it (JSON `step` events, their `elapsed_ms`), on every host of every run: \
          the median, and at more than one host the largest in brackets. Steps overlap: the push runs while the \
-         hosts fetch, prune runs during the checks, the checks run at once. A check's row is one attempt: its time \
-         when it passed at the first. `remote commands` is the number of commands `deploy` ran on a host over SSH \
+         hosts fetch, the checks run at once. Confirm, record, prune and unlock are one command at the end: each of \
+         their rows is that command's time (prune's only from the runs that pruned). A check's row is one attempt: its \
+         time when it passed at the first. `remote commands` is the number of commands `deploy` ran on a host over SSH \
          (from the JSON summary), engine API calls not counted.\n"
     );
     let head: Vec<String> = cols
