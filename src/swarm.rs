@@ -557,24 +557,31 @@ pub async fn wait(m: &Member, record: &Record, before: &State) -> Result<String,
     }
 }
 
-// $1 the stack, $2 lines. Each service's last log lines, as `service<TAB>line`.
-const SERVICE_LOGS: &str = r#"
-for s in $(docker service ls --filter "label=com.docker.stack.namespace=$1" --format '{{.Name}}'); do
-  docker service logs --no-task-ids --no-trunc --tail "$2" "$s" 2>&1 | while IFS= read -r line || [ -n "$line" ]; do printf '%s\t%s\n' "${s#"$1"_}" "$line"; done
+// $1 lines, then pairs of a service and one of its tasks. Each task's last log
+// lines, as `service<TAB>line`. Task by task: `docker service logs` of a whole
+// service stops at the first of its tasks the engine no longer finds (a task
+// past the history limit, removed while the logs were read), and a failing
+// service is the one whose tasks come and go (seen in CI: the failed task's
+// lines were lost behind "task ... not found").
+const TASK_LOGS: &str = r#"
+n="$1"; shift
+while [ $# -ge 2 ]; do
+  docker service logs --no-task-ids --no-trunc --tail "$n" "$2" 2>&1 | while IFS= read -r line || [ -n "$line" ]; do printf '%s\t%s\n' "$1" "$line"; done
+  shift 2
 done
 "#;
 
-/// A stack's tasks (as containers: service, state, error, slot) and each
-/// service's last log lines.
+/// A stack's tasks (as containers: service, state, error, slot) and the last
+/// log lines of each of those tasks, by service.
 pub async fn evidence(m: &Member, stack: &str) -> Evidence {
     let state = read(m, stack).await.unwrap_or_default();
     let containers = tasks_as_containers(&state);
+    let mut args: Vec<&str> = vec!["50"];
+    for t in state.tasks.iter().filter(|t| shown(t)) {
+        args.extend([t.service.as_str(), t.id.as_str()]);
+    }
     let mut logs: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    if let Ok(out) = m
-        .remote
-        .run(&shell(SERVICE_LOGS, &[stack, "50"]).into(), Some(QUICK_TIMEOUT))
-        .await
-    {
+    if let Ok(out) = m.remote.run(&shell(TASK_LOGS, &args).into(), Some(QUICK_TIMEOUT)).await {
         for (service, line) in out.stdout.lines().filter_map(|l| l.split_once('\t')) {
             logs.entry(service.to_string()).or_default().push(line.to_string());
         }
@@ -586,13 +593,18 @@ pub async fn evidence(m: &Member, stack: &str) -> Evidence {
     }
 }
 
+/// A task that status and evidence show: one meant to run, or one that failed.
+fn shown(t: &Task) -> bool {
+    t.desired == "Running" || t.failed()
+}
+
 /// Tasks in the shape of containers, for status and evidence: state is the
 /// task's current state, status its error, name its slot.
 pub fn tasks_as_containers(state: &State) -> Vec<Container> {
     state
         .tasks
         .iter()
-        .filter(|t| t.desired == "Running" || t.failed())
+        .filter(|t| shown(t))
         .map(|t| Container {
             service: t.service.clone(),
             state: t.current.split_whitespace().next().unwrap_or("").to_lowercase(),

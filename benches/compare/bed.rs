@@ -446,6 +446,25 @@ fn cidr(s: &str) -> Option<(u32, u32)> {
     Some((u32::from(ip), len.parse().ok().filter(|l| *l <= 32)?))
 }
 
+/// The ids of the engine's dangling images (untagged, no child): what a
+/// rebuild of a `:latest` leaves behind.
+pub fn dangling_images() -> std::collections::BTreeSet<String> {
+    sh(Command::new("docker").args(["image", "ls", "-q", "--no-trunc", "--filter", "dangling=true"]))
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Removes the dangling images that were not there `before`, once nothing
+/// builds any more: the baselines rebuild `:latest` at every release and never
+/// remove the image it named before. Not forced: one a container uses stays.
+pub fn remove_dangling_images_since(before: &std::collections::BTreeSet<String>) {
+    let new: Vec<String> = dangling_images().difference(before).cloned().collect();
+    for batch in new.chunks(200) {
+        let _ = Command::new("docker").args(["image", "rm"]).args(batch).output();
+    }
+}
+
 impl Drop for Bed {
     fn drop(&mut self) {
         for s in &self.sites {

@@ -206,6 +206,7 @@ fn main() {
     let began = Instant::now();
     let deploy_bin = PathBuf::from(env!("CARGO_BIN_EXE_deploy"));
     let max = *o.sizes.iter().max().expect("a fleet size");
+    let dangling_before = bed::dangling_images();
     eprintln!("bench: starting {max} sshd hosts");
     let hosts = Hosts::start(max);
     let tmp_logs = harness::open_tempdir();
@@ -477,6 +478,7 @@ fn main() {
     }
 
     drop(beds);
+    bed::remove_dangling_images_since(&dangling_before);
     // Ansible's ssh masters outlive it by ControlPersist; not past the bench.
     for dir in std::fs::read_dir(runner.masters.path()).into_iter().flatten().flatten() {
         for socket in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {

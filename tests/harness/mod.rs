@@ -347,7 +347,8 @@ extern "C" fn remove_images_at_exit() {
     }
 }
 
-/// The tags of the images built for a compose project (named `<project>-*`).
+/// The tags of the images built for a compose project (named `<project>-*`,
+/// or `<project>_*` by compose v1).
 fn project_images(project: &str) -> Vec<String> {
     // By name, never by id: the build cache gives two tests that build the
     // same files the same image id, and removing an id with -f takes every
@@ -360,6 +361,9 @@ fn project_images(project: &str) -> Vec<String> {
             "{{.Repository}}:{{.Tag}}",
             "--filter",
             &format!("reference={project}-*"),
+            // Compose v1's names (the benchmark's baselines build with it).
+            "--filter",
+            &format!("reference={project}_*"),
         ])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect())
