@@ -305,13 +305,7 @@ impl Drop for Netns {
 /// Removes a compose project's containers, network and the images built for it.
 pub fn remove_project(project: &str) {
     remove_project_but_images(project);
-    let images = project_images(project);
-    if !images.is_empty() {
-        let _ = Command::new("docker")
-            .args(["image", "rm", "-f"])
-            .args(&images)
-            .output();
-    }
+    remove_images(&project_images(project));
 }
 
 /// Removes a compose project's containers, network and volumes now, and the
@@ -341,7 +335,11 @@ static IMAGES_AT_EXIT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec
 
 extern "C" fn remove_images_at_exit() {
     let images = std::mem::take(&mut *IMAGES_AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()));
-    // By name, a batch per call: nothing here may panic (it runs in exit).
+    remove_images(&images);
+}
+
+/// Removes images by name, a batch per call. Never panics (it runs in exit too).
+fn remove_images(images: &[String]) {
     for batch in images.chunks(200) {
         let _ = Command::new("docker").args(["image", "rm", "-f"]).args(batch).output();
     }
