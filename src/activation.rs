@@ -238,7 +238,10 @@ pub async fn activate(
     let compose = m.compose_for(record);
     let guarded = |cmd: &Cmd| lock::if_ours(&m.layout, lock.token(), lock.ttl(), lock.confirm(), cmd);
     let named = |e: RemoteError| e.named(&format!("start release {target}"));
-    let before = release::before_up(&m.layout, target);
+    // The release's override with its content tags, where they were made
+    // through the Engine API, is written first (see `Member::pending_override`).
+    let write = m.pending_override(target);
+    let before = release::chain(&[write.as_ref(), Some(&release::before_up(&m.layout, target))]);
     let rest = |first: Option<&Cmd>, before: Option<&Cmd>| {
         release::activate(
             first,
@@ -251,19 +254,29 @@ pub async fn activate(
             &release::point_current(&m.layout, target),
         )
     };
+    // When the release was started, as the image check printed it: log checks need not ask.
+    let started = |out: &crate::remote::Output| {
+        if let Some(at) = release::started_in(&out.stdout) {
+            m.started(target, at);
+        }
+    };
     if record.zero_downtime.is_empty() {
-        m.remote
+        let out = m
+            .remote
             .check(&guarded(&rest(first, Some(&before))).into(), Some(STEP_TIMEOUT))
             .await
             .map_err(named)?;
+        started(&out);
         return Ok(());
     }
     // The lock, `first` and the image check before the first new container starts.
     let pre = release::chain(&[first, Some(&before)]);
-    m.remote
+    let out = m
+        .remote
         .check(&guarded(&pre).into(), Some(STEP_TIMEOUT))
         .await
         .map_err(named)?;
+    started(&out);
     start_first(sw, m, record, &compose).await?;
     m.remote
         .check(&guarded(&rest(None, None)).into(), Some(STEP_TIMEOUT))

@@ -118,6 +118,24 @@ pub fn override_file(project: &str, services: &[String], release: &str) -> Strin
     out
 }
 
+/// The override file's text once the images of its built `services` (each
+/// with its content tag, `<project>-<service>:sha-<12 hex of the image id>`)
+/// are named by their content, with the app's `root` as every built
+/// service's build context: what the content tagging on the host makes of
+/// [`override_file`] (see `ADDRESS_IMAGES` in `release`), line for line.
+pub fn addressed_override(services: &[(String, String)], root: &str) -> String {
+    let mut out = String::from("# written by deploy: images of this release\nservices:\n");
+    for (service, tag) in services {
+        out.push_str(&format!(
+            "  {}:\n    image: {}\n    build:\n      context: {}\n",
+            serde_json::Value::String(service.clone()),
+            serde_json::Value::String(tag.clone()),
+            serde_json::Value::String(root.to_string())
+        ));
+    }
+    out
+}
+
 /// A service of a compose file (or of `compose config`'s resolved output).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Service {
@@ -426,6 +444,15 @@ mod tests {
     fn override_names_images_by_release() {
         let text = override_file("shop", &["api".into()], "20261125T171500Z-3f2a9c1");
         assert!(text.contains("image: \"shop-api:20261125T171500Z-3f2a9c1\""), "{text}");
+    }
+
+    #[test]
+    fn the_addressed_override_is_what_the_host_makes_of_it() {
+        let tags = [("api".to_string(), "shop-api:sha-0123456789ab".to_string())];
+        assert_eq!(
+            addressed_override(&tags, "/srv/shop \"new\""),
+            "# written by deploy: images of this release\nservices:\n  \"api\":\n    image: \"shop-api:sha-0123456789ab\"\n    build:\n      context: \"/srv/shop \\\"new\\\"\"\n"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
-use bollard::query_parameters::{InspectContainerOptions, ListContainersOptions, LogsOptions};
+use bollard::query_parameters::{InspectContainerOptions, ListContainersOptions, LogsOptions, TagImageOptions};
 use bollard::Docker;
 use futures::StreamExt;
 
@@ -155,6 +155,33 @@ impl Engine {
             ));
         }
         Ok(text.lines().map(str::to_string).collect())
+    }
+
+    /// Tags image `name` (`repo:tag`) with its content, as `repo:sha-<the
+    /// first 12 hex digits of its id>`, and returns that tag.
+    pub async fn content_tag(&self, name: &str) -> Result<String, String> {
+        let id = self
+            .docker
+            .inspect_image(name)
+            .await
+            .map_err(|e| format!("{name}: {e}"))?
+            .id
+            .ok_or_else(|| format!("{name}: the engine gave no id"))?;
+        let hex = id.strip_prefix("sha256:").unwrap_or(&id);
+        let short = hex.get(..12).ok_or_else(|| format!("{name}: an id too short: {id}"))?;
+        let repo = name.rsplit_once(':').map_or(name, |(repo, _)| repo);
+        let tag = format!("sha-{short}");
+        self.docker
+            .tag_image(
+                name,
+                Some(TagImageOptions {
+                    repo: Some(repo.to_string()),
+                    tag: Some(tag.clone()),
+                }),
+            )
+            .await
+            .map_err(|e| format!("{name}: {e}"))?;
+        Ok(format!("{repo}:{tag}"))
     }
 
     /// The last healthcheck results of container `name`: "exit 1: output".

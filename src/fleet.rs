@@ -60,6 +60,13 @@ pub struct Member {
     /// `image`s are as the override named them at some moment of the build
     /// (before or after the content tags): not where to read images from.
     resolved: std::sync::Mutex<Option<(String, Vec<crate::compose::Service>)>>,
+    /// The override of the release this run built here, its images named by
+    /// their content through the Engine API, until a command of the release
+    /// writes it on the host (see [`Member::pending_override`]).
+    addressed: std::sync::Mutex<Option<(String, String)>>,
+    /// When a release was started on the host in this run (host clock), as
+    /// its switch said: log checks need not ask the host.
+    started: std::sync::Mutex<Option<(String, i64)>>,
     /// The engine's API through the connection, once asked for: `Err` says why not.
     engine: tokio::sync::OnceCell<Result<Engine, String>>,
     /// Whether the engine's absence was told already.
@@ -89,6 +96,8 @@ impl Member {
             detected: None,
             docker_socket: docker_socket("-"),
             resolved: std::sync::Mutex::new(None),
+            addressed: std::sync::Mutex::new(None),
+            started: std::sync::Mutex::new(None),
             engine: tokio::sync::OnceCell::new(),
             engine_told: std::sync::atomic::AtomicBool::new(false),
             swarm_nodes: None,
@@ -108,6 +117,35 @@ impl Member {
         kept.as_ref()
             .filter(|(of, _)| of == id)
             .map(|(_, services)| services.clone())
+    }
+
+    /// Keeps release `id`'s override as the content tags made through the
+    /// Engine API name its images (`text`), for [`Member::pending_override`].
+    pub fn addressed(&self, id: &str, text: String) {
+        *self.addressed.lock().unwrap_or_else(|e| e.into_inner()) = Some((id.to_string(), text));
+    }
+
+    /// The command that writes release `id`'s override with its content tags,
+    /// where they were made through the Engine API in this run: the first
+    /// command that starts something of the release (its release command, its
+    /// switch) runs it before all else. Writing it twice writes the same.
+    pub fn pending_override(&self, id: &str) -> Option<Cmd> {
+        let kept = self.addressed.lock().unwrap_or_else(|e| e.into_inner());
+        kept.as_ref()
+            .filter(|(of, _)| of == id)
+            .map(|(_, text)| release::write_override(&self.layout, id, text))
+    }
+
+    /// Keeps when release `id` was started on the host (seconds since the
+    /// epoch, host clock), as its switch printed it.
+    pub fn started(&self, id: &str, at: i64) {
+        *self.started.lock().unwrap_or_else(|e| e.into_inner()) = Some((id.to_string(), at));
+    }
+
+    /// When release `id` was started in this run, if its switch said so.
+    pub fn started_at(&self, id: &str) -> Option<i64> {
+        let kept = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        kept.as_ref().filter(|(of, _)| of == id).map(|(_, at)| *at)
     }
 
     /// The host's Docker Engine API, connected on first use; `None` (told once,

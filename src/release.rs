@@ -336,9 +336,23 @@ if [ -n "$missing" ]; then
   echo "the images of release $3 are gone ($(echo $missing)); it cannot start without a build" >&2
   exit 3
 fi
-date +%s > "$2"
+t=$(date +%s)
+printf '%s\n' "$t" > "$2"
+printf '@@deploy started %s\n' "$t"
 "#
 );
+
+/// The line [`before_up`] prints with when the release was started (host clock).
+pub const STARTED_MARK: &str = "@@deploy started ";
+
+/// When the release was started, from the output of a command that ran [`before_up`].
+pub fn started_in(stdout: &str) -> Option<i64> {
+    stdout
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(STARTED_MARK))
+        .and_then(|t| t.trim().parse().ok())
+}
 
 /// Before `up` of release `id`: fails naming its missing images (from its
 /// override file); when none is, marks the release started (see [`STARTED_FILE`]).
@@ -453,7 +467,10 @@ for id in "$@"; do
   refs="$refs --filter reference=$project-*:$id"
 done
 set -f  # the references' `*` is docker's pattern, not the shell's
-[ -z "$refs" ] || names="$names $(docker image ls --format '{{.Repository}}:{{.Tag}}' $refs)"
+# A build tag, and the content tag of its image (`sha-` and the short id): a
+# release whose override was never rewritten (stopped between its build and
+# its start) does not name the content tags deploy made for it.
+[ -z "$refs" ] || names="$names $(docker image ls --format '{{.Repository}}:{{.Tag}} {{.Repository}}:sha-{{.ID}}' $refs)"
 set +f
 for id in "$@"; do rm -rf "$root/releases/$id"; done
 doomed=""
@@ -463,7 +480,8 @@ for img in $(printf '%s\n' $names | sort -u); do
   grep -qsF "\"$img\"" "$root"/releases/*/.deploy-compose.yml "$root"/releases/*/.deploy-registry.yml || doomed="$doomed $img"
 done
 # One that a container still uses cannot go; it is said on stderr, not fatal.
-[ -z "$doomed" ] || docker image rm $doomed >/dev/null || true
+# A content tag of a build tag that was never made is no news.
+[ -z "$doomed" ] || { docker image rm $doomed 2>&1 >/dev/null | grep -v 'No such image' >&2; } || true
 "#
 );
 
@@ -539,7 +557,7 @@ pub fn reuse_images(layout: &Layout, live: &str, id: &str) -> Cmd {
 }
 
 // $1 the reuse check ("" when a build is wanted anyway), $2 the build, $3 the
-// content tagging, $4 what resolves the release's services (`compose config`;
+// content tagging ("": deploy tags through the Engine API after it), $4 what resolves the release's services (`compose config`;
 // "": none), $5 the release's directory. Prints "reused" when the live
 // release's images serve. The services are resolved beside the build (on the
 // other cores) into a file of its own making (mktemp: new, 0600, for the
@@ -559,7 +577,7 @@ finish() {
 }
 if [ -n "$1" ] && [ "$(sh -c "$1" 2>/dev/null)" = reused ]; then echo reused; finish 0; fi
 sh -c "$2" || finish $?
-sh -c "$3"
+[ -z "$3" ] || sh -c "$3"
 finish $?
 "#;
 
@@ -568,11 +586,11 @@ pub const SERVICES_MARK: &str = "@@deploy services\n";
 
 /// One command for the build of a release: reuse the live release's images
 /// when `reuse` says so (see `REUSE_IMAGES`), else `build`, then `address`
-/// (content tags); meanwhile `config` (the release's `compose config`), if
+/// (content tags), if given; meanwhile `config` (the release's `compose config`), if
 /// any, resolves its services in its directory `dir`. Prints `reused` when
 /// nothing was built; then, when compose resolved them, [`SERVICES_MARK`] and
 /// the services (read with [`built`]).
-pub fn build(reuse: Option<&Cmd>, build: &Cmd, address: &Cmd, config: Option<&Cmd>, dir: &str) -> Cmd {
+pub fn build(reuse: Option<&Cmd>, build: &Cmd, address: Option<&Cmd>, config: Option<&Cmd>, dir: &str) -> Cmd {
     let word = |c: Option<&Cmd>| c.map(Cmd::as_word).unwrap_or_else(|| "".into());
     Cmd::new("sh")
         .arg("-c")
@@ -580,7 +598,7 @@ pub fn build(reuse: Option<&Cmd>, build: &Cmd, address: &Cmd, config: Option<&Cm
         .arg("sh")
         .arg(word(reuse))
         .arg(build.as_word())
-        .arg(address.as_word())
+        .arg(word(address))
         .arg(word(config))
         .arg(dir)
 }
@@ -607,6 +625,23 @@ pub fn address_images(layout: &Layout, id: &str) -> Cmd {
         &[
             &format!("{}/{}", layout.release(id), crate::compose::OVERRIDE_FILE),
             &layout.root,
+        ],
+    )
+}
+
+// $1 a file, $2 its new text: replaced at once (a reader sees the old or the new).
+const WRITE_FILE: &str = r#"printf '%s' "$2" > "$1.tmp" && mv "$1.tmp" "$1""#;
+
+/// Replaces release `id`'s override with `text`: the content tags that
+/// deploy made through the Engine API after the build (see
+/// [`crate::compose::addressed_override`]), written by the first command that
+/// starts something of the release, not by a round trip of its own.
+pub fn write_override(layout: &Layout, id: &str, text: &str) -> Cmd {
+    shell(
+        WRITE_FILE,
+        &[
+            &format!("{}/{}", layout.release(id), crate::compose::OVERRIDE_FILE),
+            text,
         ],
     )
 }
@@ -761,6 +796,17 @@ mod tests {
         let (said, services) = built(out);
         assert_eq!(services, Some("services:\n  api: {}\n"));
         assert!(said.ends_with("fake: {}"), "{said}");
+    }
+
+    #[test]
+    fn the_start_is_the_last_mark_the_switch_printed() {
+        assert_eq!(
+            started_in("Creating api\n@@deploy started 1795626900\n"),
+            Some(1_795_626_900)
+        );
+        assert_eq!(started_in("@@deploy started 1\n@@deploy started 2\n"), Some(2));
+        assert_eq!(started_in("no mark\n"), None);
+        assert_eq!(started_in("@@deploy started soon\n"), None);
     }
 
     #[test]

@@ -98,6 +98,7 @@ fn a_release_command_runs_in_the_new_image_against_the_live_project_before_any_s
     // A failing command: no switch, the staged release gone, its output in the summary.
     let live = d.current().unwrap();
     let kept = d.releases();
+    let images = d.images();
     set_command(&d, r#"["sh", "-c", "echo doomed migration; exit 3"]"#, "1m");
     let (run, summary) = d.deploy_json(&[], 1);
     assert!(!run.stdout.contains("\"step\":\"switch\""), "{}", run.all());
@@ -108,6 +109,10 @@ fn a_release_command_runs_in_the_new_image_against_the_live_project_before_any_s
     );
     assert_eq!(d.current().as_deref(), Some(live.as_str()));
     assert_eq!(d.releases(), kept, "the staged release is removed");
+    // With its images: the build's tags, and the content tags made for it
+    // through the Engine API, which no override on the host names (it never
+    // started); the live release's stay.
+    assert_eq!(d.images(), images, "the staged release's images are removed");
     assert_eq!(d.version().as_deref(), Some("B"));
     let last = d.history().pop().unwrap();
     assert_eq!(last["outcome"], "failed");

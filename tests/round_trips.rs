@@ -6,8 +6,9 @@
 use crate::harness::app::Behaviour;
 use crate::harness::deployment::{Deployment, Setup};
 
-/// An http check through an SSH tunnel and an exec check in the api's
-/// container (the seed's kind of check: wget from inside it).
+/// An http check through an SSH tunnel, an exec check in the api's
+/// container (the seed's kind of check: wget from inside it) and a log check
+/// of the lines since the release started.
 const CHECKS: &str = r#"
 [verify]
 timeout = "20s"
@@ -22,6 +23,12 @@ name = "api answers inside"
 type = "exec"
 service = "api"
 command = ["wget", "-q", "-O", "-", "http://127.0.0.1:8000/version"]
+
+[[verify.checks]]
+name = "no refused connections"
+type = "logs"
+services = ["api", "worker"]
+absent = "(?i)connection refused"
 "#;
 
 /// The first host's check `name` in a JSON summary.
@@ -45,7 +52,8 @@ fn a_one_host_deploy_makes_six_remote_commands_on_compose_v1() {
     d.app.commit(&Behaviour::version("B"));
     let (run, summary) = d.deploy_json(&[], 0);
     // preflight, lock + live state, stage, build, switch, record + prune + unlock;
-    // the checks use a tunnel and the Engine API, not commands.
+    // the checks use a tunnel and the Engine API, not commands, and the log
+    // check reads lines since the start the switch printed.
     assert_eq!(summary["hosts"][0]["remote_commands"], 6, "{}", run.stdout);
     let exec = check(&summary, "api answers inside");
     assert_eq!(exec["ok"], true, "{exec}");
@@ -128,4 +136,72 @@ fn compose_ps_of_the_release_just_built_starts_no_compose_on_the_host() {
     let up = check(&summary, "containers up");
     assert_eq!(up["ok"], true, "{up}");
     assert!(up["detail"].as_str().unwrap().contains("worker:"), "{up}");
+}
+
+/// The content tags of a release each host builds itself are made through
+/// the Engine API: the host's `docker` here notes every call and refuses to
+/// tag, and the deploy still names every built image by its content.
+#[test]
+fn content_tags_are_made_through_the_engine_api() {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = tempfile::tempdir().unwrap();
+    let (docker, calls) = (bin.path().join("docker"), bin.path().join("calls"));
+    std::fs::write(
+        &docker,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {}\ncase \"$1 $2\" in\n  'tag '*|'image tag') echo 'docker tag: refused by the test' >&2; exit 97 ;;\nesac\nexec /usr/bin/docker \"$@\"\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(&calls, "").unwrap();
+    std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&calls, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let d = Deployment::new(
+        Setup {
+            extra: CHECKS.into(),
+            sshd_extra: format!(
+                "SetEnv PATH={}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n",
+                bin.path().display()
+            ),
+            ..Setup::default()
+        },
+        // A version no other test builds (see `unchanged_images_keep_their_containers`).
+        &Behaviour::version("api-tags-A"),
+    );
+    d.deploy(&[], 0);
+    let first = d.current().expect("a live release");
+    // Only the api changes.
+    let mut slow = Behaviour::version("api-tags-A");
+    slow.slow_start_secs = 1;
+    d.app.commit(&slow);
+    let run = d.deploy(&["-v"], 0);
+    assert!(!run.all().contains("using the docker CLI"), "{}", run.all());
+    let calls = std::fs::read_to_string(&calls).unwrap();
+    assert!(
+        calls.contains("compose") && calls.contains("build"),
+        "the host ran the wrapper: {calls}"
+    );
+    assert!(
+        !calls
+            .lines()
+            .any(|l| l.starts_with("tag ") || l.starts_with("image tag")),
+        "{calls}"
+    );
+
+    let live = d.current().expect("a live release");
+    assert_ne!(live, first);
+    let images = d.release_images(&live);
+    assert!(
+        !images.is_empty() && images.iter().all(|i| i.contains(":sha-")),
+        "{images:?}"
+    );
+    // The api changed and the worker did not: a new tag for one, the same for the other.
+    let before = d.release_images(&first);
+    let named = |v: &[String], service: &str| v.iter().find(|i| i.contains(service)).cloned().unwrap();
+    assert_ne!(named(&images, "-api:"), named(&before, "-api:"));
+    assert_eq!(named(&images, "-worker:"), named(&before, "-worker:"));
+    assert!(d.images().contains(&named(&images, "-api:")), "{:?}", d.images());
+    assert_eq!(d.version().as_deref(), Some("api-tags-A"));
 }

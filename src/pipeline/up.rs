@@ -216,7 +216,11 @@ pub(super) async fn stage(
                 m,
                 &plan_ref.files(),
                 &record,
-                builds,
+                match (on, builds) {
+                    (BuildOn::Hosts, _) => Builds::Own,
+                    (_, true) => Builds::ForOthers,
+                    (_, false) => Builds::No,
+                },
                 before.as_deref(),
                 reporter,
             )
@@ -419,7 +423,7 @@ impl LocalBuild {
         };
         let mut record = Record::new(config, m, &plan.release, &plan.commit.id, &plan.build);
         record.build = plan.build.clone();
-        stage_host(config, m, &files, &record, true, None, reporter).await?;
+        stage_host(config, m, &files, &record, Builds::ForOthers, None, reporter).await?;
         Ok(record)
     }
 
@@ -501,14 +505,27 @@ impl UpPlan {
     }
 }
 
-/// Puts release `files.release` on the host and builds it (unless `build`
-/// is false: another builds for it); the live release is not touched.
+/// Whether and for whom a host builds a release's images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Builds {
+    /// Another (the first host, this machine) builds them for it.
+    No,
+    /// It builds them, also for others, who read its override after the
+    /// build: the content tags are made on the host in the same command.
+    ForOthers,
+    /// It builds its own: the content tags are made through the Engine API
+    /// where the host's answers.
+    Own,
+}
+
+/// Puts release `files.release` on the host and builds it as `builds` says;
+/// the live release is not touched.
 async fn stage_host(
     config: &Config,
     m: &Member,
     files: &Files<'_>,
     record: &Record,
-    build: bool,
+    builds: Builds,
     live: Option<&str>,
     reporter: &dyn Reporter,
 ) -> Result<(), String> {
@@ -564,7 +581,7 @@ async fn stage_host(
             .map_err(|e| e.named(&format!("stage release {id}")))
     };
     step(reporter, host, fetch_step, transfer).await?;
-    if record.build.is_empty() || !build {
+    if record.build.is_empty() || builds == Builds::No {
         return Ok(());
     }
     let mut args = vec!["build".to_string()];
@@ -577,7 +594,16 @@ async fn stage_host(
     // what a build would give (from the cache): none is run. Not with `no_cache`.
     let live = live.filter(|_| !config.app.no_cache);
     let reuse = live.map(|live| release::reuse_images(&m.layout, live, id));
+    // Each host building its own images names them by their content through
+    // the Engine API after the build (no docker program started for it); a
+    // build whose images another host or this machine ships, or without the
+    // API, has the host do it in the same command.
+    let engine = match (builds, record.engine) {
+        (Builds::Own, crate::config::Orchestrator::Compose) => m.engine(reporter).await,
+        _ => None,
+    };
     let address = release::address_images(&m.layout, id);
+    let address_there = engine.is_none().then_some(&address);
     // The checklist's `compose_ps` of this release takes the services resolved
     // beside the build, instead of starting compose on the host for them.
     let resolve =
@@ -586,7 +612,7 @@ async fn stage_host(
     let whole = release::build(
         reuse.as_ref(),
         &build,
-        &address,
+        address_there,
         resolve.as_ref(),
         &m.layout.release(id),
     );
@@ -596,14 +622,17 @@ async fn stage_host(
             .run(&whole.into(), Some(BUILD_TIMEOUT))
             .await
             .map_err(|e| e.to_string())?;
-        match out.success() {
-            true => Ok(out),
-            false => Err(format!(
+        if !out.success() {
+            return Err(format!(
                 "compose build exited with {}:\n{}",
                 out.code,
                 crate::remote::tail(&format!("{}{}", out.stdout, out.stderr), 30)
-            )),
+            ));
         }
+        if let Some(engine) = engine.filter(|_| release::built(&out.stdout).0.trim() != "reused") {
+            content_tags(m, engine, record, id, &address, reporter).await?;
+        }
+        Ok(out)
     })
     .await?;
     let (said, services) = release::built(&out.stdout);
@@ -617,6 +646,45 @@ async fn stage_host(
         });
     }
     Ok(())
+}
+
+/// Names the images release `id` built on `m` by their content through the
+/// Engine API and keeps the override that names them so, for the release's
+/// first command to write (see [`Member::pending_override`]). Should the API
+/// fail, the host does it with the docker CLI (`address`), said with `-v`.
+async fn content_tags(
+    m: &Member,
+    engine: &crate::engine::Engine,
+    record: &Record,
+    id: &str,
+    address: &crate::remote::Cmd,
+    reporter: &dyn Reporter,
+) -> Result<(), String> {
+    let tagged = futures::future::try_join_all(record.build.iter().map(|s| async move {
+        let tag = engine.content_tag(&compose::image_name(&m.host.project, s, id)).await?;
+        Ok::<_, String>((s.clone(), tag))
+    }))
+    .await;
+    match tagged {
+        Ok(tags) => {
+            m.addressed(id, compose::addressed_override(&tags, &m.layout.root));
+            Ok(())
+        }
+        Err(why) => {
+            reporter.event(Event::Detail {
+                host: Some(m.host.name.clone()),
+                message: format!("content tags through the Engine API failed ({why}); using the docker CLI"),
+            });
+            m.remote
+                .check(&address.clone().into(), Some(STEP_TIMEOUT))
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    e.named(&format!("name the images of release {id} by their content"))
+                        .to_string()
+                })
+        }
+    }
 }
 
 /// Removes release `id` (never live) and its images from every host: a failed or

@@ -126,7 +126,8 @@ impl Target<'_> {
     }
 
     /// When the release was last started (see [`crate::release::STARTED_FILE`]),
-    /// in seconds since the epoch on the host's clock; read on first use.
+    /// in seconds since the epoch on the host's clock: as its switch in this
+    /// run said, else read on first use.
     pub(crate) async fn started(&self) -> Option<i64> {
         let m = self.member;
         *self
@@ -134,6 +135,9 @@ impl Target<'_> {
             .get_or_init(|| async {
                 if self.record.release.is_empty() {
                     return None;
+                }
+                if let Some(at) = m.started_at(&self.record.release) {
+                    return Some(at);
                 }
                 let file = format!(
                     "{}/{}",
