@@ -256,6 +256,71 @@ pub fn select_hosts(env: &Environment, filter: Option<&[String]>) -> Result<Vec<
 /// A connection attempt's result.
 type Connected = Result<Box<dyn Remote>, String>;
 
+/// Connections under way before the run said it started (see [`Fleet::start_connecting`]).
+pub struct Connecting {
+    env: Environment,
+    tasks: Vec<(Host, tokio::task::JoinHandle<(Connected, u64)>)>,
+}
+
+impl Connecting {
+    /// The fleet, as [`Fleet::connect`] gives it, once every connection
+    /// ended: each told as a connect step that starts now and takes the time
+    /// its connection took.
+    pub async fn finish(self, reporter: &dyn Reporter) -> Result<Fleet, Vec<(String, String)>> {
+        for (host, _) in &self.tasks {
+            reporter.event(Event::Step {
+                host: host.name.clone(),
+                step: Step::Connect,
+                status: StepStatus::Started,
+            });
+        }
+        let results = futures::future::join_all(self.tasks.into_iter().map(|(host, task)| async move {
+            let (r, elapsed_ms) = task
+                .await
+                .unwrap_or_else(|e| (Err(format!("the connection's task ended: {e}")), 0));
+            let status = match &r {
+                Ok(_) => StepStatus::Done {
+                    elapsed_ms,
+                    detail: None,
+                },
+                Err(error) => StepStatus::Failed {
+                    elapsed_ms,
+                    error: error.clone(),
+                },
+            };
+            reporter.event(Event::Step {
+                host: host.name.clone(),
+                step: Step::Connect,
+                status,
+            });
+            (host, r)
+        }))
+        .await;
+        let (fleet, failures) = Fleet::of(&self.env, results);
+        if failures.is_empty() {
+            Ok(fleet)
+        } else {
+            fleet.close().await;
+            Err(failures)
+        }
+    }
+
+    /// The run stops before it started: closes what connected, waiting at
+    /// most `limit` for the connections under way. One still under way then
+    /// is let go: its master ends by itself when idle (`ControlPersist`), as
+    /// after a deploy killed with SIGKILL.
+    pub async fn abandon(self, limit: std::time::Duration) {
+        let ended = futures::future::join_all(self.tasks.into_iter().map(|(_, task)| task));
+        if let Ok(results) = tokio::time::timeout(limit, ended).await {
+            for (r, _) in results.into_iter().flatten() {
+                if let Ok(remote) = r {
+                    let _ = remote.close().await;
+                }
+            }
+        }
+    }
+}
+
 /// Connected hosts.
 pub struct Fleet {
     pub env: Environment,
@@ -300,6 +365,11 @@ impl Fleet {
             .buffered(env.parallel.max(1))
             .collect()
             .await;
+        Fleet::of(env, results)
+    }
+
+    /// The fleet of the hosts that connected, and each one that did not with the reason.
+    fn of(env: &Environment, results: Vec<(Host, Connected)>) -> (Fleet, Vec<(String, String)>) {
         let mut members = Vec::new();
         let mut failures = Vec::new();
         for (host, r) in results {
@@ -313,6 +383,31 @@ impl Fleet {
             members,
         };
         (fleet, failures)
+    }
+
+    /// Starts connecting to every host, `parallel` at a time, in tasks of
+    /// their own: the SSH handshakes go on while this machine prepares the
+    /// run (git2's start-up alone, OpenSSL reading the system's CA bundle,
+    /// takes tens of milliseconds). [`Connecting::finish`] tells and ends them.
+    pub fn start_connecting(env: &Environment, hosts: &[Host]) -> Connecting {
+        let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(env.parallel.max(1)));
+        let tasks = hosts
+            .iter()
+            .map(|host| {
+                let (permits, transport, h) = (permits.clone(), env.transport, host.clone());
+                let task = tokio::spawn(async move {
+                    let _permit = permits.acquire_owned().await;
+                    let started = Instant::now();
+                    let r = remote::connect(transport, &h).await.map_err(|e| e.to_string());
+                    (r, started.elapsed().as_millis() as u64)
+                });
+                (host.clone(), task)
+            })
+            .collect();
+        Connecting {
+            env: env.clone(),
+            tasks,
+        }
     }
 
     /// Reads each host's compose variant, live release and tools; returns the

@@ -205,3 +205,23 @@ fn content_tags_are_made_through_the_engine_api() {
     assert!(d.images().contains(&named(&images, "-api:")), "{:?}", d.images());
     assert_eq!(d.version().as_deref(), Some("api-tags-A"));
 }
+
+/// A deploy connects while it makes its plan (git2's start-up is tens of
+/// milliseconds); one refused before it starts, for a dirty tree, closes the
+/// connections it began, and the start is still the first thing it says.
+#[test]
+fn a_deploy_refused_before_it_starts_closes_the_connections_it_began() {
+    let d = Deployment::new(Setup::default(), &Behaviour::version("A"));
+    let (run, _) = d.deploy_json(&[], 0);
+    let first: serde_json::Value = serde_json::from_str(run.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(first["event"], "start", "{}", run.stdout);
+    let live = d.current();
+    assert!(live.is_some());
+
+    std::fs::write(d.app.path().join("api/www/version"), "dirty\n").unwrap();
+    let run = d.deploy(&[], 1);
+    assert!(run.all().contains("api/www/version"), "{}", run.all());
+    assert!(!d.host.ssh_clients_running(), "an ssh process is left");
+    assert_eq!(d.current(), live);
+    assert!(!d.locked());
+}

@@ -150,6 +150,9 @@ pub struct Results {
     pub plain_build_ms: BTreeMap<(Compose, usize), Vec<f64>>,
     /// (compose, hosts) → the floor's `compose up -d` per host, ms (from its trace).
     pub plain_up_ms: BTreeMap<(Compose, usize), Vec<f64>>,
+    /// The floor's two Redis checks, one `docker exec` each (with the
+    /// `docker ps` that finds the container), ms, by compose and host count.
+    pub floor_exec_ms: BTreeMap<(Compose, usize), Vec<f64>>,
     /// (compose, checks, hosts) → peak RSS of deploy, KiB.
     pub variant_rss: BTreeMap<(Compose, Checks, usize), Vec<u64>>,
     pub runs: usize,
@@ -301,6 +304,11 @@ fn main() {
                                 results.plain_build_ms.entry((compose, n)).or_default().extend(builds);
                                 let ups = runner.traced(" up -d");
                                 results.plain_up_ms.entry((compose, n)).or_default().extend(ups);
+                                if checks == Checks::Exec {
+                                    // The Redis checks: one `docker exec` each, no retry loop.
+                                    let execs = runner.traced("| grep -q PONG");
+                                    results.floor_exec_ms.entry((compose, n)).or_default().extend(execs);
+                                }
                             }
                             _ => {}
                         }

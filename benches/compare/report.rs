@@ -577,9 +577,17 @@ fn variants_section(r: &Results, alone: bool) -> String {
             continue;
         }
         let worst = attempts.iter().cloned().fold(f64::MIN, f64::max);
+        // What the engine itself takes for the same commands, for scale.
+        let floor = match r.floor_exec_ms.get(&(c, 1)).filter(|v| !v.is_empty()) {
+            Some(v) => format!(
+                "; for scale, the floor's `docker exec` of the two Redis checks at 1 host, with the `docker ps` that finds the container: median {:.0} ms",
+                median(v)
+            ),
+            None => String::new(),
+        };
         let _ = writeln!(
             s,
-            "| {}: an exec check's attempt ≤ 100 ms | median {:.0} ms, largest {worst:.0} ms (of {}) | {} |",
+            "| {}: an exec check's attempt ≤ 100 ms | median {:.0} ms, largest {worst:.0} ms (of {}){floor} | {} |",
             c.name(),
             median(&attempts),
             attempts.len(),

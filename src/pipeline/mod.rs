@@ -19,7 +19,7 @@ use std::time::Instant;
 use crate::activation::Record;
 use crate::config::{Config, Environment, Host};
 use crate::error::{Error, Exit};
-use crate::fleet::{select_hosts, Fleet, LockGuard, STEP_TIMEOUT};
+use crate::fleet::{select_hosts, Connecting, Fleet, LockGuard, STEP_TIMEOUT};
 use crate::history::{self, Entry};
 use crate::hooks::{self, Hook};
 use crate::interrupt::Interrupt;
@@ -189,6 +189,10 @@ impl Run<'_> {
     }
 }
 
+/// How long a deploy that stops before it starts (a dirty tree, an unknown
+/// commit) waits for the connections it began to end, to close them.
+const ABANDON_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Runs a change. Errors before anything starts (config, git) are returned;
 /// everything after ends in a summary event and an exit code.
 pub async fn run(
@@ -199,8 +203,21 @@ pub async fn run(
     interrupt: &Interrupt,
 ) -> Result<Exit, Error> {
     let hosts = select_hosts(env, request.hosts())?;
+    // A deploy's connections start while its plan is made (see `Fleet::start_connecting`).
+    let early = match request {
+        Request::Up(_) if !env.swarm() => Some(Fleet::start_connecting(env, &hosts)),
+        _ => None,
+    };
     let mut plan = match request {
-        Request::Up(o) => Some(UpPlan::prepare(config, o)?),
+        Request::Up(o) => match UpPlan::prepare(config, o) {
+            Ok(plan) => Some(plan),
+            Err(e) => {
+                if let Some(early) = early {
+                    early.abandon(ABANDON_LIMIT).await;
+                }
+                return Err(e);
+            }
+        },
         Request::Rollback(o) => {
             choose::validate_to(env, o.to.as_deref())?;
             None
@@ -225,7 +242,7 @@ pub async fn run(
     announce(&run, &hosts);
 
     // Look: connect and preflight every selected host; change nothing.
-    let fleet = match connect(&mut run, &hosts).await {
+    let fleet = match connect(&mut run, &hosts, early).await {
         Ok(f) => f,
         Err(end) => return Ok(run.finish(end)),
     };
@@ -277,11 +294,15 @@ fn announce(run: &Run<'_>, hosts: &[Host]) {
 }
 
 /// Connects to and preflights every selected host; a change needs all of them.
-async fn connect(run: &mut Run<'_>, hosts: &[Host]) -> Result<Fleet, End> {
+async fn connect(run: &mut Run<'_>, hosts: &[Host], early: Option<Connecting>) -> Result<Fleet, End> {
     if run.env.swarm() {
         return connect_manager(run, hosts).await;
     }
-    let mut fleet = match Fleet::connect(run.env, hosts, run.reporter).await {
+    let connected = match early {
+        Some(early) => early.finish(run.reporter).await,
+        None => Fleet::connect(run.env, hosts, run.reporter).await,
+    };
+    let mut fleet = match connected {
         Ok(f) => f,
         Err(failures) => {
             run.fail_hosts(&failures);
