@@ -306,6 +306,7 @@ impl Drop for Netns {
 pub fn remove_project(project: &str) {
     remove_project_but_images(project);
     remove_images(&project_images(project));
+    remove_untagged(&project_untagged(project));
 }
 
 /// Removes a compose project's containers, network and volumes now, and the
@@ -320,7 +321,8 @@ pub fn remove_project(project: &str) {
 pub fn remove_project_images_at_exit(project: &str) {
     remove_project_but_images(project);
     let images = project_images(project);
-    if images.is_empty() {
+    let untagged = project_untagged(project);
+    if images.is_empty() && untagged.is_empty() {
         return;
     }
     static REGISTER: std::sync::Once = std::sync::Once::new();
@@ -329,13 +331,48 @@ pub fn remove_project_images_at_exit(project: &str) {
         unsafe { libc::atexit(remove_images_at_exit) };
     });
     IMAGES_AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()).extend(images);
+    UNTAGGED_AT_EXIT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(untagged);
 }
 
 static IMAGES_AT_EXIT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+static UNTAGGED_AT_EXIT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 extern "C" fn remove_images_at_exit() {
     let images = std::mem::take(&mut *IMAGES_AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()));
     remove_images(&images);
+    let untagged = std::mem::take(&mut *UNTAGGED_AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()));
+    remove_untagged(&untagged);
+}
+
+/// Removes untagged images by id, unforced (one a container uses stays). Never panics.
+fn remove_untagged(ids: &[String]) {
+    for batch in ids.chunks(200) {
+        let _ = Command::new("docker").args(["image", "rm"]).args(batch).output();
+    }
+}
+
+/// The ids of a compose project's images that lost every tag (a test that
+/// removed an image by hand while its container ran leaves it so). Compose
+/// v2 labels the images it builds with their project, so these are this
+/// project's own, never another test's build cache.
+fn project_untagged(project: &str) -> Vec<String> {
+    Command::new("docker")
+        .args([
+            "image",
+            "ls",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            "dangling=true",
+            "--filter",
+        ])
+        .arg(format!("label=com.docker.compose.project={project}"))
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 /// Removes images by name, a batch per call. Never panics (it runs in exit too).
