@@ -239,11 +239,13 @@ pub async fn activate(
     let guarded = |cmd: &Cmd| lock::if_ours(&m.layout, lock.token(), lock.ttl(), lock.confirm(), cmd);
     let named = |e: RemoteError| e.named(&format!("start release {target}"));
     // The release's override with its content tags, where they were made
-    // through the Engine API, is written first (see `Member::pending_override`).
+    // through the Engine API, is written first, before `first` (the watchdog,
+    // the old release's `down`) touches anything live (see `Member::pending_override`).
     let write = m.pending_override(target);
-    let before = release::chain(&[write.as_ref(), Some(&release::before_up(&m.layout, target))]);
-    let rest = |first: Option<&Cmd>, before: Option<&Cmd>| {
+    let before = release::before_up(&m.layout, target);
+    let rest = |write: Option<&Cmd>, first: Option<&Cmd>, before: Option<&Cmd>| {
         release::activate(
+            write,
             first,
             before,
             &compose
@@ -263,14 +265,17 @@ pub async fn activate(
     if record.zero_downtime.is_empty() {
         let out = m
             .remote
-            .check(&guarded(&rest(first, Some(&before))).into(), Some(STEP_TIMEOUT))
+            .check(
+                &guarded(&rest(write.as_ref(), first, Some(&before))).into(),
+                Some(STEP_TIMEOUT),
+            )
             .await
             .map_err(named)?;
         started(&out);
         return Ok(());
     }
     // The lock, `first` and the image check before the first new container starts.
-    let pre = release::chain(&[first, Some(&before)]);
+    let pre = release::chain(&[write.as_ref(), first, Some(&before)]);
     let out = m
         .remote
         .check(&guarded(&pre).into(), Some(STEP_TIMEOUT))
@@ -279,7 +284,7 @@ pub async fn activate(
     started(&out);
     start_first(sw, m, record, &compose).await?;
     m.remote
-        .check(&guarded(&rest(None, None)).into(), Some(STEP_TIMEOUT))
+        .check(&guarded(&rest(None, None, None)).into(), Some(STEP_TIMEOUT))
         .await
         .map_err(named)?;
     Ok(())
@@ -342,6 +347,7 @@ pub fn plain(m: &Member, record: &Record) -> Cmd {
     }
     let compose = m.compose_for(record);
     release::activate(
+        None,
         None,
         Some(&release::before_up(&m.layout, target)),
         &compose

@@ -126,9 +126,12 @@ impl Member {
     }
 
     /// The command that writes release `id`'s override with its content tags,
-    /// where they were made through the Engine API in this run: the first
-    /// command that starts something of the release (its release command, its
-    /// switch) runs it before all else. Writing it twice writes the same.
+    /// where they were made through the Engine API in this run: the switch
+    /// runs it before all else, and the run's last command on a host that
+    /// staged the release but never switched to it (a batch not reached). It
+    /// does nothing where the release is gone (discarded), and writing it
+    /// twice writes the same. (A release command runs before it: its
+    /// override names the build's own tags, the very same images.)
     pub fn pending_override(&self, id: &str) -> Option<Cmd> {
         let kept = self.addressed.lock().unwrap_or_else(|e| e.into_inner());
         kept.as_ref()
@@ -307,8 +310,9 @@ impl Connecting {
 
     /// The run stops before it started: closes what connected, waiting at
     /// most `limit` for the connections under way. One still under way then
-    /// is let go: its master ends by itself when idle (`ControlPersist`), as
-    /// after a deploy killed with SIGKILL.
+    /// is cancelled when the runtime ends: its control directory goes with
+    /// it, and its `ssh` gives up within `connect_timeout` at the latest;
+    /// one that connected meanwhile is closed as its session is dropped.
     pub async fn abandon(self, limit: std::time::Duration) {
         let ended = futures::future::join_all(self.tasks.into_iter().map(|(_, task)| task));
         if let Ok(results) = tokio::time::timeout(limit, ended).await {

@@ -369,8 +369,10 @@ pub fn before_up(layout: &Layout, id: &str) -> Cmd {
 
 // $1 the check before `up` ("": none), $2 `up`, $3 the check after it (prints services
 // running another image, else points `current`), $4 `up --force-recreate`
-// without its services, $5 pointing `current`, $6 what runs first ("": nothing).
+// without its services, $5 pointing `current`, $6 what runs first ("": nothing),
+// $7 what runs before even that ("": nothing).
 const ACTIVATE: &str = r#"
+[ -z "$7" ] || sh -c "$7" || exit $?
 [ -z "$6" ] || sh -c "$6" || exit $?
 [ -z "$1" ] || sh -c "$1" || exit $?
 sh -c "$2" || exit $?
@@ -379,10 +381,21 @@ stale=$(sh -c "$3") || exit $?
 sh -c "$4 $stale" && sh -c "$5"
 "#;
 
-/// Makes a release live in one command: `first` (the old release's `down`,
-/// where the app asks for it), [`before_up`], `up`, [`after_up`], and the
-/// recreation of any service still on another image.
-pub fn activate(first: Option<&Cmd>, before: Option<&Cmd>, up: &Cmd, after: &Cmd, recreate: &Cmd, point: &Cmd) -> Cmd {
+/// Makes a release live in one command: `write` (its override with the
+/// content tags, see [`write_override`]), `first` (the watchdog, the old
+/// release's `down`, where the app asks for it), [`before_up`], `up`,
+/// [`after_up`], and the recreation of any service still on another image.
+/// Each is one level deep: a long script nested twice more (a watchdog's)
+/// would outgrow what one command may carry.
+pub fn activate(
+    write: Option<&Cmd>,
+    first: Option<&Cmd>,
+    before: Option<&Cmd>,
+    up: &Cmd,
+    after: &Cmd,
+    recreate: &Cmd,
+    point: &Cmd,
+) -> Cmd {
     let word = |c: Option<&Cmd>| c.map(Cmd::as_word).unwrap_or_else(|| "".into());
     Cmd::new("sh")
         .arg("-c")
@@ -391,6 +404,7 @@ pub fn activate(first: Option<&Cmd>, before: Option<&Cmd>, up: &Cmd, after: &Cmd
         .arg(word(before))
         .args([up, after, recreate, point].map(Cmd::as_word))
         .arg(word(first))
+        .arg(word(write))
 }
 
 const CHAIN: &str = r#"for c in "$@"; do sh -c "$c" || exit $?; done"#;
@@ -403,6 +417,16 @@ pub fn chain(cmds: &[Option<&Cmd>]) -> Cmd {
         .arg(CHAIN)
         .arg("sh")
         .args(cmds.iter().flatten().map(|c| c.as_word()))
+}
+
+/// `first`, whatever it does, then `then`, whose exit is the command's.
+pub fn anyway_then(first: &Cmd, then: &Cmd) -> Cmd {
+    Cmd::new("sh")
+        .arg("-c")
+        .arg(r#"sh -c "$1"; sh -c "$2""#)
+        .arg("sh")
+        .arg(first.as_word())
+        .arg(then.as_word())
 }
 
 const POINT_CURRENT: &str = r#"set -e
@@ -629,8 +653,10 @@ pub fn address_images(layout: &Layout, id: &str) -> Cmd {
     )
 }
 
-// $1 a file, $2 its new text: replaced at once (a reader sees the old or the new).
-const WRITE_FILE: &str = r#"printf '%s' "$2" > "$1.tmp" && mv "$1.tmp" "$1""#;
+// $1 a release's file, $2 its new text: replaced at once (a reader sees the
+// old or the new); nothing where the release's directory is gone.
+const WRITE_FILE: &str = r#"[ -d "$(dirname "$1")" ] || exit 0
+printf '%s' "$2" > "$1.tmp" && mv "$1.tmp" "$1""#;
 
 /// Replaces release `id`'s override with `text`: the content tags that
 /// deploy made through the Engine API after the build (see

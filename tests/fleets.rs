@@ -130,6 +130,55 @@ fn a_failure_in_a_later_batch_puts_every_switched_host_back() {
     }
 }
 
+/// A roll-out halted in its first batch leaves the release staged on the
+/// hosts it never reached, their images named by content as on a switched
+/// host: `deploy rollback --to` that release later keeps unchanged services.
+#[test]
+fn a_release_staged_on_hosts_a_halted_roll_out_never_reached_names_its_images_by_content() {
+    let fleet = TestFleet::new(
+        FleetSetup {
+            hosts: 3,
+            batch: Some(1),
+            vars: vec![(0, "FAIL_HEALTH", "1")],
+            extra: checks("4s"),
+            ..Default::default()
+        },
+        &Behaviour::version("A"),
+    );
+    fleet.deploy(&[], 0);
+    let mut b = Behaviour::version("B");
+    b.health = Health::FailsWhereFlagged;
+    fleet.app.commit(&b);
+    let (run, events) = fleet.deploy(&[], 3);
+    let s = summary(&events);
+    let id = s["release"].as_str().unwrap().to_string();
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["step"] == "switch" && e["host"] == s["hosts"][1]["host"]),
+        "host 2 was not reached: {}",
+        run.all()
+    );
+    for i in 1..3 {
+        let text = std::fs::read_to_string(
+            fleet.hosts[i]
+                .ssh
+                .app_path()
+                .join("releases")
+                .join(&id)
+                .join(".deploy-compose.yml"),
+        )
+        .unwrap_or_else(|e| panic!("host {}: the staged release is kept: {e}", i + 1));
+        let images: Vec<&str> = text.lines().filter(|l| l.contains("image:")).collect();
+        assert!(
+            !images.is_empty() && images.iter().all(|l| l.contains(":sha-")),
+            "host {}: {text}",
+            i + 1
+        );
+        assert!(!fleet.locked(i));
+    }
+}
+
 #[test]
 fn an_unreachable_host_at_preflight_changes_nothing() {
     let mut fleet = TestFleet::new(

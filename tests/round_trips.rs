@@ -218,9 +218,18 @@ fn a_deploy_refused_before_it_starts_closes_the_connections_it_began() {
     let live = d.current();
     assert!(live.is_some());
 
+    // Logins as sshd logged them: the refused deploy did connect.
+    let logins = || {
+        std::fs::read_to_string(d.host.dir.path().join("sshd.log"))
+            .unwrap_or_default()
+            .matches("Accepted publickey")
+            .count()
+    };
+    let before = logins();
     std::fs::write(d.app.path().join("api/www/version"), "dirty\n").unwrap();
     let run = d.deploy(&[], 1);
     assert!(run.all().contains("api/www/version"), "{}", run.all());
+    assert_eq!(logins(), before + 1, "it connected while it made its plan");
     assert!(!d.host.ssh_clients_running(), "an ssh process is left");
     assert_eq!(d.current(), live);
     assert!(!d.locked());

@@ -580,7 +580,7 @@ fn variants_section(r: &Results, alone: bool) -> String {
         // What the engine itself takes for the same commands, for scale.
         let floor = match r.floor_exec_ms.get(&(c, 1)).filter(|v| !v.is_empty()) {
             Some(v) => format!(
-                "; for scale, the floor's `docker exec` of the two Redis checks at 1 host, with the `docker ps` that finds the container: median {:.0} ms",
+                "; for scale, the floor's Redis checks at 1 host, each a `docker ps` that finds the container and a `docker exec` on the host itself: median {:.0} ms",
                 median(v)
             ),
             None => String::new(),

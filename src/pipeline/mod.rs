@@ -302,6 +302,14 @@ async fn connect(run: &mut Run<'_>, hosts: &[Host], early: Option<Connecting>) -
         Some(early) => early.finish(run.reporter).await,
         None => Fleet::connect(run.env, hosts, run.reporter).await,
     };
+    // Ctrl-C at the terminal also stops the `ssh` still connecting: that is
+    // the interruption, not a host out of reach.
+    if connected.is_err() && run.interrupt.is_set() {
+        return Err(End::new(
+            Outcome::Interrupted,
+            "interrupted while connecting; no host was changed".to_string(),
+        ));
+    }
     let mut fleet = match connected {
         Ok(f) => f,
         Err(failures) => {
@@ -684,6 +692,16 @@ async fn finish(run: &Run<'_>, fleet: &Fleet, states: &[LiveState], end: &End, r
         }
         if guard.holds(i) {
             cmds.push((Step::Unlock, lock::release(&m.layout, Some(guard.token()))));
+        }
+        // A release staged here but never switched to (a batch the run did
+        // not reach) keeps its content tags: its override is written, with
+        // the first command, never failing it (see `Member::pending_override`).
+        let unswitched = h.to.as_ref().filter(|_| h.progress == Progress::Staged);
+        if let (Some(write), Some((_, first))) = (
+            unswitched.and_then(|r| m.pending_override(&r.release)),
+            cmds.first_mut(),
+        ) {
+            *first = release::anyway_then(&write, first);
         }
         work.push(cmds);
     }
