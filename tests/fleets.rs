@@ -78,13 +78,18 @@ fn six_hosts_in_parallel_switch_and_verify_and_a_worker_host_runs_no_api() {
     );
 }
 
-#[test]
-fn a_failure_in_a_later_batch_puts_every_switched_host_back() {
+/// `hosts` hosts on A, then a deploy of B in batches of `batch` whose health
+/// fails on host `flagged` (from 0) only: rolled back, exit 3.
+fn failing_roll_out(
+    hosts: usize,
+    batch: usize,
+    flagged: usize,
+) -> (TestFleet, crate::harness::Run, Vec<serde_json::Value>) {
     let fleet = TestFleet::new(
         FleetSetup {
-            hosts: 6,
-            batch: Some(2),
-            vars: vec![(4, "FAIL_HEALTH", "1")],
+            hosts,
+            batch: Some(batch),
+            vars: vec![(flagged, "FAIL_HEALTH", "1")],
             extra: checks("4s"),
             ..Default::default()
         },
@@ -95,6 +100,12 @@ fn a_failure_in_a_later_batch_puts_every_switched_host_back() {
     b.health = Health::FailsWhereFlagged;
     fleet.app.commit(&b);
     let (run, events) = fleet.deploy(&[], 3);
+    (fleet, run, events)
+}
+
+#[test]
+fn a_failure_in_a_later_batch_puts_every_switched_host_back() {
+    let (fleet, run, events) = failing_roll_out(6, 2, 4);
     locks_before_changes(&events, 6);
     let s = summary(&events);
     assert_eq!(s["result"], "rolled_back", "{}", run.all());
@@ -135,21 +146,7 @@ fn a_failure_in_a_later_batch_puts_every_switched_host_back() {
 /// host: `deploy rollback --to` that release later keeps unchanged services.
 #[test]
 fn a_release_staged_on_hosts_a_halted_roll_out_never_reached_names_its_images_by_content() {
-    let fleet = TestFleet::new(
-        FleetSetup {
-            hosts: 3,
-            batch: Some(1),
-            vars: vec![(0, "FAIL_HEALTH", "1")],
-            extra: checks("4s"),
-            ..Default::default()
-        },
-        &Behaviour::version("A"),
-    );
-    fleet.deploy(&[], 0);
-    let mut b = Behaviour::version("B");
-    b.health = Health::FailsWhereFlagged;
-    fleet.app.commit(&b);
-    let (run, events) = fleet.deploy(&[], 3);
+    let (fleet, run, events) = failing_roll_out(3, 1, 0);
     let s = summary(&events);
     let id = s["release"].as_str().unwrap().to_string();
     assert!(
