@@ -59,18 +59,40 @@ pub struct Member {
     /// them beside the build: its checklist needs no `compose config`. Their
     /// `image`s are as the override named them at some moment of the build
     /// (before or after the content tags): not where to read images from.
-    resolved: std::sync::Mutex<Option<(String, Vec<crate::compose::Service>)>>,
+    resolved: OfRelease<Vec<crate::compose::Service>>,
     /// The override of the release this run built here, its images named by
     /// their content through the Engine API, until a command of the release
     /// writes it on the host (see [`Member::pending_override`]).
-    addressed: std::sync::Mutex<Option<(String, String)>>,
+    addressed: OfRelease<String>,
     /// When a release was started on the host in this run (host clock), as
     /// its switch said: log checks need not ask the host.
-    started: std::sync::Mutex<Option<(String, i64)>>,
+    started: OfRelease<i64>,
     /// The engine's API through the connection, once asked for: `Err` says why not.
     engine: tokio::sync::OnceCell<Result<Engine, String>>,
     /// Whether the engine's absence was told already.
     engine_told: std::sync::atomic::AtomicBool,
+}
+
+/// A value this run learned about one release on a host (the last one kept).
+#[derive(Debug)]
+struct OfRelease<T>(std::sync::Mutex<Option<(String, T)>>);
+
+impl<T> Default for OfRelease<T> {
+    fn default() -> Self {
+        OfRelease(std::sync::Mutex::new(None))
+    }
+}
+
+impl<T: Clone> OfRelease<T> {
+    fn keep(&self, id: &str, value: T) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((id.to_string(), value));
+    }
+
+    /// The value kept for release `id`, if the last one kept is its.
+    fn of(&self, id: &str) -> Option<T> {
+        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        kept.as_ref().filter(|(of, _)| of == id).map(|(_, v)| v.clone())
+    }
 }
 
 /// The engine's socket path from the host's `DOCKER_HOST` (`-`: unset).
@@ -95,9 +117,9 @@ impl Member {
             git: false,
             detected: None,
             docker_socket: docker_socket("-"),
-            resolved: std::sync::Mutex::new(None),
-            addressed: std::sync::Mutex::new(None),
-            started: std::sync::Mutex::new(None),
+            resolved: OfRelease::default(),
+            addressed: OfRelease::default(),
+            started: OfRelease::default(),
             engine: tokio::sync::OnceCell::new(),
             engine_told: std::sync::atomic::AtomicBool::new(false),
             swarm_nodes: None,
@@ -106,23 +128,20 @@ impl Member {
 
     /// Keeps release `id`'s services as its build in this run resolved them.
     pub fn resolved(&self, id: &str, services: Vec<crate::compose::Service>) {
-        *self.resolved.lock().unwrap_or_else(|e| e.into_inner()) = Some((id.to_string(), services));
+        self.resolved.keep(id, services);
     }
 
     /// Release `id`'s services as its build in this run resolved them, if it
     /// was built here in this run: what compose's own files and variables
     /// (shared files too) said a moment ago, not a file a commit could bring.
     pub fn resolved_services(&self, id: &str) -> Option<Vec<crate::compose::Service>> {
-        let kept = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
-        kept.as_ref()
-            .filter(|(of, _)| of == id)
-            .map(|(_, services)| services.clone())
+        self.resolved.of(id)
     }
 
     /// Keeps release `id`'s override as the content tags made through the
     /// Engine API name its images (`text`), for [`Member::pending_override`].
     pub fn addressed(&self, id: &str, text: String) {
-        *self.addressed.lock().unwrap_or_else(|e| e.into_inner()) = Some((id.to_string(), text));
+        self.addressed.keep(id, text);
     }
 
     /// The command that writes release `id`'s override with its content tags,
@@ -133,22 +152,20 @@ impl Member {
     /// twice writes the same. (A release command runs before it: its
     /// override names the build's own tags, the very same images.)
     pub fn pending_override(&self, id: &str) -> Option<Cmd> {
-        let kept = self.addressed.lock().unwrap_or_else(|e| e.into_inner());
-        kept.as_ref()
-            .filter(|(of, _)| of == id)
-            .map(|(_, text)| release::write_override(&self.layout, id, text))
+        self.addressed
+            .of(id)
+            .map(|text| release::write_override(&self.layout, id, &text))
     }
 
     /// Keeps when release `id` was started on the host (seconds since the
     /// epoch, host clock), as its switch printed it.
     pub fn started(&self, id: &str, at: i64) {
-        *self.started.lock().unwrap_or_else(|e| e.into_inner()) = Some((id.to_string(), at));
+        self.started.keep(id, at);
     }
 
     /// When release `id` was started in this run, if its switch said so.
     pub fn started_at(&self, id: &str) -> Option<i64> {
-        let kept = self.started.lock().unwrap_or_else(|e| e.into_inner());
-        kept.as_ref().filter(|(of, _)| of == id).map(|(_, at)| *at)
+        self.started.of(id)
     }
 
     /// The host's Docker Engine API, connected on first use; `None` (told once,
@@ -205,32 +222,34 @@ pub async fn step<T, E: Display>(
     });
     let started = Instant::now();
     let result = fut.await;
-    let elapsed_ms = started.elapsed().as_millis() as u64;
-    match result {
-        Ok(v) => {
-            reporter.event(Event::Step {
-                host: host.to_string(),
-                step,
-                status: StepStatus::Done {
-                    elapsed_ms,
-                    detail: None,
-                },
-            });
-            Ok(v)
-        }
-        Err(e) => {
-            let error = e.to_string();
-            reporter.event(Event::Step {
-                host: host.to_string(),
-                step,
-                status: StepStatus::Failed {
-                    elapsed_ms,
-                    error: error.clone(),
-                },
-            });
-            Err(error)
-        }
-    }
+    step_ended(reporter, host, step, started.elapsed().as_millis() as u64, result)
+}
+
+/// Tells the reporter how `step` on `host` ended, after `elapsed_ms`.
+fn step_ended<T, E: Display>(
+    reporter: &dyn Reporter,
+    host: &str,
+    step: Step,
+    elapsed_ms: u64,
+    result: Result<T, E>,
+) -> Result<T, String> {
+    let result = result.map_err(|e| e.to_string());
+    let status = match &result {
+        Ok(_) => StepStatus::Done {
+            elapsed_ms,
+            detail: None,
+        },
+        Err(error) => StepStatus::Failed {
+            elapsed_ms,
+            error: error.clone(),
+        },
+    };
+    reporter.event(Event::Step {
+        host: host.to_string(),
+        step,
+        status,
+    });
+    result
 }
 
 /// The hosts of `env` that `--hosts` names (all without it); an unknown name is a usage error.
@@ -281,31 +300,11 @@ impl Connecting {
             let (r, elapsed_ms) = task
                 .await
                 .unwrap_or_else(|e| (Err(format!("the connection's task ended: {e}")), 0));
-            let status = match &r {
-                Ok(_) => StepStatus::Done {
-                    elapsed_ms,
-                    detail: None,
-                },
-                Err(error) => StepStatus::Failed {
-                    elapsed_ms,
-                    error: error.clone(),
-                },
-            };
-            reporter.event(Event::Step {
-                host: host.name.clone(),
-                step: Step::Connect,
-                status,
-            });
+            let r = step_ended(reporter, &host.name, Step::Connect, elapsed_ms, r);
             (host, r)
         }))
         .await;
-        let (fleet, failures) = Fleet::of(&self.env, results);
-        if failures.is_empty() {
-            Ok(fleet)
-        } else {
-            fleet.close().await;
-            Err(failures)
-        }
+        Fleet::all_or_none(Fleet::of(&self.env, results)).await
     }
 
     /// The run stops before it started: closes what connected, waiting at
@@ -339,7 +338,11 @@ impl Fleet {
         hosts: &[Host],
         reporter: &dyn Reporter,
     ) -> Result<Fleet, Vec<(String, String)>> {
-        let (fleet, failures) = Fleet::connect_reachable(env, hosts, reporter).await;
+        Fleet::all_or_none(Fleet::connect_reachable(env, hosts, reporter).await).await
+    }
+
+    /// The fleet if every host connected; else the others closed again, and every failure.
+    async fn all_or_none((fleet, failures): (Fleet, Vec<(String, String)>)) -> Result<Fleet, Vec<(String, String)>> {
         if failures.is_empty() {
             Ok(fleet)
         } else {

@@ -306,7 +306,6 @@ impl Drop for Netns {
 pub fn remove_project(project: &str) {
     remove_project_but_images(project);
     remove_images(&project_images(project));
-    remove_untagged(&project_untagged(project));
 }
 
 /// Removes a compose project's containers, network and volumes now, and the
@@ -321,8 +320,7 @@ pub fn remove_project(project: &str) {
 pub fn remove_project_images_at_exit(project: &str) {
     remove_project_but_images(project);
     let images = project_images(project);
-    let untagged = project_untagged(project);
-    if images.is_empty() && untagged.is_empty() {
+    if images.is_empty() {
         return;
     }
     static REGISTER: std::sync::Once = std::sync::Once::new();
@@ -331,27 +329,13 @@ pub fn remove_project_images_at_exit(project: &str) {
         unsafe { libc::atexit(remove_images_at_exit) };
     });
     IMAGES_AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()).extend(images);
-    UNTAGGED_AT_EXIT
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .extend(untagged);
 }
 
 static IMAGES_AT_EXIT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-static UNTAGGED_AT_EXIT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 extern "C" fn remove_images_at_exit() {
     let images = std::mem::take(&mut *IMAGES_AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()));
     remove_images(&images);
-    let untagged = std::mem::take(&mut *UNTAGGED_AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()));
-    remove_untagged(&untagged);
-}
-
-/// Removes untagged images by id, unforced (one a container uses stays). Never panics.
-fn remove_untagged(ids: &[String]) {
-    for batch in ids.chunks(200) {
-        let _ = Command::new("docker").args(["image", "rm"]).args(batch).output();
-    }
 }
 
 /// The ids of a compose project's images that lost every tag (a test that
@@ -375,16 +359,25 @@ fn project_untagged(project: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Removes images by name, a batch per call. Never panics (it runs in exit too).
+/// Removes images (names, or ids of untagged ones), a batch per call. Never
+/// panics (it runs in exit too).
 fn remove_images(images: &[String]) {
     for batch in images.chunks(200) {
         let _ = Command::new("docker").args(["image", "rm", "-f"]).args(batch).output();
     }
 }
 
-/// The tags of the images built for a compose project (named `<project>-*`,
-/// or `<project>_*` by compose v1).
+/// The images built for a compose project: by their tags (named
+/// `<project>-*`, or `<project>_*` by compose v1), and by id those that lost
+/// every tag (see [`project_untagged`]).
 fn project_images(project: &str) -> Vec<String> {
+    let mut images = project_tags(project);
+    images.extend(project_untagged(project));
+    images
+}
+
+/// The tags of the images built for a compose project.
+fn project_tags(project: &str) -> Vec<String> {
     // By name, never by id: the build cache gives two tests that build the
     // same files the same image id, and removing an id with -f takes every
     // tag of it, another test's (running a deploy) among them.
