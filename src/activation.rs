@@ -242,19 +242,19 @@ pub async fn activate(
     // through the Engine API, is written first, before `first` (the watchdog,
     // the old release's `down`) touches anything live (see `Member::pending_override`).
     let write = m.pending_override(target);
-    let before = release::before_up(&m.layout, target);
+    // Where the API made them, it also finds the release's images there
+    // before, and its services on them after `up`: no docker program on the host.
+    let api = images_there(sw, m, target).await;
+    let before = release::before_up(&m.layout, target, api.is_some());
+    let up = compose
+        .cmd(["up", "-d", "--remove-orphans", "--no-build"])
+        .args(record.services.iter());
+    let after = release::after_up(&m.layout, &record.project, target);
+    let recreate = compose.cmd(["up", "-d", "--no-build", "--force-recreate"]);
+    let point = release::point_current(&m.layout, target);
     let rest = |write: Option<&Cmd>, first: Option<&Cmd>, before: Option<&Cmd>| {
-        release::activate(
-            write,
-            first,
-            before,
-            &compose
-                .cmd(["up", "-d", "--remove-orphans", "--no-build"])
-                .args(record.services.iter()),
-            &release::after_up(&m.layout, &record.project, target),
-            &compose.cmd(["up", "-d", "--no-build", "--force-recreate"]),
-            &release::point_current(&m.layout, target),
-        )
+        let after = api.is_none().then_some(&after);
+        release::activate(write, first, before, &up, after, &recreate, &point)
     };
     // When the release was started, as the image check printed it: log checks need not ask.
     let started = |out: &crate::remote::Output| {
@@ -272,22 +272,94 @@ pub async fn activate(
             .await
             .map_err(named)?;
         started(&out);
-        return Ok(());
+    } else {
+        // The lock, `first` and the image check before the first new container starts.
+        let pre = release::chain(&[write.as_ref(), first, Some(&before)]);
+        let out = m
+            .remote
+            .check(&guarded(&pre).into(), Some(STEP_TIMEOUT))
+            .await
+            .map_err(named)?;
+        started(&out);
+        start_first(sw, m, record, &compose).await?;
+        m.remote
+            .check(&guarded(&rest(None, None, None)).into(), Some(STEP_TIMEOUT))
+            .await
+            .map_err(named)?;
     }
-    // The lock, `first` and the image check before the first new container starts.
-    let pre = release::chain(&[write.as_ref(), first, Some(&before)]);
-    let out = m
-        .remote
-        .check(&guarded(&pre).into(), Some(STEP_TIMEOUT))
-        .await
-        .map_err(named)?;
-    started(&out);
-    start_first(sw, m, record, &compose).await?;
-    m.remote
-        .check(&guarded(&rest(None, None, None)).into(), Some(STEP_TIMEOUT))
-        .await
-        .map_err(named)?;
+    // `current` was pointed at once after `up`: a service found on another
+    // image (or the API failing) leaves it to the host's own check.
+    if let Some((engine, images)) = api {
+        if !on_their_images(sw, m, engine, &record.project, &images).await {
+            m.remote
+                .check(
+                    &guarded(&release::settle(&after, &recreate, &point)).into(),
+                    Some(STEP_TIMEOUT),
+                )
+                .await
+                .map_err(named)?;
+        }
+    }
     Ok(())
+}
+
+/// The Engine API, and release `target`'s images ((service, content tag)),
+/// where this run made them through it and it finds them all there now: the
+/// switch then needs no `docker image inspect` on the host. `None` leaves the
+/// checks to the host (which names any image missing).
+async fn images_there<'a>(
+    sw: &Switching<'_>,
+    m: &'a Member,
+    target: &str,
+) -> Option<(&'a crate::engine::Engine, Vec<(String, String)>)> {
+    let images = m.addressed_images(target)?;
+    let engine = m.engine(sw.reporter).await?;
+    let names: Vec<&str> = images.iter().map(|(_, tag)| tag.as_str()).collect();
+    match engine.has_images(&names).await {
+        Ok(true) => Some((engine, images)),
+        Ok(false) => None,
+        Err(why) => {
+            api_failed(sw, m, &why);
+            None
+        }
+    }
+}
+
+/// Whether every running container of each service of `images` runs its
+/// image ((service, image)), as the Engine API lists them: what `after_up`
+/// makes sure of on the host.
+async fn on_their_images(
+    sw: &Switching<'_>,
+    m: &Member,
+    engine: &crate::engine::Engine,
+    project: &str,
+    images: &[(String, String)],
+) -> bool {
+    match engine.running_images(project).await {
+        Ok(running) => off_their_images(&running, images).is_empty(),
+        Err(why) => {
+            api_failed(sw, m, &why);
+            false
+        }
+    }
+}
+
+/// The services of `images` ((service, image)) with a running container on
+/// another image, of those `running` ((service, image) each).
+fn off_their_images<'a>(running: &'a [(String, String)], images: &[(String, String)]) -> BTreeSet<&'a str> {
+    running
+        .iter()
+        .filter(|(service, image)| images.iter().any(|(s, tag)| s == service && tag != image))
+        .map(|(service, _)| service.as_str())
+        .collect()
+}
+
+/// An Engine API request of the switch failed: the host's checks do it (said with `-v`).
+fn api_failed(sw: &Switching<'_>, m: &Member, why: &str) {
+    sw.reporter.event(Event::Detail {
+        host: Some(m.host.name.clone()),
+        message: format!("the switch's image check through the Engine API failed ({why}); the host checks"),
+    });
 }
 
 /// [`activate`] for a Swarm stack: in one command while the lock is ours,
@@ -340,7 +412,7 @@ pub fn plain(m: &Member, record: &Record) -> Cmd {
     let target = record.release.as_str();
     if record.engine == Orchestrator::Swarm {
         return release::chain(&[
-            Some(&release::before_up(&m.layout, target)),
+            Some(&release::before_up(&m.layout, target, false)),
             Some(&swarm::deploy(m, record)),
             Some(&release::point_current(&m.layout, target)),
         ]);
@@ -349,11 +421,11 @@ pub fn plain(m: &Member, record: &Record) -> Cmd {
     release::activate(
         None,
         None,
-        Some(&release::before_up(&m.layout, target)),
+        Some(&release::before_up(&m.layout, target, false)),
         &compose
             .cmd(["up", "-d", "--remove-orphans", "--no-build"])
             .args(record.services.iter()),
-        &release::after_up(&m.layout, &record.project, target),
+        Some(&release::after_up(&m.layout, &record.project, target)),
         &compose.cmd(["up", "-d", "--no-build", "--force-recreate"]),
         &release::point_current(&m.layout, target),
     )
@@ -816,6 +888,30 @@ async fn not_ready_evidence(m: &Member, service: &str, ids: &[String]) -> Eviden
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_service_is_off_its_image_when_a_running_container_of_it_runs_another() {
+        let pair = |s: &str, i: &str| (s.to_string(), i.to_string());
+        let images = [pair("api", "shop-api:sha-1"), pair("worker", "shop-worker:sha-2")];
+        let running = [
+            pair("api", "shop-api:sha-1"),
+            pair("worker", "shop-worker:sha-2"),
+            // Not built: not judged.
+            pair("redis", "redis:7"),
+        ];
+        assert!(off_their_images(&running, &images).is_empty());
+        let running = [
+            pair("api", "shop-api:sha-1"),
+            pair("api", "shop-api:sha-0"),
+            pair("worker", "sha256:0123"),
+        ];
+        assert_eq!(
+            off_their_images(&running, &images).into_iter().collect::<Vec<_>>(),
+            ["api", "worker"]
+        );
+        // A service with no running container is the checklist's to judge.
+        assert!(off_their_images(&[], &images).is_empty());
+    }
 
     #[test]
     fn inspected_containers_parse_with_or_without_health_and_ports() {

@@ -184,6 +184,51 @@ impl Engine {
         Ok(format!("{repo}:{tag}"))
     }
 
+    /// Whether the engine has every image of `names` (`docker image inspect`
+    /// of them all): `Ok(false)` when one is missing.
+    pub async fn has_images(&self, names: &[&str]) -> Result<bool, String> {
+        let found = futures::future::join_all(names.iter().map(|n| self.docker.inspect_image(n))).await;
+        let mut all = true;
+        for (name, r) in names.iter().zip(found) {
+            match r {
+                Ok(_) => {}
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => all = false,
+                Err(e) => return Err(format!("{name}: {e}")),
+            }
+        }
+        Ok(all)
+    }
+
+    /// The running containers of compose project `project`, without one-off
+    /// ones: (service, image) each, the image as the container was created
+    /// from it (`docker ps`'s IMAGE).
+    pub async fn running_images(&self, project: &str) -> Result<Vec<(String, String)>, String> {
+        let labels = vec![
+            format!("com.docker.compose.project={project}"),
+            "com.docker.compose.oneoff=False".to_string(),
+        ];
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                filters: Some(HashMap::from([("label".to_string(), labels)])),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(list
+            .into_iter()
+            .map(|c| {
+                let service = c
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("com.docker.compose.service"))
+                    .cloned()
+                    .unwrap_or_default();
+                (service, c.image.unwrap_or_default())
+            })
+            .collect())
+    }
+
     /// The last healthcheck results of container `name`: "exit 1: output".
     pub async fn health_log(&self, name: &str) -> Result<Vec<String>, String> {
         let inspect = self

@@ -60,10 +60,11 @@ pub struct Member {
     /// `image`s are as the override named them at some moment of the build
     /// (before or after the content tags): not where to read images from.
     resolved: OfRelease<Vec<crate::compose::Service>>,
-    /// The override of the release this run built here, its images named by
-    /// their content through the Engine API, until a command of the release
-    /// writes it on the host (see [`Member::pending_override`]).
-    addressed: OfRelease<String>,
+    /// The images of the release this run built here, named by their content
+    /// through the Engine API ((service, tag), the override's order), and the
+    /// override naming them, until a command of the release writes it on the
+    /// host (see [`Member::pending_override`]).
+    addressed: OfRelease<(Vec<(String, String)>, String)>,
     /// When a release was started on the host in this run (host clock), as
     /// its switch said: log checks need not ask the host.
     started: OfRelease<i64>,
@@ -138,10 +139,19 @@ impl Member {
         self.resolved.of(id)
     }
 
-    /// Keeps release `id`'s override as the content tags made through the
-    /// Engine API name its images (`text`), for [`Member::pending_override`].
-    pub fn addressed(&self, id: &str, text: String) {
-        self.addressed.keep(id, text);
+    /// Keeps release `id`'s images as the Engine API named them by their
+    /// content ((service, tag)), and its override naming them so, for
+    /// [`Member::pending_override`].
+    pub fn addressed(&self, id: &str, images: Vec<(String, String)>) {
+        let text = crate::compose::addressed_override(&images, &self.layout.root);
+        self.addressed.keep(id, (images, text));
+    }
+
+    /// Release `id`'s built images ((service, content tag)), where this run
+    /// made their content tags through the Engine API: what its switch can
+    /// check through the API instead of the docker CLI on the host.
+    pub fn addressed_images(&self, id: &str) -> Option<Vec<(String, String)>> {
+        self.addressed.of(id).map(|(images, _)| images)
     }
 
     /// The command that writes release `id`'s override with its content tags,
@@ -154,7 +164,7 @@ impl Member {
     pub fn pending_override(&self, id: &str) -> Option<Cmd> {
         self.addressed
             .of(id)
-            .map(|text| release::write_override(&self.layout, id, &text))
+            .map(|(_, text)| release::write_override(&self.layout, id, &text))
     }
 
     /// Keeps when release `id` was started on the host (seconds since the

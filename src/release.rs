@@ -318,16 +318,18 @@ pub fn make_shared_dirs(layout: &Layout, app: &crate::config::App) -> Cmd {
 /// clock), written just before `up`: log checks look at lines since then.
 pub const STARTED_FILE: &str = ".deploy-started";
 
-// $1 the release's override file, $2 its started file. Prints each image the
-// override names that the engine lacks; if none is missing, records that the
-// release is being started now. One `docker image inspect` of them all when
-// all are there (the usual case); one each only to name those missing.
+// $1 the release's override file, $2 its started file, $3 the release, $4
+// "checked" when deploy found every image there through the Engine API. Prints
+// each image the override names that the engine lacks; if none is missing,
+// records that the release is being started now. One `docker image inspect`
+// of them all when all are there (the usual case); one each only to name
+// those missing.
 const BEFORE_UP: &str = with_image_names!(
     r#"
 [ -f "$1" ] || { echo "no override file $1: the release was not staged completely" >&2; exit 3; }
 names=$(image_names "$1")
 missing=""
-if [ -n "$names" ] && ! docker image inspect $names >/dev/null 2>&1; then
+if [ -n "$names" ] && [ "$4" != checked ] && ! docker image inspect $names >/dev/null 2>&1; then
   missing=$(printf '%s\n' "$names" | while IFS= read -r img; do
     docker image inspect "$img" >/dev/null 2>&1 || echo "$img"
   done)
@@ -355,36 +357,52 @@ pub fn started_in(stdout: &str) -> Option<i64> {
 }
 
 /// Before `up` of release `id`: fails naming its missing images (from its
-/// override file); when none is, marks the release started (see [`STARTED_FILE`]).
-pub fn before_up(layout: &Layout, id: &str) -> Cmd {
+/// override file), unless deploy found them all through the Engine API
+/// (`checked`); when none is, marks the release started (see [`STARTED_FILE`]).
+pub fn before_up(layout: &Layout, id: &str, checked: bool) -> Cmd {
     shell(
         BEFORE_UP,
         &[
             &format!("{}/{}", layout.release(id), crate::compose::OVERRIDE_FILE),
             &format!("{}/{STARTED_FILE}", layout.release(id)),
             id,
+            if checked { "checked" } else { "" },
         ],
     )
 }
 
-// $1 the check before `up` ("": none), $2 `up`, $3 the check after it (prints services
-// running another image, else points `current`), $4 `up --force-recreate`
-// without its services, $5 pointing `current`, $6 what runs first ("": nothing),
-// $7 what runs before even that ("": nothing).
-const ACTIVATE: &str = r#"
+// $1 the check after `up` (prints services running another image, else points
+// `current`), $2 `up --force-recreate` without its services, $3 pointing
+// `current`: what follows `up`, in `ACTIVATE` and on its own (`settle`).
+macro_rules! settle {
+    () => {
+        r#"
+stale=$(sh -c "$1") || exit $?
+[ -n "$stale" ] || exit 0
+sh -c "$2 $stale" && sh -c "$3"
+"#
+    };
+}
+
+// $1, $2, $3 as for `settle!` ($1 "": `current` is pointed at once, deploy
+// checks the images through the Engine API), $4 the check before `up` ("":
+// none), $5 `up`, $6 what runs first ("": nothing), $7 what runs before even
+// that ("": nothing).
+const ACTIVATE: &str = concat!(
+    r#"
 [ -z "$7" ] || sh -c "$7" || exit $?
 [ -z "$6" ] || sh -c "$6" || exit $?
-[ -z "$1" ] || sh -c "$1" || exit $?
-sh -c "$2" || exit $?
-stale=$(sh -c "$3") || exit $?
-[ -n "$stale" ] || exit 0
-sh -c "$4 $stale" && sh -c "$5"
-"#;
+[ -z "$4" ] || sh -c "$4" || exit $?
+sh -c "$5" || exit $?
+[ -n "$1" ] || exec sh -c "$3""#,
+    settle!()
+);
 
 /// Makes a release live in one command: `write` (its override with the
 /// content tags, see [`write_override`]), `first` (the watchdog, the old
 /// release's `down`, where the app asks for it), [`before_up`], `up`,
-/// [`after_up`], and the recreation of any service still on another image.
+/// [`after_up`] (or, without it, pointing `current` at once), and the
+/// recreation of any service still on another image.
 /// Each is one level deep: a long script nested twice more (a watchdog's)
 /// would outgrow what one command may carry.
 pub fn activate(
@@ -392,7 +410,7 @@ pub fn activate(
     first: Option<&Cmd>,
     before: Option<&Cmd>,
     up: &Cmd,
-    after: &Cmd,
+    after: Option<&Cmd>,
     recreate: &Cmd,
     point: &Cmd,
 ) -> Cmd {
@@ -401,10 +419,25 @@ pub fn activate(
         .arg("-c")
         .arg(ACTIVATE)
         .arg("sh")
+        .arg(word(after))
+        .args([recreate, point].map(Cmd::as_word))
         .arg(word(before))
-        .args([up, after, recreate, point].map(Cmd::as_word))
+        .arg(up.as_word())
         .arg(word(first))
         .arg(word(write))
+}
+
+const SETTLE: &str = settle!();
+
+/// What [`activate`] does after `up` when given [`after_up`]: the recreation
+/// of any service still on another image, then pointing `current`; for a
+/// switch whose image check through the Engine API found one (or failed).
+pub fn settle(after: &Cmd, recreate: &Cmd, point: &Cmd) -> Cmd {
+    Cmd::new("sh")
+        .arg("-c")
+        .arg(SETTLE)
+        .arg("sh")
+        .args([after, recreate, point].map(Cmd::as_word))
 }
 
 const CHAIN: &str = r#"for c in "$@"; do sh -c "$c" || exit $?; done"#;
@@ -822,6 +855,28 @@ mod tests {
         let (said, services) = built(out);
         assert_eq!(services, Some("services:\n  api: {}\n"));
         assert!(said.ends_with("fake: {}"), "{said}");
+    }
+
+    /// `settle` (the end of `ACTIVATE` too) recreates what the check after
+    /// `up` names, then points `current`; with nothing named, nothing more.
+    #[test]
+    fn settling_recreates_the_services_the_check_names_then_points() {
+        let run = |after: &str| {
+            let cmd = settle(
+                &Cmd::new("sh").arg("-c").arg(after),
+                &Cmd::new("echo").arg("recreate"),
+                &Cmd::new("echo").arg("point"),
+            );
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd.to_shell())
+                .output()
+                .unwrap();
+            (out.status.code(), String::from_utf8(out.stdout).unwrap())
+        };
+        assert_eq!(run("echo api worker"), (Some(0), "recreate api worker\npoint\n".into()));
+        assert_eq!(run("true"), (Some(0), String::new()));
+        assert_eq!(run("exit 3").0, Some(3));
     }
 
     #[test]

@@ -140,7 +140,10 @@ fn compose_ps_of_the_release_just_built_starts_no_compose_on_the_host() {
 
 /// The content tags of a release each host builds itself are made through
 /// the Engine API: the host's `docker` here notes every call and refuses to
-/// tag, and the deploy still names every built image by its content.
+/// tag, and the deploy still names every built image by its content. Its
+/// switch finds those images there before `up`, and the services on them
+/// after it, through the API too: no `docker image inspect`, no `docker ps`.
+/// Without a `compose_ps` check, no `compose config` runs beside the build.
 #[test]
 fn content_tags_are_made_through_the_engine_api() {
     use std::os::unix::fs::PermissionsExt;
@@ -176,17 +179,23 @@ fn content_tags_are_made_through_the_engine_api() {
     let mut slow = Behaviour::version("api-tags-A");
     slow.slow_start_secs = 1;
     d.app.commit(&slow);
+    std::fs::write(&calls, "").unwrap();
     let run = d.deploy(&["-v"], 0);
     assert!(!run.all().contains("using the docker CLI"), "{}", run.all());
+    assert!(!run.all().contains("the host checks"), "{}", run.all());
     let calls = std::fs::read_to_string(&calls).unwrap();
     assert!(
-        calls.contains("compose") && calls.contains("build"),
+        calls.contains("compose") && calls.contains("build") && calls.contains("up -d"),
         "the host ran the wrapper: {calls}"
     );
+    let cli = |prefixes: &[&str]| calls.lines().any(|l| prefixes.iter().any(|p| l.starts_with(p)));
+    assert!(!cli(&["tag ", "image tag"]), "{calls}");
+    assert!(!cli(&["image inspect", "inspect ", "ps ", "container ls"]), "{calls}");
+    // No `compose_ps` check: the build resolves no services for one.
     assert!(
         !calls
             .lines()
-            .any(|l| l.starts_with("tag ") || l.starts_with("image tag")),
+            .any(|l| l.starts_with("compose") && l.split_whitespace().any(|w| w == "config")),
         "{calls}"
     );
 

@@ -605,9 +605,15 @@ async fn stage_host(
     let address = release::address_images(&m.layout, id);
     let address_there = engine.is_none().then_some(&address);
     // The checklist's `compose_ps` of this release takes the services resolved
-    // beside the build, instead of starting compose on the host for them.
-    let resolve =
-        (record.engine == crate::config::Orchestrator::Compose).then(|| m.compose_for(record).cmd(["config"]));
+    // beside the build, instead of starting compose on the host for them; a
+    // checklist without one has them resolved by nothing.
+    let ps_checked = config
+        .verify
+        .checks
+        .iter()
+        .any(|c| matches!(c.kind, crate::config::CheckKind::ComposePs));
+    let resolve = (record.engine == crate::config::Orchestrator::Compose && ps_checked)
+        .then(|| m.compose_for(record).cmd(["config"]));
     // Tracked as a whole (the reuse check and the resolving too): Ctrl-C stops all of it.
     let whole = release::build(
         reuse.as_ref(),
@@ -667,7 +673,7 @@ async fn content_tags(
     .await;
     match tagged {
         Ok(tags) => {
-            m.addressed(id, compose::addressed_override(&tags, &m.layout.root));
+            m.addressed(id, tags);
             Ok(())
         }
         Err(why) => {
