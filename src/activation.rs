@@ -197,6 +197,10 @@ pub enum SwitchError {
         removed: String,
         evidence: Box<Evidence>,
     },
+    /// The lock stopped being ours between two commands of a switch: the
+    /// host's switch had begun (`up` ran), so it counts as switched.
+    #[error("{0} (after this host's switch had begun)")]
+    LockLostMidway(RemoteError),
     /// A Swarm stack did not come to run the release (see [`crate::swarm`]).
     #[error("{host}: the stack did not converge: {why}")]
     NotConverged {
@@ -211,7 +215,7 @@ impl SwitchError {
     pub fn evidence(&self) -> Option<&Evidence> {
         match self {
             SwitchError::NotReady { evidence, .. } | SwitchError::NotConverged { evidence, .. } => Some(evidence),
-            SwitchError::Remote(_) => None,
+            SwitchError::Remote(_) | SwitchError::LockLostMidway(_) => None,
         }
     }
 }
@@ -243,8 +247,13 @@ pub async fn activate(
     // the old release's `down`) touches anything live (see `Member::pending_override`).
     let write = m.pending_override(target);
     // Where the API made them, it also finds the release's images there
-    // before, and its services on them after `up`: no docker program on the host.
-    let api = images_there(sw, m, target).await;
+    // before, and its services on them after `up`: no docker program on the
+    // host. Not where the old release goes `down` first: its images, unused
+    // from then on, are the host's to find right before `up`.
+    let api = match sw.config.app.down_before_up {
+        true => None,
+        false => images_there(sw, m, target).await,
+    };
     let before = release::before_up(&m.layout, target, api.is_some());
     let up = compose
         .cmd(["up", "-d", "--remove-orphans", "--no-build"])
@@ -285,22 +294,45 @@ pub async fn activate(
         m.remote
             .check(&guarded(&rest(None, None, None)).into(), Some(STEP_TIMEOUT))
             .await
-            .map_err(named)?;
+            .map_err(|e| midway(named(e)))?;
     }
-    // `current` was pointed at once after `up`: a service found on another
-    // image (or the API failing) leaves it to the host's own check.
+    // `current` was pointed at once after `up`. A service the API finds on
+    // another image is recreated (and `current` pointed again); if the API
+    // fails, the host checks as it does without it.
     if let Some((engine, images)) = api {
-        if !on_their_images(sw, m, engine, &record.project, &images).await {
+        let settle = match engine.running_images(&record.project).await {
+            Ok(running) => {
+                let stale: Vec<&str> = off_their_images(&running, &images).into_iter().collect();
+                (!stale.is_empty()).then(|| {
+                    sw.reporter.event(Event::Detail {
+                        host: Some(m.host.name.clone()),
+                        message: format!("still on another image after `up`: {}; recreating", stale.join(", ")),
+                    });
+                    release::chain(&[Some(&recreate.clone().args(stale)), Some(&point)])
+                })
+            }
+            Err(why) => {
+                api_failed(sw, m, &why);
+                Some(release::settle(&after, &recreate, &point))
+            }
+        };
+        if let Some(settle) = settle {
             m.remote
-                .check(
-                    &guarded(&release::settle(&after, &recreate, &point)).into(),
-                    Some(STEP_TIMEOUT),
-                )
+                .check(&guarded(&settle).into(), Some(STEP_TIMEOUT))
                 .await
-                .map_err(named)?;
+                .map_err(|e| midway(named(e)))?;
         }
     }
     Ok(())
+}
+
+/// A command of a switch after its first, refused for the lock: unlike the
+/// first's refusal (nothing ran), the host's switch had begun.
+fn midway(e: RemoteError) -> SwitchError {
+    match e {
+        RemoteError::Failed { code, .. } if code == lock::NOT_OURS => SwitchError::LockLostMidway(e),
+        e => SwitchError::Remote(e),
+    }
 }
 
 /// The Engine API, and release `target`'s images ((service, content tag)),
@@ -321,25 +353,6 @@ async fn images_there<'a>(
         Err(why) => {
             api_failed(sw, m, &why);
             None
-        }
-    }
-}
-
-/// Whether every running container of each service of `images` runs its
-/// image ((service, image)), as the Engine API lists them: what `after_up`
-/// makes sure of on the host.
-async fn on_their_images(
-    sw: &Switching<'_>,
-    m: &Member,
-    engine: &crate::engine::Engine,
-    project: &str,
-    images: &[(String, String)],
-) -> bool {
-    match engine.running_images(project).await {
-        Ok(running) => off_their_images(&running, images).is_empty(),
-        Err(why) => {
-            api_failed(sw, m, &why);
-            false
         }
     }
 }
@@ -888,6 +901,32 @@ async fn not_ready_evidence(m: &Member, service: &str, ids: &[String]) -> Eviden
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only a switch's first command refused for the lock means nothing ran:
+    /// a later one's refusal leaves the host counted as switched (to be put back).
+    #[test]
+    fn a_lock_refusal_after_the_first_command_is_not_nothing_ran() {
+        let refused = || RemoteError::Failed {
+            host: "web1".into(),
+            command: "start release r".into(),
+            code: lock::NOT_OURS,
+            stderr: "the lock expired".into(),
+        };
+        assert!(lock_not_ours(&SwitchError::Remote(refused())));
+        let later = midway(refused());
+        assert!(!lock_not_ours(&later));
+        assert!(
+            later.to_string().contains("after this host's switch had begun"),
+            "{later}"
+        );
+        let failed = midway(RemoteError::Failed {
+            host: "web1".into(),
+            command: "start release r".into(),
+            code: 1,
+            stderr: String::new(),
+        });
+        assert!(matches!(failed, SwitchError::Remote(_)));
+    }
 
     #[test]
     fn a_service_is_off_its_image_when_a_running_container_of_it_runs_another() {

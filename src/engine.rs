@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
-use bollard::query_parameters::{InspectContainerOptions, ListContainersOptions, LogsOptions, TagImageOptions};
+use bollard::query_parameters::{
+    InspectContainerOptions, ListContainersOptions, ListImagesOptions, LogsOptions, TagImageOptions,
+};
 use bollard::Docker;
 use futures::StreamExt;
 
@@ -225,6 +227,44 @@ impl Engine {
                     .cloned()
                     .unwrap_or_default();
                 (service, c.image.unwrap_or_default())
+            })
+            .collect())
+    }
+
+    /// The build tags of releases `ids` of compose project `project`
+    /// (`<project>-<service>:<id>`), each followed by the content tag of its
+    /// image (`<project>-<service>:sha-<12 hex of the image id>`, made or
+    /// not): what pruning those releases looks at besides their overrides.
+    pub async fn build_tags(&self, project: &str, ids: &[String]) -> Result<Vec<String>, String> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let refs = ids.iter().map(|id| format!("{project}-*:{id}")).collect();
+        let images = self
+            .docker
+            .list_images(Some(ListImagesOptions {
+                filters: Some(HashMap::from([("reference".to_string(), refs)])),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(images
+            .iter()
+            .flat_map(|image| {
+                let hex = image.id.strip_prefix("sha256:").unwrap_or(&image.id);
+                let short = hex.get(..12).unwrap_or(hex).to_string();
+                image
+                    .repo_tags
+                    .iter()
+                    .filter_map(|t| t.rsplit_once(':'))
+                    .filter(|(repo, tag)| {
+                        repo.strip_prefix(project)
+                            .and_then(|r| r.strip_prefix('-'))
+                            .is_some_and(|svc| !svc.is_empty() && !svc.contains('/'))
+                            && ids.iter().any(|id| id == tag)
+                    })
+                    .flat_map(|(repo, tag)| [format!("{repo}:{tag}"), format!("{repo}:sha-{short}")])
+                    .collect::<Vec<_>>()
             })
             .collect())
     }

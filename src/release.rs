@@ -509,14 +509,17 @@ pub fn list(layout: &Layout) -> Cmd {
     shell(LIST, &[&layout.releases()])
 }
 
-// $1 root, $2 project, then release ids. Removes each release's directory, the
-// tags its build made (`<project>-<service>:<id>`) and the content tags its
-// override (and a swarm release's registry file) names that no release left names.
+// $1 root, $2 project, $3 the build tags of the releases with their images'
+// content tags as the Engine API found them ("-": the host lists them), then
+// release ids. Removes each release's directory, the tags its build made
+// (`<project>-<service>:<id>`) and the content tags its override (and a swarm
+// release's registry file) names that no release left names.
 const REMOVE: &str = with_image_names!(
     r#"set -e
-root="$1"; project="$2"; shift 2
+root="$1"; project="$2"; found="$3"; shift 3
 names=""
 refs=""
+[ "$found" = - ] || names="$found"
 for id in "$@"; do
   for f in "$root/releases/$id/.deploy-compose.yml" "$root/releases/$id/.deploy-registry.yml"; do
     [ ! -f "$f" ] || names="$names $(image_names "$f")"
@@ -527,7 +530,7 @@ set -f  # the references' `*` is docker's pattern, not the shell's
 # A build tag, and the content tag of its image (`sha-` and the short id): a
 # release whose override was never rewritten (stopped between its build and
 # its start) does not name the content tags deploy made for it.
-[ -z "$refs" ] || names="$names $(docker image ls --format '{{.Repository}}:{{.Tag}} {{.Repository}}:sha-{{.ID}}' $refs)"
+[ -z "$refs" ] || [ "$found" != - ] || names="$names $(docker image ls --format '{{.Repository}}:{{.Tag}} {{.Repository}}:sha-{{.ID}}' $refs)"
 set +f
 for id in "$@"; do rm -rf "$root/releases/$id"; done
 doomed=""
@@ -542,9 +545,12 @@ done
 "#
 );
 
-/// Removes releases and the images only they use.
-pub fn remove(layout: &Layout, project: &str, ids: &[String]) -> Cmd {
-    let mut args = vec![layout.root.as_str(), project];
+/// Removes releases and the images only they use. `found`: their build
+/// tags, each with its image's content tag, as the Engine API listed them
+/// (see [`crate::engine::Engine::build_tags`]); `None`: the host lists them.
+pub fn remove(layout: &Layout, project: &str, ids: &[String], found: Option<&[String]>) -> Cmd {
+    let found = found.map_or_else(|| "-".to_string(), |f| f.join(" "));
+    let mut args = vec![layout.root.as_str(), project, found.as_str()];
     args.extend(ids.iter().map(String::as_str));
     shell(REMOVE, &args)
 }
@@ -857,26 +863,61 @@ mod tests {
         assert!(said.ends_with("fake: {}"), "{said}");
     }
 
+    /// A command run here by `sh`: its exit code and what it printed.
+    fn run_here(cmd: &Cmd) -> (Option<i32>, String) {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd.to_shell())
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8(out.stdout).unwrap())
+    }
+
     /// `settle` (the end of `ACTIVATE` too) recreates what the check after
     /// `up` names, then points `current`; with nothing named, nothing more.
     #[test]
     fn settling_recreates_the_services_the_check_names_then_points() {
         let run = |after: &str| {
-            let cmd = settle(
+            run_here(&settle(
                 &Cmd::new("sh").arg("-c").arg(after),
                 &Cmd::new("echo").arg("recreate"),
                 &Cmd::new("echo").arg("point"),
-            );
-            let out = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(cmd.to_shell())
-                .output()
-                .unwrap();
-            (out.status.code(), String::from_utf8(out.stdout).unwrap())
+            ))
         };
         assert_eq!(run("echo api worker"), (Some(0), "recreate api worker\npoint\n".into()));
         assert_eq!(run("true"), (Some(0), String::new()));
         assert_eq!(run("exit 3").0, Some(3));
+    }
+
+    /// `activate` runs its parts in order, stops at the first that fails,
+    /// and without the check after `up` points `current` at once.
+    #[test]
+    fn activating_runs_its_parts_in_order_and_points_at_once_without_the_check() {
+        let echo = |w: &str| Cmd::new("echo").arg(w);
+        let run = |first: Option<&Cmd>, after: Option<&Cmd>| {
+            run_here(&activate(
+                Some(&echo("write")),
+                first,
+                Some(&echo("before")),
+                &echo("up"),
+                after,
+                &echo("recreate"),
+                &echo("point"),
+            ))
+        };
+        let said = |s: &str| (Some(0), s.to_string());
+        assert_eq!(
+            run(Some(&echo("first")), None),
+            said("write\nfirst\nbefore\nup\npoint\n")
+        );
+        let stale = Cmd::new("echo").arg("api");
+        assert_eq!(
+            run(None, Some(&stale)),
+            said("write\nbefore\nup\nrecreate api\npoint\n")
+        );
+        assert_eq!(run(None, Some(&Cmd::new("true"))), said("write\nbefore\nup\n"));
+        let failing = Cmd::new("sh").arg("-c").arg("exit 5");
+        assert_eq!(run(Some(&failing), None), (Some(5), "write\n".into()));
     }
 
     #[test]

@@ -144,8 +144,10 @@ fn compose_ps_of_the_release_just_built_starts_no_compose_on_the_host() {
 /// switch finds those images there before `up`, and the services on them
 /// after it, through the API too: no `docker image inspect`, no `docker ps`.
 /// Without a `compose_ps` check, no `compose config` runs beside the build.
-#[test]
-fn content_tags_are_made_through_the_engine_api() {
+/// The host's `docker` for a test: a wrapper (first on sshd's `PATH`) that
+/// notes every call in `calls` and refuses `docker tag`, which the Engine API
+/// does instead. Its directory, the file of calls and the sshd setting.
+fn noting_docker() -> (tempfile::TempDir, std::path::PathBuf, String) {
     use std::os::unix::fs::PermissionsExt;
     let bin = tempfile::tempdir().unwrap();
     let (docker, calls) = (bin.path().join("docker"), bin.path().join("calls"));
@@ -161,13 +163,20 @@ fn content_tags_are_made_through_the_engine_api() {
     std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&calls, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let sshd = format!(
+        "SetEnv PATH={}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n",
+        bin.path().display()
+    );
+    (bin, calls, sshd)
+}
+
+#[test]
+fn content_tags_are_made_through_the_engine_api() {
+    let (_bin, calls, sshd_extra) = noting_docker();
     let d = Deployment::new(
         Setup {
             extra: CHECKS.into(),
-            sshd_extra: format!(
-                "SetEnv PATH={}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n",
-                bin.path().display()
-            ),
+            sshd_extra,
             ..Setup::default()
         },
         // A version no other test builds (see `unchanged_images_keep_their_containers`).
@@ -213,6 +222,56 @@ fn content_tags_are_made_through_the_engine_api() {
     assert_eq!(named(&images, "-worker:"), named(&before, "-worker:"));
     assert!(d.images().contains(&named(&images, "-api:")), "{:?}", d.images());
     assert_eq!(d.version().as_deref(), Some("api-tags-A"));
+}
+
+/// Pruning finds the build tags of the releases it removes through the
+/// Engine API (no `docker image ls` on the host); the removal itself stays in
+/// the host's command, which runs only while the lock is ours.
+#[test]
+fn pruning_lists_the_images_to_remove_through_the_engine_api() {
+    let (_bin, calls, sshd_extra) = noting_docker();
+    let d = Deployment::new(
+        Setup {
+            sshd_extra,
+            app_extra: "keep_releases = 1".into(),
+            ..Setup::default()
+        },
+        // Versions no other test builds (see `unchanged_images_keep_their_containers`).
+        &Behaviour::version("prune-api-A"),
+    );
+    let mut ids = Vec::new();
+    for v in ["prune-api-A", "prune-api-B", "prune-api-C"] {
+        if v != "prune-api-A" {
+            d.app.commit(&Behaviour::version(v));
+        }
+        std::fs::write(&calls, "").unwrap();
+        let (run, _) = d.deploy_json(&["-v"], 0);
+        ids.push(d.current().unwrap());
+        assert!(!run.all().contains("the host lists them"), "{}", run.all());
+    }
+    // The newest and the one it replaced are kept: the first was pruned by the last deploy.
+    assert_eq!(d.releases(), ids[1..].to_vec());
+    let images = d.images();
+    assert!(
+        !images.iter().any(|i| i.ends_with(ids[0].as_str())),
+        "images of pruned {} remain: {images:?}",
+        ids[0]
+    );
+    // The api changed at each release: the first release's content tag went too.
+    let api = |id: &str| d.release_images(id).into_iter().find(|i| i.contains("-api:")).unwrap();
+    assert!(
+        images.contains(&api(&ids[2])) && images.contains(&api(&ids[1])),
+        "{images:?}"
+    );
+    assert_eq!(
+        images.iter().filter(|i| i.contains("-api:sha-")).count(),
+        2,
+        "only the kept releases' api content tags: {images:?}"
+    );
+    let calls = std::fs::read_to_string(&calls).unwrap();
+    let cli = |prefixes: &[&str]| calls.lines().any(|l| prefixes.iter().any(|p| l.starts_with(p)));
+    assert!(cli(&["image rm"]), "the host removed them: {calls}");
+    assert!(!cli(&["image ls", "images", "image list"]), "{calls}");
 }
 
 /// A deploy connects while it makes its plan (git2's start-up is tens of

@@ -506,6 +506,18 @@ fn variants_section(r: &Results, alone: bool) -> String {
             .collect();
         let _ = writeln!(s, "| {name} | {} |", cells.join(" | "));
     }
+    let _ = writeln!(
+        s,
+        "\nWhat this bed does not show. At more than one host, every host's build, containers, checks \
+         and `deploy`'s work on it share this machine's two cores and one engine: what `deploy` adds on a \
+         host (SSH handshakes, `compose config` beside the build, the closing command) competes with the \
+         other hosts' builds, which real hosts, each with its own CPUs, would not; so the 4-host cells vary \
+         by a second from one run to the next (see every run below). And every round trip crosses \
+         loopback: on a link with a round-trip time of r, each remote command of `deploy` and each of its \
+         Engine API requests that nothing else overlaps costs about r more (a switch's image checks \
+         through the API are two such requests, where the docker CLI on the host took two program \
+         starts, about 60 ms each here), and the floor, run on the hosts themselves, pays none of it.\n"
+    );
 
     // The issue's other targets, from these runs.
     let _ = writeln!(s, "\n### Targets\n");

@@ -645,109 +645,167 @@ fn read_live(run: &mut Run<'_>, fleet: &Fleet, outputs: &[String]) -> Vec<LiveSt
 /// line (`recorded`), pruning after a successful deploy (done only while the
 /// lock is still ours), and unlocking.
 async fn finish(run: &Run<'_>, fleet: &Fleet, states: &[LiveState], end: &End, recorded: bool, guard: &LockGuard) {
+    let work = closing(run, fleet, states, end, recorded, guard);
+    let reporter = run.reporter;
+    fleet
+        .for_each_with(work, |m, closing| async move {
+            let cmds = closing.commands(m, guard, reporter).await;
+            if !cmds.is_empty() {
+                close_host(m, cmds, reporter).await;
+            }
+        })
+        .await;
+    guard.mark_released();
+}
+
+/// What the end of a change does on one host (see [`finish`]).
+struct Closing {
+    /// Its watchdog stands down: first, before anything slow (a prune) can run into its deadline.
+    confirm: Option<Cmd>,
+    /// Its history line.
+    record: Option<Cmd>,
+    /// The releases to prune.
+    prune: Vec<String>,
+    unlock: Option<Cmd>,
+    /// The override of a release staged here but never switched to (a
+    /// batch the run did not reach): written with the first command, never
+    /// failing it (see `Member::pending_override`).
+    write: Option<Cmd>,
+}
+
+impl Closing {
+    /// Its commands in order. The build tags of the releases to prune are
+    /// listed through the Engine API where it answers; their removal stays in
+    /// the host's command, which runs only while the lock is ours.
+    async fn commands(self, m: &crate::fleet::Member, guard: &LockGuard, reporter: &dyn Reporter) -> Vec<(Step, Cmd)> {
+        let mut cmds = Vec::new();
+        cmds.extend(self.confirm.map(|c| (Step::Confirm, c)));
+        cmds.extend(self.record.map(|c| (Step::Record, c)));
+        if !self.prune.is_empty() {
+            let found = match m.engine(reporter).await {
+                Some(engine) => match engine.build_tags(&m.host.project, &self.prune).await {
+                    Ok(found) => Some(found),
+                    Err(why) => {
+                        reporter.event(Event::Detail {
+                            host: Some(m.host.name.clone()),
+                            message: format!("listing the images to prune through the Engine API failed ({why}); the host lists them"),
+                        });
+                        None
+                    }
+                },
+                None => None,
+            };
+            let remove = release::remove(&m.layout, &m.host.project, &self.prune, found.as_deref());
+            cmds.push((Step::Prune, lock::if_ours(&m.layout, guard.token(), 0, 0, &remove)));
+        }
+        cmds.extend(self.unlock.map(|c| (Step::Unlock, c)));
+        if let (Some(write), Some((_, first))) = (self.write, cmds.first_mut()) {
+            *first = release::anyway_then(&write, first);
+        }
+        cmds
+    }
+}
+
+/// What [`finish`] does on each host.
+fn closing(
+    run: &Run<'_>,
+    fleet: &Fleet,
+    states: &[LiveState],
+    end: &End,
+    recorded: bool,
+    guard: &LockGuard,
+) -> Vec<Closing> {
     let user = lock::whoami();
     let time = history::now();
     let message = run.request.message().map(str::to_string);
     let keep = *run.config.app.keep_releases.get_ref() as usize;
     let prune = run.change == Change::Up && end.outcome == Outcome::Deployed;
-    let mut work: Vec<Vec<(Step, Cmd)>> = Vec::new();
+    let mut work = Vec::new();
     for (i, ((m, h), state)) in fleet.members.iter().zip(&run.hosts).zip(states).enumerate() {
-        let mut cmds = Vec::new();
-        // The run's outcome is decided here: the host's watchdog stands down
-        // first, before anything slow (a prune) can run into its deadline.
-        if guard.holds(i) && guard.confirm() > 0 && h.progress == Progress::Switched {
-            cmds.push((Step::Confirm, watchdog::confirm(&m.layout, guard.token())));
-        }
+        let confirm = (guard.holds(i) && guard.confirm() > 0 && h.progress == Progress::Switched)
+            .then(|| watchdog::confirm(&m.layout, guard.token()));
         let release = h.to.as_ref().map(|r| r.release.clone()).or_else(|| run.release.clone());
         let line = h.outcome.recorded(run.change, end.outcome).filter(|_| recorded);
-        if let (Some(outcome), Some(release)) = (line, release) {
-            let entry = Entry {
-                commit: h
-                    .to
-                    .as_ref()
-                    .map(|r| r.commit.clone())
-                    .or_else(|| run.commit.clone())
-                    .unwrap_or_else(|| state.commit_of(&release)),
-                release,
-                time: time.clone(),
-                user: user.clone(),
-                outcome,
-                from: h.before().map(str::to_string),
-                to: h.live.clone(),
-                message: message.clone(),
-                release_command: run.ran.clone(),
-                unverified: run.request.no_verify() && !run.config.verify.checks.is_empty(),
-            };
-            cmds.push((Step::Record, history::append(&m.layout, &entry)));
-        }
-        if let (true, Some(new)) = (prune, h.to.as_ref()) {
-            // Never the new release nor the one it replaced: a rollback goes back to it.
-            let mut ids = state.releases.clone();
-            ids.push(new.release.clone());
-            let doomed = release::to_prune(ids, keep, Some(&new.release), h.before());
-            if !doomed.is_empty() {
-                let remove = release::remove(&m.layout, &m.host.project, &doomed);
-                cmds.push((Step::Prune, lock::if_ours(&m.layout, guard.token(), 0, 0, &remove)));
-            }
-        }
-        if guard.holds(i) {
-            cmds.push((Step::Unlock, lock::release(&m.layout, Some(guard.token()))));
-        }
-        // A release staged here but never switched to (a batch the run did
-        // not reach) keeps its content tags: its override is written, with
-        // the first command, never failing it (see `Member::pending_override`).
-        let unswitched = h.to.as_ref().filter(|_| h.progress == Progress::Staged);
-        if let (Some(write), Some((_, first))) = (
-            unswitched.and_then(|r| m.pending_override(&r.release)),
-            cmds.first_mut(),
-        ) {
-            *first = release::anyway_then(&write, first);
-        }
-        work.push(cmds);
-    }
-    let reporter = run.reporter;
-    fleet
-        .for_each_with(work, |m, cmds| async move {
-            if cmds.is_empty() {
-                return;
-            }
-            let host = m.host.name.as_str();
-            let started = Instant::now();
-            for (s, _) in &cmds {
-                reporter.event(Event::Step {
-                    host: host.to_string(),
-                    step: *s,
-                    status: StepStatus::Started,
-                });
-            }
-            let only: Vec<Cmd> = cmds.iter().map(|(_, c)| c.clone()).collect();
-            let results = crate::remote::batch(m.remote.as_ref(), &only, Some(STEP_TIMEOUT)).await;
-            let elapsed_ms = started.elapsed().as_millis() as u64;
-            for (n, (s, _)) in cmds.iter().enumerate() {
-                let status = match &results {
-                    Ok(outs) if outs.get(n).is_some_and(|o| o.success()) => StepStatus::Done {
-                        elapsed_ms,
-                        detail: None,
-                    },
-                    Ok(outs) => StepStatus::Failed {
-                        elapsed_ms,
-                        error: outs
-                            .get(n)
-                            .map(|o| format!("exited with {}: {}", o.code, crate::remote::tail(&o.stdout, 5)))
-                            .unwrap_or_default(),
-                    },
-                    Err(e) => StepStatus::Failed {
-                        elapsed_ms,
-                        error: e.to_string(),
-                    },
+        let record = match (line, release) {
+            (Some(outcome), Some(release)) => {
+                let entry = Entry {
+                    commit: h
+                        .to
+                        .as_ref()
+                        .map(|r| r.commit.clone())
+                        .or_else(|| run.commit.clone())
+                        .unwrap_or_else(|| state.commit_of(&release)),
+                    release,
+                    time: time.clone(),
+                    user: user.clone(),
+                    outcome,
+                    from: h.before().map(str::to_string),
+                    to: h.live.clone(),
+                    message: message.clone(),
+                    release_command: run.ran.clone(),
+                    unverified: run.request.no_verify() && !run.config.verify.checks.is_empty(),
                 };
-                reporter.event(Event::Step {
-                    host: host.to_string(),
-                    step: *s,
-                    status,
-                });
+                Some(history::append(&m.layout, &entry))
             }
-        })
-        .await;
-    guard.mark_released();
+            _ => None,
+        };
+        let doomed = match (prune, h.to.as_ref()) {
+            (true, Some(new)) => {
+                // Never the new release nor the one it replaced: a rollback goes back to it.
+                let mut ids = state.releases.clone();
+                ids.push(new.release.clone());
+                release::to_prune(ids, keep, Some(&new.release), h.before())
+            }
+            _ => Vec::new(),
+        };
+        let unswitched = h.to.as_ref().filter(|_| h.progress == Progress::Staged);
+        work.push(Closing {
+            confirm,
+            record,
+            prune: doomed,
+            unlock: guard.holds(i).then(|| lock::release(&m.layout, Some(guard.token()))),
+            write: unswitched.and_then(|r| m.pending_override(&r.release)),
+        });
+    }
+    work
+}
+
+/// Runs one host's closing commands in one round trip, each reported as a step.
+async fn close_host(m: &crate::fleet::Member, cmds: Vec<(Step, Cmd)>, reporter: &dyn Reporter) {
+    let host = m.host.name.as_str();
+    let started = Instant::now();
+    for (s, _) in &cmds {
+        reporter.event(Event::Step {
+            host: host.to_string(),
+            step: *s,
+            status: StepStatus::Started,
+        });
+    }
+    let only: Vec<Cmd> = cmds.iter().map(|(_, c)| c.clone()).collect();
+    let results = crate::remote::batch(m.remote.as_ref(), &only, Some(STEP_TIMEOUT)).await;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    for (n, (s, _)) in cmds.iter().enumerate() {
+        let status = match &results {
+            Ok(outs) if outs.get(n).is_some_and(|o| o.success()) => StepStatus::Done {
+                elapsed_ms,
+                detail: None,
+            },
+            Ok(outs) => StepStatus::Failed {
+                elapsed_ms,
+                error: outs
+                    .get(n)
+                    .map(|o| format!("exited with {}: {}", o.code, crate::remote::tail(&o.stdout, 5)))
+                    .unwrap_or_default(),
+            },
+            Err(e) => StepStatus::Failed {
+                elapsed_ms,
+                error: e.to_string(),
+            },
+        };
+        reporter.event(Event::Step {
+            host: host.to_string(),
+            step: *s,
+            status,
+        });
+    }
 }

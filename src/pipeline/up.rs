@@ -437,7 +437,7 @@ impl LocalBuild {
             .remote
             .run(&release::stop_tracked(&pid_file(m, id)).into(), Some(QUICK_TIMEOUT))
             .await;
-        let remove = release::remove(&m.layout, &m.host.project, &[id.to_string()]);
+        let remove = release::remove(&m.layout, &m.host.project, &[id.to_string()], None);
         if let Err(e) = m.remote.check(&remove.into(), Some(STEP_TIMEOUT)).await {
             reporter.event(Event::Warning {
                 host: Some(m.host.name.clone()),
@@ -705,7 +705,7 @@ pub(super) async fn discard(fleet: &Fleet, id: &str, reporter: &dyn Reporter) {
             if let Err(e) = m
                 .remote
                 .check(
-                    &release::remove(&m.layout, &m.host.project, &[id.to_string()]).into(),
+                    &release::remove(&m.layout, &m.host.project, &[id.to_string()], None).into(),
                     Some(STEP_TIMEOUT),
                 )
                 .await
