@@ -198,7 +198,9 @@ pub enum SwitchError {
         evidence: Box<Evidence>,
     },
     /// The lock stopped being ours between two commands of a switch: the
-    /// host's switch had begun (`up` ran), so it counts as switched.
+    /// host's switch had begun (its first command ran: the watchdog, the
+    /// old release's `down`, start-first containers, or `up`), so it counts
+    /// as switched.
     #[error("{0} (after this host's switch had begun)")]
     LockLostMidway(RemoteError),
     /// A Swarm stack did not come to run the release (see [`crate::swarm`]).

@@ -135,6 +135,55 @@ fn switches_without_a_failed_request(compose: &'static str, healthcheck: bool) {
     );
 }
 
+/// The lock broken (`--force`) while a start-first switch waits for the new
+/// api: the switch's next command is refused on the host, and the run stops
+/// as a switched host without the lock (exit 4, a person must look), never
+/// as "nothing changed": its new container ran, the old one was replaced,
+/// and the new release's files stay as evidence.
+#[test]
+fn a_lock_broken_during_a_start_first_switch_stops_it_as_switched() {
+    use std::io::BufRead;
+    let d = live_a("v2", false, true, "30s");
+    d.app.commit(&slow_b(false));
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("deploy"))
+        .args(["test", "--output", "json"])
+        .current_dir(d.app.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut events: Vec<serde_json::Value> = Vec::new();
+    for line in lines.by_ref() {
+        let e: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        assert_ne!(e["event"], "summary", "{events:?}");
+        let started = e["event"] == "start_first" && e["phase"] == "started";
+        events.push(e);
+        if started {
+            break;
+        }
+    }
+    let broken = d.run(&["lock", "test", "release", "--force"]);
+    assert_eq!(broken.code, 0, "{}", broken.all());
+    let freeze = d.run(&["lock", "test", "acquire", "--message", "FREEZE"]);
+    assert_eq!(freeze.code, 0, "{}", freeze.all());
+    events.extend(lines.map(|l| serde_json::from_str(&l.unwrap()).unwrap()));
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(4), "{events:?}");
+    let summary = events.iter().find(|e| e["event"] == "summary").expect("a summary");
+    let error = summary["error"].as_str().unwrap();
+    assert!(
+        error.contains("after this host's switch had begun") && error.contains("after switching"),
+        "{error}"
+    );
+    assert!(!error.contains("still on its previous release"), "{error}");
+    let release = events[0]["release"].as_str().unwrap().to_string();
+    assert!(d.releases().contains(&release), "{release} kept: {:?}", d.releases());
+    let status = d.run(&["lock", "test", "status"]);
+    assert!(status.stdout.contains("FREEZE"), "{}", status.all());
+    d.run(&["lock", "test", "release", "--force"]);
+}
+
 #[test]
 fn a_healthy_release_replaces_the_old_one_without_a_failed_request_compose_v2() {
     switches_without_a_failed_request("v2", true);

@@ -658,6 +658,10 @@ async fn finish(run: &Run<'_>, fleet: &Fleet, states: &[LiveState], end: &End, r
     guard.mark_released();
 }
 
+/// How long the closing command waits for the Engine API's list of the
+/// images to prune before the host lists them itself.
+const PRUNE_LISTING_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What the end of a change does on one host (see [`finish`]).
 struct Closing {
     /// Its watchdog stands down: first, before anything slow (a prune) can run into its deadline.
@@ -682,8 +686,21 @@ impl Closing {
         cmds.extend(self.confirm.map(|c| (Step::Confirm, c)));
         cmds.extend(self.record.map(|c| (Step::Record, c)));
         if !self.prune.is_empty() {
-            let found = match m.engine(reporter).await {
-                Some(engine) => match engine.build_tags(&m.host.project, &self.prune).await {
+            // Quick or not at all: the confirm in this command is due before
+            // the watchdog's deadline, which nothing extends any more.
+            let listed = async {
+                let engine = m.engine(reporter).await?;
+                let listing = engine.build_tags(&m.host.project, &self.prune);
+                Some(match tokio::time::timeout(PRUNE_LISTING_LIMIT, listing).await {
+                    Ok(r) => r,
+                    Err(_) => Err(format!(
+                        "no answer within {}",
+                        humantime::format_duration(PRUNE_LISTING_LIMIT)
+                    )),
+                })
+            };
+            let found = match listed.await {
+                Some(r) => match r {
                     Ok(found) => Some(found),
                     Err(why) => {
                         reporter.event(Event::Detail {

@@ -152,6 +152,17 @@ async fn switch_batches(run: &mut Run<'_>, fleet: &Fleet, guard: &LockGuard) -> 
     Ok(())
 }
 
+/// How far a host's switch got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// Nothing ran: no switch was needed, or its first command was refused for the lock.
+    Nothing,
+    /// It ran, whether it succeeded or not.
+    Begun,
+    /// It began, then a later command of it was refused for the lock.
+    LostMidway,
+}
+
 /// Switches the hosts of one batch, `parallel` at a time. A switch in progress
 /// is never abandoned half-way.
 async fn switch_batch(run: &mut Run<'_>, fleet: &Fleet, chunk: &[usize], guard: &LockGuard) -> Result<(), Halt> {
@@ -173,35 +184,39 @@ async fn switch_batch(run: &mut Run<'_>, fleet: &Fleet, chunk: &[usize], guard: 
         interrupt: Some(run.interrupt),
     };
     let sw = &sw;
-    type Switched = (usize, bool, Result<(), String>, Option<Evidence>);
+    type Switched = (usize, Reach, Result<(), String>, Option<Evidence>);
     let results: Vec<Switched> = stream::iter(todo)
         .map(|(i, needs_switch, from, to, arm)| async move {
             let m = &fleet.members[i];
             if !needs_switch {
                 // Already there (a rollback to the release it runs): nothing to switch.
-                return (i, false, Ok(()), None);
+                return (i, Reach::Nothing, Ok(()), None);
             }
-            let mut ran = true;
+            let mut reach = Reach::Begun;
             let mut evidence = None;
             let r = step(reporter, &m.host.name, Step::Switch, async {
                 let r = activation::switch(sw, m, from.as_ref(), &to, guard, arm.as_ref()).await;
-                ran = !r.as_ref().is_err_and(activation::lock_not_ours);
+                reach = match &r {
+                    Err(e) if activation::lock_not_ours(e) => Reach::Nothing,
+                    Err(activation::SwitchError::LockLostMidway(_)) => Reach::LostMidway,
+                    _ => Reach::Begun,
+                };
                 if let Err(e) = &r {
                     evidence = e.evidence().cloned();
                 }
                 r
             })
             .await;
-            (i, ran, r, evidence)
+            (i, reach, r, evidence)
         })
         .buffer_unordered(fleet.env.parallel.max(1))
         .collect()
         .await;
     let mut failure = None;
     let mut lost = Vec::new();
-    for (i, switched, r, evidence) in results {
+    for (i, reach, r, evidence) in results {
         let h = &mut run.hosts[i];
-        if let (false, Err(e)) = (switched, &r) {
+        if let (Reach::Nothing, Err(e)) = (reach, &r) {
             // The lock was not ours there (the error says why): nothing ran.
             lost.push(e.clone());
             continue;
@@ -209,9 +224,15 @@ async fn switch_batch(run: &mut Run<'_>, fleet: &Fleet, chunk: &[usize], guard: 
         if evidence.is_some() {
             h.evidence = evidence;
         }
-        if switched {
+        if reach != Reach::Nothing {
             // A failed `up` may have replaced some containers: it counts as switched, to be put back.
             h.progress = Progress::Switched;
+        }
+        if let (Reach::LostMidway, Err(e)) = (reach, &r) {
+            // Switched, and no further change may be made: the run stops as for any lost lock.
+            h.fail(Outcome::Failed, e.clone());
+            lost.push(e.clone());
+            continue;
         }
         match r {
             Ok(()) => {
