@@ -690,16 +690,17 @@ impl Closing {
             // the watchdog's deadline, which nothing extends any more.
             let listed = async {
                 let engine = m.engine(reporter).await?;
-                let listing = engine.build_tags(&m.host.project, &self.prune);
-                Some(match tokio::time::timeout(PRUNE_LISTING_LIMIT, listing).await {
-                    Ok(r) => r,
-                    Err(_) => Err(format!(
+                Some(engine.build_tags(&m.host.project, &self.prune).await)
+            };
+            let listed = tokio::time::timeout(PRUNE_LISTING_LIMIT, listed)
+                .await
+                .unwrap_or_else(|_| {
+                    Some(Err(format!(
                         "no answer within {}",
                         humantime::format_duration(PRUNE_LISTING_LIMIT)
-                    )),
-                })
-            };
-            let found = match listed.await {
+                    )))
+                });
+            let found = match listed {
                 Some(r) => match r {
                     Ok(found) => Some(found),
                     Err(why) => {
