@@ -81,6 +81,14 @@ impl Compose {
         cmd.args(args)
     }
 
+    /// Compose's words for a release but for its directory, which differs
+    /// from one release to the next: the variant, the project, the files and
+    /// the profiles. What keeps a release's resolved services (see
+    /// `release::build`) is named partly by it.
+    pub fn invocation(&self) -> String {
+        format!("{:?}", (self.variant, &self.project, &self.files, &self.profiles))
+    }
+
     /// The text of [`ENV_FILE`] for this host's `vars`.
     pub fn env_file(&self) -> String {
         self.vars

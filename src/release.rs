@@ -620,50 +620,110 @@ pub fn reuse_images(layout: &Layout, live: &str, id: &str) -> Cmd {
 }
 
 // $1 the reuse check ("" when a build is wanted anyway), $2 the build, $3 the
-// content tagging ("": deploy tags through the Engine API after it), $4 what resolves the release's services (`compose config`;
-// "": none), $5 the release's directory. Prints "reused" when the live
-// release's images serve. The services are resolved beside the build (on the
-// other cores) into a file of its own making (mktemp: new, 0600, for the
-// variables' values are in it), waited for whatever the build did, printed
-// after a line `@@deploy services` when the build passed and compose resolved
-// them, and removed.
+// content tagging ("": deploy tags through the Engine API after it), $4 what
+// resolves the release's services (`compose config`; "": none), $5 the
+// release's directory, $6 the app's root, $7 compose's invocation but for the
+// directory; then the app's compose files (relative to $5). Prints "reused"
+// when the live release's images serve.
+//
+// The services are resolved beside the build (on the other cores) into a file
+// of its own making (mktemp: new, 0600, for the variables' values are in it),
+// waited for whatever the build did, and printed after a line
+// `@@deploy services` when the build passed and compose resolved them. They
+// are kept in the release as `.deploy-services.<key>`, the key a SHA-256 of
+// all compose reads for them: its invocation, the compose programs found
+// (`.deploy/compose-detected`), each compose file and the `.env` beside it,
+// the release's `.env` and variables (`.deploy-env`), and the environment but
+// for what each login changes. A release whose key a kept release already has
+// takes that file instead and starts no compose (v1 is a Python program: about
+// 0.4 s idle, over a second beside busy builds). No key, so compose every time,
+// where a compose file may read another one (`extends`, `include`) or without
+// `sha256sum`. Without a key the file is removed after use.
 const BUILD: &str = r#"
-out=""
-if [ -n "$4" ] && out=$(mktemp "$5/.deploy-services.XXXXXX" 2>/dev/null); then
-  (sh -c "$4" > "$out" 2>/dev/null || : > "$out") &
+reuse="$1"; build="$2"; address="$3"; resolve="$4"; dir="$5"; root="$6"; how="$7"
+shift 7
+out=""; kept=""; key=""
+if [ -n "$resolve" ] && (cd "$dir" && ! grep -qsE 'extends|^include' -- "$@"); then
+  key=$({ printf '%s\n' "$how"; cat "$root/.deploy/compose-detected"
+    cd "$dir" || exit
+    for f in "$@"; do printf '\n@@deploy %s\n' "$f"; cat -- "$f"; printf '\n@@deploy .env\n'; cat -- "$(dirname -- "$f")/.env"; done
+    printf '\n@@deploy .env\n'; cat .env; printf '\n@@deploy vars\n'; cat .deploy-env
+    printf '\n@@deploy env\n'; env | grep -v -e '^SSH_' -e '^XDG_SESSION_' -e '^PWD=' -e '^OLDPWD=' -e '^SHLVL=' -e '^_=' | LC_ALL=C sort
+  } 2>/dev/null | sha256sum 2>/dev/null | cut -d ' ' -f 1)
+  case "$key" in *[!0-9a-f]*|"") key="" ;; esac
+fi
+mine="$dir/.deploy-services.$key"
+if [ -n "$key" ]; then
+  for f in "$root"/releases/*/.deploy-services."$key"; do
+    [ -s "$f" ] || continue
+    [ "$f" != "$mine" ] || { kept="$mine"; break; }
+    t=$(mktemp "$dir/.deploy-services.XXXXXX" 2>/dev/null) || break
+    if cat "$f" > "$t" && mv -f "$t" "$mine"; then kept="$mine"; break; fi
+    rm -f "$t"
+  done
+fi
+if [ -n "$resolve" ] && [ -z "$kept" ] && out=$(mktemp "$dir/.deploy-services.XXXXXX" 2>/dev/null); then
+  (sh -c "$resolve" > "$out" 2>/dev/null || : > "$out") &
 fi
 finish() {
   wait
-  if [ "$1" = 0 ] && [ -n "$out" ] && [ -s "$out" ]; then echo "@@deploy services"; cat "$out"; fi
+  if [ "$1" = 0 ] && [ -n "$out" ] && [ -s "$out" ] && [ -n "$key" ] && mv -f "$out" "$mine"; then kept="$mine"; out=""; fi
+  if [ "$1" = 0 ] && [ -n "$kept" ]; then echo "@@deploy services"; cat "$kept"
+  elif [ "$1" = 0 ] && [ -n "$out" ] && [ -s "$out" ]; then echo "@@deploy services"; cat "$out"; fi
   [ -z "$out" ] || rm -f "$out"
   exit "$1"
 }
-if [ -n "$1" ] && [ "$(sh -c "$1" 2>/dev/null)" = reused ]; then echo reused; finish 0; fi
-sh -c "$2" || finish $?
-[ -z "$3" ] || sh -c "$3"
+if [ -n "$reuse" ] && [ "$(sh -c "$reuse" 2>/dev/null)" = reused ]; then echo reused; finish 0; fi
+sh -c "$build" || finish $?
+[ -z "$address" ] || sh -c "$address"
 finish $?
 "#;
 
 /// The line of [`build`]'s output after which the release's services follow.
 pub const SERVICES_MARK: &str = "@@deploy services\n";
 
-/// One command for the build of a release: reuse the live release's images
-/// when `reuse` says so (see `REUSE_IMAGES`), else `build`, then `address`
-/// (content tags), if given; meanwhile `config` (the release's `compose config`), if
-/// any, resolves its services in its directory `dir`. Prints `reused` when
-/// nothing was built; then, when compose resolved them, [`SERVICES_MARK`] and
-/// the services (read with [`built`]).
-pub fn build(reuse: Option<&Cmd>, build: &Cmd, address: Option<&Cmd>, config: Option<&Cmd>, dir: &str) -> Cmd {
+/// What resolves a release's services beside its build, and what names them
+/// for keeping (see `BUILD`).
+pub struct Resolving<'a> {
+    /// `compose config` of the release.
+    pub config: Cmd,
+    /// Compose's words but for the release's directory (see [`crate::compose::Compose::invocation`]).
+    pub invocation: String,
+    /// The app's compose files, relative to the release's directory.
+    pub files: &'a [String],
+}
+
+/// One command for the build of release `id`: reuse the live release's
+/// images when `reuse` says so (see `REUSE_IMAGES`), else `build`, then
+/// `address` (content tags), if given; meanwhile `resolving`, if any,
+/// resolves its services in its directory, or takes them from a kept release
+/// whose compose read the same. Prints `reused` when nothing was built; then,
+/// when compose resolved them, [`SERVICES_MARK`] and the services (read with
+/// [`built`]).
+pub fn build(
+    reuse: Option<&Cmd>,
+    build: &Cmd,
+    address: Option<&Cmd>,
+    resolving: Option<&Resolving>,
+    layout: &Layout,
+    id: &str,
+) -> Cmd {
     let word = |c: Option<&Cmd>| c.map(Cmd::as_word).unwrap_or_else(|| "".into());
-    Cmd::new("sh")
+    let mut cmd = Cmd::new("sh")
         .arg("-c")
         .arg(BUILD)
         .arg("sh")
         .arg(word(reuse))
         .arg(build.as_word())
         .arg(word(address))
-        .arg(word(config))
-        .arg(dir)
+        .arg(word(resolving.map(|r| &r.config)))
+        .arg(layout.release(id))
+        .arg(layout.root.as_str())
+        .arg(resolving.map(|r| r.invocation.as_str()).unwrap_or(""));
+    if let Some(r) = resolving {
+        cmd = cmd.args(r.files.iter().map(String::as_str));
+    }
+    cmd
 }
 
 /// [`build`]'s output split: what the build said (`reused`, or compose's
@@ -871,6 +931,111 @@ mod tests {
             .output()
             .unwrap();
         (out.status.code(), String::from_utf8(out.stdout).unwrap())
+    }
+
+    /// The services resolved beside a build are kept in its release, named
+    /// by what compose read for them: a later release that reads the same
+    /// takes them and starts no compose; a changed file or variable, or a
+    /// compose file that may read another, has compose resolve them again.
+    #[test]
+    fn resolved_services_are_kept_by_what_compose_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let layout = Layout {
+            root: root.path().to_str().unwrap().to_string(),
+        };
+        let runs = root.path().join("runs");
+        // The "compose config": notes each start, prints the services.
+        let config = Cmd::new("sh")
+            .arg("-c")
+            .arg(r#"echo x >> "$1"; printf 'services:\n  api: {}\n'"#)
+            .arg("sh")
+            .arg(runs.to_str().unwrap());
+        let files = ["docker-compose.yml".to_string()];
+        let resolving = Resolving {
+            config,
+            invocation: "V1 p".into(),
+            files: &files,
+        };
+        let starts = || std::fs::read_to_string(&runs).unwrap_or_default().lines().count();
+        let release = |id: &str, compose: &str, env: &str| {
+            let dir = root.path().join("releases").join(id);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("docker-compose.yml"), compose).unwrap();
+            std::fs::write(dir.join(".deploy-env"), env).unwrap();
+        };
+        let kept = |id: &str| -> Vec<std::fs::DirEntry> {
+            std::fs::read_dir(root.path().join("releases").join(id))
+                .unwrap()
+                .map(Result::unwrap)
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".deploy-services."))
+                .collect()
+        };
+        let build_of = |id: &str, script: &str| {
+            run_here(&build(
+                None,
+                &Cmd::new("sh").arg("-c").arg(script),
+                None,
+                Some(&resolving),
+                &layout,
+                id,
+            ))
+        };
+        let compose = "services:\n  api:\n    build: .\n";
+
+        release("20260101T000000Z-a", compose, "export A=1\n");
+        assert_eq!(
+            build_of("20260101T000000Z-a", "true"),
+            (Some(0), "@@deploy services\nservices:\n  api: {}\n".into())
+        );
+        assert_eq!(starts(), 1);
+        let file = kept("20260101T000000Z-a");
+        assert_eq!(file.len(), 1);
+        let name = file[0].file_name().to_string_lossy().into_owned();
+        assert_eq!(name.len(), ".deploy-services.".len() + 64, "{name}");
+        assert_eq!(file[0].metadata().unwrap().permissions().mode() & 0o777, 0o600);
+
+        // The same files and variables, another release: no compose started.
+        release("20260102T000000Z-b", compose, "export A=1\n");
+        assert_eq!(
+            build_of("20260102T000000Z-b", "true"),
+            (Some(0), "@@deploy services\nservices:\n  api: {}\n".into())
+        );
+        assert_eq!(starts(), 1);
+        assert_eq!(kept("20260102T000000Z-b")[0].file_name().to_string_lossy(), name);
+
+        // A variable changed: compose again, kept under another name.
+        release("20260103T000000Z-c", compose, "export A=2\n");
+        assert_eq!(build_of("20260103T000000Z-c", "true").0, Some(0));
+        assert_eq!(starts(), 2);
+        assert_ne!(kept("20260103T000000Z-c")[0].file_name().to_string_lossy(), name);
+
+        // The compose file changed, or the `.env` beside it: compose again.
+        release(
+            "20260104T000000Z-d",
+            "services:\n  api:\n    build: .\n    scale: 2\n",
+            "export A=1\n",
+        );
+        assert_eq!(build_of("20260104T000000Z-d", "true").0, Some(0));
+        assert_eq!(starts(), 3);
+        release("20260105T000000Z-e", compose, "export A=1\n");
+        std::fs::write(root.path().join("releases/20260105T000000Z-e/.env"), "REPLICAS=3\n").unwrap();
+        assert_eq!(build_of("20260105T000000Z-e", "true").0, Some(0));
+        assert_eq!(starts(), 4);
+
+        // A compose file that may read another is resolved every time, and nothing is kept.
+        let extending = "services:\n  api:\n    extends:\n      file: common.yml\n      service: api\n";
+        for id in ["20260106T000000Z-f", "20260107T000000Z-g"] {
+            release(id, extending, "export A=1\n");
+            assert_eq!(build_of(id, "true").0, Some(0));
+            assert!(kept(id).is_empty());
+        }
+        assert_eq!(starts(), 6);
+
+        // A failed build prints no services.
+        release("20260108T000000Z-h", compose, "export A=1\n");
+        assert_eq!(build_of("20260108T000000Z-h", "exit 3"), (Some(3), String::new()));
+        assert_eq!(starts(), 6);
     }
 
     /// `settle` (the end of `ACTIVATE` too) recreates what the check after

@@ -99,17 +99,48 @@ fn without_the_engine_api_the_checks_use_the_cli_and_say_so_with_v() {
 /// `compose_ps` with no compose program started at check time: the build
 /// resolved the release's services beside itself (`compose config` in the
 /// build's command) and the checklist of that release takes them from there.
+/// They are kept in the release (0600: the variables' values are in them),
+/// named by what compose read: the next release of a changed commit with the
+/// same compose files and variables starts no `compose config` (a Python
+/// program on v1) at all; changed variables have compose resolve them again.
 #[test]
 fn compose_ps_of_the_release_just_built_starts_no_compose_on_the_host() {
+    let (_bin, calls, sshd_extra) = noting_docker();
     let d = Deployment::new(
         Setup {
             compose: "v1",
             extra: format!("{CHECKS}\n[[verify.checks]]\nname = \"containers up\"\ntype = \"compose_ps\"\n"),
+            sshd_extra,
             ..Setup::default()
         },
         &Behaviour::version("A"),
     );
+    let configs = || {
+        let said = std::fs::read_to_string(&calls).unwrap();
+        let n = said
+            .lines()
+            .filter(|l| l.starts_with("compose") && l.split_whitespace().any(|w| w == "config"))
+            .count();
+        std::fs::write(&calls, "").unwrap();
+        (n, said)
+    };
     d.deploy(&[], 0);
+    let (n, said) = configs();
+    assert_eq!(n, 1, "the first release's services are resolved: {said}");
+    let kept = |release: &str| -> Vec<(String, u32)> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::read_dir(d.app_path().join("releases").join(release))
+            .unwrap()
+            .map(Result::unwrap)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".deploy-services"))
+            .map(|e| {
+                let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+                (e.file_name().to_string_lossy().into_owned(), mode)
+            })
+            .collect()
+    };
+    let first = kept(&d.current().expect("a live release"));
+
     d.app.commit(&Behaviour::version("B"));
     let (run, summary) = d.deploy_json(&[], 0);
     let up = check(&summary, "containers up");
@@ -117,17 +148,31 @@ fn compose_ps_of_the_release_just_built_starts_no_compose_on_the_host() {
     for service in ["api:", "worker:", "redis:"] {
         assert!(up["detail"].as_str().unwrap().contains(service), "{service} in {up}");
     }
-    // The same six commands as without the check: `compose config` (a Python
-    // program's start on v1) is no longer one of them.
+    // The same six commands as without the check, and no compose started for
+    // the services: the code changed, not what compose reads.
     assert_eq!(summary["hosts"][0]["remote_commands"], 6, "{}", run.stdout);
-    // Its output held the variables' values: the temporary file is gone.
-    let release = d.current().expect("a live release");
-    let left: Vec<String> = std::fs::read_dir(d.app_path().join("releases").join(&release))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".deploy-services"))
-        .collect();
-    assert!(left.is_empty(), "{left:?}");
+    let (n, said) = configs();
+    assert!(said.contains("up -d"), "the host ran the wrappers: {said}");
+    assert_eq!(n, 0, "{said}");
+    // One file, 0600, named as the first release's; no temporary one left.
+    let second = kept(&d.current().expect("a live release"));
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(second, first);
+    assert_eq!(second[0].1, 0o600, "{second:?}");
+
+    // Another variable for compose: resolved again.
+    let toml = d.app.path().join("deploy.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    assert!(text.contains("vars = { "), "{text}");
+    std::fs::write(&toml, text.replace("vars = { ", "vars = { FEATURE = \"on\", ")).unwrap();
+    d.app.commit(&Behaviour::version("C"));
+    let (_, summary) = d.deploy_json(&[], 0);
+    assert_eq!(check(&summary, "containers up")["ok"], true, "{summary}");
+    let (n, said) = configs();
+    assert_eq!(n, 1, "{said}");
+    let third = kept(&d.current().expect("a live release"));
+    assert_eq!(third.len(), 1, "{third:?}");
+    assert_ne!(third[0].0, first[0].0);
 
     // A checklist of a release not built in the run (verify) asks compose.
     let run = d.run(&["verify", "test", "--output", "json"]);
@@ -136,17 +181,13 @@ fn compose_ps_of_the_release_just_built_starts_no_compose_on_the_host() {
     let up = check(&summary, "containers up");
     assert_eq!(up["ok"], true, "{up}");
     assert!(up["detail"].as_str().unwrap().contains("worker:"), "{up}");
+    assert_eq!(configs().0, 1);
 }
 
-/// The content tags of a release each host builds itself are made through
-/// the Engine API: the host's `docker` here notes every call and refuses to
-/// tag, and the deploy still names every built image by its content. Its
-/// switch finds those images there before `up`, and the services on them
-/// after it, through the API too: no `docker image inspect`, no `docker ps`.
-/// Without a `compose_ps` check, no `compose config` runs beside the build.
 /// The host's `docker` for a test: a wrapper (first on sshd's `PATH`) that
 /// notes every call in `calls` and refuses `docker tag`, which the Engine API
-/// does instead. Its directory, the file of calls and the sshd setting.
+/// does instead; and `docker-compose` (v1), noted as `compose <args>`.
+/// Its directory, the file of calls and the sshd setting.
 fn noting_docker() -> (tempfile::TempDir, std::path::PathBuf, String) {
     use std::os::unix::fs::PermissionsExt;
     let bin = tempfile::tempdir().unwrap();
@@ -159,8 +200,19 @@ fn noting_docker() -> (tempfile::TempDir, std::path::PathBuf, String) {
         ),
     )
     .unwrap();
+    // Compose v1, noted as `compose ...` like v2's `docker compose ...`.
+    let v1 = bin.path().join("docker-compose");
+    std::fs::write(
+        &v1,
+        format!(
+            "#!/bin/sh\necho \"compose $*\" >> {}\nexec /usr/bin/docker-compose \"$@\"\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
     std::fs::write(&calls, "").unwrap();
     std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&v1, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&calls, std::fs::Permissions::from_mode(0o666)).unwrap();
     let sshd = format!(
@@ -170,6 +222,12 @@ fn noting_docker() -> (tempfile::TempDir, std::path::PathBuf, String) {
     (bin, calls, sshd)
 }
 
+/// The content tags of a release each host builds itself are made through
+/// the Engine API: the host's `docker` here notes every call and refuses to
+/// tag, and the deploy still names every built image by its content. Its
+/// switch finds those images there before `up`, and the services on them
+/// after it, through the API too: no `docker image inspect`, no `docker ps`.
+/// Without a `compose_ps` check, no `compose config` runs beside the build.
 #[test]
 fn content_tags_are_made_through_the_engine_api() {
     let (_bin, calls, sshd_extra) = noting_docker();

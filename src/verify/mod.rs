@@ -156,7 +156,10 @@ impl Target<'_> {
     /// The release's services as `compose config` resolves them on the host
     /// (files merged, variables filled in), read on first use: as compose
     /// resolved them beside the release's build where that was in this run
-    /// on this host, else from compose now.
+    /// on this host, else from compose now. Beside the build they may come
+    /// from an earlier release whose compose read the same (see
+    /// `release::build`): what they say of images and build contexts is that
+    /// release's, so only the rest is for use.
     pub(crate) async fn services(&self) -> Result<&[compose::Service], String> {
         let m = self.member;
         self.services
