@@ -54,24 +54,17 @@ impl Engine {
     /// node, each with its service's name in the stack.
     pub async fn containers(&self, project: &str, engine: Orchestrator) -> Result<Vec<Container>, String> {
         let (labels, service_label) = match engine {
-            Orchestrator::Compose => (
-                vec![
-                    format!("com.docker.compose.project={project}"),
-                    "com.docker.compose.oneoff=False".to_string(),
-                ],
-                "com.docker.compose.service",
-            ),
+            Orchestrator::Compose => (services_of(project), "com.docker.compose.service"),
             Orchestrator::Swarm => (
                 vec![format!("com.docker.stack.namespace={project}")],
                 "com.docker.swarm.service.name",
             ),
         };
-        let filters = HashMap::from([("label".to_string(), labels)]);
         let list = self
             .docker
             .list_containers(Some(ListContainersOptions {
                 all: true,
-                filters: Some(filters),
+                filters: filter("label", labels),
                 ..Default::default()
             }))
             .await
@@ -205,14 +198,10 @@ impl Engine {
     /// ones: (service, image) each, the image as the container was created
     /// from it (`docker ps`'s IMAGE).
     pub async fn running_images(&self, project: &str) -> Result<Vec<(String, String)>, String> {
-        let labels = vec![
-            format!("com.docker.compose.project={project}"),
-            "com.docker.compose.oneoff=False".to_string(),
-        ];
         let list = self
             .docker
             .list_containers(Some(ListContainersOptions {
-                filters: Some(HashMap::from([("label".to_string(), labels)])),
+                filters: filter("label", services_of(project)),
                 ..Default::default()
             }))
             .await
@@ -243,7 +232,7 @@ impl Engine {
         let images = self
             .docker
             .list_images(Some(ListImagesOptions {
-                filters: Some(HashMap::from([("reference".to_string(), refs)])),
+                filters: filter("reference", refs),
                 ..Default::default()
             }))
             .await
@@ -291,4 +280,18 @@ impl Engine {
             })
             .collect())
     }
+}
+
+/// A list request's filters: `key` matching any of `values`.
+fn filter(key: &str, values: Vec<String>) -> Option<HashMap<String, Vec<String>>> {
+    Some(HashMap::from([(key.to_string(), values)]))
+}
+
+/// The labels of compose project `project`'s service containers (not the
+/// one-offs of `compose run`).
+fn services_of(project: &str) -> Vec<String> {
+    vec![
+        format!("com.docker.compose.project={project}"),
+        "com.docker.compose.oneoff=False".to_string(),
+    ]
 }

@@ -1,13 +1,12 @@
 //! Fleets: six sshd hosts, each its own path and compose project, worked on in
 //! parallel and in rolling batches; one version at the end, whatever happens.
 
-use std::io::BufRead;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::harness::app::{Behaviour, Health};
 use crate::harness::fleet::{checks, FleetSetup, TestFleet};
-use crate::harness::wait_for;
+use crate::harness::{wait_for, Following};
 
 fn summary(events: &[serde_json::Value]) -> &serde_json::Value {
     let last = events.last().expect("events");
@@ -233,36 +232,17 @@ fn a_host_cut_off_mid_deploy_does_not_hang_the_run_and_the_rest_go_back() {
     let veth = format!("{}a", fleet.netns.as_ref().unwrap().name.replace("dtest", "dtv"));
 
     let started = Instant::now();
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("deploy"))
-        .args(["test", "--output", "json"])
-        .current_dir(fleet.app.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
+    let mut run = Following::start(fleet.app.path(), &["test"]);
+    // The lost host never switching fails here (the run ends first).
+    run.until(|e| e["event"] == "step" && e["step"] == "switch" && e["host"] == lost.as_str() && e["status"] == "done");
+    // The switch happened; now the link goes down while the checks run.
+    let status = Command::new("ip")
+        .args(["link", "set", &veth, "down"])
+        .status()
         .unwrap();
-    let mut events = Vec::new();
-    let mut cut = false;
-    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
-        let e: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
-        if !cut && e["event"] == "step" && e["step"] == "switch" && e["host"] == lost.as_str() && e["status"] == "done"
-        {
-            // The switch happened; now the link goes down while the checks run.
-            let status = Command::new("ip")
-                .args(["link", "set", &veth, "down"])
-                .status()
-                .unwrap();
-            assert!(status.success());
-            cut = true;
-        }
-        events.push(e);
-    }
-    let status = child.wait().unwrap();
-    assert!(
-        cut,
-        "the lost host never switched: {}",
-        events.last().map(|e| e.to_string()).unwrap_or_default()
-    );
-    let code = status.code().unwrap();
+    assert!(status.success());
+    let (code, events) = run.finish();
+    let code = code.unwrap();
     assert!(code == 3 || code == 4, "exit {code}");
     assert!(
         started.elapsed() < Duration::from_secs(150),

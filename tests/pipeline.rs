@@ -3,7 +3,6 @@
 //! release is read under the lock; locks are guarded; read-only commands keep
 //! working with a host down; releases carry their own record of how to run.
 
-use std::io::BufRead;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,7 +17,7 @@ use crate::harness::app::{Behaviour, Health};
 use crate::harness::deployment::{Deployment, Setup};
 use crate::harness::fleet::{FleetSetup, TestFleet};
 use crate::harness::sshd::SshHost;
-use crate::harness::{git, open_tempdir, sh, wait_for};
+use crate::harness::{git, open_tempdir, sh, wait_for, Following};
 
 const CHECKS: &str = r#"
 [verify]
@@ -795,32 +794,15 @@ fn a_lock_broken_between_batches_stops_the_next_switch() {
         slow_start_secs: 4,
         ..Behaviour::version("B")
     });
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("deploy"))
-        .args(["test", "--output", "json"])
-        .current_dir(fleet.app.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let first = format!("127.0.0.1:{}", fleet.hosts[0].ssh.port);
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut events: Vec<serde_json::Value> = Vec::new();
-    for line in lines.by_ref() {
-        let e: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
-        assert_ne!(e["event"], "summary", "{events:?}");
-        let switched = e["host"] == first.as_str() && e["step"] == "switch" && e["status"] == "done";
-        events.push(e);
-        if switched {
-            break;
-        }
-    }
+    let mut run = Following::start(fleet.app.path(), &["test"]);
+    run.until(|e| e["host"] == first.as_str() && e["step"] == "switch" && e["status"] == "done");
     let broken = fleet.run(&["lock", "test", "release", "--force"]);
     assert_eq!(broken.code, 0, "{}", broken.all());
     let freeze = fleet.run(&["lock", "test", "acquire", "--message", "FREEZE"]);
     assert_eq!(freeze.code, 0, "{}", freeze.all());
-    events.extend(lines.map(|l| serde_json::from_str(&l.unwrap()).unwrap()));
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(4), "{events:?}");
+    let (code, events) = run.finish();
+    assert_eq!(code, Some(4), "{events:?}");
     let error = summary(&events)["error"].as_str().unwrap().to_string();
     assert!(
         error.contains("taken by someone else") && error.contains(&first),

@@ -1,13 +1,12 @@
 //! The dead-man switch: a host that switched puts the release from before back
 //! by itself when the run that switched it vanishes before confirming it.
 
-use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::harness::app::{Behaviour, Health};
 use crate::harness::deployment::{Deployment, Setup};
-use crate::harness::{sh, wait_for};
+use crate::harness::{wait_for, Following};
 
 /// Whether a watchdog process runs for this host's app.
 fn watchdog_running(d: &Deployment) -> bool {
@@ -73,23 +72,10 @@ url = "http://127.0.0.1:{API_PORT}/cgi-bin/health"
         health: Health::Fails,
         ..Behaviour::version("B")
     });
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("deploy"))
-        .args(["test", "--output", "json"])
-        .current_dir(d.app.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    for line in lines {
-        let e: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
-        assert_ne!(e["event"], "summary", "the deploy ended before it was killed");
-        if e["step"] == "switch" && e["status"] == "done" {
-            break;
-        }
-    }
-    sh(Command::new("kill").args(["-KILL", &child.id().to_string()]));
-    let _ = child.wait();
+    let mut run = Following::start(d.app.path(), &["test"]);
+    run.until(|e| e["step"] == "switch" && e["status"] == "done");
+    run.signal("KILL");
+    let _ = run.finish();
     assert_eq!(d.version().as_deref(), Some("B"), "the bad release went live");
     let status = d.run(&["status", "test"]);
     assert!(status.stdout.contains("watchdog: armed by run"), "{}", status.all());

@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::harness::app::{AppRepo, Behaviour, Health};
 use crate::harness::deployment::{Deployment, Setup};
 use crate::harness::prober::{failures, slowest, Prober};
-use crate::harness::{open_tempdir, Test};
+use crate::harness::{open_tempdir, Following, Test};
 
 /// The checklist: every container up, and the api's health through the proxy
 /// (`service = "api"`: the check that says a new api container without a
@@ -142,34 +142,16 @@ fn switches_without_a_failed_request(compose: &'static str, healthcheck: bool) {
 /// and the new release's files stay as evidence.
 #[test]
 fn a_lock_broken_during_a_start_first_switch_stops_it_as_switched() {
-    use std::io::BufRead;
     let d = live_a("v2", false, true, "30s");
     d.app.commit(&slow_b(false));
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("deploy"))
-        .args(["test", "--output", "json"])
-        .current_dir(d.app.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut events: Vec<serde_json::Value> = Vec::new();
-    for line in lines.by_ref() {
-        let e: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
-        assert_ne!(e["event"], "summary", "{events:?}");
-        let started = e["event"] == "start_first" && e["phase"] == "started";
-        events.push(e);
-        if started {
-            break;
-        }
-    }
+    let mut run = Following::start(d.app.path(), &["test"]);
+    run.until(|e| e["event"] == "start_first" && e["phase"] == "started");
     let broken = d.run(&["lock", "test", "release", "--force"]);
     assert_eq!(broken.code, 0, "{}", broken.all());
     let freeze = d.run(&["lock", "test", "acquire", "--message", "FREEZE"]);
     assert_eq!(freeze.code, 0, "{}", freeze.all());
-    events.extend(lines.map(|l| serde_json::from_str(&l.unwrap()).unwrap()));
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(4), "{events:?}");
+    let (code, events) = run.finish();
+    assert_eq!(code, Some(4), "{events:?}");
     let summary = events.iter().find(|e| e["event"] == "summary").expect("a summary");
     let error = summary["error"].as_str().unwrap();
     assert!(

@@ -435,6 +435,70 @@ fn remove_project_but_images(project: &str) {
     }
 }
 
+/// `deploy <args> --output json` in `dir`, followed event by event: a test
+/// acts at a moment of the run (interrupts or kills it, breaks its lock,
+/// cuts a link), then reads the rest.
+pub struct Following {
+    child: std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    /// Every event read so far.
+    pub events: Vec<serde_json::Value>,
+}
+
+impl Following {
+    pub fn start(dir: &Path, args: &[&str]) -> Following {
+        use std::io::BufRead;
+        let mut child = Command::new(assert_cmd::cargo::cargo_bin("deploy"))
+            .args(args)
+            .args(["--output", "json"])
+            .current_dir(dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("deploy starts");
+        let lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        Following {
+            child,
+            lines,
+            events: Vec::new(),
+        }
+    }
+
+    /// Reads events up to the first for which `at` holds; the run must not
+    /// end (print its summary) before.
+    pub fn until(&mut self, at: impl Fn(&serde_json::Value) -> bool) -> &mut Following {
+        for line in self.lines.by_ref() {
+            let e: serde_json::Value = serde_json::from_str(&line.expect("a line")).expect("a JSON line");
+            assert_ne!(
+                e["event"], "summary",
+                "the run ended before the moment to act: {:?}",
+                self.events
+            );
+            let now = at(&e);
+            self.events.push(e);
+            if now {
+                return self;
+            }
+        }
+        panic!("the run ended without a summary: {:?}", self.events);
+    }
+
+    /// Sends signal `name` (`INT`, `KILL`...) to the run.
+    pub fn signal(&self, name: &str) {
+        sh(Command::new("kill").args([format!("-{name}"), self.child.id().to_string()]));
+    }
+
+    /// Reads the rest: the exit code and every event.
+    pub fn finish(mut self) -> (Option<i32>, Vec<serde_json::Value>) {
+        let rest = self
+            .lines
+            .by_ref()
+            .map(|l| serde_json::from_str(&l.expect("a line")).expect("a JSON line"));
+        self.events.extend(rest.collect::<Vec<serde_json::Value>>());
+        (self.child.wait().expect("deploy ends").code(), self.events)
+    }
+}
+
 /// `deploy <args>` in `dir` with JSON output, SIGINT as soon as an event
 /// satisfies `at` (the run must not end before): its exit code, every event
 /// it printed, and when the signal was sent.
@@ -443,33 +507,12 @@ pub fn interrupt_json_at(
     args: &[&str],
     at: impl Fn(&serde_json::Value) -> bool,
 ) -> (Option<i32>, Vec<serde_json::Value>, std::time::Instant) {
-    use std::io::BufRead;
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("deploy"))
-        .args(args)
-        .args(["--output", "json"])
-        .current_dir(dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("deploy starts");
-    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut events = Vec::new();
-    for line in lines.by_ref() {
-        let e: serde_json::Value = serde_json::from_str(&line.expect("a line")).expect("a JSON line");
-        assert_ne!(
-            e["event"], "summary",
-            "the run ended before the moment to interrupt it: {events:?}"
-        );
-        let now = at(&e);
-        events.push(e);
-        if now {
-            break;
-        }
-    }
+    let mut run = Following::start(dir, args);
+    run.until(at);
     let sent = std::time::Instant::now();
-    sh(Command::new("kill").args(["-INT", &child.id().to_string()]));
-    events.extend(lines.map(|l| serde_json::from_str(&l.expect("a line")).expect("a JSON line")));
-    (child.wait().expect("deploy ends").code(), events, sent)
+    run.signal("INT");
+    let (code, events) = run.finish();
+    (code, events, sent)
 }
 
 /// The names in this machine's temporary directory that start with `prefix`.
