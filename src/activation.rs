@@ -12,6 +12,9 @@
 //! (`docker stop`: their stop signal and `stop_grace_period`) and removed.
 //! A new container that is not ready in time is removed and the old ones are
 //! never stopped. Then `up -d` brings the rest of the release, as before.
+//! Compose scales the service up; reading, waiting on, stopping and removing
+//! containers go through the Engine API, the docker CLI on the host where
+//! that cannot be reached or fails.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -20,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compose::{Compose, Container, Variant, ENV_FILE, OVERRIDE_FILE};
 use crate::config::{Config, Orchestrator};
+use crate::engine::Inspected;
 use crate::fleet::{LockGuard, Member, QUICK_TIMEOUT, STEP_TIMEOUT};
 use crate::interrupt::Interrupt;
 use crate::lock;
@@ -492,19 +496,7 @@ async fn start_first(sw: &Switching<'_>, m: &Member, record: &Record, compose: &
         let Some(hash) = hashes.get(entry.service.as_str()) else {
             continue;
         };
-        let old = m
-            .remote
-            .check(
-                &shell(OLD_CONTAINERS, &[&record.project, &entry.service, hash]).into(),
-                Some(QUICK_TIMEOUT),
-            )
-            .await?;
-        let old: Vec<(String, bool)> = old
-            .stdout
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .map(|(id, verdict)| (id.to_string(), verdict.trim() == "changed"))
-            .collect();
+        let old = old_containers(sw, m, &record.project, &entry.service, hash).await?;
         if old.is_empty() || old.iter().all(|(_, changed)| !changed) {
             continue;
         }
@@ -512,6 +504,93 @@ async fn start_first(sw: &Switching<'_>, m: &Member, record: &Record, compose: &
         replace(sw, m, record, compose, entry, &old).await?;
     }
     Ok(())
+}
+
+/// Each of `service`'s containers (not one-off) with whether compose would
+/// replace it: its config hash differs from the release's (`hash`) or its
+/// image's name now names another image. Through the Engine API, else
+/// `OLD_CONTAINERS` on the host.
+async fn old_containers(
+    sw: &Switching<'_>,
+    m: &Member,
+    project: &str,
+    service: &str,
+    hash: &str,
+) -> Result<Vec<(String, bool)>, SwitchError> {
+    if let Some(engine) = m.engine(sw.reporter).await {
+        let api = async {
+            let ids = engine.service_containers(project, service).await?;
+            let found = engine.inspect(&ids).await?;
+            futures::future::try_join_all(found.into_iter().map(|c| async move {
+                let now = engine.image_id(&c.config_image).await?;
+                let changed = c.config_hash != hash || now.as_deref() != Some(c.image.as_str());
+                Ok::<_, String>((c.id, changed))
+            }))
+            .await
+        };
+        match api.await {
+            Ok(old) => return Ok(old),
+            Err(why) => cli_instead(sw, m, "reading the containers to replace", &why),
+        }
+    }
+    let out = m
+        .remote
+        .check(
+            &shell(OLD_CONTAINERS, &[project, service, hash]).into(),
+            Some(QUICK_TIMEOUT),
+        )
+        .await?;
+    Ok(out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(id, verdict)| (id.to_string(), verdict.trim() == "changed"))
+        .collect())
+}
+
+/// Says (with `-v`) that the Engine API failed at `what` and the docker CLI
+/// on the host does it instead.
+fn cli_instead(sw: &Switching<'_>, m: &Member, what: &str, why: &str) {
+    sw.reporter.event(Event::Detail {
+        host: Some(m.host.name.clone()),
+        message: format!("{what} through the Engine API failed ({why}); using the docker CLI"),
+    });
+}
+
+/// The ids of `service`'s containers (not one-off): through the Engine API,
+/// else `CONTAINERS` on the host.
+async fn service_containers(
+    sw: &Switching<'_>,
+    m: &Member,
+    project: &str,
+    service: &str,
+) -> Result<Vec<String>, RemoteError> {
+    if let Some(engine) = m.engine(sw.reporter).await {
+        match engine.service_containers(project, service).await {
+            Ok(ids) => return Ok(ids),
+            Err(why) => cli_instead(sw, m, "listing the containers", &why),
+        }
+    }
+    let out = m
+        .remote
+        .check(&shell(CONTAINERS, &[project, service]).into(), Some(QUICK_TIMEOUT))
+        .await?;
+    Ok(out.stdout.lines().map(str::to_string).collect())
+}
+
+/// Stops containers `ids` (their own stop signal and grace period) and
+/// removes them: through the Engine API, else `STOP_AND_REMOVE` on the host.
+async fn stop_and_remove(sw: &Switching<'_>, m: &Member, ids: &[String]) -> Result<(), RemoteError> {
+    if let Some(engine) = m.engine(sw.reporter).await {
+        match engine.stop_and_remove(ids, STEP_TIMEOUT).await {
+            Ok(()) => return Ok(()),
+            Err(why) => cli_instead(sw, m, "stopping and removing containers", &why),
+        }
+    }
+    m.remote
+        .check(&shell(STOP_AND_REMOVE, &strs(ids)).into(), Some(STEP_TIMEOUT))
+        .await
+        .map(|_| ())
 }
 
 // $1 project, $2 service, $3 the release's config hash of it. Prints each of
@@ -544,57 +623,45 @@ done
 exit 0
 "#;
 
-/// One new container as `docker inspect` sees it.
-#[derive(Debug, Clone)]
-struct Fresh {
-    id: String,
-    name: String,
-    state: String,
-    exit_code: String,
-    /// Its healthcheck's status; empty without one.
-    health: String,
-    /// Its addresses on its networks.
-    ips: Vec<String>,
-    /// `8000/tcp`, ...
-    exposed: Vec<String>,
+/// `docker inspect -f` of what [`Inspected`] holds of a new container.
+const FRESH_FORMAT: &str = "{{.Id}}|{{.Name}}|{{.State.Status}}|{{.State.ExitCode}}|{{with index .State \"Health\"}}{{.Status}}{{end}}|{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}|{{range $p, $v := index .Config \"ExposedPorts\"}}{{$p}} {{end}}";
+
+/// A line of `docker inspect -f FRESH_FORMAT`.
+fn parse_fresh(line: &str) -> Option<Inspected> {
+    let f: Vec<&str> = line.split('|').collect();
+    let words = |s: &str| s.split_whitespace().map(str::to_string).collect();
+    Some(Inspected {
+        id: f.first()?.to_string(),
+        name: f.get(1)?.trim_start_matches('/').to_string(),
+        state: f.get(2)?.to_string(),
+        exit_code: f.get(3)?.to_string(),
+        health: f.get(4)?.to_string(),
+        ips: words(f.get(5)?),
+        exposed: words(f.get(6)?),
+        ..Inspected::default()
+    })
 }
 
-impl Fresh {
-    const FORMAT: &'static str = "{{.Id}}|{{.Name}}|{{.State.Status}}|{{.State.ExitCode}}|{{with index .State \"Health\"}}{{.Status}}{{end}}|{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}|{{range $p, $v := index .Config \"ExposedPorts\"}}{{$p}} {{end}}";
-
-    fn parse(line: &str) -> Option<Fresh> {
-        let f: Vec<&str> = line.split('|').collect();
-        let words = |s: &str| s.split_whitespace().map(str::to_string).collect();
-        Some(Fresh {
-            id: f.first()?.to_string(),
-            name: f.get(1)?.trim_start_matches('/').to_string(),
-            state: f.get(2)?.to_string(),
-            exit_code: f.get(3)?.to_string(),
-            health: f.get(4)?.to_string(),
-            ips: words(f.get(5)?),
-            exposed: words(f.get(6)?),
-        })
+/// Inspects containers `ids`: through the Engine API (those gone are left
+/// out), else `docker inspect` on the host (which fails for them).
+async fn inspect(sw: &Switching<'_>, m: &Member, ids: &[String]) -> Result<Vec<Inspected>, RemoteError> {
+    if let Some(engine) = m.engine(sw.reporter).await {
+        match engine.inspect(ids).await {
+            Ok(found) => return Ok(found),
+            Err(why) => cli_instead(sw, m, "inspecting containers", &why),
+        }
     }
-
-    /// Gone for good: exited or dead (a container compose restarts shows `restarting`).
-    fn stopped(&self) -> bool {
-        matches!(self.state.as_str(), "exited" | "dead" | "removing")
-    }
-}
-
-/// Inspects containers `ids`.
-async fn inspect(m: &Member, ids: &[String]) -> Result<Vec<Fresh>, RemoteError> {
     let out = m
         .remote
         .check(
             &Cmd::new("docker")
-                .args(["inspect", "-f", Fresh::FORMAT])
+                .args(["inspect", "-f", FRESH_FORMAT])
                 .args(ids.iter())
                 .into(),
             Some(QUICK_TIMEOUT),
         )
         .await?;
-    Ok(out.stdout.lines().filter_map(Fresh::parse).collect())
+    Ok(out.stdout.lines().filter_map(parse_fresh).collect())
 }
 
 /// Why new containers are not ready.
@@ -617,7 +684,6 @@ async fn replace(
     old: &[String],
 ) -> Result<(), SwitchError> {
     let service = entry.service.as_str();
-    let listed = shell(CONTAINERS, &[&record.project, service]);
     let scale = format!("{service}={}", old.len() * 2);
     let started = Instant::now();
     let up = m
@@ -631,16 +697,11 @@ async fn replace(
             Some(STEP_TIMEOUT),
         )
         .await;
-    let now = m.remote.check(&listed.into(), Some(QUICK_TIMEOUT)).await?;
-    let new: Vec<String> = now
-        .stdout
-        .lines()
-        .map(str::to_string)
-        .filter(|id| !old.contains(id))
-        .collect();
+    let now = service_containers(sw, m, &record.project, service).await?;
+    let new: Vec<String> = now.into_iter().filter(|id| !old.contains(id)).collect();
     if let Err(e) = up {
         // Whatever it started goes; the old containers were not touched.
-        discard(m, &new).await;
+        discard(sw, m, &new).await;
         return Err(e.into());
     }
     wait_and_swap(sw, m, record, entry, old, &new, started).await
@@ -648,12 +709,9 @@ async fn replace(
 
 /// Stops and removes containers `ids`, as well as it can: for a path that
 /// already failed.
-async fn discard(m: &Member, ids: &[String]) {
+async fn discard(sw: &Switching<'_>, m: &Member, ids: &[String]) {
     if !ids.is_empty() {
-        let _ = m
-            .remote
-            .run(&shell(STOP_AND_REMOVE, &strs(ids)).into(), Some(STEP_TIMEOUT))
-            .await;
+        let _ = stop_and_remove(sw, m, ids).await;
     }
 }
 
@@ -671,10 +729,10 @@ async fn wait_and_swap(
     let service = entry.service.as_str();
     // A command that fails before the swap: the old containers still serve,
     // the new ones must not stay beside them. (Not ready: removed below.)
-    let inspected = match (inspect(m, new).await, inspect(m, old).await) {
+    let inspected = match (inspect(sw, m, new).await, inspect(sw, m, old).await) {
         (Ok(fresh), Ok(before)) => (fresh, before),
         (Err(e), _) | (_, Err(e)) => {
-            discard(m, new).await;
+            discard(sw, m, new).await;
             return Err(e.into());
         }
     };
@@ -710,9 +768,7 @@ async fn wait_and_swap(
             }
             // From here the new containers stay whatever happens: the old
             // ones may already be stopped, and they are what serves.
-            m.remote
-                .check(&shell(STOP_AND_REMOVE, &strs(old)).into(), Some(STEP_TIMEOUT))
-                .await?;
+            stop_and_remove(sw, m, old).await?;
             event(StartFirstPhase::Replaced);
             Ok(())
         }
@@ -721,10 +777,8 @@ async fn wait_and_swap(
                 Unready::Failed(why) => why,
                 Unready::Interrupted => "interrupted (Ctrl-C) while waiting for them".to_string(),
             };
-            let evidence = not_ready_evidence(m, service, new).await;
-            m.remote
-                .check(&shell(STOP_AND_REMOVE, &strs(new)).into(), Some(STEP_TIMEOUT))
-                .await?;
+            let evidence = not_ready_evidence(sw, m, service, new).await;
+            stop_and_remove(sw, m, new).await?;
             event(StartFirstPhase::NotReady { why: why.clone() });
             let one = new_names.len() == 1;
             Err(SwitchError::NotReady {
@@ -748,7 +802,7 @@ fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-fn names(c: &[Fresh]) -> Vec<String> {
+fn names(c: &[Inspected]) -> Vec<String> {
     c.iter().map(|c| c.name.clone()).collect()
 }
 
@@ -762,7 +816,7 @@ async fn until_healthy(sw: &Switching<'_>, m: &Member, ids: &[String]) -> Result
     let mut last;
     loop {
         let tried = Instant::now();
-        match inspect(m, ids).await {
+        match inspect(sw, m, ids).await {
             Ok(now) => {
                 if let Some(c) = now.iter().find(|c| c.stopped()) {
                     return Err(Unready::Failed(format!(
@@ -806,7 +860,7 @@ async fn until_checks_pass(
     m: &Member,
     record: &Record,
     entry: &StartFirst,
-    fresh: &[Fresh],
+    fresh: &[Inspected],
 ) -> Result<(), Unready> {
     let service = entry.service.as_str();
     if verify::http_checks_of(sw.config, service).is_empty() {
@@ -860,13 +914,13 @@ async fn until_checks_pass(
 
 /// What the new containers that were not ready looked like: state, health
 /// log and last log lines.
-async fn not_ready_evidence(m: &Member, service: &str, ids: &[String]) -> Evidence {
+async fn not_ready_evidence(sw: &Switching<'_>, m: &Member, service: &str, ids: &[String]) -> Evidence {
     let mut evidence = Evidence {
         containers: Vec::new(),
         logs: BTreeMap::new(),
         health: BTreeMap::new(),
     };
-    let Ok(now) = inspect(m, ids).await else {
+    let Ok(now) = inspect(sw, m, ids).await else {
         return evidence;
     };
     let seen: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
@@ -880,20 +934,16 @@ async fn not_ready_evidence(m: &Member, service: &str, ids: &[String]) -> Eviden
             },
             name: c.name.clone(),
         });
-        let logs = shell(r#"docker logs --tail 50 "$1" 2>&1"#, &[&c.id]);
-        if let Ok(out) = m.remote.run(&logs.into(), Some(QUICK_TIMEOUT)).await {
+        if let Some(lines) = verify::last_lines(m, &c.id, sw.reporter).await {
             evidence
                 .logs
                 .entry(format!("{service} (new container {})", c.name))
                 .or_default()
-                .extend(out.stdout.lines().map(str::to_string));
+                .extend(lines);
         }
         if !c.health.is_empty() {
-            let cmd = Cmd::new("docker")
-                .args(["inspect", "--format", "{{json .State.Health.Log}}"])
-                .arg(&c.id);
-            if let Ok(out) = m.remote.run(&cmd.into(), Some(QUICK_TIMEOUT)).await {
-                evidence.health.insert(c.name.clone(), verify::health_log(&out.stdout));
+            if let Some(p) = verify::probes(m, &c.id, sw.reporter).await {
+                evidence.health.insert(c.name.clone(), p);
             }
         }
     }
@@ -956,15 +1006,15 @@ mod tests {
 
     #[test]
     fn inspected_containers_parse_with_or_without_health_and_ports() {
-        let c = Fresh::parse("abc|/shop-api-2|running|0|starting|172.18.0.5 10.0.0.2 |8000/tcp |").unwrap();
+        let c = parse_fresh("abc|/shop-api-2|running|0|starting|172.18.0.5 10.0.0.2 |8000/tcp |").unwrap();
         assert_eq!((c.name.as_str(), c.health.as_str()), ("shop-api-2", "starting"));
         assert_eq!(c.ips, ["172.18.0.5", "10.0.0.2"]);
         assert_eq!(c.exposed, ["8000/tcp"]);
         assert!(!c.stopped());
-        let c = Fresh::parse("abc|/shop-api-3|exited|3|||").unwrap();
+        let c = parse_fresh("abc|/shop-api-3|exited|3|||").unwrap();
         assert!(c.health.is_empty() && c.ips.is_empty() && c.exposed.is_empty());
         assert!(c.stopped());
-        assert!(Fresh::parse("abc|only").is_none());
+        assert!(parse_fresh("abc|only").is_none());
     }
 
     #[test]

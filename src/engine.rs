@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::query_parameters::{
-    InspectContainerOptions, ListContainersOptions, ListImagesOptions, LogsOptions, TagImageOptions,
+    InspectContainerOptions, ListContainersOptions, ListImagesOptions, LogsOptions, RemoveContainerOptions,
+    StopContainerOptions, TagImageOptions,
 };
 use bollard::Docker;
 use futures::StreamExt;
@@ -258,6 +259,80 @@ impl Engine {
             .collect())
     }
 
+    /// The ids of service `service`'s containers of compose project
+    /// `project`, running or not, without one-offs: `docker ps -aq` with its
+    /// labels as filters.
+    pub async fn service_containers(&self, project: &str, service: &str) -> Result<Vec<String>, String> {
+        let mut labels = services_of(project);
+        labels.push(format!("com.docker.compose.service={service}"));
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: filter("label", labels),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(list.into_iter().filter_map(|c| c.id).collect())
+    }
+
+    /// Containers `ids`, inspected at once, in that order; those that are
+    /// gone are left out.
+    pub async fn inspect(&self, ids: &[String]) -> Result<Vec<Inspected>, String> {
+        let inspected = futures::future::try_join_all(ids.iter().map(|id| async move {
+            match self.docker.inspect_container(id, None::<InspectContainerOptions>).await {
+                Ok(c) => Ok(Some(Inspected::of(c))),
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+                Err(e) => Err(format!("{id}: {e}")),
+            }
+        }))
+        .await?;
+        Ok(inspected.into_iter().flatten().collect())
+    }
+
+    /// The id of the image `name` names now; `None` where it names none.
+    pub async fn image_id(&self, name: &str) -> Result<Option<String>, String> {
+        match self.docker.inspect_image(name).await {
+            Ok(image) => Ok(image.id),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Stops containers `ids` with their own stop signal and grace period
+    /// (compose sets both from the service), then removes them. Fails only if
+    /// one is still there afterwards. A grace period can be long: no request
+    /// limit of its own but `limit`.
+    pub async fn stop_and_remove(&self, ids: &[String], limit: Duration) -> Result<(), String> {
+        let patient = self.docker.clone().with_timeout(limit);
+        futures::future::join_all(ids.iter().map(|id| {
+            let patient = &patient;
+            async move {
+                let _ = patient.stop_container(id, None::<StopContainerOptions>).await;
+                let _ = self
+                    .docker
+                    .remove_container(
+                        id,
+                        Some(RemoveContainerOptions {
+                            force: true,
+                            ..Default::default()
+                        }),
+                    )
+                    .await;
+            }
+        }))
+        .await;
+        for id in ids {
+            match self.docker.inspect_container(id, None::<InspectContainerOptions>).await {
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+                Ok(_) => return Err(format!("container {id} could not be removed")),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
+    }
+
     /// The last healthcheck results of container `name`: "exit 1: output".
     pub async fn health_log(&self, name: &str) -> Result<Vec<String>, String> {
         let inspect = self
@@ -279,6 +354,72 @@ impl Engine {
                 )
             })
             .collect())
+    }
+}
+
+/// One container as `docker inspect` shows it, in the words a switch reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inspected {
+    pub id: String,
+    /// Without the leading `/`.
+    pub name: String,
+    /// `running`, `exited`...
+    pub state: String,
+    pub exit_code: String,
+    /// Its healthcheck's status; empty without one.
+    pub health: String,
+    /// Its addresses on its networks.
+    pub ips: Vec<String>,
+    /// `8000/tcp`, ...
+    pub exposed: Vec<String>,
+    /// Compose's `com.docker.compose.config-hash` label.
+    pub config_hash: String,
+    /// The id of the image it runs.
+    pub image: String,
+    /// The image name it was made from (`Config.Image`).
+    pub config_image: String,
+}
+
+impl Inspected {
+    /// Gone for good: exited or dead (a container compose restarts shows `restarting`).
+    pub fn stopped(&self) -> bool {
+        matches!(self.state.as_str(), "exited" | "dead" | "removing")
+    }
+
+    fn of(c: bollard::models::ContainerInspectResponse) -> Inspected {
+        let state = c.state.unwrap_or_default();
+        let config = c.config.unwrap_or_default();
+        let mut ips: Vec<String> = c
+            .network_settings
+            .and_then(|n| n.networks)
+            .unwrap_or_default()
+            .into_values()
+            .filter_map(|e| e.ip_address)
+            .filter(|ip| !ip.is_empty())
+            .collect();
+        ips.sort();
+        let mut exposed = config.exposed_ports.unwrap_or_default();
+        exposed.sort();
+        Inspected {
+            id: c.id.unwrap_or_default(),
+            name: c.name.unwrap_or_default().trim_start_matches('/').to_string(),
+            state: state.status.map(|s| s.to_string()).unwrap_or_default(),
+            exit_code: state.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+            health: state
+                .health
+                .and_then(|h| h.status)
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            ips,
+            exposed,
+            config_hash: config
+                .labels
+                .unwrap_or_default()
+                .remove("com.docker.compose.config-hash")
+                .unwrap_or_default(),
+            image: c.image.unwrap_or_default(),
+            config_image: config.image.unwrap_or_default(),
+        }
     }
 }
 

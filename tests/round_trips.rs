@@ -105,7 +105,7 @@ fn without_the_engine_api_the_checks_use_the_cli_and_say_so_with_v() {
 /// program on v1) at all; changed variables have compose resolve them again.
 #[test]
 fn compose_ps_of_the_release_just_built_starts_no_compose_on_the_host() {
-    let (_bin, calls, sshd_extra) = noting_docker();
+    let (_bin, calls, sshd_extra) = crate::harness::noting_docker();
     let d = Deployment::new(
         Setup {
             compose: "v1",
@@ -184,44 +184,6 @@ fn compose_ps_of_the_release_just_built_starts_no_compose_on_the_host() {
     assert_eq!(configs().0, 1);
 }
 
-/// The host's `docker` for a test: a wrapper (first on sshd's `PATH`) that
-/// notes every call in `calls` and refuses `docker tag`, which the Engine API
-/// does instead; and `docker-compose` (v1), noted as `compose <args>`.
-/// Its directory, the file of calls and the sshd setting.
-fn noting_docker() -> (tempfile::TempDir, std::path::PathBuf, String) {
-    use std::os::unix::fs::PermissionsExt;
-    let bin = tempfile::tempdir().unwrap();
-    let (docker, calls) = (bin.path().join("docker"), bin.path().join("calls"));
-    std::fs::write(
-        &docker,
-        format!(
-            "#!/bin/sh\necho \"$*\" >> {}\ncase \"$1 $2\" in\n  'tag '*|'image tag') echo 'docker tag: refused by the test' >&2; exit 97 ;;\nesac\nexec /usr/bin/docker \"$@\"\n",
-            calls.display()
-        ),
-    )
-    .unwrap();
-    // Compose v1, noted as `compose ...` like v2's `docker compose ...`.
-    let v1 = bin.path().join("docker-compose");
-    std::fs::write(
-        &v1,
-        format!(
-            "#!/bin/sh\necho \"compose $*\" >> {}\nexec /usr/bin/docker-compose \"$@\"\n",
-            calls.display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(&calls, "").unwrap();
-    std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&v1, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&calls, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let sshd = format!(
-        "SetEnv PATH={}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n",
-        bin.path().display()
-    );
-    (bin, calls, sshd)
-}
-
 /// The content tags of a release each host builds itself are made through
 /// the Engine API: the host's `docker` here notes every call and refuses to
 /// tag, and the deploy still names every built image by its content. Its
@@ -230,7 +192,7 @@ fn noting_docker() -> (tempfile::TempDir, std::path::PathBuf, String) {
 /// Without a `compose_ps` check, no `compose config` runs beside the build.
 #[test]
 fn content_tags_are_made_through_the_engine_api() {
-    let (_bin, calls, sshd_extra) = noting_docker();
+    let (_bin, calls, sshd_extra) = crate::harness::noting_docker();
     let d = Deployment::new(
         Setup {
             extra: CHECKS.into(),
@@ -287,7 +249,7 @@ fn content_tags_are_made_through_the_engine_api() {
 /// the host's command, which runs only while the lock is ours.
 #[test]
 fn pruning_lists_the_images_to_remove_through_the_engine_api() {
-    let (_bin, calls, sshd_extra) = noting_docker();
+    let (_bin, calls, sshd_extra) = crate::harness::noting_docker();
     let d = Deployment::new(
         Setup {
             sshd_extra,

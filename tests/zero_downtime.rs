@@ -53,6 +53,17 @@ fn live_a(compose: &'static str, healthcheck: bool, zero_downtime: bool, timeout
 
 /// A proxied app with `a` live (its version "A").
 fn live(compose: &'static str, zero_downtime: bool, timeout: &str, a: &Behaviour) -> Deployment {
+    live_with(compose, zero_downtime, timeout, a, String::new())
+}
+
+/// [`live`] with more lines for the host's sshd_config.
+fn live_with(
+    compose: &'static str,
+    zero_downtime: bool,
+    timeout: &str,
+    a: &Behaviour,
+    sshd_extra: String,
+) -> Deployment {
     let d = Deployment::new(
         Setup {
             compose,
@@ -62,6 +73,7 @@ fn live(compose: &'static str, zero_downtime: bool, timeout: &str, a: &Behaviour
                 String::new()
             },
             extra: CHECKS.replace("{TIMEOUT}", timeout),
+            sshd_extra,
             ..Default::default()
         },
         a,
@@ -93,16 +105,38 @@ fn phases(stdout: &str, service: &str) -> Vec<String> {
 }
 
 /// A good release replaces the old one start-first: no request fails, the new
-/// release answers at the end, the old container is gone.
+/// release answers at the end, the old container is gone. Compose scales the
+/// service up; which containers to replace, their state while they are
+/// waited for, and the stop and removal go through the Engine API: the
+/// host's `docker` (which notes its calls here) is never asked.
 fn switches_without_a_failed_request(compose: &'static str, healthcheck: bool) {
-    let d = live_a(compose, healthcheck, true, "30s");
+    let (_bin, calls, sshd_extra) = crate::harness::noting_docker();
+    let a = Behaviour {
+        healthcheck,
+        ..Behaviour::proxied("A")
+    };
+    let d = live_with(compose, true, "30s", &a, sshd_extra);
     let old = d.containers_of("api");
     assert_eq!(old.len(), 1, "{old:?}");
     d.app.commit(&slow_b(healthcheck));
 
+    std::fs::write(&calls, "").unwrap();
     let prober = Prober::start(d.api_port, "/version");
     let (run, _) = d.deploy_json(&[], 0);
     let probes = prober.finish();
+    let calls = std::fs::read_to_string(&calls).unwrap();
+    assert!(calls.contains("up "), "the host ran the wrappers: {calls}");
+    for cli in [
+        "ps ",
+        "inspect ",
+        "image inspect",
+        "stop ",
+        "rm ",
+        "logs ",
+        "container ",
+    ] {
+        assert!(!calls.lines().any(|l| l.starts_with(cli)), "docker {cli}: {calls}");
+    }
 
     assert!(
         probes.len() > 50,
@@ -201,8 +235,14 @@ fn without_zero_downtime_the_switch_drops_requests_while_the_new_api_boots() {
 /// B is never ready (health 500): exit 3, B's container removed, A never
 /// stopped, and A answered every request after B was found unready; no
 /// request failed at all.
-fn a_release_never_ready_is_removed_and_the_old_one_keeps_serving(compose: &'static str, healthcheck: bool) {
-    let d = live_a(compose, healthcheck, true, "6s");
+fn a_release_never_ready_is_removed_and_the_old_one_keeps_serving(compose: &'static str, healthcheck: bool, api: bool) {
+    let a = Behaviour {
+        healthcheck,
+        ..Behaviour::proxied("A")
+    };
+    // Without the Engine API, the host's docker CLI does what it would.
+    let sshd = if api { "" } else { "AllowStreamLocalForwarding no\n" };
+    let d = live_with(compose, true, "6s", &a, sshd.to_string());
     let old = d.containers_of("api");
     d.app.commit(&Behaviour {
         healthcheck,
@@ -260,13 +300,13 @@ fn a_release_never_ready_is_removed_and_the_old_one_keeps_serving(compose: &'sta
 }
 
 #[test]
-fn a_release_never_healthy_is_removed_and_the_old_one_keeps_serving_compose_v1() {
-    a_release_never_ready_is_removed_and_the_old_one_keeps_serving("v1", true);
+fn a_release_never_healthy_is_removed_and_the_old_one_keeps_serving_compose_v1_without_the_engine_api() {
+    a_release_never_ready_is_removed_and_the_old_one_keeps_serving("v1", true, false);
 }
 
 #[test]
 fn a_release_whose_http_check_fails_is_removed_and_the_old_one_keeps_serving_compose_v2() {
-    a_release_never_ready_is_removed_and_the_old_one_keeps_serving("v2", false);
+    a_release_never_ready_is_removed_and_the_old_one_keeps_serving("v2", false, true);
 }
 
 /// `deploy rollback` of a zero-downtime service goes through the same path:

@@ -429,50 +429,14 @@ async fn evidence(target: &Target<'_>) -> Evidence {
         return crate::swarm::evidence(m, &target.record.project).await;
     }
     let containers = target.containers().await.unwrap_or_default();
-    let engine = m.engine(target.reporter).await;
     let mut logs = BTreeMap::new();
     let mut health = BTreeMap::new();
     for c in &containers {
-        let lines = match engine {
-            Some(e) => e.logs(&c.name, None, Some(EVIDENCE_LINES)).await.ok(),
-            None => None,
-        };
-        let lines = match lines {
-            Some(l) => Some(l),
-            None => {
-                let cmd = shell(
-                    r#"docker logs --tail "$1" "$2" 2>&1"#,
-                    &[&EVIDENCE_LINES.to_string(), &c.name],
-                );
-                m.remote
-                    .run(&cmd.into(), Some(QUICK_TIMEOUT))
-                    .await
-                    .ok()
-                    .map(|out| out.stdout.lines().map(str::to_string).collect())
-            }
-        };
-        if let Some(lines) = lines {
+        if let Some(lines) = last_lines(m, &c.name, target.reporter).await {
             logs.entry(c.service.clone()).or_insert_with(Vec::new).extend(lines);
         }
         if matches!(c.health(), Some("unhealthy" | "starting")) {
-            let probes = match engine {
-                Some(e) => e.health_log(&c.name).await.ok(),
-                None => None,
-            };
-            let probes = match probes {
-                Some(p) => Some(p),
-                None => {
-                    let cmd = Cmd::new("docker")
-                        .args(["inspect", "--format", "{{json .State.Health.Log}}"])
-                        .arg(&c.name);
-                    m.remote
-                        .run(&cmd.into(), Some(QUICK_TIMEOUT))
-                        .await
-                        .ok()
-                        .map(|out| health_log(&out.stdout))
-                }
-            };
-            if let Some(p) = probes {
+            if let Some(p) = probes(m, &c.name, target.reporter).await {
                 health.insert(c.name.clone(), p);
             }
         }
@@ -482,6 +446,37 @@ async fn evidence(target: &Target<'_>) -> Evidence {
         logs,
         health,
     }
+}
+
+/// Container `name`'s last [`EVIDENCE_LINES`] log lines: through the Engine
+/// API, else `docker logs` on the host; `None` when neither answers.
+pub(crate) async fn last_lines(m: &Member, name: &str, reporter: &dyn Reporter) -> Option<Vec<String>> {
+    if let Some(engine) = m.engine(reporter).await {
+        if let Ok(lines) = engine.logs(name, None, Some(EVIDENCE_LINES)).await {
+            return Some(lines);
+        }
+    }
+    let cmd = shell(
+        r#"docker logs --tail "$1" "$2" 2>&1"#,
+        &[&EVIDENCE_LINES.to_string(), name],
+    );
+    let out = m.remote.run(&cmd.into(), Some(QUICK_TIMEOUT)).await.ok()?;
+    Some(out.stdout.lines().map(str::to_string).collect())
+}
+
+/// Container `name`'s last healthcheck results ([`health_log`]): through
+/// the Engine API, else `docker inspect` on the host.
+pub(crate) async fn probes(m: &Member, name: &str, reporter: &dyn Reporter) -> Option<Vec<String>> {
+    if let Some(engine) = m.engine(reporter).await {
+        if let Ok(p) = engine.health_log(name).await {
+            return Some(p);
+        }
+    }
+    let cmd = Cmd::new("docker")
+        .args(["inspect", "--format", "{{json .State.Health.Log}}"])
+        .arg(name);
+    let out = m.remote.run(&cmd.into(), Some(QUICK_TIMEOUT)).await.ok()?;
+    Some(health_log(&out.stdout))
 }
 
 /// Docker's health log (JSON) as one line per probe: "exit 1: PING failed".

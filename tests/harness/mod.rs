@@ -524,3 +524,41 @@ pub fn temp_entries(prefix: &str) -> std::collections::BTreeSet<String> {
         .filter(|n| n.starts_with(prefix))
         .collect()
 }
+
+/// The host's `docker` for a test: a wrapper (first on sshd's `PATH`) that
+/// notes every call in `calls` and refuses `docker tag`, which the Engine API
+/// does instead; and `docker-compose` (v1), noted as `compose <args>`.
+/// Its directory, the file of calls and the sshd setting.
+pub fn noting_docker() -> (tempfile::TempDir, std::path::PathBuf, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = tempfile::tempdir().unwrap();
+    let (docker, calls) = (bin.path().join("docker"), bin.path().join("calls"));
+    std::fs::write(
+        &docker,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {}\ncase \"$1 $2\" in\n  'tag '*|'image tag') echo 'docker tag: refused by the test' >&2; exit 97 ;;\nesac\nexec /usr/bin/docker \"$@\"\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    // Compose v1, noted as `compose ...` like v2's `docker compose ...`.
+    let v1 = bin.path().join("docker-compose");
+    std::fs::write(
+        &v1,
+        format!(
+            "#!/bin/sh\necho \"compose $*\" >> {}\nexec /usr/bin/docker-compose \"$@\"\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(&calls, "").unwrap();
+    std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&v1, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&calls, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let sshd = format!(
+        "SetEnv PATH={}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n",
+        bin.path().display()
+    );
+    (bin, calls, sshd)
+}
