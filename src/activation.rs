@@ -583,7 +583,15 @@ async fn service_containers(
 async fn stop_and_remove(sw: &Switching<'_>, m: &Member, ids: &[String]) -> Result<(), RemoteError> {
     if let Some(engine) = m.engine(sw.reporter).await {
         match engine.stop_and_remove(ids, STEP_TIMEOUT).await {
-            Ok(()) => return Ok(()),
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(why)) => {
+                return Err(RemoteError::Failed {
+                    host: m.host.name.clone(),
+                    command: "stop and remove containers (Engine API)".to_string(),
+                    code: 1,
+                    stderr: why,
+                })
+            }
             Err(why) => cli_instead(sw, m, "stopping and removing containers", &why),
         }
     }
@@ -642,8 +650,8 @@ fn parse_fresh(line: &str) -> Option<Inspected> {
     })
 }
 
-/// Inspects containers `ids`: through the Engine API (those gone are left
-/// out), else `docker inspect` on the host (which fails for them).
+/// Inspects containers `ids` (one that is gone fails it): through the
+/// Engine API, else `docker inspect` on the host.
 async fn inspect(sw: &Switching<'_>, m: &Member, ids: &[String]) -> Result<Vec<Inspected>, RemoteError> {
     if let Some(engine) = m.engine(sw.reporter).await {
         match engine.inspect(ids).await {

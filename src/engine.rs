@@ -277,18 +277,16 @@ impl Engine {
         Ok(list.into_iter().filter_map(|c| c.id).collect())
     }
 
-    /// Containers `ids`, inspected at once, in that order; those that are
-    /// gone are left out.
+    /// Containers `ids`, inspected at once, in that order. One that is gone
+    /// fails it all, naming it, as `docker inspect` of them does.
     pub async fn inspect(&self, ids: &[String]) -> Result<Vec<Inspected>, String> {
-        let inspected = futures::future::try_join_all(ids.iter().map(|id| async move {
+        futures::future::try_join_all(ids.iter().map(|id| async move {
             match self.docker.inspect_container(id, None::<InspectContainerOptions>).await {
-                Ok(c) => Ok(Some(Inspected::of(c))),
-                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+                Ok(c) => Ok(Inspected::of(c)),
                 Err(e) => Err(format!("{id}: {e}")),
             }
         }))
-        .await?;
-        Ok(inspected.into_iter().flatten().collect())
+        .await
     }
 
     /// The id of the image `name` names now; `None` where it names none.
@@ -301,36 +299,86 @@ impl Engine {
     }
 
     /// Stops containers `ids` with their own stop signal and grace period
-    /// (compose sets both from the service), then removes them. Fails only if
-    /// one is still there afterwards. A grace period can be long: no request
-    /// limit of its own but `limit`.
-    pub async fn stop_and_remove(&self, ids: &[String], limit: Duration) -> Result<(), String> {
+    /// (compose sets both from the service), then removes them, as `docker
+    /// stop` and `docker rm -f` do. The outer error: the API failed (the
+    /// caller may use the CLI instead); the inner: the engine's answer, a
+    /// stop that outlasted `limit` (nothing removed then: the container is
+    /// still draining) or a container still there afterwards, with why.
+    pub async fn stop_and_remove(&self, ids: &[String], limit: Duration) -> Result<Result<(), String>, String> {
+        use bollard::errors::Error;
         let patient = self.docker.clone().with_timeout(limit);
-        futures::future::join_all(ids.iter().map(|id| {
+        /// How one stop went.
+        enum Stop {
+            Done,
+            /// The engine refused it, saying why (the removal forces it).
+            Refused(String),
+            /// Still stopping at the limit: nothing may be removed.
+            Outlasted(String),
+            /// The API failed.
+            Failed(String),
+        }
+        let stopped = futures::future::join_all(ids.iter().map(|id| {
             let patient = &patient;
             async move {
-                let _ = patient.stop_container(id, None::<StopContainerOptions>).await;
-                let _ = self
-                    .docker
-                    .remove_container(
-                        id,
-                        Some(RemoveContainerOptions {
-                            force: true,
-                            ..Default::default()
-                        }),
-                    )
-                    .await;
+                match patient.stop_container(id, None::<StopContainerOptions>).await {
+                    // Stopped, already stopped (304) or gone (404).
+                    Ok(())
+                    | Err(Error::DockerResponseServerError {
+                        status_code: 304 | 404, ..
+                    }) => Stop::Done,
+                    Err(Error::RequestTimeoutError) => Stop::Outlasted(format!(
+                        "container {id} was still stopping after {}",
+                        humantime::format_duration(limit)
+                    )),
+                    Err(e @ Error::DockerResponseServerError { .. }) => Stop::Refused(format!("{id}: {e}")),
+                    Err(e) => Stop::Failed(format!("stopping {id}: {e}")),
+                }
             }
         }))
         .await;
+        let mut said = Vec::new();
+        for stop in stopped {
+            match stop {
+                Stop::Done => {}
+                Stop::Refused(why) => said.push(why),
+                Stop::Outlasted(why) => return Ok(Err(why)),
+                Stop::Failed(why) => return Err(why),
+            }
+        }
+        for id in ids {
+            let removed = self
+                .docker
+                .remove_container(
+                    id,
+                    Some(RemoveContainerOptions {
+                        force: true,
+                        ..Default::default()
+                    }),
+                )
+                .await;
+            match removed {
+                Ok(()) | Err(Error::DockerResponseServerError { status_code: 404, .. }) => {}
+                Err(e @ Error::DockerResponseServerError { .. }) => said.push(format!("{id}: {e}")),
+                Err(e) => return Err(format!("removing {id}: {e}")),
+            }
+        }
         for id in ids {
             match self.docker.inspect_container(id, None::<InspectContainerOptions>).await {
-                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
-                Ok(_) => return Err(format!("container {id} could not be removed")),
+                Err(Error::DockerResponseServerError { status_code: 404, .. }) => {}
+                Ok(_) => {
+                    return Ok(Err(format!(
+                        "container {id} could not be removed{}",
+                        if said.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", said.join("; "))
+                        }
+                    )))
+                }
                 Err(e) => return Err(e.to_string()),
             }
         }
-        Ok(())
+        Ok(Ok(()))
     }
 
     /// The last healthcheck results of container `name`: "exit 1: output".
@@ -389,15 +437,18 @@ impl Inspected {
     fn of(c: bollard::models::ContainerInspectResponse) -> Inspected {
         let state = c.state.unwrap_or_default();
         let config = c.config.unwrap_or_default();
-        let mut ips: Vec<String> = c
+        // By network name, as `docker inspect`'s template ranges over them.
+        let networks: std::collections::BTreeMap<String, _> = c
             .network_settings
             .and_then(|n| n.networks)
             .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let ips: Vec<String> = networks
             .into_values()
             .filter_map(|e| e.ip_address)
             .filter(|ip| !ip.is_empty())
             .collect();
-        ips.sort();
         let mut exposed = config.exposed_ports.unwrap_or_default();
         exposed.sort();
         Inspected {

@@ -625,26 +625,26 @@ pub fn reuse_images(layout: &Layout, live: &str, id: &str) -> Cmd {
 // release's directory, $6 the app's root, $7 compose's invocation but for the
 // directory; then the app's compose files (relative to $5). Prints "reused"
 // when the live release's images serve.
-//
 // The services are resolved beside the build (on the other cores) into a file
-// of its own making (mktemp: new, 0600, for the variables' values are in it),
-// waited for whatever the build did, and printed after a line
+// of its own making in `.deploy/services/` (0700, outside every release and
+// so every build context; mktemp: new, 0600, for the variables' values are in
+// it), waited for whatever the build did, and printed after a line
 // `@@deploy services` when the build passed and compose resolved them. They
-// are kept in the release as `.deploy-services.<key>`, the key a SHA-256 of
-// all compose reads for them: its invocation, the compose programs found
-// (`.deploy/compose-detected`), each compose file and the `.env` beside it,
-// the release's `.env` and variables (`.deploy-env`), and the environment but
-// for what each login changes. A release whose key a kept release already has
-// takes that file instead and starts no compose (v1 is a Python program: about
-// 0.4 s idle, over a second beside busy builds). No key, so compose every time,
-// where a compose file may read another one (`extends`, `include`) or without
-// `sha256sum`. Without a key the file is removed after use.
+// are kept there under a key, the SHA-256 of all compose reads for them: its
+// invocation, the compose programs found (`.deploy/compose-detected`), each
+// compose file and the `.env` beside it, the release's `.env` and variables
+// (`.deploy-env`), and the environment but for what each login changes. A
+// release with a kept key takes that file instead and starts no compose (v1
+// is a Python program: about 0.4 s idle, over a second beside busy builds).
+// The 8 last used are kept. No key, so compose every time, where a compose
+// file may read another one (the words `extends`, `include`) or without
+// `sha256sum`; then the file is removed after use.
 const BUILD: &str = r#"
 reuse="$1"; build="$2"; address="$3"; resolve="$4"; dir="$5"; root="$6"; how="$7"
 shift 7
-out=""; kept=""; key=""
-if [ -n "$resolve" ] && (cd "$dir" && ! grep -qsE 'extends|^include' -- "$@"); then
-  key=$({ printf '%s\n' "$how"; cat "$root/.deploy/compose-detected"
+out=""; kept=""; key=""; store="$root/.deploy/services"
+if [ -n "$resolve" ] && (cd "$dir" && ! grep -qsE 'extends|include' -- "$@"); then
+  key=$({ printf 'deploy services 1\n%s\n' "$how"; cat "$root/.deploy/compose-detected"
     cd "$dir" || exit
     for f in "$@"; do printf '\n@@deploy %s\n' "$f"; cat -- "$f"; printf '\n@@deploy .env\n'; cat -- "$(dirname -- "$f")/.env"; done
     printf '\n@@deploy .env\n'; cat .env; printf '\n@@deploy vars\n'; cat .deploy-env
@@ -652,22 +652,16 @@ if [ -n "$resolve" ] && (cd "$dir" && ! grep -qsE 'extends|^include' -- "$@"); t
   } 2>/dev/null | sha256sum 2>/dev/null | cut -d ' ' -f 1)
   case "$key" in *[!0-9a-f]*|"") key="" ;; esac
 fi
-mine="$dir/.deploy-services.$key"
-if [ -n "$key" ]; then
-  for f in "$root"/releases/*/.deploy-services."$key"; do
-    [ -s "$f" ] || continue
-    [ "$f" != "$mine" ] || { kept="$mine"; break; }
-    t=$(mktemp "$dir/.deploy-services.XXXXXX" 2>/dev/null) || break
-    if cat "$f" > "$t" && mv -f "$t" "$mine"; then kept="$mine"; break; fi
-    rm -f "$t"
-  done
-fi
-if [ -n "$resolve" ] && [ -z "$kept" ] && out=$(mktemp "$dir/.deploy-services.XXXXXX" 2>/dev/null); then
+if [ -n "$key" ] && [ -s "$store/$key" ] && touch "$store/$key" 2>/dev/null; then kept="$store/$key"; fi
+if [ -n "$resolve" ] && [ -z "$kept" ] && (umask 077 && mkdir -p "$store") && out=$(mktemp "$store/.resolving.XXXXXX" 2>/dev/null); then
   (sh -c "$resolve" > "$out" 2>/dev/null || : > "$out") &
 fi
 finish() {
   wait
-  if [ "$1" = 0 ] && [ -n "$out" ] && [ -s "$out" ] && [ -n "$key" ] && mv -f "$out" "$mine"; then kept="$mine"; out=""; fi
+  if [ "$1" = 0 ] && [ -n "$out" ] && [ -s "$out" ] && [ -n "$key" ] && mv -f "$out" "$store/$key"; then
+    kept="$store/$key"; out=""
+    ls -1t "$store" | tail -n +9 | while IFS= read -r old; do rm -f "$store/$old"; done
+  fi
   if [ "$1" = 0 ] && [ -n "$kept" ]; then echo "@@deploy services"; cat "$kept"
   elif [ "$1" = 0 ] && [ -n "$out" ] && [ -s "$out" ]; then echo "@@deploy services"; cat "$out"; fi
   [ -z "$out" ] || rm -f "$out"
@@ -696,8 +690,8 @@ pub struct Resolving<'a> {
 /// One command for the build of release `id`: reuse the live release's
 /// images when `reuse` says so (see `REUSE_IMAGES`), else `build`, then
 /// `address` (content tags), if given; meanwhile `resolving`, if any,
-/// resolves its services in its directory, or takes them from a kept release
-/// whose compose read the same. Prints `reused` when nothing was built; then,
+/// resolves its services in its directory, or takes them as kept for what
+/// compose reads (in `.deploy/services/`). Prints `reused` when nothing was built; then,
 /// when compose resolved them, [`SERVICES_MARK`] and the services (read with
 /// [`built`]).
 pub fn build(
@@ -933,10 +927,12 @@ mod tests {
         (out.status.code(), String::from_utf8(out.stdout).unwrap())
     }
 
-    /// The services resolved beside a build are kept in its release, named
-    /// by what compose read for them: a later release that reads the same
-    /// takes them and starts no compose; a changed file or variable, or a
-    /// compose file that may read another, has compose resolve them again.
+    /// The services resolved beside a build are kept in `.deploy/services/`,
+    /// named by what compose read for them: a later release that reads the
+    /// same takes them and starts no compose; a changed file or variable, or
+    /// a compose file that may read another, has compose resolve them again.
+    /// Nothing of it is left in a release (a build context), and the 8 last
+    /// used are kept.
     #[test]
     fn resolved_services_are_kept_by_what_compose_read() {
         use std::os::unix::fs::PermissionsExt;
@@ -958,17 +954,28 @@ mod tests {
             files: &files,
         };
         let starts = || std::fs::read_to_string(&runs).unwrap_or_default().lines().count();
+        let store = root.path().join(".deploy/services");
+        let kept = || -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(&store)
+                .map(|d| {
+                    d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.sort();
+            names
+        };
         let release = |id: &str, compose: &str, env: &str| {
             let dir = root.path().join("releases").join(id);
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join("docker-compose.yml"), compose).unwrap();
             std::fs::write(dir.join(".deploy-env"), env).unwrap();
         };
-        let kept = |id: &str| -> Vec<std::fs::DirEntry> {
+        let left_in = |id: &str| -> Vec<String> {
             std::fs::read_dir(root.path().join("releases").join(id))
                 .unwrap()
-                .map(Result::unwrap)
-                .filter(|e| e.file_name().to_string_lossy().starts_with(".deploy-services."))
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".deploy-services"))
                 .collect()
         };
         let build_of = |id: &str, script: &str| {
@@ -981,34 +988,35 @@ mod tests {
                 id,
             ))
         };
+        let services = "@@deploy services\nservices:\n  api: {}\n".to_string();
         let compose = "services:\n  api:\n    build: .\n";
 
         release("20260101T000000Z-a", compose, "export A=1\n");
-        assert_eq!(
-            build_of("20260101T000000Z-a", "true"),
-            (Some(0), "@@deploy services\nservices:\n  api: {}\n".into())
-        );
+        assert_eq!(build_of("20260101T000000Z-a", "true"), (Some(0), services.clone()));
         assert_eq!(starts(), 1);
-        let file = kept("20260101T000000Z-a");
-        assert_eq!(file.len(), 1);
-        let name = file[0].file_name().to_string_lossy().into_owned();
-        assert_eq!(name.len(), ".deploy-services.".len() + 64, "{name}");
-        assert_eq!(file[0].metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        let first = kept();
+        assert_eq!(first.len(), 1);
+        assert!(
+            first[0].len() == 64 && first[0].bytes().all(|b| b.is_ascii_hexdigit()),
+            "{first:?}"
+        );
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&store.join(&first[0])), 0o600);
+        assert_eq!(mode(&store), 0o700);
+        assert!(left_in("20260101T000000Z-a").is_empty());
 
         // The same files and variables, another release: no compose started.
         release("20260102T000000Z-b", compose, "export A=1\n");
-        assert_eq!(
-            build_of("20260102T000000Z-b", "true"),
-            (Some(0), "@@deploy services\nservices:\n  api: {}\n".into())
-        );
+        assert_eq!(build_of("20260102T000000Z-b", "true"), (Some(0), services.clone()));
         assert_eq!(starts(), 1);
-        assert_eq!(kept("20260102T000000Z-b")[0].file_name().to_string_lossy(), name);
+        assert_eq!(kept(), first);
+        assert!(left_in("20260102T000000Z-b").is_empty());
 
-        // A variable changed: compose again, kept under another name.
+        // A variable changed: compose again, kept under another key.
         release("20260103T000000Z-c", compose, "export A=2\n");
         assert_eq!(build_of("20260103T000000Z-c", "true").0, Some(0));
         assert_eq!(starts(), 2);
-        assert_ne!(kept("20260103T000000Z-c")[0].file_name().to_string_lossy(), name);
+        assert_eq!(kept().len(), 2);
 
         // The compose file changed, or the `.env` beside it: compose again.
         release(
@@ -1022,20 +1030,39 @@ mod tests {
         std::fs::write(root.path().join("releases/20260105T000000Z-e/.env"), "REPLICAS=3\n").unwrap();
         assert_eq!(build_of("20260105T000000Z-e", "true").0, Some(0));
         assert_eq!(starts(), 4);
+        assert_eq!(kept().len(), 4);
 
         // A compose file that may read another is resolved every time, and nothing is kept.
         let extending = "services:\n  api:\n    extends:\n      file: common.yml\n      service: api\n";
         for id in ["20260106T000000Z-f", "20260107T000000Z-g"] {
             release(id, extending, "export A=1\n");
-            assert_eq!(build_of(id, "true").0, Some(0));
-            assert!(kept(id).is_empty());
+            assert_eq!(build_of(id, "true"), (Some(0), services.clone()));
+            assert!(left_in(id).is_empty());
         }
         assert_eq!(starts(), 6);
+        assert_eq!(kept().len(), 4);
 
         // A failed build prints no services.
         release("20260108T000000Z-h", compose, "export A=1\n");
         assert_eq!(build_of("20260108T000000Z-h", "exit 3"), (Some(3), String::new()));
         assert_eq!(starts(), 6);
+
+        // The 8 last used are kept: the first key, used again last, stays.
+        for n in 0..6 {
+            let id = format!("2026020{n}T000000Z-v");
+            release(&id, compose, &format!("export A=1\nexport N={n}\n"));
+            assert_eq!(build_of(&id, "true").0, Some(0));
+        }
+        assert_eq!(starts(), 12);
+        assert_eq!(kept().len(), 8);
+        release("20260301T000000Z-z", compose, "export A=1\n");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(build_of("20260301T000000Z-z", "true").0, Some(0));
+        assert_eq!(starts(), 12);
+        release("20260302T000000Z-y", compose, "export A=1\nexport N=9\n");
+        assert_eq!(build_of("20260302T000000Z-y", "true").0, Some(0));
+        assert_eq!(kept().len(), 8);
+        assert!(kept().contains(&first[0]), "{:?}", kept());
     }
 
     /// `settle` (the end of `ACTIVATE` too) recreates what the check after

@@ -99,10 +99,10 @@ fn without_the_engine_api_the_checks_use_the_cli_and_say_so_with_v() {
 /// `compose_ps` with no compose program started at check time: the build
 /// resolved the release's services beside itself (`compose config` in the
 /// build's command) and the checklist of that release takes them from there.
-/// They are kept in the release (0600: the variables' values are in them),
-/// named by what compose read: the next release of a changed commit with the
-/// same compose files and variables starts no `compose config` (a Python
-/// program on v1) at all; changed variables have compose resolve them again.
+/// They are kept on the host (0600: the variables' values are in them), named
+/// by what compose read: the next release of a changed commit with the same
+/// compose files and variables starts no `compose config` (a Python program
+/// on v1) at all; changed variables have compose resolve them again.
 #[test]
 fn compose_ps_of_the_release_just_built_starts_no_compose_on_the_host() {
     let (_bin, calls, sshd_extra) = crate::harness::noting_docker();
@@ -127,19 +127,35 @@ fn compose_ps_of_the_release_just_built_starts_no_compose_on_the_host() {
     d.deploy(&[], 0);
     let (n, said) = configs();
     assert_eq!(n, 1, "the first release's services are resolved: {said}");
-    let kept = |release: &str| -> Vec<(String, u32)> {
+    // Kept in .deploy/services/ (0700), 0600, by a key of what compose read;
+    // nothing of it in the release (a build context).
+    let kept = || -> Vec<(String, u32)> {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::read_dir(d.app_path().join("releases").join(release))
+        let store = d.app_path().join(".deploy/services");
+        assert_eq!(std::fs::metadata(&store).unwrap().permissions().mode() & 0o777, 0o700);
+        let mut files: Vec<(String, u32)> = std::fs::read_dir(store)
             .unwrap()
             .map(Result::unwrap)
-            .filter(|e| e.file_name().to_string_lossy().starts_with(".deploy-services"))
             .map(|e| {
                 let mode = e.metadata().unwrap().permissions().mode() & 0o777;
                 (e.file_name().to_string_lossy().into_owned(), mode)
             })
+            .collect();
+        files.sort();
+        files
+    };
+    let in_release = || -> Vec<String> {
+        let release = d.current().expect("a live release");
+        std::fs::read_dir(d.app_path().join("releases").join(release))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".deploy-services"))
             .collect()
     };
-    let first = kept(&d.current().expect("a live release"));
+    let first = kept();
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].1, 0o600, "{first:?}");
+    assert!(in_release().is_empty(), "{:?}", in_release());
 
     d.app.commit(&Behaviour::version("B"));
     let (run, summary) = d.deploy_json(&[], 0);
@@ -154,11 +170,8 @@ fn compose_ps_of_the_release_just_built_starts_no_compose_on_the_host() {
     let (n, said) = configs();
     assert!(said.contains("up -d"), "the host ran the wrappers: {said}");
     assert_eq!(n, 0, "{said}");
-    // One file, 0600, named as the first release's; no temporary one left.
-    let second = kept(&d.current().expect("a live release"));
-    assert_eq!(first.len(), 1, "{first:?}");
-    assert_eq!(second, first);
-    assert_eq!(second[0].1, 0o600, "{second:?}");
+    assert_eq!(kept(), first);
+    assert!(in_release().is_empty(), "{:?}", in_release());
 
     // Another variable for compose: resolved again.
     let toml = d.app.path().join("deploy.toml");
@@ -170,9 +183,9 @@ fn compose_ps_of_the_release_just_built_starts_no_compose_on_the_host() {
     assert_eq!(check(&summary, "containers up")["ok"], true, "{summary}");
     let (n, said) = configs();
     assert_eq!(n, 1, "{said}");
-    let third = kept(&d.current().expect("a live release"));
-    assert_eq!(third.len(), 1, "{third:?}");
-    assert_ne!(third[0].0, first[0].0);
+    let now = kept();
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert!(now.contains(&first[0]), "{now:?}");
 
     // A checklist of a release not built in the run (verify) asks compose.
     let run = d.run(&["verify", "test", "--output", "json"]);
