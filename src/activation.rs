@@ -318,7 +318,7 @@ pub async fn activate(
                 })
             }
             Err(why) => {
-                api_failed(sw, m, &why);
+                cli_instead(sw, m, "the switch's image check", &why);
                 Some(release::settle(&after, &recreate, &point))
             }
         };
@@ -357,7 +357,7 @@ async fn images_there<'a>(
         Ok(true) => Some((engine, images)),
         Ok(false) => None,
         Err(why) => {
-            api_failed(sw, m, &why);
+            cli_instead(sw, m, "the switch's image check", &why);
             None
         }
     }
@@ -371,14 +371,6 @@ fn off_their_images<'a>(running: &'a [(String, String)], images: &[(String, Stri
         .filter(|(service, image)| images.iter().any(|(s, tag)| s == service && tag != image))
         .map(|(service, _)| service.as_str())
         .collect()
-}
-
-/// An Engine API request of the switch failed: the host's checks do it (said with `-v`).
-fn api_failed(sw: &Switching<'_>, m: &Member, why: &str) {
-    sw.reporter.event(Event::Detail {
-        host: Some(m.host.name.clone()),
-        message: format!("the switch's image check through the Engine API failed ({why}); the host checks"),
-    });
 }
 
 /// [`activate`] for a Swarm stack: in one command while the lock is ours,

@@ -61,15 +61,7 @@ impl Engine {
                 "com.docker.swarm.service.name",
             ),
         };
-        let list = self
-            .docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                filters: filter("label", labels),
-                ..Default::default()
-            }))
-            .await
-            .map_err(|e| e.to_string())?;
+        let list = self.every_container(labels).await?;
         Ok(list
             .into_iter()
             .map(|c| Container {
@@ -265,16 +257,20 @@ impl Engine {
     pub async fn service_containers(&self, project: &str, service: &str) -> Result<Vec<String>, String> {
         let mut labels = services_of(project);
         labels.push(format!("com.docker.compose.service={service}"));
-        let list = self
-            .docker
+        let list = self.every_container(labels).await?;
+        Ok(list.into_iter().filter_map(|c| c.id).collect())
+    }
+
+    /// Every container with all of `labels` (`key=value`), running or not.
+    async fn every_container(&self, labels: Vec<String>) -> Result<Vec<bollard::models::ContainerSummary>, String> {
+        self.docker
             .list_containers(Some(ListContainersOptions {
                 all: true,
                 filters: filter("label", labels),
                 ..Default::default()
             }))
             .await
-            .map_err(|e| e.to_string())?;
-        Ok(list.into_iter().filter_map(|c| c.id).collect())
+            .map_err(|e| e.to_string())
     }
 
     /// Containers `ids`, inspected at once, in that order. One that is gone
