@@ -653,8 +653,15 @@ if [ -n "$resolve" ] && (cd "$dir" && ! grep -qsE 'extends|include' -- "$@"); th
   case "$key" in *[!0-9a-f]*|"") key="" ;; esac
 fi
 if [ -n "$key" ] && [ -s "$store/$key" ] && touch "$store/$key" 2>/dev/null; then kept="$store/$key"; fi
-if [ -n "$resolve" ] && [ -z "$kept" ] && (umask 077 && mkdir -p "$store") && out=$(mktemp "$store/.resolving.XXXXXX" 2>/dev/null); then
-  (sh -c "$resolve" > "$out" 2>/dev/null || : > "$out") &
+# The file being resolved holds the variables' values: it goes however this
+# ends (Ctrl-C and the step's timeout stop the whole process group, a lost
+# connection closes stdout); one left by a power cut goes after an hour.
+trap '[ -z "$out" ] || rm -f "$out"' EXIT
+trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 141' PIPE; trap 'exit 143' TERM
+if [ -n "$resolve" ] && [ -z "$kept" ] && (umask 077 && mkdir -p "$store"); then
+  find "$store" -maxdepth 1 -name '.resolving.*' -mmin +60 -exec rm -f {} + 2>/dev/null
+  out=$(mktemp "$store/.resolving.XXXXXX" 2>/dev/null) || out=""
+  [ -z "$out" ] || (sh -c "$resolve" > "$out" 2>/dev/null || : > "$out") &
 fi
 finish() {
   wait
@@ -971,11 +978,12 @@ mod tests {
             std::fs::write(dir.join("docker-compose.yml"), compose).unwrap();
             std::fs::write(dir.join(".deploy-env"), env).unwrap();
         };
+        // What a release holds beyond what the test put there.
         let left_in = |id: &str| -> Vec<String> {
             std::fs::read_dir(root.path().join("releases").join(id))
                 .unwrap()
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(".deploy-services"))
+                .filter(|n| ![".env", ".deploy-env", "docker-compose.yml"].contains(&n.as_str()))
                 .collect()
         };
         let build_of = |id: &str, script: &str| {
@@ -1047,22 +1055,62 @@ mod tests {
         assert_eq!(build_of("20260108T000000Z-h", "exit 3"), (Some(3), String::new()));
         assert_eq!(starts(), 6);
 
-        // The 8 last used are kept: the first key, used again last, stays.
-        for n in 0..6 {
+        // The 8 last used are kept: with every kept file older than the
+        // first key's next use, that use makes it the one that stays.
+        for n in 0..3 {
             let id = format!("2026020{n}T000000Z-v");
             release(&id, compose, &format!("export A=1\nexport N={n}\n"));
             assert_eq!(build_of(&id, "true").0, Some(0));
         }
-        assert_eq!(starts(), 12);
-        assert_eq!(kept().len(), 8);
+        assert_eq!(starts(), 9);
+        assert_eq!(kept().len(), 7);
+        let age = |name: &str, stamp: &str| {
+            let ok = std::process::Command::new("touch")
+                .args(["-d", stamp])
+                .arg(store.join(name))
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+        };
+        for name in kept() {
+            age(&name, "2020-01-02");
+        }
+        age(&first[0], "2020-01-01");
         release("20260301T000000Z-z", compose, "export A=1\n");
-        std::thread::sleep(std::time::Duration::from_millis(20));
         assert_eq!(build_of("20260301T000000Z-z", "true").0, Some(0));
-        assert_eq!(starts(), 12);
-        release("20260302T000000Z-y", compose, "export A=1\nexport N=9\n");
-        assert_eq!(build_of("20260302T000000Z-y", "true").0, Some(0));
+        assert_eq!(starts(), 9, "the first key was taken");
+        for n in 7..9 {
+            let id = format!("2026030{n}T000000Z-w");
+            release(&id, compose, &format!("export A=1\nexport N={n}\n"));
+            assert_eq!(build_of(&id, "true").0, Some(0));
+        }
         assert_eq!(kept().len(), 8);
         assert!(kept().contains(&first[0]), "{:?}", kept());
+
+        // Stopped mid-build (Ctrl-C and the step's timeout TERM the process
+        // group): the file being resolved, with the variables in it, goes too.
+        release("20260401T000000Z-k", compose, "export A=1\nexport SECRET=s3\n");
+        let whole = build(
+            None,
+            &Cmd::new("sh").arg("-c").arg("sleep 0.2; kill -TERM 0; sleep 5"),
+            None,
+            Some(&resolving),
+            &layout,
+            "20260401T000000Z-k",
+        );
+        let out = std::process::Command::new("setsid")
+            .args(["-w", "sh", "-c"])
+            .arg(whole.to_shell())
+            .output()
+            .unwrap();
+        assert_ne!(out.status.code(), Some(0));
+        let left: Vec<String> = std::fs::read_dir(&store)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     /// `settle` (the end of `ACTIVATE` too) recreates what the check after

@@ -144,12 +144,20 @@ fn compose_ps_of_the_release_just_built_starts_no_compose_on_the_host() {
         files.sort();
         files
     };
+    // What the live release holds beyond the commit's files and deploy's own.
     let in_release = || -> Vec<String> {
         let release = d.current().expect("a live release");
+        let tracked = crate::harness::git(d.app.path(), &["ls-tree", "--name-only", "HEAD"]);
+        let ours = [
+            ".deploy-compose.yml",
+            ".deploy-env",
+            ".deploy-started",
+            ".deploy-release.json",
+        ];
         std::fs::read_dir(d.app_path().join("releases").join(release))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(".deploy-services"))
+            .filter(|n| !tracked.lines().any(|t| t == n) && !ours.contains(&n.as_str()))
             .collect()
     };
     let first = kept();
