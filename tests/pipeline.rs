@@ -797,10 +797,7 @@ fn a_lock_broken_between_batches_stops_the_next_switch() {
     let first = format!("127.0.0.1:{}", fleet.hosts[0].ssh.port);
     let mut run = Following::start(fleet.app.path(), &["test"]);
     run.until(|e| e["host"] == first.as_str() && e["step"] == "switch" && e["status"] == "done");
-    let broken = fleet.run(&["lock", "test", "release", "--force"]);
-    assert_eq!(broken.code, 0, "{}", broken.all());
-    let freeze = fleet.run(&["lock", "test", "acquire", "--message", "FREEZE"]);
-    assert_eq!(freeze.code, 0, "{}", freeze.all());
+    run.take_the_lock_away();
     let (code, events) = run.finish();
     assert_eq!(code, Some(4), "{events:?}");
     let error = summary(&events)["error"].as_str().unwrap().to_string();

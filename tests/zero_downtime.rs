@@ -180,10 +180,7 @@ fn a_lock_broken_during_a_start_first_switch_stops_it_as_switched() {
     d.app.commit(&slow_b(false));
     let mut run = Following::start(d.app.path(), &["test"]);
     run.until(|e| e["event"] == "start_first" && e["phase"] == "started");
-    let broken = d.run(&["lock", "test", "release", "--force"]);
-    assert_eq!(broken.code, 0, "{}", broken.all());
-    let freeze = d.run(&["lock", "test", "acquire", "--message", "FREEZE"]);
-    assert_eq!(freeze.code, 0, "{}", freeze.all());
+    run.take_the_lock_away();
     let (code, events) = run.finish();
     assert_eq!(code, Some(4), "{events:?}");
     let summary = events.iter().find(|e| e["event"] == "summary").expect("a summary");

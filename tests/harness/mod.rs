@@ -439,6 +439,7 @@ fn remove_project_but_images(project: &str) {
 /// acts at a moment of the run (interrupts or kills it, breaks its lock,
 /// cuts a link), then reads the rest.
 pub struct Following {
+    dir: PathBuf,
     child: std::process::Child,
     lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
     /// Every event read so far.
@@ -458,6 +459,7 @@ impl Following {
             .expect("deploy starts");
         let lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
         Following {
+            dir: dir.to_path_buf(),
             child,
             lines,
             events: Vec::new(),
@@ -481,6 +483,18 @@ impl Following {
             }
         }
         panic!("the run ended without a summary: {:?}", self.events);
+    }
+
+    /// Takes the lock of environment `test` away from the run: broken with
+    /// `--force`, then held by hand with the message `FREEZE`.
+    pub fn take_the_lock_away(&self) {
+        for args in [
+            &["lock", "test", "release", "--force"][..],
+            &["lock", "test", "acquire", "--message", "FREEZE"][..],
+        ] {
+            let run = Test::new().args(args.iter().copied()).current_dir(&self.dir).run();
+            assert_eq!(run.code, 0, "{}", run.all());
+        }
     }
 
     /// Sends signal `name` (`INT`, `KILL`...) to the run.
