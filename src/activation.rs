@@ -651,17 +651,35 @@ async fn inspect(sw: &Switching<'_>, m: &Member, ids: &[String]) -> Result<Vec<I
             Err(why) => cli_instead(sw, m, "inspecting containers", &why),
         }
     }
-    let out = m
-        .remote
-        .check(
-            &Cmd::new("docker")
-                .args(["inspect", "-f", FRESH_FORMAT])
-                .args(ids.iter())
-                .into(),
-            Some(QUICK_TIMEOUT),
-        )
-        .await?;
+    let script = Cmd::new("docker")
+        .args(["inspect", "-f", FRESH_FORMAT])
+        .args(ids.iter())
+        .into();
+    let out = m.remote.run(&script, Some(QUICK_TIMEOUT)).await?;
+    // `docker inspect` prints those it found and fails naming each one gone.
+    let only_gone = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .all(|l| l.contains("No such object") || l.contains("No such container"));
+    let out = match out.success() || only_gone {
+        true => out,
+        false => m.remote.required(&script, out)?,
+    };
     Ok(out.stdout.lines().filter_map(parse_fresh).collect())
+}
+
+/// Of containers `ids`, those `found` does not have or shows being removed.
+fn gone<'a>(ids: &'a [String], found: &[Inspected]) -> Vec<&'a str> {
+    ids.iter()
+        .filter(|id| !found.iter().any(|c| &c.id == *id && c.state != "removing"))
+        .map(|id| short(id))
+        .collect()
+}
+
+/// A container id as `docker ps` shows it.
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
 }
 
 /// Why new containers are not ready.
@@ -753,8 +771,11 @@ async fn wait_and_swap(
     event(StartFirstPhase::Started {
         ready_when: if by_health { "healthcheck" } else { "http checks" }.into(),
     });
-    let ready = if fresh.is_empty() {
+    let removed = gone(new, &fresh);
+    let ready = if new.is_empty() {
         Err(Unready::Failed("compose started no new container".into()))
+    } else if !removed.is_empty() {
+        Err(Unready::Failed(removed_meanwhile(&removed)))
     } else if by_health {
         until_healthy(sw, m, new).await
     } else {
@@ -806,6 +827,16 @@ fn names(c: &[Inspected]) -> Vec<String> {
     c.iter().map(|c| c.name.clone()).collect()
 }
 
+/// Why new containers that someone removed are not ready.
+fn removed_meanwhile(gone: &[&str]) -> String {
+    format!(
+        "container{} {} no longer exist{} (removed by something else while it was waited for)",
+        if gone.len() == 1 { "" } else { "s" },
+        gone.join(", "),
+        if gone.len() == 1 { "s" } else { "" }
+    )
+}
+
 /// Waits until every container of `ids` is healthy, within `verify.timeout`,
 /// asking as often as the checklist does (see `verify::retry_delay`). One that
 /// stops for good fails at once; `unhealthy` is waited out (Docker keeps
@@ -818,6 +849,10 @@ async fn until_healthy(sw: &Switching<'_>, m: &Member, ids: &[String]) -> Result
         let tried = Instant::now();
         match inspect(sw, m, ids).await {
             Ok(now) => {
+                let gone = gone(ids, &now);
+                if !gone.is_empty() {
+                    return Err(Unready::Failed(removed_meanwhile(&gone)));
+                }
                 if let Some(c) = now.iter().find(|c| c.stopped()) {
                     return Err(Unready::Failed(format!(
                         "{} {} (exit code {}) before it was healthy",

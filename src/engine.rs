@@ -273,16 +273,18 @@ impl Engine {
             .map_err(|e| e.to_string())
     }
 
-    /// Containers `ids`, inspected at once, in that order. One that is gone
-    /// fails it all, naming it, as `docker inspect` of them does.
+    /// Containers `ids`, inspected at once, in that order; one the engine no
+    /// longer has (removed) is left out, for the caller to see it is gone.
     pub async fn inspect(&self, ids: &[String]) -> Result<Vec<Inspected>, String> {
-        futures::future::try_join_all(ids.iter().map(|id| async move {
+        let found = futures::future::try_join_all(ids.iter().map(|id| async move {
             match self.docker.inspect_container(id, None::<InspectContainerOptions>).await {
-                Ok(c) => Ok(Inspected::of(c)),
+                Ok(c) => Ok(Some(Inspected::of(c))),
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
                 Err(e) => Err(format!("{id}: {e}")),
             }
         }))
-        .await
+        .await?;
+        Ok(found.into_iter().flatten().collect())
     }
 
     /// The id of the image `name` names now; `None` where it names none.

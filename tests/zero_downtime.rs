@@ -306,6 +306,63 @@ fn a_release_whose_http_check_fails_is_removed_and_the_old_one_keeps_serving_com
     a_release_never_ready_is_removed_and_the_old_one_keeps_serving("v2", false, true);
 }
 
+/// The new api container removed by something else (`docker rm -f`) while
+/// the switch waits for it to be healthy (it never would be): the switch
+/// ends at its next look, naming the container gone (through the Engine API
+/// and through the CLI), instead of waiting out
+/// `verify.timeout` (60 s) on "no such container"; the old api serves on.
+fn a_new_container_removed_while_waited_for_fails_at_once(compose: &'static str, api: bool) {
+    let a = Behaviour {
+        healthcheck: true,
+        ..Behaviour::proxied("A")
+    };
+    let sshd = if api { "" } else { "AllowStreamLocalForwarding no\n" };
+    let d = live_with(compose, true, "60s", &a, sshd.to_string());
+    let old = d.containers_of("api");
+    d.app.commit(&Behaviour {
+        healthcheck: true,
+        health: Health::Fails,
+        ..Behaviour::proxied("B")
+    });
+    let mut run = Following::start(d.app.path(), &["test"]);
+    run.until(|e| e["event"] == "start_first" && e["phase"] == "started");
+    let started = run.events.last().expect("the started event").clone();
+    let new = started["new"][0].as_str().expect("a new container").to_string();
+    // Held still meanwhile, so its next look comes after the removal ended
+    // (not in the middle of it, when the container shows `removing`).
+    run.signal("STOP");
+    let removed = std::process::Command::new("docker")
+        .args(["rm", "-f", &new])
+        .output()
+        .expect("docker rm");
+    run.signal("CONT");
+    assert!(removed.status.success(), "{removed:?}");
+    let (code, events) = run.finish();
+    assert_eq!(code, Some(3), "{events:#?}");
+    let unready = events
+        .iter()
+        .find(|e| e["event"] == "start_first" && e["phase"] == "not_ready")
+        .unwrap_or_else(|| panic!("no not_ready event: {events:#?}"));
+    let why = unready["why"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("no longer exists (removed by something else"),
+        "the reason names the container gone: {why}"
+    );
+    assert!(!why.contains("not healthy within"), "{why}");
+    assert_eq!(d.containers_of("api"), old, "A's container never touched");
+    assert_eq!(d.version().as_deref(), Some("A"));
+}
+
+#[test]
+fn a_new_container_removed_while_waited_for_fails_at_once_compose_v2() {
+    a_new_container_removed_while_waited_for_fails_at_once("v2", true);
+}
+
+#[test]
+fn a_new_container_removed_while_waited_for_fails_at_once_compose_v1_without_the_engine_api() {
+    a_new_container_removed_while_waited_for_fails_at_once("v1", false);
+}
+
 /// `deploy rollback` of a zero-downtime service goes through the same path:
 /// A boots for 4 s too, and no request fails while it does.
 #[test]

@@ -92,10 +92,7 @@ async fn on_another_node(service: &str, command: &[crate::config::Text], target:
 /// API cannot be used, for the caller to fall back to `compose exec`.
 async fn through_engine(service: &str, command: &[crate::config::Text], target: &Target<'_>) -> Option<Attempt> {
     let engine = target.member.engine(target.reporter).await?;
-    let containers = engine
-        .containers(&target.record.project, target.record.engine)
-        .await
-        .ok()?;
+    let containers = target.listed(engine).await.ok()?;
     let Some(c) = containers.iter().find(|c| c.service == service && c.state == "running") else {
         return Some(Err(match target.record.engine {
             crate::config::Orchestrator::Compose => format!("{service}: no running container"),

@@ -112,10 +112,7 @@ async fn through_engine(services: &[String], since_deploy: bool, target: &Target
         true => target.started().await,
         false => None,
     };
-    let containers = engine
-        .containers(&target.record.project, target.record.engine)
-        .await
-        .ok()?;
+    let containers = target.listed(engine).await.ok()?;
     let mut out = String::new();
     for c in containers
         .iter()

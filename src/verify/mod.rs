@@ -9,6 +9,7 @@ mod redis;
 mod tunnel;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -98,6 +99,45 @@ pub(crate) struct Target<'a> {
     pub container: Option<&'a str>,
     /// A swarm's listed other nodes, reached for exec checks on first use.
     pub nodes: &'a crate::swarm::Nodes,
+    /// The project's containers as the Engine API lists them, one request
+    /// for the checks that ask at once.
+    pub listing: &'a Listing,
+}
+
+/// A listing through the Engine API, shared while it is under way.
+type Listed = futures::future::Shared<futures::future::BoxFuture<'static, Result<Arc<Vec<Container>>, String>>>;
+
+/// The containers of one host's project as the Engine API lists them during
+/// one checklist run: a check that asks while a listing is under way waits
+/// for that one instead of asking again, so the first attempts of the checks,
+/// which start together, make one request; a check that asks after it ended
+/// gets a new listing (an answer never older than the question, but for the
+/// listing's own time).
+#[derive(Default)]
+pub(crate) struct Listing {
+    under_way: std::sync::Mutex<Option<Listed>>,
+}
+
+impl Listing {
+    /// The listing under way, else the one `start` starts.
+    pub(crate) async fn get(
+        &self,
+        start: impl FnOnce() -> futures::future::BoxFuture<'static, Result<Vec<Container>, String>>,
+    ) -> Result<Arc<Vec<Container>>, String> {
+        use futures::FutureExt;
+        let listed = {
+            let mut slot = self.under_way.lock().unwrap_or_else(|e| e.into_inner());
+            match slot.as_ref() {
+                Some(listed) if listed.peek().is_none() => listed.clone(),
+                _ => {
+                    let listed = start().map(|r| r.map(Arc::new)).boxed().shared();
+                    *slot = Some(listed.clone());
+                    listed
+                }
+            }
+        };
+        listed.await
+    }
 }
 
 impl Target<'_> {
@@ -106,8 +146,8 @@ impl Target<'_> {
     pub(crate) async fn containers(&self) -> Result<Vec<Container>, String> {
         let m = self.member;
         if let Some(engine) = m.engine(self.reporter).await {
-            if let Ok(list) = engine.containers(&self.record.project, self.record.engine).await {
-                return Ok(list);
+            if let Ok(list) = self.listed(engine).await {
+                return Ok(list.as_ref().clone());
             }
         }
         let ps = m
@@ -123,6 +163,15 @@ impl Target<'_> {
             &self.record.project,
             self.record.engine,
         ))
+    }
+
+    /// The project's containers (not one-offs) through the Engine API,
+    /// shared with the checks that ask at the same time (see [`Listing`]).
+    pub(crate) async fn listed(&self, engine: &crate::engine::Engine) -> Result<Arc<Vec<Container>>, String> {
+        let (engine, project, kind) = (engine.clone(), self.record.project.clone(), self.record.engine);
+        self.listing
+            .get(move || Box::pin(async move { engine.containers(&project, kind).await }))
+            .await
     }
 
     /// When the release was last started (see [`crate::release::STARTED_FILE`]),
@@ -319,6 +368,7 @@ pub async fn verify_host(config: &Config, member: &Member, record: &Record, repo
     let services = tokio::sync::OnceCell::new();
     let started = tokio::sync::OnceCell::new();
     let nodes = crate::swarm::Nodes::default();
+    let listing = Listing::default();
     let target = Target {
         config,
         member,
@@ -329,6 +379,7 @@ pub async fn verify_host(config: &Config, member: &Member, record: &Record, repo
         reporter,
         container: None,
         nodes: &nodes,
+        listing: &listing,
     };
     let checks = &config.verify.checks;
     let (last, first): (Vec<&Check>, Vec<&Check>) = checks.iter().partition(|c| settles_last(c));
@@ -377,6 +428,7 @@ pub async fn container_ready(
     let services = tokio::sync::OnceCell::new();
     let started = tokio::sync::OnceCell::new();
     let nodes = crate::swarm::Nodes::default();
+    let listing = Listing::default();
     let target = Target {
         config,
         member,
@@ -387,6 +439,7 @@ pub async fn container_ready(
         reporter,
         container: Some(address),
         nodes: &nodes,
+        listing: &listing,
     };
     let checks: Vec<Check> = http_checks_of(config, service)
         .into_iter()
@@ -510,8 +563,46 @@ pub fn excerpt(s: &str, n: usize) -> String {
 }
 
 #[cfg(test)]
-mod retry_tests {
+mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn checks_that_ask_for_the_containers_at_once_share_one_listing_and_a_later_one_lists_again() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listing = Listing::default();
+        let started = Arc::new(AtomicUsize::new(0));
+        let (release, held) = tokio::sync::oneshot::channel::<()>();
+        let held = futures::FutureExt::shared(held);
+        let start = |n: &'static str| {
+            let (started, held) = (started.clone(), held.clone());
+            move || -> futures::future::BoxFuture<'static, Result<Vec<Container>, String>> {
+                started.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async move {
+                    let _ = held.await;
+                    Ok(vec![Container {
+                        service: n.into(),
+                        state: "running".into(),
+                        status: String::new(),
+                        name: n.into(),
+                    }])
+                })
+            }
+        };
+        // Three checks ask while the first listing is held open: one request, one answer.
+        let asking = futures::future::join3(
+            listing.get(start("first")),
+            listing.get(start("second")),
+            listing.get(start("third")),
+        );
+        let (a, b, c) = tokio::join!(asking, async { release.send(()).unwrap() }).0;
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        for answer in [a, b, c] {
+            assert_eq!(answer.unwrap()[0].name, "first");
+        }
+        // Asked after it ended: listed afresh.
+        assert_eq!(listing.get(start("later")).await.unwrap()[0].name, "later");
+        assert_eq!(started.load(Ordering::SeqCst), 2);
+    }
 
     #[test]
     fn retries_come_sooner_than_a_twentieth_of_the_wait_and_no_busier_than_half() {
