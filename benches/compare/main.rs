@@ -3,6 +3,9 @@
 //! installs what it needs and writes BENCHMARKS.md; see that file.
 //!
 //! Arguments: `--hosts 1,4,16` (fleet sizes), `--runs 5` (runs per cell),
+//! `--one-host-runs 10` (the variants' 1-host cells: twice `--runs` unless
+//! given; a run there takes a few seconds and the engine's build time alone
+//! varies by 0.3 s from one to the next),
 //! `--lag-runs 5`, `--out PATH` (the report), `--logs DIR` (keep every run's
 //! output and deploy's events with their arrival times; `BENCH_TRACE=1` adds
 //! the baselines' per-step times), `--smoke` (1 host, 1 run, a report under
@@ -51,6 +54,8 @@ impl Change {
 struct Options {
     sizes: Vec<usize>,
     runs: usize,
+    /// Runs per 1-host cell of the variants (`None`: twice `runs`).
+    one_host_runs: Option<usize>,
     lag_runs: usize,
     help_runs: usize,
     out: PathBuf,
@@ -68,6 +73,7 @@ fn options() -> Options {
     let mut o = Options {
         sizes: vec![1, 4, 16],
         runs: 5,
+        one_host_runs: None,
         lag_runs: 5,
         help_runs: 20,
         out: harness::repo_root().join("BENCHMARKS.md"),
@@ -83,6 +89,7 @@ fn options() -> Options {
         match a.as_str() {
             "--hosts" => o.sizes = value().split(',').map(|s| s.parse().expect("a host count")).collect(),
             "--runs" => o.runs = value().parse().expect("a number of runs"),
+            "--one-host-runs" => o.one_host_runs = Some(value().parse().expect("a number of runs")),
             "--lag-runs" => o.lag_runs = value().parse().expect("a number of runs"),
             "--out" => o.out = PathBuf::from(value()),
             "--logs" => o.logs = Some(PathBuf::from(value())),
@@ -90,6 +97,7 @@ fn options() -> Options {
                 o.smoke = true;
                 o.sizes = vec![1];
                 o.runs = 1;
+                o.one_host_runs = Some(1);
                 o.lag_runs = 1;
                 o.help_runs = 3;
                 o.out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-smoke.md");
@@ -156,6 +164,8 @@ pub struct Results {
     /// (compose, checks, hosts) → peak RSS of deploy, KiB.
     pub variant_rss: BTreeMap<(Compose, Checks, usize), Vec<u64>>,
     pub runs: usize,
+    /// Runs per 1-host cell of the variants.
+    pub one_host_runs: usize,
     pub sizes: Vec<usize>,
     pub started: String,
     pub took: Duration,
@@ -243,8 +253,10 @@ fn main() {
         .iter()
         .filter_map(|&t| beds.iter().position(|b| b.tool == t && b.compose == Compose::V2))
         .collect();
+    let one_host_runs = o.one_host_runs.unwrap_or(2 * o.runs);
     let mut results = Results {
         runs: o.runs,
+        one_host_runs,
         sizes: o.sizes.clone(),
         started: sh_out(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])),
         load: (load_average(), String::new()),
@@ -270,9 +282,14 @@ fn main() {
 
     // The variants: every tool on compose v2 and v1, with http and with exec
     // checks, a changed commit each run, the tools' order turning.
-    let variant_runs = if o.zero_downtime_only { 0 } else { o.runs };
+    let runs_of = |n: usize| if n == 1 { one_host_runs } else { o.runs };
+    let variant_runs = if o.zero_downtime_only {
+        0
+    } else {
+        o.runs.max(one_host_runs)
+    };
     for iter in 0..variant_runs {
-        for (k, &n) in o.sizes.iter().enumerate().filter(|(_, &n)| n <= 4) {
+        for (k, &n) in o.sizes.iter().enumerate().filter(|(_, &n)| n <= 4 && iter < runs_of(n)) {
             for compose in [Compose::V2, Compose::V1] {
                 // The smoke run keeps the harness alive, not the figures: exec checks only.
                 let kinds: &[Checks] = if o.smoke {

@@ -257,7 +257,7 @@ pub fn render(r: &Results, deploy_bin: &Path) -> String {
         }
     }
     let _ = writeln!(s, "\n## Run it\n");
-    let _ = writeln!(s, "```\nbash scripts/bench.sh            # N = 1, 4, 16; 5 runs; rewrites BENCHMARKS.md (about 30 min here)\nbash scripts/bench.sh --smoke    # N = 1, one run, report under target/ (what CI runs)\nbash scripts/bench.sh --only-zero-downtime   # only the zero-downtime section, rewritten in place\nbash scripts/bench.sh --only-variants        # only the variants section (N = 1, 4), rewritten in place\nbash scripts/bench.sh --only-build-once --runs 3   # only the build-once section (16 hosts with engines of their own)\n```");
+    let _ = writeln!(s, "```\nbash scripts/bench.sh            # N = 1, 4, 16; 5 runs; rewrites BENCHMARKS.md (about 30 min here)\nbash scripts/bench.sh --smoke    # N = 1, one run, report under target/ (what CI runs)\nbash scripts/bench.sh --only-zero-downtime   # only the zero-downtime section, rewritten in place\nbash scripts/bench.sh --only-variants        # only the variants section (N = 1, 4; --runs per 4-host cell, twice that per 1-host cell unless --one-host-runs), rewritten in place\nbash scripts/bench.sh --only-build-once --runs 3   # only the build-once section (16 hosts with engines of their own)\n```");
     s
 }
 
@@ -318,11 +318,15 @@ fn variants_section(r: &Results, alone: bool) -> String {
         let _ = writeln!(
             s,
             "This section alone was written by `scripts/bench.sh --only-variants` on {}, from commit `{commit}`, \
-             in {:.0} min, {} run(s) per cell; the sections above come from the runs they name. The machine is \
+             in {:.0} min, {} run(s) per 1-host cell and {} per cell of more hosts (a 1-host run takes a few \
+             seconds, and the engine's build of the same change alone varies by about 0.3 s from one to the next \
+             on this machine: more runs steady the medians, for every tool alike); the sections above come from \
+             the runs they name. The machine is \
              shared: its load average was {} when this run started and {} when it ended (2 cores). \
              Compose: {} (v2) and {} (v1).\n",
             r.started,
             r.took.as_secs_f64() / 60.0,
+            r.one_host_runs,
             r.runs,
             r.load.0,
             r.load.1,
