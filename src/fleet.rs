@@ -104,7 +104,103 @@ fn docker_socket(docker_host: &str) -> Option<String> {
     }
 }
 
+/// What preflight saw on a host, before the run keeps it (see [`Member::keep`]).
+struct Look {
+    variants: Vec<Variant>,
+    current: Option<String>,
+    git: bool,
+    socket: Option<String>,
+    record: Option<Record>,
+    detected: Option<String>,
+    swarm_nodes: Option<u32>,
+}
+
+/// Preflight's one command on `m` (its compose programs, live release and
+/// record, git, `DOCKER_HOST`), with the Engine API asked at once (most
+/// hosts use the default socket): whether docker answers there.
+async fn look(m: &Member, reporter: &dyn Reporter) -> Result<Look, String> {
+    let script = release::preflight(&m.layout).into();
+    let (out, _) = tokio::join!(m.remote.check(&script, Some(QUICK_TIMEOUT)), m.engine(reporter));
+    let out = out.map_err(|e| e.to_string())?;
+    let mut lines = out.stdout.lines();
+    let variants: Vec<Variant> = lines
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(Variant::parse)
+        .collect();
+    let current = lines
+        .next()
+        .map(str::trim)
+        .filter(|c| *c != "-" && release::is_release_id(c))
+        .map(str::to_string);
+    let git = lines.next().map(str::trim) == Some("git");
+    let socket = docker_socket(lines.next().map(str::trim).unwrap_or("-"));
+    let rest = lines.collect::<Vec<_>>().join("\n");
+    let (record, detected) = match rest.split_once("@@deploy detected\n") {
+        Some((r, d)) => (r.to_string(), Some(d.to_string())),
+        None => (rest, None),
+    };
+    let record = Record::parse(&record).filter(|r| Some(&r.release) == current.as_ref());
+    // DOCKER_HOST on the host may name another engine, or none: its CLI says.
+    let api = match socket == m.docker_socket {
+        true => m.engine(reporter).await,
+        false => None,
+    };
+    let answers = match api {
+        Some(_) => true,
+        None => m
+            .remote
+            .check(&release::docker_version().into(), Some(QUICK_TIMEOUT))
+            .await
+            .is_ok_and(|o| !o.stdout.trim().is_empty()),
+    };
+    if !answers {
+        return Err(
+            "docker does not answer on this host (is the engine running, and is the user in the docker group?)".into(),
+        );
+    }
+    let swarm_nodes = match m.host.engine {
+        crate::config::Orchestrator::Swarm => Some(crate::swarm::preflight(m).await?),
+        crate::config::Orchestrator::Compose => None,
+    };
+    Ok(Look {
+        variants,
+        current,
+        git,
+        socket,
+        record,
+        detected,
+        swarm_nodes,
+    })
+}
+
 impl Member {
+    /// Keeps what preflight saw (see [`look`]) and decides the compose new
+    /// releases use here: `forced` (the environment's `compose`), else the
+    /// one found first.
+    fn keep(&mut self, look: Look, forced: Option<Variant>) -> Result<(), String> {
+        if look.socket != self.docker_socket {
+            // DOCKER_HOST on the host says otherwise: that engine, or none.
+            self.docker_socket = look.socket;
+            self.engine = tokio::sync::OnceCell::new();
+            self.engine_told = std::sync::atomic::AtomicBool::new(false);
+        }
+        self.current = look.current;
+        self.record = look.record;
+        self.git = look.git;
+        self.detected = look.detected;
+        self.swarm_nodes = look.swarm_nodes.or(self.swarm_nodes);
+        self.variant = match (forced, look.variants.first().copied()) {
+            (Some(v), _) | (None, Some(v)) => Some(v),
+            (None, None) => {
+                return Err("neither `docker compose` (v2) nor `docker-compose` (v1) is installed".to_string())
+            }
+        };
+        self.variants = look.variants;
+        Ok(())
+    }
+
     /// A connected host before preflight has looked at it.
     pub fn new(host: Host, remote: Box<dyn Remote>) -> Member {
         Member {
@@ -430,60 +526,46 @@ impl Fleet {
     /// Reads each host's compose variant, live release and tools; returns the
     /// hosts that cannot be deployed to, with the reason.
     pub async fn preflight(&mut self, reporter: &dyn Reporter) -> Vec<(String, String)> {
+        let looks = self.look(reporter).await;
+        self.apply(looks)
+    }
+
+    /// [`Fleet::preflight`] and [`Fleet::lock_then`] at once, in two round
+    /// trips that overlap: a change that would take the lock right after a
+    /// preflight that passed saves the wait for one of them. The lock is
+    /// taken whatever preflight finds; the caller releases it when preflight
+    /// failed.
+    pub async fn preflight_and_lock(
+        &mut self,
+        info: &LockInfo,
+        ttl: u64,
+        reporter: &dyn Reporter,
+        then: impl Fn(&Member) -> Option<Cmd>,
+    ) -> (Vec<(String, String)>, Result<(LockGuard, Vec<String>), LockRefused>) {
+        let (looks, locked) = tokio::join!(self.look(reporter), self.lock_then(info, ttl, reporter, then));
+        (self.apply(looks), locked)
+    }
+
+    /// Preflight's look at every host (see [`Look`]), each reported as its step.
+    async fn look(&self, reporter: &dyn Reporter) -> Vec<Result<Look, String>> {
+        self.for_each(|m| async move {
+            let name = m.host.name.clone();
+            step(reporter, &name, Step::Preflight, look(m, reporter)).await
+        })
+        .await
+    }
+
+    /// Keeps what preflight saw on each host, and decides which compose it
+    /// uses: the hosts that cannot be deployed to, with the reason.
+    fn apply(&mut self, looks: Vec<Result<Look, String>>) -> Vec<(String, String)> {
         let forced = self.env.compose;
-        let parallel = self.env.parallel.max(1);
-        let results: Vec<Result<(), (String, String)>> = stream::iter(self.members.iter_mut())
-            .map(|m| async move {
-                let name = m.host.name.clone();
-                let fut = async {
-                    // The script and the engine's API at once: most hosts use the default socket.
-                    let script = release::preflight(&m.layout).into();
-                    let (out, _) = tokio::join!(m.remote.check(&script, Some(QUICK_TIMEOUT)), m.engine(reporter));
-                    let out = out.map_err(|e| e.to_string())?;
-                    let mut lines = out.stdout.lines();
-                    let variants: Vec<Variant> = lines.next().unwrap_or("").split_whitespace().filter_map(Variant::parse).collect();
-                    let detected = variants.first().copied();
-                    let current = lines.next().map(str::trim).filter(|c| *c != "-" && release::is_release_id(c));
-                    m.git = lines.next().map(str::trim) == Some("git");
-                    let socket = docker_socket(lines.next().map(str::trim).unwrap_or("-"));
-                    if socket != m.docker_socket {
-                        // DOCKER_HOST on the host says otherwise: that engine, or none.
-                        m.docker_socket = socket;
-                        m.engine = tokio::sync::OnceCell::new();
-                        m.engine_told = std::sync::atomic::AtomicBool::new(false);
-                    }
-                    m.current = current.map(str::to_string);
-                    let rest = lines.collect::<Vec<_>>().join("\n");
-                    let (record, found) = match rest.split_once("@@deploy detected\n") {
-                        Some((r, d)) => (r.to_string(), Some(d.to_string())),
-                        None => (rest, None),
-                    };
-                    m.record = Record::parse(&record).filter(|r| Some(r.release.as_str()) == current);
-                    m.detected = found;
-                    m.variants = variants;
-                    let docker = match m.engine(reporter).await {
-                        Some(engine) => Some(engine.version.clone()),
-                        None => m.remote.check(&release::docker_version().into(), Some(QUICK_TIMEOUT)).await.ok().map(|o| o.stdout.trim().to_string()).filter(|v| !v.is_empty()),
-                    };
-                    if docker.is_none() {
-                        return Err("docker does not answer on this host (is the engine running, and is the user in the docker group?)".to_string());
-                    }
-                    m.variant = match (forced, detected) {
-                        (Some(v), _) => Some(v),
-                        (None, Some(v)) => Some(v),
-                        (None, None) => return Err("neither `docker compose` (v2) nor `docker-compose` (v1) is installed".to_string()),
-                    };
-                    if m.host.engine == crate::config::Orchestrator::Swarm {
-                        m.swarm_nodes = Some(crate::swarm::preflight(m).await?);
-                    }
-                    Ok::<(), String>(())
-                };
-                step(reporter, &name, Step::Preflight, fut).await.map_err(|e| (name, e))
-            })
-            .buffer_unordered(parallel)
-            .collect()
-            .await;
-        results.into_iter().filter_map(Result::err).collect()
+        let mut failures = Vec::new();
+        for (m, look) in self.members.iter_mut().zip(looks) {
+            if let Err(why) = look.and_then(|look| m.keep(look, forced)) {
+                failures.push((m.host.name.clone(), why));
+            }
+        }
+        failures
     }
 
     /// Runs `f` for every member, `parallel` at a time; results in member order.

@@ -818,3 +818,40 @@ fn a_lock_broken_between_batches_stops_the_next_switch() {
     let status = fleet.run(&["lock", "test", "status"]);
     assert_eq!(status.stdout.matches("FREEZE").count(), 2, "{}", status.all());
 }
+
+/// A host whose docker does not answer (its logins get a `DOCKER_HOST` that
+/// names a socket that is not there): preflight fails, exit 1, nothing
+/// changed; the lock the run took while preflight looked is released again.
+#[test]
+fn a_preflight_that_fails_releases_the_lock_taken_meanwhile() {
+    let d = Deployment::new(
+        Setup {
+            sshd_extra: "SetEnv DOCKER_HOST=unix:///nonexistent/docker.sock\n".into(),
+            ..Setup::default()
+        },
+        &Behaviour::version("A"),
+    );
+    let run = d.run(&["test", "--output", "json"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let events: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let error = summary(&events)["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("preflight failed"), "{error}");
+    assert!(run.stdout.contains("docker does not answer"), "{}", run.all());
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "step" && e["step"] == "lock" && e["status"] == "done"),
+        "the lock was taken meanwhile: {events:#?}"
+    );
+    assert!(
+        !d.app_path().join(".deploy/lock").exists(),
+        "the lock is released: {}",
+        run.all()
+    );
+    let status = d.run(&["lock", "test", "status"]);
+    assert!(status.stdout.contains("lock: free"), "{}", status.all());
+}

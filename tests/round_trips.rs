@@ -48,7 +48,12 @@ fn a_one_host_deploy_makes_six_remote_commands_on_compose_v1() {
         },
         &Behaviour::version("A"),
     );
-    d.deploy(&[], 0);
+    // The first: compose is looked for afresh, and what was found kept in
+    // `.deploy/` by a seventh command (the lock was taken while preflight
+    // looked); the next deploys find it kept (else they would make seven too).
+    let (run, summary) = d.deploy_json(&[], 0);
+    assert_eq!(summary["hosts"][0]["remote_commands"], 7, "{}", run.stdout);
+    assert!(d.app_path().join(".deploy/compose-detected").exists());
     d.app.commit(&Behaviour::version("B"));
     let (run, summary) = d.deploy_json(&[], 0);
     // preflight, lock + live state, stage, build, switch, record + prune + unlock;

@@ -6,6 +6,9 @@
 //! stage (up: push, fetch, build) or choose (rollback: one kept release for the
 //! whole fleet) → switch batch by batch, each batch verified → restore on failure,
 //! verified → record → prune (up) → unlock → (post_deploy / on_failure).
+//!
+//! Where nothing comes between preflight and the lock (no dry run, no
+//! pre_deploy hook), the lock is taken while preflight looks.
 
 mod choose;
 mod distribute;
@@ -19,7 +22,7 @@ use std::time::Instant;
 use crate::activation::Record;
 use crate::config::{Config, Environment, Host};
 use crate::error::{Error, Exit};
-use crate::fleet::{select_hosts, Connecting, Fleet, LockGuard, STEP_TIMEOUT};
+use crate::fleet::{select_hosts, Connecting, Fleet, LockGuard, LockRefused, QUICK_TIMEOUT, STEP_TIMEOUT};
 use crate::history::{self, Entry};
 use crate::hooks::{self, Hook};
 use crate::interrupt::Interrupt;
@@ -241,29 +244,37 @@ pub async fn run(
     };
     announce(&run, &hosts);
 
-    // Look: connect and preflight every selected host; change nothing.
-    let fleet = match connect(&mut run, &hosts, early).await {
+    // Look: connect and preflight every selected host; change nothing. A
+    // change that takes the lock right after (no dry run, no pre_deploy
+    // hook in between) takes it while preflight looks.
+    let info = lock_info(&run, plan.as_ref());
+    let dry_run = matches!(request, Request::Up(o) if o.dry_run);
+    let eager = !dry_run && !env.swarm() && (run.change != Change::Up || config.hooks.pre_deploy.is_none());
+    let (fleet, taken) = match connect(&mut run, &hosts, early, eager.then_some(&info)).await {
         Ok(f) => f,
         Err(end) => return Ok(run.finish(end)),
     };
-    if let (Request::Up(o), Some(plan)) = (request, plan.as_ref()) {
-        if o.dry_run {
-            up::describe(config, &fleet, plan, reporter);
-            fleet.close().await;
-            return Ok(run.finish(End::new(Outcome::DryRun, None)));
-        }
+    if let (true, Some(plan)) = (dry_run, plan.as_ref()) {
+        up::describe(config, &fleet, plan, reporter);
+        fleet.close().await;
+        return Ok(run.finish(End::new(Outcome::DryRun, None)));
     }
     if interrupt.is_set() {
+        if let Some((guard, _)) = &taken {
+            guard.release(&fleet, reporter).await;
+        }
         fleet.close().await;
         return Ok(run.finish(End::new(Outcome::Interrupted, None)));
     }
-    if let Some(end) = pre_hook(&run).await {
-        fleet.close().await;
-        return Ok(run.finish(end));
+    if taken.is_none() {
+        if let Some(end) = pre_hook(&run).await {
+            fleet.close().await;
+            return Ok(run.finish(end));
+        }
     }
 
     // Change, under the lock.
-    let end = locked(&mut run, &fleet, plan.as_mut()).await;
+    let end = locked(&mut run, &fleet, plan.as_mut(), &info, taken).await;
     for (h, m) in run.hosts.iter_mut().zip(&fleet.members) {
         h.remote_commands = Some(m.remote.commands());
     }
@@ -293,10 +304,20 @@ fn announce(run: &Run<'_>, hosts: &[Host]) {
     }
 }
 
-/// Connects to and preflights every selected host; a change needs all of them.
-async fn connect(run: &mut Run<'_>, hosts: &[Host], early: Option<Connecting>) -> Result<Fleet, End> {
+/// The lock a run takes, and what it read right after taking it (see [`locked`]).
+type Taken = (LockGuard, Vec<String>);
+
+/// Connects to and preflights every selected host; a change needs all of
+/// them. With `lock`, takes the lock meanwhile (see
+/// [`Fleet::preflight_and_lock`]), released again if preflight failed.
+async fn connect(
+    run: &mut Run<'_>,
+    hosts: &[Host],
+    early: Option<Connecting>,
+    lock: Option<&LockInfo>,
+) -> Result<(Fleet, Option<Taken>), End> {
     if run.env.swarm() {
-        return connect_manager(run, hosts).await;
+        return connect_manager(run, hosts).await.map(|f| (f, None));
     }
     let connected = match early {
         Some(early) => early.finish(run.reporter).await,
@@ -321,7 +342,15 @@ async fn connect(run: &mut Run<'_>, hosts: &[Host], early: Option<Connecting>) -
             ));
         }
     };
-    let mut failures = fleet.preflight(run.reporter).await;
+    let (mut failures, locked) = match lock {
+        Some(info) => {
+            let (failures, locked) = fleet
+                .preflight_and_lock(info, lock_ttl(run), run.reporter, read_under_lock)
+                .await;
+            (failures, Some(locked))
+        }
+        None => (fleet.preflight(run.reporter).await, None),
+    };
     if run.change == Change::Up && run.config.source.strategy == crate::config::Strategy::Git {
         for m in fleet.members.iter().filter(|m| !m.git) {
             failures.push((
@@ -337,6 +366,9 @@ async fn connect(run: &mut Run<'_>, hosts: &[Host], early: Option<Connecting>) -
         h.live = m.current.clone();
     }
     if !failures.is_empty() {
+        if let Some(Ok((guard, _))) = &locked {
+            guard.release(&fleet, run.reporter).await;
+        }
         run.fail_hosts(&failures);
         fleet.close().await;
         return Err(End::new(
@@ -344,7 +376,60 @@ async fn connect(run: &mut Run<'_>, hosts: &[Host], early: Option<Connecting>) -
             "preflight failed; no host was changed".to_string(),
         ));
     }
-    Ok(fleet)
+    match locked {
+        None => Ok((fleet, None)),
+        Some(Ok((guard, live))) => {
+            keep_detected(&fleet, &guard).await;
+            Ok((fleet, Some((guard, live))))
+        }
+        Some(Err(refused)) => {
+            let end = refused_end(run, refused);
+            fleet.close().await;
+            Err(end)
+        }
+    }
+}
+
+/// What preflight found of compose afresh (the programs changed, or none
+/// was kept), kept in `.deploy/` where the lock was taken before preflight
+/// ended: one more command on such a host, while the lock is ours, before
+/// anything reads it (a build's key of its resolved services).
+async fn keep_detected(fleet: &Fleet, guard: &LockGuard) {
+    fleet
+        .for_each(|m| async move {
+            if let Some(detected) = &m.detected {
+                let keep = lock::if_ours(&m.layout, guard.token(), 0, 0, &live::read(&m.layout, Some(detected)));
+                // Only a cache: a host that did not keep it looks again next time.
+                let _ = m.remote.run(&keep.into(), Some(QUICK_TIMEOUT)).await;
+            }
+        })
+        .await;
+}
+
+/// The command run right after the lock is taken: the live state (see
+/// [`read_live`]), keeping what preflight found of compose where that is known.
+fn read_under_lock(m: &crate::fleet::Member) -> Option<Cmd> {
+    Some(live::read(&m.layout, m.detected.as_deref()))
+}
+
+/// How long the lock lasts unless extended.
+fn lock_ttl(run: &Run<'_>) -> u64 {
+    run.config.app.lock_timeout.0.as_secs().max(1)
+}
+
+/// How a run ends whose lock was refused.
+fn refused_end(run: &mut Run<'_>, refused: LockRefused) -> End {
+    run.fail_hosts(&refused.errors);
+    match refused.held.is_empty() {
+        true => End::new(
+            Outcome::Failed,
+            "could not take the lock; no host was changed".to_string(),
+        ),
+        false => End::new(
+            Outcome::Locked,
+            format!("another deploy holds the lock: {}", refused.held.join("; ")),
+        ),
+    }
 }
 
 /// A Swarm environment: connects to and preflights its managers, and goes on
@@ -505,45 +590,39 @@ async fn post_hook(run: &Run<'_>, end: &End) {
 }
 
 /// Takes the lock, does the work under it (the keeper extending it), releases it.
-async fn locked(run: &mut Run<'_>, fleet: &Fleet, plan: Option<&mut UpPlan>) -> End {
-    let info = LockInfo {
+/// What a run's lock says of it (`deploy lock status`).
+fn lock_info(run: &Run<'_>, plan: Option<&UpPlan>) -> LockInfo {
+    LockInfo {
         since: 0,
         expires: 0,
         token: lock::new_token(),
         kind: lock::LockKind::Deploy,
         holder: lock::whoami(),
-        message: run
-            .request
-            .message()
-            .map(str::to_string)
-            .unwrap_or_else(|| match &plan {
-                Some(p) => format!("deploy {}", p.commit.short),
-                None => "rollback".to_string(),
-            }),
-        commit: plan.as_ref().map(|p| p.commit.id.clone()),
-    };
-    let ttl = run.config.app.lock_timeout.0.as_secs().max(1);
+        message: run.request.message().map(str::to_string).unwrap_or_else(|| match plan {
+            Some(p) => format!("deploy {}", p.commit.short),
+            None => "rollback".to_string(),
+        }),
+        commit: plan.map(|p| p.commit.id.clone()),
+    }
+}
+
+async fn locked(
+    run: &mut Run<'_>,
+    fleet: &Fleet,
+    plan: Option<&mut UpPlan>,
+    info: &LockInfo,
+    taken: Option<Taken>,
+) -> End {
     // The live state is read in the same command, right after the lock is taken.
-    let (guard, live) = match fleet
-        .lock_then(&info, ttl, run.reporter, |m| {
-            Some(live::read(&m.layout, m.detected.as_deref()))
-        })
-        .await
-    {
-        Ok(g) => g,
-        Err(refused) => {
-            run.fail_hosts(&refused.errors);
-            return match refused.held.is_empty() {
-                true => End::new(
-                    Outcome::Failed,
-                    "could not take the lock; no host was changed".to_string(),
-                ),
-                false => End::new(
-                    Outcome::Locked,
-                    format!("another deploy holds the lock: {}", refused.held.join("; ")),
-                ),
-            };
-        }
+    let (guard, live) = match taken {
+        Some(taken) => taken,
+        None => match fleet
+            .lock_then(info, lock_ttl(run), run.reporter, read_under_lock)
+            .await
+        {
+            Ok(g) => g,
+            Err(refused) => return refused_end(run, refused),
+        },
     };
     // Every switched host gets a watchdog, pushed by each extension (the dead-man switch).
     let guard = guard.with_watchdogs(run.config.confirm_timeout().as_secs().max(1));
