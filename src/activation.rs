@@ -642,8 +642,8 @@ fn parse_fresh(line: &str) -> Option<Inspected> {
     })
 }
 
-/// Inspects containers `ids` (one that is gone fails it): through the
-/// Engine API, else `docker inspect` on the host.
+/// Inspects containers `ids`, leaving out those that are gone (see
+/// [`gone`]): through the Engine API, else `docker inspect` on the host.
 async fn inspect(sw: &Switching<'_>, m: &Member, ids: &[String]) -> Result<Vec<Inspected>, RemoteError> {
     if let Some(engine) = m.engine(sw.reporter).await {
         match engine.inspect(ids).await {
@@ -656,12 +656,13 @@ async fn inspect(sw: &Switching<'_>, m: &Member, ids: &[String]) -> Result<Vec<I
         .args(ids.iter())
         .into();
     let out = m.remote.run(&script, Some(QUICK_TIMEOUT)).await?;
-    // `docker inspect` prints those it found and fails naming each one gone.
-    let only_gone = out
-        .stderr
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .all(|l| l.contains("No such object") || l.contains("No such container"));
+    // `docker inspect` prints those it found and exits 1 naming each one gone.
+    let said: Vec<&str> = out.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let only_gone = out.code == 1
+        && !said.is_empty()
+        && said
+            .iter()
+            .all(|l| l.contains("No such object") || l.contains("No such container"));
     let out = match out.success() || only_gone {
         true => out,
         false => m.remote.required(&script, out)?,
@@ -934,18 +935,45 @@ async fn until_checks_pass(
             sw.reporter,
         )
     }));
-    let results = match sw.interrupt {
-        Some(interrupt) => tokio::select! {
-            r = checks => r,
-            _ = interrupt.wait() => return Err(Unready::Interrupted),
-        },
-        None => checks.await,
+    let ids: Vec<String> = fresh.iter().map(|c| c.id.clone()).collect();
+    let interrupted = async {
+        match sw.interrupt {
+            Some(interrupt) => interrupt.wait().await,
+            None => std::future::pending().await,
+        }
+    };
+    let results = tokio::select! {
+        r = checks => r,
+        why = ended(sw, m, &ids) => return Err(Unready::Failed(why)),
+        _ = interrupted => return Err(Unready::Interrupted),
     };
     match results.into_iter().find_map(Result::err) {
         Some(failed) => Err(Unready::Failed(format!("check `{}`: {}", failed.name, failed.detail))),
         None => Ok(()),
     }
 }
+
+/// Ends when one of containers `ids` is gone or has stopped for good,
+/// saying which: looked at every [`ENDED_EVERY`] while their http checks are
+/// waited for, as `until_healthy` looks at each poll.
+async fn ended(sw: &Switching<'_>, m: &Member, ids: &[String]) -> String {
+    loop {
+        tokio::time::sleep(ENDED_EVERY).await;
+        let Ok(now) = inspect(sw, m, ids).await else {
+            continue;
+        };
+        let gone = gone(ids, &now);
+        if !gone.is_empty() {
+            return removed_meanwhile(&gone);
+        }
+        if let Some(c) = now.iter().find(|c| c.stopped()) {
+            return format!("{} {} (exit code {}) before it was ready", c.name, c.state, c.exit_code);
+        }
+    }
+}
+
+/// How often [`ended`] looks.
+const ENDED_EVERY: Duration = Duration::from_millis(250);
 
 /// What the new containers that were not ready looked like: state, health
 /// log and last log lines.

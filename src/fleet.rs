@@ -112,7 +112,10 @@ struct Look {
     socket: Option<String>,
     record: Option<Record>,
     detected: Option<String>,
-    swarm_nodes: Option<u32>,
+    /// Whether docker answers there (`Err`: why not).
+    docker: Result<(), String>,
+    /// A swarm manager's number of nodes (swarm environments, where docker answers).
+    swarm_nodes: Option<Result<u32, String>>,
 }
 
 /// Preflight's one command on `m` (its compose programs, live release and
@@ -155,14 +158,15 @@ async fn look(m: &Member, reporter: &dyn Reporter) -> Result<Look, String> {
             .await
             .is_ok_and(|o| !o.stdout.trim().is_empty()),
     };
-    if !answers {
-        return Err(
+    let docker = match answers {
+        true => Ok(()),
+        false => Err(
             "docker does not answer on this host (is the engine running, and is the user in the docker group?)".into(),
-        );
-    }
-    let swarm_nodes = match m.host.engine {
-        crate::config::Orchestrator::Swarm => Some(crate::swarm::preflight(m).await?),
-        crate::config::Orchestrator::Compose => None,
+        ),
+    };
+    let swarm_nodes = match (m.host.engine, answers) {
+        (crate::config::Orchestrator::Swarm, true) => Some(crate::swarm::preflight(m).await),
+        _ => None,
     };
     Ok(Look {
         variants,
@@ -171,14 +175,17 @@ async fn look(m: &Member, reporter: &dyn Reporter) -> Result<Look, String> {
         socket,
         record,
         detected,
+        docker,
         swarm_nodes,
     })
 }
 
 impl Member {
-    /// Keeps what preflight saw (see [`look`]) and decides the compose new
-    /// releases use here: `forced` (the environment's `compose`), else the
-    /// one found first.
+    /// Keeps what preflight saw (see [`look`]), whatever it found wrong (a
+    /// read-only command still shows the live release of a host whose docker
+    /// does not answer), and decides the compose new releases use here:
+    /// `forced` (the environment's `compose`), else the one found first.
+    /// `Err`: why the host cannot be deployed to.
     fn keep(&mut self, look: Look, forced: Option<Variant>) -> Result<(), String> {
         if look.socket != self.docker_socket {
             // DOCKER_HOST on the host says otherwise: that engine, or none.
@@ -190,14 +197,18 @@ impl Member {
         self.record = look.record;
         self.git = look.git;
         self.detected = look.detected;
-        self.swarm_nodes = look.swarm_nodes.or(self.swarm_nodes);
-        self.variant = match (forced, look.variants.first().copied()) {
+        let found = look.variants.first().copied();
+        self.variants = look.variants;
+        look.docker?;
+        self.variant = match (forced, found) {
             (Some(v), _) | (None, Some(v)) => Some(v),
             (None, None) => {
                 return Err("neither `docker compose` (v2) nor `docker-compose` (v1) is installed".to_string())
             }
         };
-        self.variants = look.variants;
+        if let Some(nodes) = look.swarm_nodes {
+            self.swarm_nodes = Some(nodes?);
+        }
         Ok(())
     }
 

@@ -333,6 +333,14 @@ fn variants_section(r: &Results, alone: bool) -> String {
             version_of("docker", &["compose", "version"]),
             version_of("docker-compose", &["version", "--short"])
         );
+    } else {
+        let _ = writeln!(
+            s,
+            "{} run(s) per 1-host cell here and {} per cell of more hosts (a 1-host run takes a few seconds, and \
+             the engine's build of the same change alone varies by about 0.3 s from one to the next on this \
+             machine: more runs steady the medians, for every tool alike).\n",
+            r.one_host_runs, r.runs
+        );
     }
     let _ = writeln!(
         s,

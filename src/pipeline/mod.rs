@@ -380,6 +380,11 @@ async fn connect(
         None => Ok((fleet, None)),
         Some(Ok((guard, live))) => {
             keep_detected(&fleet, &guard).await;
+            // The keeper starts with the change; a preflight slower than a
+            // second after the lock was taken extends it now (one round
+            // trip), so a short `lock_timeout` cannot run out before. A lost
+            // lock stays said: the change stops before staging.
+            let _ = guard.held(&fleet).await;
             Ok((fleet, Some((guard, live))))
         }
         Some(Err(refused)) => {
@@ -589,7 +594,6 @@ async fn post_hook(run: &Run<'_>, end: &End) {
     }
 }
 
-/// Takes the lock, does the work under it (the keeper extending it), releases it.
 /// What a run's lock says of it (`deploy lock status`).
 fn lock_info(run: &Run<'_>, plan: Option<&UpPlan>) -> LockInfo {
     LockInfo {
@@ -606,6 +610,8 @@ fn lock_info(run: &Run<'_>, plan: Option<&UpPlan>) -> LockInfo {
     }
 }
 
+/// Takes the lock (unless `taken` while preflight looked), does the work
+/// under it (the keeper extending it), releases it.
 async fn locked(
     run: &mut Run<'_>,
     fleet: &Fleet,
