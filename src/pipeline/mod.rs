@@ -8,7 +8,7 @@
 //! verified → record → prune (up) → unlock → (post_deploy / on_failure).
 //!
 //! Where nothing comes between preflight and the lock (no dry run, no
-//! pre_deploy hook), the lock is taken while preflight looks.
+//! pre_deploy hook, not a swarm), the lock is taken while preflight looks.
 
 mod choose;
 mod distribute;
