@@ -850,15 +850,8 @@ async fn until_healthy(sw: &Switching<'_>, m: &Member, ids: &[String]) -> Result
         let tried = Instant::now();
         match inspect(sw, m, ids).await {
             Ok(now) => {
-                let gone = gone(ids, &now);
-                if !gone.is_empty() {
-                    return Err(Unready::Failed(removed_meanwhile(&gone)));
-                }
-                if let Some(c) = now.iter().find(|c| c.stopped()) {
-                    return Err(Unready::Failed(format!(
-                        "{} {} (exit code {}) before it was healthy",
-                        c.name, c.state, c.exit_code
-                    )));
+                if let Some(why) = ended_for_good(ids, &now, "healthy") {
+                    return Err(Unready::Failed(why));
                 }
                 if now.len() == ids.len() && now.iter().all(|c| c.health == "healthy") {
                     return Ok(());
@@ -962,14 +955,25 @@ async fn ended(sw: &Switching<'_>, m: &Member, ids: &[String]) -> String {
         let Ok(now) = inspect(sw, m, ids).await else {
             continue;
         };
-        let gone = gone(ids, &now);
-        if !gone.is_empty() {
-            return removed_meanwhile(&gone);
-        }
-        if let Some(c) = now.iter().find(|c| c.stopped()) {
-            return format!("{} {} (exit code {}) before it was ready", c.name, c.state, c.exit_code);
+        if let Some(why) = ended_for_good(ids, &now, "ready") {
+            return why;
         }
     }
+}
+
+/// Why new containers `ids`, as inspected (`now`), will never be `ready`:
+/// one is gone (see [`gone`]) or has stopped for good; `None` while neither.
+fn ended_for_good(ids: &[String], now: &[Inspected], ready: &str) -> Option<String> {
+    let gone = gone(ids, now);
+    if !gone.is_empty() {
+        return Some(removed_meanwhile(&gone));
+    }
+    now.iter().find(|c| c.stopped()).map(|c| {
+        format!(
+            "{} {} (exit code {}) before it was {ready}",
+            c.name, c.state, c.exit_code
+        )
+    })
 }
 
 /// How often [`ended`] looks.

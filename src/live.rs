@@ -46,6 +46,15 @@ done
 true
 "#;
 
+// $1 root, $2 what to keep in .deploy/compose-detected.
+const KEEP_DETECTED: &str = r#"printf '%s' "$2" > "$1/.deploy/compose-detected.$$" && mv -f "$1/.deploy/compose-detected.$$" "$1/.deploy/compose-detected""#;
+
+/// Keeps `detected` (what preflight found of compose) in `.deploy/`, as
+/// [`read`] does before it reads.
+pub fn keep_detected(layout: &Layout, detected: &str) -> Cmd {
+    shell(KEEP_DETECTED, &[&layout.root, detected])
+}
+
 /// Prints the live state of the app at `layout`; keeps `detected` (what
 /// preflight found of compose) in `.deploy/` first, if given.
 pub fn read(layout: &Layout, detected: Option<&str>) -> Cmd {

@@ -229,23 +229,36 @@ fn without_zero_downtime_the_switch_drops_requests_while_the_new_api_boots() {
     );
 }
 
-/// B is never ready (health 500): exit 3, B's container removed, A never
-/// stopped, and A answered every request after B was found unready; no
-/// request failed at all.
-fn a_release_never_ready_is_removed_and_the_old_one_keeps_serving(compose: &'static str, healthcheck: bool, api: bool) {
+/// A live with `zero_downtime` (by healthcheck, or by http checks on port
+/// 8000), then B committed, never ready (health 500); without `api`, the
+/// host forwards no socket and its docker CLI does what the Engine API
+/// would. The deployment and A's api container.
+fn a_live_then_b_never_ready(
+    compose: &'static str,
+    healthcheck: bool,
+    api: bool,
+    timeout: &str,
+) -> (Deployment, Vec<String>) {
     let a = Behaviour {
         healthcheck,
         ..Behaviour::proxied("A")
     };
-    // Without the Engine API, the host's docker CLI does what it would.
     let sshd = if api { "" } else { "AllowStreamLocalForwarding no\n" };
-    let d = live_with(compose, true, "6s", &a, sshd.to_string());
+    let d = live_with(compose, true, timeout, &a, sshd.to_string());
     let old = d.containers_of("api");
     d.app.commit(&Behaviour {
         healthcheck,
         health: Health::Fails,
         ..Behaviour::proxied("B")
     });
+    (d, old)
+}
+
+/// B is never ready (health 500): exit 3, B's container removed, A never
+/// stopped, and A answered every request after B was found unready; no
+/// request failed at all.
+fn a_release_never_ready_is_removed_and_the_old_one_keeps_serving(compose: &'static str, healthcheck: bool, api: bool) {
+    let (d, old) = a_live_then_b_never_ready(compose, healthcheck, api, "6s");
 
     let prober = Prober::start(d.api_port, "/version");
     let (code, events) = d.deploy_timed(&[]);
@@ -312,18 +325,7 @@ fn a_release_whose_http_check_fails_is_removed_and_the_old_one_keeps_serving_com
 /// and through the CLI), instead of waiting out
 /// `verify.timeout` (60 s) on "no such container"; the old api serves on.
 fn a_new_container_removed_while_waited_for_fails_at_once(compose: &'static str, healthcheck: bool, api: bool) {
-    let a = Behaviour {
-        healthcheck,
-        ..Behaviour::proxied("A")
-    };
-    let sshd = if api { "" } else { "AllowStreamLocalForwarding no\n" };
-    let d = live_with(compose, true, "60s", &a, sshd.to_string());
-    let old = d.containers_of("api");
-    d.app.commit(&Behaviour {
-        healthcheck,
-        health: Health::Fails,
-        ..Behaviour::proxied("B")
-    });
+    let (d, old) = a_live_then_b_never_ready(compose, healthcheck, api, "60s");
     let mut run = Following::start(d.app.path(), &["test"]);
     run.until(|e| e["event"] == "start_first" && e["phase"] == "started");
     let started = run.events.last().expect("the started event").clone();

@@ -403,7 +403,13 @@ async fn keep_detected(fleet: &Fleet, guard: &LockGuard) {
     fleet
         .for_each(|m| async move {
             if let Some(detected) = &m.detected {
-                let keep = lock::if_ours(&m.layout, guard.token(), 0, 0, &live::read(&m.layout, Some(detected)));
+                let keep = lock::if_ours(
+                    &m.layout,
+                    guard.token(),
+                    0,
+                    0,
+                    &live::keep_detected(&m.layout, detected),
+                );
                 // Only a cache: a host that did not keep it looks again next time.
                 let _ = m.remote.run(&keep.into(), Some(QUICK_TIMEOUT)).await;
             }
