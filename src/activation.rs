@@ -716,6 +716,8 @@ async fn replace(
             Some(STEP_TIMEOUT),
         )
         .await;
+    // The new containers run (and their network answers) from here at the latest.
+    let running = Instant::now();
     let now = service_containers(sw, m, &record.project, service).await?;
     let new: Vec<String> = now.into_iter().filter(|id| !old.contains(id)).collect();
     if let Err(e) = up {
@@ -723,8 +725,20 @@ async fn replace(
         discard(sw, m, &new).await;
         return Err(e.into());
     }
-    wait_and_swap(sw, m, record, entry, old, &new, started).await
+    wait_and_swap(sw, m, record, entry, old, &new, (started, running)).await
 }
+
+/// How long new containers have run, at least, before the old ones are
+/// stopped, however soon they are ready. Docker puts a new container in its
+/// network's DNS before the container's network answers; a proxy that looks
+/// it up and connects then gets no answer to its address resolution (ARP),
+/// and Linux asks again only after 1 s (`net.ipv4.neigh.*.retrans_time_ms`,
+/// 1000 by default): until then that proxy reaches neither container if the
+/// old one is already stopped. Seen here through the demo's Caddy, on the
+/// first start-first switch that gave the new container an address the proxy
+/// had never reached: requests held for 1 s, while deploy, resolving from
+/// the host, had found the new container ready 30 ms after it started.
+pub const SETTLE: Duration = Duration::from_millis(1250);
 
 /// Stops and removes containers `ids`, as well as it can: for a path that
 /// already failed.
@@ -743,7 +757,7 @@ async fn wait_and_swap(
     entry: &StartFirst,
     old: &[String],
     new: &[String],
-    started: Instant,
+    (started, running): (Instant, Instant),
 ) -> Result<(), SwitchError> {
     let service = entry.service.as_str();
     // A command that fails before the swap: the old containers still serve,
@@ -785,9 +799,9 @@ async fn wait_and_swap(
     match ready {
         Ok(()) => {
             event(StartFirstPhase::Ready);
-            if entry.drain_ms > 0 {
-                tokio::time::sleep(Duration::from_millis(entry.drain_ms)).await;
-            }
+            // `drain` from now, and the new containers running for SETTLE.
+            let drained = Instant::now() + Duration::from_millis(entry.drain_ms);
+            tokio::time::sleep_until(drained.max(running + SETTLE).into()).await;
             // From here the new containers stay whatever happens: the old
             // ones may already be stopped, and they are what serves.
             stop_and_remove(sw, m, old).await?;

@@ -207,6 +207,69 @@ fn a_release_without_a_healthcheck_is_ready_when_its_http_checks_pass_compose_v1
     switches_without_a_failed_request("v1", false);
 }
 
+/// A release ready at once (no boot, http readiness): however soon deploy
+/// finds it ready from the host, the old container serves on until the new
+/// one has run for `SETTLE`, for a proxy that looked the new one up before
+/// its network answered (see `deploy::activation::SETTLE`). The engine's own
+/// events say so: the old container's stop signal comes that long after the
+/// new container's start, which nothing but that wait can make true.
+#[test]
+fn a_release_ready_at_once_replaces_the_old_one_only_once_it_ran_a_while_compose_v2() {
+    let d = live_a("v2", false, true, "30s");
+    let old = d.containers_of("api");
+    assert_eq!(old.len(), 1, "{old:?}");
+    d.app.commit(&Behaviour::proxied("B"));
+    let since = unix_now() - 1.0;
+    let prober = Prober::start(d.api_port, "/version");
+    let (run, _) = d.deploy_json(&[], 0);
+    let probes = prober.finish();
+    assert_eq!(failures(&probes), Vec::<String>::new(), "{}", run.stdout);
+    assert_eq!(phases(&run.stdout, "api"), ["started", "ready", "replaced"]);
+    assert_eq!(d.version().as_deref(), Some("B"));
+    let new = d.containers_of("api");
+    assert_eq!(new.len(), 1, "{new:?}");
+    let started = engine_event(&new[0], "start", since);
+    let signalled = engine_event(&old[0], "kill", since);
+    assert!(
+        signalled - started >= deploy::activation::SETTLE.as_secs_f64(),
+        "the old api was signalled {:.3} s after the new one started; the deploy said:\n{}",
+        signalled - started,
+        run.stdout
+    );
+}
+
+/// Now, in seconds since the epoch.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// When this machine's engine last reported `action` of container `id`
+/// since `since` (seconds since the epoch), by its own clock.
+fn engine_event(id: &str, action: &str, since: f64) -> f64 {
+    let out = crate::harness::sh(std::process::Command::new("docker").args([
+        "events",
+        "--since",
+        &format!("{since:.3}"),
+        "--until",
+        &format!("{:.3}", unix_now()),
+        "--filter",
+        &format!("container={id}"),
+        "--filter",
+        &format!("event={action}"),
+        "--format",
+        "{{.TimeNano}}",
+    ]));
+    let nanos: u128 = out
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {action} event of {id}: {out:?}"));
+    nanos as f64 / 1e9
+}
+
 /// Today's switch (`up -d` stops the old container, then starts the new one)
 /// behind the same proxy: the failures are counted and shown, not judged
 /// (`cargo test ... -- --nocapture` shows them).

@@ -570,6 +570,7 @@ fn switch_run(sample: &Sample, probes: &[measure::Probe], host: &str, sha: &str)
         .into_iter()
         .find(|(_, e)| e["event"] == "start_first" && e["host"] == host && e["phase"] == "replaced")
         .and_then(|(_, e)| e["elapsed_ms"].as_u64());
+    say_failed_probes(sample, probes, host, started);
     SwitchRun {
         failed: window.iter().filter(|p| !p.ok).count(),
         unanswered: window.iter().filter(|p| !p.ok && p.status.is_none()).count(),
@@ -798,4 +799,72 @@ pub fn field(path: &Path, prefix: &str) -> String {
                 .map(|v| v.trim().trim_start_matches(':').trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// For a run with failed probes: each of them, and the first host's step,
+/// switch and check events around them, in ms since its switch started (on
+/// stderr, for finding out why).
+fn say_failed_probes(sample: &Sample, probes: &[measure::Probe], host: &str, switch_started: Instant) {
+    if probes.iter().all(|p| p.ok) {
+        return;
+    }
+    let at = |t: Instant| {
+        t.saturating_duration_since(switch_started).as_millis() as i64
+            - switch_started.saturating_duration_since(t).as_millis() as i64
+    };
+    let mut lines: Vec<(i64, String)> = probes
+        .iter()
+        .filter(|p| !p.ok)
+        .map(|p| {
+            (
+                at(p.at),
+                format!("probe failed: status {:?} after {} ms", p.status, p.took.as_millis()),
+            )
+        })
+        .collect();
+    for (t, e) in sample.events() {
+        let mine = e["host"] == host;
+        let what = match e["event"].as_str() {
+            Some("step") if mine => format!("step {} {}", e["step"], e["status"]),
+            Some("start_first") if mine => format!("start_first {} new {} old {}", e["phase"], e["new"], e["old"]),
+            Some("check") if mine => format!("check {} ok {}", e["name"], e["ok"]),
+            _ => continue,
+        };
+        lines.push((at(t), what));
+    }
+    lines.sort_by_key(|(t, _)| *t);
+    let wall = std::time::SystemTime::now() - switch_started.elapsed();
+    let unix = wall.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    eprintln!(
+        "bench:   the switch started at {}.{:03} (Unix time)",
+        unix.as_secs(),
+        unix.subsec_millis()
+    );
+    for (t, what) in lines {
+        eprintln!("bench:   {t:>6} ms  {what}");
+    }
+    // What the first host's proxy said meanwhile (its errors: why a request failed).
+    let project = sample.events().into_iter().find_map(|(_, e)| {
+        let new = e["new"].get(0)?.as_str()?.to_string();
+        (e["event"] == "start_first" && e["host"] == host).then_some(())?;
+        let (service, _) = new.rsplit_once(['-', '_'])?;
+        Some(service.rsplit_once(['-', '_'])?.0.to_string())
+    });
+    if let Some(project) = project {
+        let since = (unix.as_secs() - 5).to_string();
+        for name in [format!("{project}-proxy-1"), format!("{project}_proxy_1")] {
+            if let Ok(out) = Command::new("docker")
+                .args(["logs", "--timestamps", "--since", &since, &name])
+                .output()
+            {
+                if out.status.success() {
+                    eprintln!(
+                        "bench:   {name} said:\n{}{}",
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            }
+        }
+    }
 }

@@ -680,8 +680,10 @@ fn zero_downtime_section(r: &Results, alone: bool) -> String {
          one request at a time; a probe fails without a 200 within 1 s (Caddy holds a request for up to 5 s while \
          it retries, so a gap shows as slow answers as well as failures). The window is the first host's switch, \
          from its start to the api check passing; the switch time is that host's `switch` step (with \
-         `zero_downtime` it includes waiting until the new container is ready and the old api's 0.5 s drain on \
-         SIGTERM). The benchmark's copies of the demo run without the api's healthcheck (dozens of idle copies \
+         `zero_downtime` it includes waiting until the new container is ready, and has run for 1.25 s (deploy's \
+         settle time, for a proxy that connected to it before its network answered: see the README), and the old \
+         api's 0.5 s drain on SIGTERM). A run with failed probes prints them beside deploy's events and the \
+         proxy's log on stderr. The benchmark's copies of the demo run without the api's healthcheck (dozens of idle copies \
          share two cores, and its exec every 500 ms in each loaded the machine past 50): a new container is \
          ready when deploy's `api health` http check passes against it, the path for apps without a healthcheck; \
          the tests cover the healthcheck path.\n",
