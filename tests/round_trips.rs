@@ -293,6 +293,22 @@ fn pruning_lists_the_images_to_remove_through_the_engine_api() {
         let (run, _) = d.deploy_json(&["-v"], 0);
         ids.push(d.current().unwrap());
         assert!(!run.all().contains("the host lists them"), "{}", run.all());
+        // Listed while the release was switched and verified, not after.
+        let listed = run
+            .stdout
+            .lines()
+            .filter(|l| {
+                l.contains("to prune after a successful deploy, listed through the Engine API during the switch")
+            })
+            .collect::<Vec<_>>();
+        match v {
+            "prune-api-C" => assert!(
+                listed.len() == 1 && listed[0].contains(&format!("release(s) {}", ids[0])),
+                "{}",
+                run.stdout
+            ),
+            _ => assert_eq!(listed, Vec::<&str>::new(), "nothing to prune yet"),
+        }
     }
     // The newest and the one it replaced are kept: the first was pruned by the last deploy.
     assert_eq!(d.releases(), ids[1..].to_vec());

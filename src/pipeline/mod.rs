@@ -11,6 +11,7 @@
 //! pre_deploy hook, not a swarm), the lock is taken while preflight looks.
 
 mod choose;
+mod closing;
 mod distribute;
 mod hosts;
 pub mod release_command;
@@ -23,16 +24,13 @@ use crate::activation::Record;
 use crate::config::{Config, Environment, Host};
 use crate::error::{Error, Exit};
 use crate::fleet::{select_hosts, Connecting, Fleet, LockGuard, LockRefused, QUICK_TIMEOUT, STEP_TIMEOUT};
-use crate::history::{self, Entry};
 use crate::hooks::{self, Hook};
 use crate::interrupt::Interrupt;
 use crate::live::{self, LiveState};
 use crate::lock::{self, LockInfo};
 use crate::outcome::{Change, Outcome};
-use crate::release;
 use crate::remote::Cmd;
-use crate::report::events::{Event, Reporter, Step, StepStatus, Summary};
-use crate::watchdog;
+use crate::report::events::{Event, Reporter, Summary};
 
 pub use hosts::{HostRun, Progress};
 pub use up::{config_dir, UpPlan};
@@ -639,28 +637,29 @@ async fn locked(
     // Every switched host gets a watchdog, pushed by each extension (the dead-man switch).
     let guard = guard.with_watchdogs(run.config.confirm_timeout().as_secs().max(1));
     let states = read_live(run, fleet, &live);
-    let (end, recorded) = {
+    let (end, recorded, listed) = {
         let work = changes(run, fleet, plan, &guard, &states);
         tokio::select! {
             done = work => done,
             _ = guard.keep(fleet) => unreachable!("the lock keeper never ends"),
         }
     };
-    finish(run, fleet, &states, &end, recorded, &guard).await;
+    closing::finish(run, fleet, &states, &end, recorded, &guard, listed).await;
     end
 }
 
 /// Everything under the lock: read what is live, prepare the target, switch,
 /// verify, restore on failure, record, prune.
-/// Returns how the run ended, and whether it leaves history lines (a
-/// rollback that found nothing to go back to attempted nothing).
+/// Returns how the run ended, whether it leaves history lines (a rollback
+/// that found nothing to go back to attempted nothing), and the images to
+/// prune as listed meanwhile (see [`closing::list_while`]).
 async fn changes(
     run: &mut Run<'_>,
     fleet: &Fleet,
     plan: Option<&mut UpPlan>,
     guard: &LockGuard,
     states: &[LiveState],
-) -> (End, bool) {
+) -> (End, bool, Vec<Option<closing::Listed>>) {
     // The target on every host: a staged new release (and its release
     // command run), or a kept one.
     let prepared = match plan {
@@ -679,7 +678,7 @@ async fn changes(
     if let Err(end) = prepared {
         // A staging that failed is a deploy that failed; a rollback that found
         // nothing to go back to attempted nothing.
-        return (end, run.change == Change::Up);
+        return (end, run.change == Change::Up, Vec::new());
     }
     if run.request.no_verify() && !run.config.verify.checks.is_empty() {
         run.warn(
@@ -691,7 +690,10 @@ async fn changes(
             ),
         );
     }
-    (switch::roll_out(run, fleet, guard).await, true)
+    let lists = closing::to_list(run, states);
+    let reporter = run.reporter;
+    let (end, listed) = closing::list_while(fleet, lists, reporter, switch::roll_out(run, fleet, guard)).await;
+    (end, true, listed)
 }
 
 /// Each host's live release, kept releases, records and history, as read
@@ -730,191 +732,4 @@ fn read_live(run: &mut Run<'_>, fleet: &Fleet, outputs: &[String]) -> Vec<LiveSt
         );
     }
     states
-}
-
-/// The end of a change on every host, in one round trip each: its history
-/// line (`recorded`), pruning after a successful deploy (done only while the
-/// lock is still ours), and unlocking.
-async fn finish(run: &Run<'_>, fleet: &Fleet, states: &[LiveState], end: &End, recorded: bool, guard: &LockGuard) {
-    let work = closing(run, fleet, states, end, recorded, guard);
-    let reporter = run.reporter;
-    fleet
-        .for_each_with(work, |m, closing| async move {
-            let cmds = closing.commands(m, guard, reporter).await;
-            if !cmds.is_empty() {
-                close_host(m, cmds, reporter).await;
-            }
-        })
-        .await;
-    guard.mark_released();
-}
-
-/// How long the closing command waits for the Engine API's list of the
-/// images to prune before the host lists them itself.
-const PRUNE_LISTING_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// What the end of a change does on one host (see [`finish`]).
-struct Closing {
-    /// Its watchdog stands down: first, before anything slow (a prune) can run into its deadline.
-    confirm: Option<Cmd>,
-    /// Its history line.
-    record: Option<Cmd>,
-    /// The releases to prune.
-    prune: Vec<String>,
-    unlock: Option<Cmd>,
-    /// The override of a release staged here but never switched to (a
-    /// batch the run did not reach): written with the first command, never
-    /// failing it (see `Member::pending_override`).
-    write: Option<Cmd>,
-}
-
-impl Closing {
-    /// Its commands in order. The build tags of the releases to prune are
-    /// listed through the Engine API where it answers; their removal stays in
-    /// the host's command, which runs only while the lock is ours.
-    async fn commands(self, m: &crate::fleet::Member, guard: &LockGuard, reporter: &dyn Reporter) -> Vec<(Step, Cmd)> {
-        let mut cmds = Vec::new();
-        cmds.extend(self.confirm.map(|c| (Step::Confirm, c)));
-        cmds.extend(self.record.map(|c| (Step::Record, c)));
-        if !self.prune.is_empty() {
-            // Quick or not at all: the confirm in this command is due before
-            // the watchdog's deadline, which nothing extends any more.
-            let listed = async {
-                let engine = m.engine(reporter).await?;
-                Some(engine.build_tags(&m.host.project, &self.prune).await)
-            };
-            let listed = tokio::time::timeout(PRUNE_LISTING_LIMIT, listed)
-                .await
-                .unwrap_or_else(|_| {
-                    Some(Err(format!(
-                        "no answer within {}",
-                        humantime::format_duration(PRUNE_LISTING_LIMIT)
-                    )))
-                });
-            let found = match listed {
-                Some(r) => match r {
-                    Ok(found) => Some(found),
-                    Err(why) => {
-                        reporter.event(Event::Detail {
-                            host: Some(m.host.name.clone()),
-                            message: format!("listing the images to prune through the Engine API failed ({why}); the host lists them"),
-                        });
-                        None
-                    }
-                },
-                None => None,
-            };
-            let remove = release::remove(&m.layout, &m.host.project, &self.prune, found.as_deref());
-            cmds.push((Step::Prune, lock::if_ours(&m.layout, guard.token(), 0, 0, &remove)));
-        }
-        cmds.extend(self.unlock.map(|c| (Step::Unlock, c)));
-        if let (Some(write), Some((_, first))) = (self.write, cmds.first_mut()) {
-            *first = release::anyway_then(&write, first);
-        }
-        cmds
-    }
-}
-
-/// What [`finish`] does on each host.
-fn closing(
-    run: &Run<'_>,
-    fleet: &Fleet,
-    states: &[LiveState],
-    end: &End,
-    recorded: bool,
-    guard: &LockGuard,
-) -> Vec<Closing> {
-    let user = lock::whoami();
-    let time = history::now();
-    let message = run.request.message().map(str::to_string);
-    let keep = *run.config.app.keep_releases.get_ref() as usize;
-    let prune = run.change == Change::Up && end.outcome == Outcome::Deployed;
-    let mut work = Vec::new();
-    for (i, ((m, h), state)) in fleet.members.iter().zip(&run.hosts).zip(states).enumerate() {
-        let confirm = (guard.holds(i) && guard.confirm() > 0 && h.progress == Progress::Switched)
-            .then(|| watchdog::confirm(&m.layout, guard.token()));
-        let release = h.to.as_ref().map(|r| r.release.clone()).or_else(|| run.release.clone());
-        let line = h.outcome.recorded(run.change, end.outcome).filter(|_| recorded);
-        let record = match (line, release) {
-            (Some(outcome), Some(release)) => {
-                let entry = Entry {
-                    commit: h
-                        .to
-                        .as_ref()
-                        .map(|r| r.commit.clone())
-                        .or_else(|| run.commit.clone())
-                        .unwrap_or_else(|| state.commit_of(&release)),
-                    release,
-                    time: time.clone(),
-                    user: user.clone(),
-                    outcome,
-                    from: h.before().map(str::to_string),
-                    to: h.live.clone(),
-                    message: message.clone(),
-                    release_command: run.ran.clone(),
-                    unverified: run.request.no_verify() && !run.config.verify.checks.is_empty(),
-                };
-                Some(history::append(&m.layout, &entry))
-            }
-            _ => None,
-        };
-        let doomed = match (prune, h.to.as_ref()) {
-            (true, Some(new)) => {
-                // Never the new release nor the one it replaced: a rollback goes back to it.
-                let mut ids = state.releases.clone();
-                ids.push(new.release.clone());
-                release::to_prune(ids, keep, Some(&new.release), h.before())
-            }
-            _ => Vec::new(),
-        };
-        let unswitched = h.to.as_ref().filter(|_| h.progress == Progress::Staged);
-        work.push(Closing {
-            confirm,
-            record,
-            prune: doomed,
-            unlock: guard.holds(i).then(|| lock::release(&m.layout, Some(guard.token()))),
-            write: unswitched.and_then(|r| m.pending_override(&r.release)),
-        });
-    }
-    work
-}
-
-/// Runs one host's closing commands in one round trip, each reported as a step.
-async fn close_host(m: &crate::fleet::Member, cmds: Vec<(Step, Cmd)>, reporter: &dyn Reporter) {
-    let host = m.host.name.as_str();
-    let started = Instant::now();
-    for (s, _) in &cmds {
-        reporter.event(Event::Step {
-            host: host.to_string(),
-            step: *s,
-            status: StepStatus::Started,
-        });
-    }
-    let only: Vec<Cmd> = cmds.iter().map(|(_, c)| c.clone()).collect();
-    let results = crate::remote::batch(m.remote.as_ref(), &only, Some(STEP_TIMEOUT)).await;
-    let elapsed_ms = started.elapsed().as_millis() as u64;
-    for (n, (s, _)) in cmds.iter().enumerate() {
-        let status = match &results {
-            Ok(outs) if outs.get(n).is_some_and(|o| o.success()) => StepStatus::Done {
-                elapsed_ms,
-                detail: None,
-            },
-            Ok(outs) => StepStatus::Failed {
-                elapsed_ms,
-                error: outs
-                    .get(n)
-                    .map(|o| format!("exited with {}: {}", o.code, crate::remote::tail(&o.stdout, 5)))
-                    .unwrap_or_default(),
-            },
-            Err(e) => StepStatus::Failed {
-                elapsed_ms,
-                error: e.to_string(),
-            },
-        };
-        reporter.event(Event::Step {
-            host: host.to_string(),
-            step: *s,
-            status,
-        });
-    }
 }
