@@ -8,8 +8,9 @@
 //! are started beside the old ones (`up -d --no-deps --no-recreate --scale
 //! S=2n S`, the same on compose v1 and v2), each is waited for until it is
 //! ready (its healthcheck healthy, or without one the service's `http` checks
-//! passing against its own address), then the old ones are drained, stopped
-//! (`docker stop`: their stop signal and `stop_grace_period`) and removed.
+//! passing against its own address), then, once the new ones have run for
+//! [`SETTLE`] and `drain` has passed, the old ones are stopped (`docker
+//! stop`: their stop signal and `stop_grace_period`) and removed.
 //! A new container that is not ready in time is removed and the old ones are
 //! never stopped. Then `up -d` brings the rest of the release, as before.
 //! Compose scales the service up; reading, waiting on, stopping and removing
@@ -796,12 +797,18 @@ async fn wait_and_swap(
     } else {
         until_checks_pass(sw, m, record, entry, &fresh).await
     };
-    match ready {
+    // Ready: the old ones serve on for `drain`, and until the new ones have
+    // run for SETTLE; Ctrl-C meanwhile still removes the new ones.
+    let ready = match ready {
         Ok(()) => {
             event(StartFirstPhase::Ready);
-            // `drain` from now, and the new containers running for SETTLE.
             let drained = Instant::now() + Duration::from_millis(entry.drain_ms);
-            tokio::time::sleep_until(drained.max(running + SETTLE).into()).await;
+            settle(sw, drained.max(running + SETTLE)).await
+        }
+        unready => unready,
+    };
+    match ready {
+        Ok(()) => {
             // From here the new containers stay whatever happens: the old
             // ones may already be stopped, and they are what serves.
             stop_and_remove(sw, m, old).await?;
@@ -830,6 +837,21 @@ async fn wait_and_swap(
                 removed: if one { "it was removed" } else { "they were removed" }.to_string(),
                 evidence: Box::new(evidence),
             })
+        }
+    }
+}
+
+/// Waits until `until`, the old containers still serving, or until Ctrl-C.
+async fn settle(sw: &Switching<'_>, until: Instant) -> Result<(), Unready> {
+    let wait = tokio::time::sleep_until(until.into());
+    match sw.interrupt {
+        Some(interrupt) => tokio::select! {
+            _ = wait => Ok(()),
+            _ = interrupt.wait() => Err(Unready::Interrupted),
+        },
+        None => {
+            wait.await;
+            Ok(())
         }
     }
 }

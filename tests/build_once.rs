@@ -267,7 +267,11 @@ fn the_first_host_builds_and_the_others_run_its_images_from_a_registry_then_over
             assert!(!names.iter().any(|n| n.contains(&cut)), "host {i}: {names:?}");
         }
     }
-    let loads = Command::new("pgrep").args(["-f", "docker load"]).output().unwrap();
+    // The hosts' logins' (other tests' engines load images as root).
+    let loads = Command::new("pgrep")
+        .args(["-u", crate::harness::sshd::USER, "-f", "docker load"])
+        .output()
+        .unwrap();
     assert!(
         loads.stdout.is_empty(),
         "a docker load still runs: {}",

@@ -294,6 +294,7 @@ fn pruning_lists_the_images_to_remove_through_the_engine_api() {
         ids.push(d.current().unwrap());
         assert!(!run.all().contains("the host lists them"), "{}", run.all());
         // Listed while the release was switched and verified, not after.
+        assert!(!run.all().contains("listing them now"), "{}", run.all());
         let listed = run
             .stdout
             .lines()

@@ -1,5 +1,6 @@
-//! `engine = "swarm"` on a real single-node Swarm (this machine's engine, put
-//! in swarm mode for the test and left as found): the app deployed as a stack
+//! `engine = "swarm"` on a real single-node Swarm (a dockerd of the test's
+//! own made a swarm manager, never this machine's engine: see
+//! `harness::swarm`): the app deployed as a stack
 //! over SSH from its manager, changed, a bad release rolled back by the
 //! checklist, `deploy rollback`, each verified by the checklist (the stack's
 //! services converged, the api's health through the published port, Redis,

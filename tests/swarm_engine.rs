@@ -1,7 +1,7 @@
-//! The Swarm engine's tests, in a test binary of their own: they put this
-//! machine's Docker engine in swarm mode (and leave it as they found it),
-//! which touches every container and network on it. Cargo runs test binaries
-//! one after another, so nothing else of the suite runs meanwhile.
+//! The Swarm engine's tests, in a test binary of their own: each makes a
+//! swarm of Docker engines of its own (never this machine's: see
+//! `harness::swarm`), in namespaces of its own, one test at a time.
+//! `scripts/test.sh` runs this binary beside the rest of the suite.
 
 mod harness;
 

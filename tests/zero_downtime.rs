@@ -211,15 +211,16 @@ fn a_release_without_a_healthcheck_is_ready_when_its_http_checks_pass_compose_v1
 /// finds it ready from the host, the old container serves on until the new
 /// one has run for `SETTLE`, for a proxy that looked the new one up before
 /// its network answered (see `deploy::activation::SETTLE`). The engine's own
-/// events say so: the old container's stop signal comes that long after the
-/// new container's start, which nothing but that wait can make true.
+/// events say so: the old container's first stop signal comes that long
+/// after the new container's start, which nothing but that wait can make
+/// true (without it: 28 ms here).
 #[test]
 fn a_release_ready_at_once_replaces_the_old_one_only_once_it_ran_a_while_compose_v2() {
     let d = live_a("v2", false, true, "30s");
     let old = d.containers_of("api");
     assert_eq!(old.len(), 1, "{old:?}");
     d.app.commit(&Behaviour::proxied("B"));
-    let since = unix_now() - 1.0;
+    let events = EngineEvents::follow(&d.project);
     let prober = Prober::start(d.api_port, "/version");
     let (run, _) = d.deploy_json(&[], 0);
     let probes = prober.finish();
@@ -228,8 +229,12 @@ fn a_release_ready_at_once_replaces_the_old_one_only_once_it_ran_a_while_compose
     assert_eq!(d.version().as_deref(), Some("B"));
     let new = d.containers_of("api");
     assert_eq!(new.len(), 1, "{new:?}");
-    let started = engine_event(&new[0], "start", since);
-    let signalled = engine_event(&old[0], "kill", since);
+    let started = events.first("start", &new[0]);
+    let signalled = events.first("kill", &old[0]);
+    eprintln!(
+        "the new api started, the old one was signalled {:.3} s later",
+        signalled - started
+    );
     assert!(
         signalled - started >= deploy::activation::SETTLE.as_secs_f64(),
         "the old api was signalled {:.3} s after the new one started; the deploy said:\n{}",
@@ -238,36 +243,96 @@ fn a_release_ready_at_once_replaces_the_old_one_only_once_it_ran_a_while_compose
     );
 }
 
-/// Now, in seconds since the epoch.
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
+/// Ctrl-C once the new container is ready, while the old one still serves
+/// (its `drain`, and the settle): the new container is removed, the old one
+/// was never stopped and answers, exit 130, as Ctrl-C while the new one is
+/// waited for.
+#[test]
+fn ctrl_c_while_the_old_container_still_serves_removes_the_new_one() {
+    let d = Deployment::new(
+        Setup {
+            compose: "v2",
+            app_extra: "zero_downtime = [{ service = \"api\", port = 8000, drain = \"60s\" }]".into(),
+            extra: CHECKS.replace("{TIMEOUT}", "30s"),
+            ..Default::default()
+        },
+        &Behaviour::proxied("A"),
+    );
+    d.deploy(&[], 0);
+    let old = d.containers_of("api");
+    assert_eq!(old.len(), 1, "{old:?}");
+    d.app.commit(&Behaviour::proxied("B"));
+    let (code, events, _) = crate::harness::interrupt_json_at(d.app.path(), &["test"], |e| {
+        e["event"] == "start_first" && e["phase"] == "ready"
+    });
+    assert_eq!(code, Some(130), "{events:?}");
+    let said: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "start_first").collect();
+    let phases: Vec<&str> = said.iter().filter_map(|e| e["phase"].as_str()).collect();
+    assert_eq!(&phases[..3], ["started", "ready", "not_ready"], "{events:?}");
+    assert!(
+        said[2]["why"].as_str().unwrap_or_default().contains("interrupted"),
+        "{}",
+        said[2]
+    );
+    assert_eq!(d.containers_of("api"), old, "the old api was never stopped");
+    assert_eq!(d.version().as_deref(), Some("A"));
 }
 
-/// When this machine's engine last reported `action` of container `id`
-/// since `since` (seconds since the epoch), by its own clock.
-fn engine_event(id: &str, action: &str, since: f64) -> f64 {
-    let out = crate::harness::sh(std::process::Command::new("docker").args([
-        "events",
-        "--since",
-        &format!("{since:.3}"),
-        "--until",
-        &format!("{:.3}", unix_now()),
-        "--filter",
-        &format!("container={id}"),
-        "--filter",
-        &format!("event={action}"),
-        "--format",
-        "{{.TimeNano}}",
-    ]));
-    let nanos: u128 = out
-        .lines()
-        .last()
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {action} event of {id}: {out:?}"));
-    nanos as f64 / 1e9
+/// The start and kill events of a compose project's containers, as this
+/// machine's engine reports them from now on (`docker events`, followed:
+/// its replay of past events keeps only the last few hundred).
+struct EngineEvents {
+    child: std::process::Child,
+    file: tempfile::NamedTempFile,
+}
+
+impl EngineEvents {
+    fn follow(project: &str) -> EngineEvents {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+            - 1.0;
+        let child = std::process::Command::new("docker")
+            .args(["events", "--since", &format!("{since:.3}")])
+            .args(["--filter", &format!("label=com.docker.compose.project={project}")])
+            .args(["--filter", "event=start", "--filter", "event=kill"])
+            .args(["--format", "{{.TimeNano}} {{.Action}} {{.ID}}"])
+            .stdout(file.reopen().unwrap())
+            .spawn()
+            .expect("docker events");
+        EngineEvents { child, file }
+    }
+
+    /// When, by the engine's clock in seconds since the epoch, container
+    /// `id` was first reported `action`.
+    fn first(&self, action: &str, id: &str) -> f64 {
+        let mut at = None;
+        crate::harness::wait_for(
+            &format!("the engine's {action} event of {id}"),
+            std::time::Duration::from_secs(30),
+            || {
+                let text = std::fs::read_to_string(self.file.path()).unwrap_or_default();
+                at = text.lines().find_map(|l| {
+                    let mut w = l.split_whitespace();
+                    let (nanos, what, of) = (w.next()?, w.next()?, w.next()?);
+                    (what == action && of == id)
+                        .then(|| nanos.parse::<u128>().ok())
+                        .flatten()
+                });
+                at.is_some()
+            },
+        );
+        at.unwrap() as f64 / 1e9
+    }
+}
+
+impl Drop for EngineEvents {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Today's switch (`up -d` stops the old container, then starts the new one)

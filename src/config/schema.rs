@@ -145,7 +145,8 @@ pub struct ZeroDowntime {
     /// The compose service.
     pub service: String,
     /// How long the old containers keep running once the new ones are ready
-    /// (for a proxy to notice the new ones) before they are stopped.
+    /// (for a proxy to notice the new ones) before they are stopped; never
+    /// before the new ones have run for `activation::SETTLE`.
     pub drain: std::time::Duration,
     /// The port the service listens on in its container, for its `http`
     /// checks against a new container that has no healthcheck.

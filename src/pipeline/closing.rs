@@ -75,7 +75,13 @@ impl Closing {
         if !self.prune.is_empty() {
             let listed = match self.listed {
                 Some(listed) => listed.found,
-                None => list(m, &self.prune, reporter).await,
+                None => {
+                    reporter.event(Event::Detail {
+                        host: Some(m.host.name.clone()),
+                        message: "the images to prune were not listed during the switch; listing them now".into(),
+                    });
+                    list(m, &self.prune, reporter).await
+                }
             };
             let found = match listed {
                 Some(r) => match r {
@@ -220,14 +226,22 @@ pub(super) struct Listed {
 }
 
 /// The build tags of releases `ids` of `m`'s project through the Engine API
-/// (see [`crate::engine::Engine::build_tags`]). Quick or not at all: in the
-/// closing command, the confirm is due before the watchdog's deadline.
+/// (see [`crate::engine::Engine::build_tags`]), connecting to it first if
+/// no one has. Quick or not at all: in the closing command, the confirm is
+/// due before the watchdog's deadline.
 async fn list(m: &Member, ids: &[String], reporter: &dyn Reporter) -> Option<Result<Vec<String>, String>> {
     let listed = async {
         let engine = m.engine(reporter).await?;
         Some(engine.build_tags(&m.host.project, ids).await)
     };
-    tokio::time::timeout(PRUNE_LISTING_LIMIT, listed)
+    within_limit(listed).await
+}
+
+/// `listing`, or an error after [`PRUNE_LISTING_LIMIT`].
+async fn within_limit(
+    listing: impl std::future::Future<Output = Option<Result<Vec<String>, String>>>,
+) -> Option<Result<Vec<String>, String>> {
+    tokio::time::timeout(PRUNE_LISTING_LIMIT, listing)
         .await
         .unwrap_or_else(|_| {
             Some(Err(format!(
@@ -256,16 +270,23 @@ pub(super) fn to_list(run: &Run<'_>, states: &[LiveState]) -> Vec<Option<Vec<Str
 /// [`to_list`]), so the closing command need not wait for that list (tens of
 /// milliseconds on an engine with many images). Read-only; under the lock
 /// nothing else makes or removes those releases' images meanwhile, and the
-/// host's command still removes only what no remaining release names.
-pub(super) async fn list_while<T>(
+/// host's command still removes only what no remaining release names. A run
+/// that does not end deployed prunes nothing: its listing is dropped, not
+/// waited for.
+pub(super) async fn list_while(
     fleet: &Fleet,
     lists: Vec<Option<Vec<String>>>,
     reporter: &dyn Reporter,
-    work: impl std::future::Future<Output = T>,
-) -> (T, Vec<Option<Listed>>) {
+    work: impl std::future::Future<Output = End>,
+) -> (End, Vec<Option<Listed>>) {
     let listing = futures::future::join_all(fleet.members.iter().zip(lists).map(|(m, ids)| async move {
         let ids = ids?;
-        let found = list(m, &ids, reporter).await;
+        // The connection as the switch makes it (or has made it); only the
+        // listing itself is held to the limit.
+        let found = match m.engine(reporter).await {
+            Some(engine) => within_limit(async { Some(engine.build_tags(&m.host.project, &ids).await) }).await,
+            None => None,
+        };
         if let Some(Ok(found)) = &found {
             reporter.event(Event::Detail {
                 host: Some(m.host.name.clone()),
@@ -278,5 +299,16 @@ pub(super) async fn list_while<T>(
         }
         Some(Listed { ids, found })
     }));
-    futures::join!(work, listing)
+    let work = std::pin::pin!(work);
+    let listing = std::pin::pin!(listing);
+    match futures::future::select(work, listing).await {
+        futures::future::Either::Left((end, listing)) => {
+            let listed = match end.outcome {
+                Outcome::Deployed => listing.await,
+                _ => Vec::new(),
+            };
+            (end, listed)
+        }
+        futures::future::Either::Right((listed, work)) => (work.await, listed),
+    }
 }

@@ -1,5 +1,6 @@
 //! `deploy up`'s own phases: plan the release locally, push, stage and build it
-//! on every host while the old one serves, prune after a success.
+//! on every host while the old one serves (pruning after a success is the
+//! closing's: see `closing.rs`).
 
 use std::time::{Duration, SystemTime};
 
@@ -817,13 +818,14 @@ pub(super) fn describe(config: &Config, fleet: &Fleet, plan: &UpPlan, reporter: 
             info(
                 h,
                 format!(
-                    "switch {} start-first if compose would replace it: its n containers stay, {} starts n beside them, each must be ready (healthcheck, or its http checks), then the old ones are drained {}ms, stopped and removed",
+                    "switch {} start-first if compose would replace it: its n containers stay, {} starts n beside them, each must be ready (healthcheck, or its http checks), then once they have run for {}ms and {}ms (drain) have passed the old ones are stopped and removed",
                     z.service,
                     compose
                         .cmd(["up", "-d", "--no-deps", "--no-recreate", "--no-build", "--scale"])
                         .arg(format!("{}=2n", z.service))
                         .arg(z.service.as_str())
                         .display(),
+                    crate::activation::SETTLE.as_millis(),
                     z.drain_ms
                 ),
             );

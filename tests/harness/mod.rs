@@ -184,8 +184,10 @@ pub fn http_get_at(addr: &str, port: u16, path: &str, limit: std::time::Duration
 /// a live process holds it. Claims last until the process ends.
 pub fn claim(kind: &str, n: u32) -> bool {
     use std::io::Write;
-    let dir = std::env::temp_dir().join("deploy-test-claims");
-    let _ = std::fs::create_dir_all(&dir);
+    // One directory for every test process on this machine, whatever its
+    // TMPDIR (scripts/test.sh gives the swarm tests one of their own).
+    let dir = Path::new("/tmp/deploy-test-claims");
+    let _ = std::fs::create_dir_all(dir);
     let path = dir.join(format!("{kind}-{n}"));
     let me = std::process::id();
     for _ in 0..2 {

@@ -33,6 +33,7 @@ pub struct Swarm {
 impl Swarm {
     /// A manager advertised (and listening) at `addr`.
     pub fn start(addr: &str) -> Swarm {
+        images::ensure();
         let engine = OwnEngine::start();
         engine.load_from_main(images::BUSYBOX);
         engine.load_from_main(images::REDIS);
