@@ -20,6 +20,8 @@ bash scripts/build-base-images.sh deploy-test/busybox:1 deploy-test/redis:1 depl
 # output is shown when both are done. Each test target of Cargo.toml is named
 # in one of the two commands.
 swarm_tmp=$(mktemp -d)
+# As /tmp is: the hosts' logins (another user) read their sshd's files there.
+chmod 1777 "$swarm_tmp"
 swarm_log="$swarm_tmp.log"
 TMPDIR="$swarm_tmp" setsid cargo test --release --test swarm_engine >"$swarm_log" 2>&1 &
 swarm=$!
