@@ -606,6 +606,33 @@ fn record_steps(results: &mut Results, key: (Compose, Checks, usize), sample: &S
             steps.entry(name).or_default().push(ms);
         }
     }
+    // On each host, from its last check's answer to its closing command's
+    // start (when deploy's events arrived here): what stands between them.
+    let hosts: std::collections::BTreeSet<&str> = events.iter().filter_map(|(_, e)| e["host"].as_str()).collect();
+    for host in hosts {
+        let last_check = events
+            .iter()
+            .filter(|(_, e)| e["event"] == "check" && e["host"] == host)
+            .map(|(t, _)| *t)
+            .max();
+        let closing = events
+            .iter()
+            .find(|(_, e)| {
+                e["event"] == "step"
+                    && e["host"] == host
+                    && e["status"] == "started"
+                    && ["confirm", "record", "prune", "unlock"].iter().any(|s| e["step"] == *s)
+            })
+            .map(|(t, _)| *t);
+        if let (Some(checked), Some(closing)) = (last_check, closing) {
+            let name = "last check → closing command".to_string();
+            if !results.step_order.contains(&name) {
+                results.step_order.push(name.clone());
+            }
+            let ms = closing.saturating_duration_since(checked).as_secs_f64() * 1000.0;
+            steps.entry(name).or_default().push(ms);
+        }
+    }
     if let Some((_, summary)) = events.iter().find(|(_, e)| e["event"] == "summary") {
         for h in summary["hosts"].as_array().into_iter().flatten() {
             if let Some(k) = h["remote_commands"].as_f64() {

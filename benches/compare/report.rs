@@ -408,8 +408,10 @@ fn variants_section(r: &Results, alone: bool) -> String {
          the median, and at more than one host the largest in brackets. Steps overlap: the push runs while the \
          hosts fetch, the checks run at once. Confirm, record, prune and unlock are one command at the end: each of \
          their rows is that command's time (prune's only from the runs that pruned). A check's row is one attempt: its \
-         time when it passed at the first. `remote commands` is the number of commands `deploy` ran on a host over SSH \
-         (from the JSON summary), engine API calls not counted.\n"
+         time when it passed at the first. `last check → closing command` is the time on a host from its last check's \
+         answer to the start of its closing command, as deploy's events arrived here (nothing else runs between \
+         them since the images to prune are listed during the switch). `remote commands` is the number of \
+         commands `deploy` ran on a host over SSH (from the JSON summary), engine API calls not counted.\n"
     );
     let head: Vec<String> = cols
         .iter()
