@@ -17,19 +17,10 @@ use crate::watchdog;
 use super::hosts::Progress;
 use super::{End, Run, STEP_TIMEOUT};
 
-/// The end of a change on every host, in one round trip each: its history
-/// line (`recorded`), pruning after a successful deploy (done only while the
-/// lock is still ours), and unlocking.
-pub(super) async fn finish(
-    run: &Run<'_>,
-    fleet: &Fleet,
-    states: &[LiveState],
-    end: &End,
-    recorded: bool,
-    guard: &LockGuard,
-    listed: Vec<Option<Listed>>,
-) {
-    let work = closing(run, fleet, states, end, recorded, guard, listed);
+/// The end of a change on every host (`work`, see [`closing`]), in one
+/// round trip each: its history line, pruning after a successful deploy
+/// (done only while the lock is still ours), and unlocking.
+pub(super) async fn finish(run: &Run<'_>, fleet: &Fleet, work: Vec<Closing>, guard: &LockGuard) {
     let reporter = run.reporter;
     fleet
         .for_each_with(work, |m, closing| async move {
@@ -47,7 +38,7 @@ pub(super) async fn finish(
 const PRUNE_LISTING_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the end of a change does on one host (see [`finish`]).
-struct Closing {
+pub(super) struct Closing {
     /// Its watchdog stands down: first, before anything slow (a prune) can run into its deadline.
     confirm: Option<Cmd>,
     /// Its history line.
@@ -107,8 +98,9 @@ impl Closing {
     }
 }
 
-/// What [`finish`] does on each host.
-fn closing(
+/// What [`finish`] does on each host: history lines where `recorded`, and
+/// with the images to prune as `listed` during the switch.
+pub(super) fn closing(
     run: &Run<'_>,
     fleet: &Fleet,
     states: &[LiveState],

@@ -644,7 +644,8 @@ async fn locked(
             _ = guard.keep(fleet) => unreachable!("the lock keeper never ends"),
         }
     };
-    closing::finish(run, fleet, &states, &end, recorded, &guard, listed).await;
+    let work = closing::closing(run, fleet, &states, &end, recorded, &guard, listed);
+    closing::finish(run, fleet, work, &guard).await;
     end
 }
 
