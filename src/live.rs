@@ -24,12 +24,25 @@ pub struct LiveState {
     pub records: BTreeMap<String, Record>,
 }
 
+/// `$body` after a shell function `keep_detected ROOT TEXT` that replaces
+/// `ROOT/.deploy/compose-detected` with TEXT at once.
+macro_rules! with_keep_detected {
+    ($body:literal) => {
+        concat!(
+            r#"keep_detected() { printf '%s' "$2" > "$1/.deploy/compose-detected.$$" && mv -f "$1/.deploy/compose-detected.$$" "$1/.deploy/compose-detected"; }"#,
+            "\n",
+            $body
+        )
+    };
+}
+
 // $1 root, $2 the record file's name, $3 what to keep in
 // .deploy/compose-detected ("": nothing). Sections start with a line
 // `@@deploy <name> [arg]`, which no history line (JSON) or record can start with.
-const READ: &str = r#"
+const READ: &str = with_keep_detected!(
+    r#"
 root="$1"
-[ -z "$3" ] || { printf '%s' "$3" > "$root/.deploy/compose-detected.$$" && mv -f "$root/.deploy/compose-detected.$$" "$root/.deploy/compose-detected"; } 2>/dev/null
+[ -z "$3" ] || keep_detected "$root" "$3" 2>/dev/null
 cur=$(readlink "$root/current" 2>/dev/null) && basename "$cur" || echo -
 echo "@@deploy releases"
 ls -1 "$root/releases" 2>/dev/null | grep -E '^[0-9]{8}T[0-9]{6}Z-[A-Za-z0-9-]+$' | sort
@@ -44,10 +57,11 @@ for d in "$root"/releases/*/; do
   echo
 done
 true
-"#;
+"#
+);
 
 // $1 root, $2 what to keep in .deploy/compose-detected.
-const KEEP_DETECTED: &str = r#"printf '%s' "$2" > "$1/.deploy/compose-detected.$$" && mv -f "$1/.deploy/compose-detected.$$" "$1/.deploy/compose-detected""#;
+const KEEP_DETECTED: &str = with_keep_detected!(r#"keep_detected "$1" "$2""#);
 
 /// Keeps `detected` (what preflight found of compose) in `.deploy/`, as
 /// [`read`] does before it reads.
