@@ -75,16 +75,16 @@ impl Closing {
                 }
             };
             let found = match listed {
-                Some(r) => match r {
-                    Ok(found) => Some(found),
-                    Err(why) => {
-                        reporter.event(Event::Detail {
-                            host: Some(m.host.name.clone()),
-                            message: format!("listing the images to prune through the Engine API failed ({why}); the host lists them"),
-                        });
-                        None
-                    }
-                },
+                Some(Ok(found)) => Some(found),
+                Some(Err(why)) => {
+                    reporter.event(Event::Detail {
+                        host: Some(m.host.name.clone()),
+                        message: format!(
+                            "listing the images to prune through the Engine API failed ({why}); the host lists them"
+                        ),
+                    });
+                    None
+                }
                 None => None,
             };
             let remove = release::remove(&m.layout, &m.host.project, &self.prune, found.as_deref());
