@@ -31,7 +31,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bed::{Bed, Checks, Compose, Hosts, Tool, TOOLS, VARIANT_TOOLS};
-use measure::{timed, Prober, Sample};
+use measure::{stratified, timed, wait_for_phase, Prober, Sample};
 
 /// What a run changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -154,6 +154,9 @@ pub struct Results {
     pub step_order: Vec<String>,
     /// (compose, checks, hosts) → remote commands per host, each host of each run.
     pub remote_commands: BTreeMap<(Compose, Checks, usize), Vec<f64>>,
+    /// A one-file `compose build` started at each of [`measure::BUILD_PHASES`]
+    /// of the second, ms (see [`measure::build_phases`]).
+    pub build_phases: Vec<Vec<f64>>,
     /// (compose, hosts) → the floor's `compose build` per host, ms (from its trace).
     pub plain_build_ms: BTreeMap<(Compose, usize), Vec<f64>>,
     /// (compose, hosts) → the floor's `compose up -d` per host, ms (from its trace).
@@ -271,6 +274,7 @@ fn main() {
             .tempdir_in("/tmp")
             .expect("tempdir"),
         last_log: Default::default(),
+        phase: Default::default(),
     };
 
     // Every tool puts its first release on every host (not measured).
@@ -288,8 +292,13 @@ fn main() {
     } else {
         o.runs.max(one_host_runs)
     };
+    if variant_runs > 0 {
+        eprintln!("bench: a one-file compose build started at four points of the second");
+        results.build_phases = measure::build_phases(if o.smoke { 1 } else { 3 });
+    }
     for iter in 0..variant_runs {
         for (k, &n) in o.sizes.iter().enumerate().filter(|(_, &n)| n <= 4 && iter < runs_of(n)) {
+            runner.phase.set(Some(stratified(iter, runs_of(n))));
             for compose in [Compose::V2, Compose::V1] {
                 // The smoke run keeps the harness alive, not the figures: exec checks only.
                 let kinds: &[Checks] = if o.smoke {
@@ -349,6 +358,7 @@ fn main() {
     };
     for iter in 0..main_runs {
         for (k, &n) in o.sizes.iter().enumerate() {
+            runner.phase.set(Some(stratified(iter, o.runs)));
             // The order of the tools turns from one round to the next.
             let order: Vec<usize> = (0..TOOLS.len()).map(|i| main[(i + iter + k) % TOOLS.len()]).collect();
             let shas: BTreeMap<usize, String> = order.iter().map(|&t| (t, beds[t].change_api(None))).collect();
@@ -425,6 +435,8 @@ fn main() {
             }
         }
     }
+
+    runner.phase.set(None);
 
     // Health-detection lag: the api starts serving 2 s after its container;
     // the prober asks the proxy every 5 ms for the new release's page. These
@@ -662,6 +674,9 @@ struct Runner<'a> {
     masters: tempfile::TempDir,
     /// The log of the last run.
     last_log: std::cell::RefCell<PathBuf>,
+    /// Where in the wall clock's second the next compared run starts (see
+    /// [`measure::stratified`]); `None`: at once.
+    phase: std::cell::Cell<Option<f64>>,
 }
 
 impl Runner<'_> {
@@ -736,6 +751,9 @@ impl Runner<'_> {
                 vec![c]
             }
         };
+        if let Some(phase) = self.phase.get() {
+            wait_for_phase(phase);
+        }
         let sample = timed(commands, &log);
         self.last_log.replace(log);
         sample

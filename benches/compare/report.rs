@@ -79,7 +79,7 @@ pub fn render(r: &Results, deploy_bin: &Path) -> String {
     let _ = writeln!(s, "## What each tool does\n");
     let _ = writeln!(
         s,
-        "Every run starts with the push and ends when the last check passed on the last host.\n"
+        "Every run starts with the push and ends when the last check passed on the last host. {PHASE_NOTE}\n"
     );
     let _ = writeln!(s, "- **floor**: `git push`, then the commands of `bench/steps.sh` (fetch and check out the commit, `docker compose build`, `up -d`, then the checklist: 4 containers running, `/health` 200 through the proxy polled every 100 ms, `redis-cli ping` from the worker, no `connection refused` in the logs since the switch) run directly on every host at once, as `deploytest`, no SSH. The least any tool could take.");
     let _ = writeln!(s, "- **manual**: `git push`, then `bench/manual.sh`: the same commands, one `ssh host '...'` line each, host after host, a new connection per line.");
@@ -298,6 +298,16 @@ pub fn splice(existing: &str, start: &str, end: &str, section: &str) -> String {
     }
 }
 
+/// Why the compared runs start at set points of the second (see `stratified` in main.rs).
+const PHASE_NOTE: &str = "Each compared run starts at a set point of the wall clock's second, the same for \
+     every tool in a round and spread evenly over the second from one round to the next. This machine's engine \
+     (Docker 20.10's classic builder on fuse-overlayfs) ends a build step that makes a new layer only at a whole \
+     second of the wall clock, so the same build takes up to a second more or less depending on when in the \
+     second it starts (see *Build time by start phase* in the variants section). Tools that run at a steady \
+     pace keep their phase, so without the spread one tool's builds could wait for the second longer than \
+     another's, run after run. Whether engines with another storage driver or with BuildKit wait so was not \
+     measured here.";
+
 /// Every tool on compose v2 and v1, with http and with exec checks, and the
 /// minimal playbook beside the full one; deploy's time step by step.
 fn variants_section(r: &Results, alone: bool) -> String {
@@ -319,9 +329,8 @@ fn variants_section(r: &Results, alone: bool) -> String {
             s,
             "This section alone was written by `scripts/bench.sh --only-variants` on {}, from commit `{commit}`, \
              in {:.0} min, {} run(s) per 1-host cell and {} per cell of more hosts (a 1-host run takes a few \
-             seconds, and the engine's build of the same change alone varies by about 0.3 s from one to the next \
-             on this machine: more runs steady the medians, for every tool alike); the sections above come from \
-             the runs they name. The machine is \
+             seconds: more runs steady the medians, for every tool alike); the sections above come from \
+             the runs they name. {PHASE_NOTE} The machine is \
              shared: its load average was {} when this run started and {} when it ended (2 cores). \
              Compose: {} (v2) and {} (v1).\n",
             r.started,
@@ -336,9 +345,8 @@ fn variants_section(r: &Results, alone: bool) -> String {
     } else {
         let _ = writeln!(
             s,
-            "{} run(s) per 1-host cell here and {} per cell of more hosts (a 1-host run takes a few seconds, and \
-             the engine's build of the same change alone varies by about 0.3 s from one to the next on this \
-             machine: more runs steady the medians, for every tool alike).\n",
+            "{} run(s) per 1-host cell here and {} per cell of more hosts (a 1-host run takes a few seconds: \
+             more runs steady the medians, for every tool alike).\n",
             r.one_host_runs, r.runs
         );
     }
@@ -355,6 +363,24 @@ fn variants_section(r: &Results, alone: bool) -> String {
          (`git archive | tar`, `build`, `up -d`, `uri` until the api answers, every 0.1 s), no other check: it \
          does less than the others, which is the point of comparing with it.\n"
     );
+    if !r.build_phases.is_empty() {
+        let _ = writeln!(s, "### Build time by start phase\n");
+        let _ = writeln!(
+            s,
+            "`docker compose build` of a one-file change to a busybox image (a new layer, as each run's api \
+             change makes), started at four points of the wall clock's second, {} time(s) each: ms, median. \
+             Why every compared run starts at a set point of the second.\n",
+            r.build_phases[0].len()
+        );
+        let heads: Vec<String> = crate::measure::BUILD_PHASES
+            .iter()
+            .map(|p| format!("at .{:02.0}", p * 100.0))
+            .collect();
+        let cells: Vec<String> = r.build_phases.iter().map(|v| format!("{:.0}", median(v))).collect();
+        let _ = writeln!(s, "| started | {} |", heads.join(" | "));
+        let _ = writeln!(s, "|---|{}", "---:|".repeat(heads.len()));
+        let _ = writeln!(s, "| `compose build` | {} |\n", cells.join(" | "));
+    }
     let _ = writeln!(s, "### Wall time (seconds) and overhead over the floor\n");
     let _ = writeln!(s, "Overhead = a tool's median minus the floor's, same cell. Target: deploy's overhead ≤ 0.1 × Ansible's, for both playbooks.\n");
     let _ = writeln!(
