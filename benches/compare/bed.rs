@@ -378,7 +378,7 @@ impl Bed {
 
 /// What tells this benchmark run from every other: nanoseconds since the
 /// epoch when it first asked.
-fn run_nonce() -> &'static str {
+pub fn run_nonce() -> &'static str {
     static NONCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     NONCE.get_or_init(|| {
         let now = std::time::SystemTime::now()
@@ -470,5 +470,97 @@ impl Drop for Bed {
         for s in &self.sites {
             crate::harness::remove_project(&s.project);
         }
+    }
+}
+
+/// The phases [`build_phases`] starts a build at.
+pub const BUILD_PHASES: [f64; 4] = [0.0, 0.25, 0.5, 0.75];
+
+/// What [`build_phases`] measured.
+pub struct BuildPhases {
+    /// The engine, as `docker info` names it: version and storage driver.
+    pub engine: String,
+    /// ms per phase of [`BUILD_PHASES`], in its order.
+    pub ms: Vec<Vec<f64>>,
+    /// Where in the wall clock's second each of those builds ended, in [0, 1).
+    pub ended_at: Vec<Vec<f64>>,
+}
+
+/// The demo api's build (its Dockerfile and files: two `COPY` steps), with
+/// its page changed each time as a run's change does, started `reps` times
+/// at each of [`BUILD_PHASES`] of the wall clock's second, the phases taking
+/// turns. Its images are removed however this ends.
+pub fn build_phases(reps: usize) -> BuildPhases {
+    /// Removes the images it was given when dropped.
+    struct Images(Vec<String>);
+    impl Drop for Images {
+        fn drop(&mut self) {
+            if !self.0.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["image", "rm", "-f"])
+                    .args(&self.0)
+                    .output();
+            }
+        }
+    }
+    let dir = open_tempdir();
+    let d = dir.path();
+    let demo = repo_root().join("demo");
+    for rel in ["api/Dockerfile", "api/start.sh", "api/www/health", "api/www/index.html"] {
+        std::fs::create_dir_all(d.join(rel).parent().unwrap()).unwrap();
+        std::fs::copy(demo.join(rel), d.join(rel)).unwrap_or_else(|e| panic!("copy demo/{rel}: {e}"));
+    }
+    let project = format!("deploy-bench-phase-{}", run_nonce());
+    let image = format!("{project}:latest");
+    std::fs::write(
+        d.join("compose.yml"),
+        format!("services:\n  api:\n    build: api\n    image: {image}\n"),
+    )
+    .unwrap();
+    let mut images = Images(Vec::new());
+    let mut ms = vec![Vec::new(); BUILD_PHASES.len()];
+    let mut ended_at = vec![Vec::new(); BUILD_PHASES.len()];
+    for r in 0..reps {
+        for (i, &phase) in BUILD_PHASES.iter().enumerate() {
+            std::fs::write(d.join("api/www/index.html"), format!("<p>phase {i}, time {r}</p>\n")).unwrap();
+            crate::measure::wait_for_phase(phase);
+            let started = std::time::Instant::now();
+            let out = Command::new("docker")
+                .args(["compose", "-p", &project, "-f", "compose.yml", "build", "-q"])
+                .current_dir(d)
+                .output()
+                .expect("docker compose");
+            let took = started.elapsed().as_secs_f64() * 1000.0;
+            let ended = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock after 1970")
+                .subsec_nanos() as f64
+                / 1e9;
+            let id = Command::new("docker")
+                .args(["image", "inspect", "-f", "{{.Id}}", &image])
+                .output()
+                .expect("docker image inspect");
+            let id = String::from_utf8_lossy(&id.stdout).trim().to_string();
+            if !id.is_empty() {
+                images.0.push(id);
+            }
+            assert!(
+                out.status.success(),
+                "compose build: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            ms[i].push(took);
+            ended_at[i].push(ended);
+        }
+    }
+    let engine = sh(Command::new("docker").args([
+        "info",
+        "--format",
+        "Docker {{.ServerVersion}}, storage driver {{.Driver}}",
+    ]));
+    BuildPhases {
+        engine: engine.trim().to_string(),
+        ms,
+        ended_at,
     }
 }

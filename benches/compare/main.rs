@@ -4,8 +4,7 @@
 //!
 //! Arguments: `--hosts 1,4,16` (fleet sizes), `--runs 5` (runs per cell),
 //! `--one-host-runs 10` (the variants' 1-host cells: twice `--runs` unless
-//! given; a run there takes a few seconds and the engine's build time alone
-//! varies by 0.3 s from one to the next),
+//! given; a run there takes a few seconds),
 //! `--lag-runs 5`, `--out PATH` (the report), `--logs DIR` (keep every run's
 //! output and deploy's events with their arrival times; `BENCH_TRACE=1` adds
 //! the baselines' per-step times), `--smoke` (1 host, 1 run, a report under
@@ -31,7 +30,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bed::{Bed, Checks, Compose, Hosts, Tool, TOOLS, VARIANT_TOOLS};
-use measure::{stratified, timed, wait_for_phase, Prober, Sample};
+use measure::{run_phase, timed, wait_for_phase, Prober, Sample};
 
 /// What a run changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -154,9 +153,9 @@ pub struct Results {
     pub step_order: Vec<String>,
     /// (compose, checks, hosts) → remote commands per host, each host of each run.
     pub remote_commands: BTreeMap<(Compose, Checks, usize), Vec<f64>>,
-    /// A one-file `compose build` started at each of [`measure::BUILD_PHASES`]
-    /// of the second, ms (see [`measure::build_phases`]).
-    pub build_phases: Vec<Vec<f64>>,
+    /// The api's build started at each of [`bed::BUILD_PHASES`] of the
+    /// second (see [`bed::build_phases`]).
+    pub build_phases: Option<bed::BuildPhases>,
     /// (compose, hosts) → the floor's `compose build` per host, ms (from its trace).
     pub plain_build_ms: BTreeMap<(Compose, usize), Vec<f64>>,
     /// (compose, hosts) → the floor's `compose up -d` per host, ms (from its trace).
@@ -274,7 +273,6 @@ fn main() {
             .tempdir_in("/tmp")
             .expect("tempdir"),
         last_log: Default::default(),
-        phase: Default::default(),
     };
 
     // Every tool puts its first release on every host (not measured).
@@ -293,12 +291,14 @@ fn main() {
         o.runs.max(one_host_runs)
     };
     if variant_runs > 0 {
-        eprintln!("bench: a one-file compose build started at four points of the second");
-        results.build_phases = measure::build_phases(if o.smoke { 1 } else { 3 });
+        eprintln!(
+            "bench: the api's build started at {} points of the second",
+            bed::BUILD_PHASES.len()
+        );
+        results.build_phases = Some(bed::build_phases(if o.smoke { 1 } else { 3 }));
     }
     for iter in 0..variant_runs {
         for (k, &n) in o.sizes.iter().enumerate().filter(|(_, &n)| n <= 4 && iter < runs_of(n)) {
-            runner.phase.set(Some(stratified(iter, runs_of(n))));
             for compose in [Compose::V2, Compose::V1] {
                 // The smoke run keeps the harness alive, not the figures: exec checks only.
                 let kinds: &[Checks] = if o.smoke {
@@ -316,6 +316,7 @@ fn main() {
                         let sha = beds[b].change_api(None);
                         let bed = &beds[b];
                         let what = format!("variant-{}-{}", compose.name(), checks.name());
+                        wait_for_phase(run_phase(iter, runs_of(n), &format!("{}/{n}/{what}", tool.name())));
                         let sample = runner.run(bed, n, &sha, &what, checks);
                         let wall = sample.wall.as_secs_f64();
                         results
@@ -358,13 +359,13 @@ fn main() {
     };
     for iter in 0..main_runs {
         for (k, &n) in o.sizes.iter().enumerate() {
-            runner.phase.set(Some(stratified(iter, o.runs)));
             // The order of the tools turns from one round to the next.
             let order: Vec<usize> = (0..TOOLS.len()).map(|i| main[(i + iter + k) % TOOLS.len()]).collect();
             let shas: BTreeMap<usize, String> = order.iter().map(|&t| (t, beds[t].change_api(None))).collect();
             for &t in &order {
                 let bed = &beds[t];
                 let site = &bed.sites[0];
+                wait_for_phase(run_phase(iter, o.runs, &format!("{}/{n}/changed", bed.tool.name())));
                 let prober = Prober::start(site.api_port, "/health", Duration::from_millis(50), None);
                 let sample = runner.run(bed, n, &shas[&t], "changed", Checks::Http);
                 let probes = prober.finish();
@@ -424,6 +425,7 @@ fn main() {
             }
             for &t in &order {
                 let bed = &beds[t];
+                wait_for_phase(run_phase(iter, o.runs, &format!("{}/{n}/unchanged", bed.tool.name())));
                 let sample = runner.run(bed, n, &shas[&t], "unchanged", Checks::Http);
                 record(&mut results, bed.tool, n, Change::Nothing, &sample);
                 eprintln!(
@@ -435,8 +437,6 @@ fn main() {
             }
         }
     }
-
-    runner.phase.set(None);
 
     // Health-detection lag: the api starts serving 2 s after its container;
     // the prober asks the proxy every 5 ms for the new release's page. These
@@ -674,9 +674,6 @@ struct Runner<'a> {
     masters: tempfile::TempDir,
     /// The log of the last run.
     last_log: std::cell::RefCell<PathBuf>,
-    /// Where in the wall clock's second the next compared run starts (see
-    /// [`measure::stratified`]); `None`: at once.
-    phase: std::cell::Cell<Option<f64>>,
 }
 
 impl Runner<'_> {
@@ -751,9 +748,6 @@ impl Runner<'_> {
                 vec![c]
             }
         };
-        if let Some(phase) = self.phase.get() {
-            wait_for_phase(phase);
-        }
         let sample = timed(commands, &log);
         self.last_log.replace(log);
         sample

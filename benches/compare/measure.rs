@@ -9,20 +9,39 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// The start phase, within the wall clock's second, of round `i` of `runs`:
-/// spread evenly over the second, the same for every tool in a round.
+/// Where in the wall clock's second a compared run starts: round `i` of
+/// `runs` gets the `i`-th of `runs` equal slices of the second, and a point
+/// in that slice drawn for this run alone from `salt` (say, the tool and the
+/// cell) and the run's nonce.
 ///
-/// This machine's engine (Docker 20.10's classic builder on fuse-overlayfs)
-/// finishes a build step that makes a new layer only at the next whole
-/// second of the wall clock, plus about 20 ms: a `compose build` of the
-/// same change takes up to a second more or less depending on where in the
-/// second it starts ([`build_phases`] measures it). Each tool starts its
-/// build at its own offset into the run, and runs that follow each other at a steady pace
-/// keep their phase, so without this one tool's builds could wait for the
-/// second less than another's run after run. Spread evenly, every tool
-/// meets every phase alike.
-pub fn stratified(i: usize, runs: usize) -> f64 {
-    ((i % runs) as f64 + 0.5) / runs as f64
+/// Why: on the machine BENCHMARKS.md was measured on, the engine finishes a
+/// build that makes new layers only at a whole second of the wall clock
+/// (`crate::bed::build_phases` measures it), so a build's time depends on
+/// where in the second it starts. Each tool starts its build at its own
+/// offset into the run, and runs that follow each other at a steady pace
+/// keep their phase: one tool's builds could wait longer than another's run
+/// after run. Slices alone would not do: a grid shifted by a tool's offset
+/// still biases its median by up to a slice. With the point drawn in each
+/// slice, every tool's builds start at phases spread evenly over the second
+/// whatever its offset, and the slices keep the spread even in few runs.
+pub fn run_phase(i: usize, runs: usize, salt: &str) -> f64 {
+    let runs = runs.max(1);
+    let u = unit(&format!("{}/{salt}/{i}", crate::bed::run_nonce()));
+    ((i % runs) as f64 + u) / runs as f64
+}
+
+/// A number in [0, 1) drawn from `key` (FNV-1a, then splitmix64's finaliser):
+/// the same key, the same number; no dependency for it.
+fn unit(key: &str) -> f64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Sleeps until the wall clock's fraction of a second is `phase`.
@@ -33,67 +52,6 @@ pub fn wait_for_phase(phase: f64) {
     let fraction = now.subsec_nanos() as f64 / 1e9;
     let wait = (phase - fraction).rem_euclid(1.0);
     std::thread::sleep(Duration::from_secs_f64(wait));
-}
-
-/// The phases [`build_phases`] starts a build at.
-pub const BUILD_PHASES: [f64; 4] = [0.0, 0.25, 0.5, 0.75];
-
-/// `docker compose build` of a one-file change to a busybox image (a new
-/// layer, as the benchmark's api change makes), `reps` times started at each
-/// of [`BUILD_PHASES`] of the wall clock's second: ms per phase. The images
-/// it made are removed.
-pub fn build_phases(reps: usize) -> Vec<Vec<f64>> {
-    let dir = tempfile::Builder::new()
-        .prefix("bench-phase-")
-        .tempdir_in("/tmp")
-        .expect("tempdir");
-    let d = dir.path();
-    std::fs::write(d.join("Dockerfile"), "FROM deploy-demo/busybox:1\nCOPY page /page\n").unwrap();
-    std::fs::write(
-        d.join("compose.yml"),
-        "services:\n  page:\n    build: .\n    image: deploy-bench-phase:latest\n",
-    )
-    .unwrap();
-    let mut ids = Vec::new();
-    let mut times = Vec::new();
-    for (i, &phase) in BUILD_PHASES.iter().enumerate() {
-        let mut at = Vec::new();
-        for r in 0..reps {
-            std::fs::write(d.join("page"), format!("{i} {r} {:?}\n", Instant::now())).unwrap();
-            wait_for_phase(phase);
-            let started = Instant::now();
-            let out = Command::new("docker")
-                .args([
-                    "compose",
-                    "-p",
-                    "deploy-bench-phase",
-                    "-f",
-                    "compose.yml",
-                    "build",
-                    "-q",
-                ])
-                .current_dir(d)
-                .output()
-                .expect("docker compose");
-            assert!(
-                out.status.success(),
-                "compose build: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            at.push(started.elapsed().as_secs_f64() * 1000.0);
-            let id = Command::new("docker")
-                .args(["image", "inspect", "-f", "{{.Id}}", "deploy-bench-phase:latest"])
-                .output()
-                .expect("docker image inspect");
-            ids.push(String::from_utf8_lossy(&id.stdout).trim().to_string());
-        }
-        times.push(at);
-    }
-    let _ = Command::new("docker")
-        .args(["image", "rm", "-f"])
-        .args(ids.iter().filter(|i| !i.is_empty()))
-        .output();
-    times
 }
 
 /// One timed run of one or more commands, one after another.

@@ -298,15 +298,12 @@ pub fn splice(existing: &str, start: &str, end: &str, section: &str) -> String {
     }
 }
 
-/// Why the compared runs start at set points of the second (see `stratified` in main.rs).
-const PHASE_NOTE: &str = "Each compared run starts at a set point of the wall clock's second, the same for \
-     every tool in a round and spread evenly over the second from one round to the next. This machine's engine \
-     (Docker 20.10's classic builder on fuse-overlayfs) ends a build step that makes a new layer only at a whole \
-     second of the wall clock, so the same build takes up to a second more or less depending on when in the \
-     second it starts (see *Build time by start phase* in the variants section). Tools that run at a steady \
-     pace keep their phase, so without the spread one tool's builds could wait for the second longer than \
-     another's, run after run. Whether engines with another storage driver or with BuildKit wait so was not \
-     measured here.";
+/// How the compared runs are placed in the second (see `measure::run_phase`).
+const PHASE_NOTE: &str = "The runs of the main and variants tables start at points of the wall clock's \
+     second spread evenly over it, for every tool alike: round i of N starts in the i-th N-th of the second, at \
+     a point drawn anew for each tool and run. On this machine a build's time depends on where in the second \
+     it starts (*Build time by start phase*, in the variants section), and tools that run at a steady pace would \
+     otherwise keep their phase: one tool's builds could wait longer than another's, run after run.";
 
 /// Every tool on compose v2 and v1, with http and with exec checks, and the
 /// minimal playbook beside the full one; deploy's time step by step.
@@ -330,7 +327,8 @@ fn variants_section(r: &Results, alone: bool) -> String {
             "This section alone was written by `scripts/bench.sh --only-variants` on {}, from commit `{commit}`, \
              in {:.0} min, {} run(s) per 1-host cell and {} per cell of more hosts (a 1-host run takes a few \
              seconds: more runs steady the medians, for every tool alike); the sections above come from \
-             the runs they name. {PHASE_NOTE} The machine is \
+             the runs they name (runs before commit 83e5b41 started whenever the last one ended). {PHASE_NOTE} \
+             The machine is \
              shared: its load average was {} when this run started and {} when it ended (2 cores). \
              Compose: {} (v2) and {} (v1).\n",
             r.started,
@@ -363,23 +361,32 @@ fn variants_section(r: &Results, alone: bool) -> String {
          (`git archive | tar`, `build`, `up -d`, `uri` until the api answers, every 0.1 s), no other check: it \
          does less than the others, which is the point of comparing with it.\n"
     );
-    if !r.build_phases.is_empty() {
+    if let Some(b) = &r.build_phases {
         let _ = writeln!(s, "### Build time by start phase\n");
         let _ = writeln!(
             s,
-            "`docker compose build` of a one-file change to a busybox image (a new layer, as each run's api \
-             change makes), started at four points of the wall clock's second, {} time(s) each: ms, median. \
-             Why every compared run starts at a set point of the second.\n",
-            r.build_phases[0].len()
+            "The demo api's `docker compose build` (two `COPY` steps: new layers), its page changed each time as \
+             a run's change does, started at {} points of the wall clock's second, the points taking turns, {} \
+             time(s) each; {}. Medians. Why the compared runs start at points spread over the second.\n",
+            crate::bed::BUILD_PHASES.len(),
+            b.ms.first().map_or(0, Vec::len),
+            b.engine
         );
-        let heads: Vec<String> = crate::measure::BUILD_PHASES
+        let heads: Vec<String> = crate::bed::BUILD_PHASES
             .iter()
             .map(|p| format!("at .{:02.0}", p * 100.0))
             .collect();
-        let cells: Vec<String> = r.build_phases.iter().map(|v| format!("{:.0}", median(v))).collect();
+        let row = |v: &[Vec<f64>], f: &dyn Fn(f64) -> String| -> String {
+            v.iter().map(|x| f(median(x))).collect::<Vec<_>>().join(" | ")
+        };
         let _ = writeln!(s, "| started | {} |", heads.join(" | "));
         let _ = writeln!(s, "|---|{}", "---:|".repeat(heads.len()));
-        let _ = writeln!(s, "| `compose build` | {} |\n", cells.join(" | "));
+        let _ = writeln!(s, "| build (ms) | {} |", row(&b.ms, &|x| format!("{x:.0}")));
+        let _ = writeln!(
+            s,
+            "| ended at (point of the second) | {} |\n",
+            row(&b.ended_at, &|x| format!(".{:03.0}", x * 1000.0))
+        );
     }
     let _ = writeln!(s, "### Wall time (seconds) and overhead over the floor\n");
     let _ = writeln!(s, "Overhead = a tool's median minus the floor's, same cell. Target: deploy's overhead ≤ 0.1 × Ansible's, for both playbooks.\n");
