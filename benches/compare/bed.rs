@@ -482,14 +482,15 @@ pub struct BuildPhases {
     pub engine: String,
     /// ms per phase of [`BUILD_PHASES`], in its order.
     pub ms: Vec<Vec<f64>>,
-    /// Where in the wall clock's second each of those builds ended, in [0, 1).
+    /// When each of those builds ended: ms from the nearest whole second of
+    /// the wall clock (-500 to +500; a wrapping quantity taken where it does not wrap).
     pub ended_at: Vec<Vec<f64>>,
 }
 
 /// The demo api's build (its Dockerfile and files: two `COPY` steps), with
 /// its page changed each time as a run's change does, started `reps` times
 /// at each of [`BUILD_PHASES`] of the wall clock's second, the phases taking
-/// turns. Its images are removed however this ends.
+/// turns. Its images are removed when it returns or panics.
 pub fn build_phases(reps: usize) -> BuildPhases {
     /// Removes the images it was given when dropped.
     struct Images(Vec<String>);
@@ -521,8 +522,16 @@ pub fn build_phases(reps: usize) -> BuildPhases {
     let mut ms = vec![Vec::new(); BUILD_PHASES.len()];
     let mut ended_at = vec![Vec::new(); BUILD_PHASES.len()];
     for r in 0..reps {
-        for (i, &phase) in BUILD_PHASES.iter().enumerate() {
-            std::fs::write(d.join("api/www/index.html"), format!("<p>phase {i}, time {r}</p>\n")).unwrap();
+        // The phases take turns, each after another one every time.
+        for k in 0..BUILD_PHASES.len() {
+            let i = (k + r) % BUILD_PHASES.len();
+            let phase = BUILD_PHASES[i];
+            // Content no earlier run built: the engine's cache must not answer.
+            std::fs::write(
+                d.join("api/www/index.html"),
+                format!("<p>phase {i}, time {r}, benchmark run {}</p>\n", run_nonce()),
+            )
+            .unwrap();
             crate::measure::wait_for_phase(phase);
             let started = std::time::Instant::now();
             let out = Command::new("docker")
@@ -531,11 +540,12 @@ pub fn build_phases(reps: usize) -> BuildPhases {
                 .output()
                 .expect("docker compose");
             let took = started.elapsed().as_secs_f64() * 1000.0;
-            let ended = std::time::SystemTime::now()
+            let fraction = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .expect("clock after 1970")
                 .subsec_nanos() as f64
                 / 1e9;
+            let ended = ((fraction + 0.5).rem_euclid(1.0) - 0.5) * 1000.0;
             let id = Command::new("docker")
                 .args(["image", "inspect", "-f", "{{.Id}}", &image])
                 .output()
@@ -553,14 +563,16 @@ pub fn build_phases(reps: usize) -> BuildPhases {
             ended_at[i].push(ended);
         }
     }
-    let engine = sh(Command::new("docker").args([
-        "info",
-        "--format",
-        "Docker {{.ServerVersion}}, storage driver {{.Driver}}",
-    ]));
-    BuildPhases {
-        engine: engine.trim().to_string(),
-        ms,
-        ended_at,
-    }
+    let engine = Command::new("docker")
+        .args([
+            "info",
+            "--format",
+            "Docker {{.ServerVersion}}, storage driver {{.Driver}}",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "engine unknown".into());
+    BuildPhases { engine, ms, ended_at }
 }

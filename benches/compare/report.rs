@@ -79,7 +79,8 @@ pub fn render(r: &Results, deploy_bin: &Path) -> String {
     let _ = writeln!(s, "## What each tool does\n");
     let _ = writeln!(
         s,
-        "Every run starts with the push and ends when the last check passed on the last host. {PHASE_NOTE}\n"
+        "Every run starts with the push and ends when the last check passed on the last host. {}\n",
+        phase_note("The runs of the main and variants tables")
     );
     let _ = writeln!(s, "- **floor**: `git push`, then the commands of `bench/steps.sh` (fetch and check out the commit, `docker compose build`, `up -d`, then the checklist: 4 containers running, `/health` 200 through the proxy polled every 100 ms, `redis-cli ping` from the worker, no `connection refused` in the logs since the switch) run directly on every host at once, as `deploytest`, no SSH. The least any tool could take.");
     let _ = writeln!(s, "- **manual**: `git push`, then `bench/manual.sh`: the same commands, one `ssh host '...'` line each, host after host, a new connection per line.");
@@ -298,12 +299,17 @@ pub fn splice(existing: &str, start: &str, end: &str, section: &str) -> String {
     }
 }
 
-/// How the compared runs are placed in the second (see `measure::run_phase`).
-const PHASE_NOTE: &str = "The runs of the main and variants tables start at points of the wall clock's \
-     second spread evenly over it, for every tool alike: round i of N starts in the i-th N-th of the second, at \
-     a point drawn anew for each tool and run. On this machine a build's time depends on where in the second \
-     it starts (*Build time by start phase*, in the variants section), and tools that run at a steady pace would \
-     otherwise keep their phase: one tool's builds could wait longer than another's, run after run.";
+/// How the compared runs are placed in the second (see `measure::run_phase`),
+/// said of `runs` ("The runs of the main and variants tables", "This section's runs").
+fn phase_note(runs: &str) -> String {
+    format!(
+        "{runs} start at points of the wall clock's second spread evenly over it, for every tool alike: round \
+         i of N starts in the i-th N-th of the second, at a point drawn anew for each tool and run. On this \
+         machine a build's time depends on where in the second it starts (*Build time by start phase*, in the \
+         variants section), and tools that run at a steady pace would otherwise keep their phase: one tool's \
+         builds could wait longer than another's, run after run."
+    )
+}
 
 /// Every tool on compose v2 and v1, with http and with exec checks, and the
 /// minimal playbook beside the full one; deploy's time step by step.
@@ -325,9 +331,9 @@ fn variants_section(r: &Results, alone: bool) -> String {
         let _ = writeln!(
             s,
             "This section alone was written by `scripts/bench.sh --only-variants` on {}, from commit `{commit}`, \
-             in {:.0} min, {} run(s) per 1-host cell and {} per cell of more hosts (a 1-host run takes a few \
-             seconds: more runs steady the medians, for every tool alike); the sections above come from \
-             the runs they name (runs before commit 83e5b41 started whenever the last one ended). {PHASE_NOTE} \
+             in {:.0} min, {} run(s) per 1-host cell and {} per cell of more hosts (1-host runs are the \
+             shortest: more runs steady the medians, for every tool alike); the sections above come from \
+             the runs they name (runs before commit fa69000 were not placed in the second so). {} \
              The machine is \
              shared: its load average was {} when this run started and {} when it ended (2 cores). \
              Compose: {} (v2) and {} (v1).\n",
@@ -335,6 +341,7 @@ fn variants_section(r: &Results, alone: bool) -> String {
             r.took.as_secs_f64() / 60.0,
             r.one_host_runs,
             r.runs,
+            phase_note("This section's runs"),
             r.load.0,
             r.load.1,
             version_of("docker", &["compose", "version"]),
@@ -343,7 +350,7 @@ fn variants_section(r: &Results, alone: bool) -> String {
     } else {
         let _ = writeln!(
             s,
-            "{} run(s) per 1-host cell here and {} per cell of more hosts (a 1-host run takes a few seconds: \
+            "{} run(s) per 1-host cell here and {} per cell of more hosts (1-host runs are the shortest: \
              more runs steady the medians, for every tool alike).\n",
             r.one_host_runs, r.runs
         );
@@ -384,8 +391,8 @@ fn variants_section(r: &Results, alone: bool) -> String {
         let _ = writeln!(s, "| build (ms) | {} |", row(&b.ms, &|x| format!("{x:.0}")));
         let _ = writeln!(
             s,
-            "| ended at (point of the second) | {} |\n",
-            row(&b.ended_at, &|x| format!(".{:03.0}", x * 1000.0))
+            "| ended (ms from the nearest whole second) | {} |\n",
+            row(&b.ended_at, &|x| format!("{x:+.0}"))
         );
     }
     let _ = writeln!(s, "### Wall time (seconds) and overhead over the floor\n");
@@ -559,7 +566,7 @@ fn variants_section(r: &Results, alone: bool) -> String {
          and `deploy`'s work on it share this machine's two cores and one engine: what `deploy` adds on a \
          host (SSH handshakes, `compose config` beside the build, the closing command) competes with the \
          other hosts' builds, which real hosts, each with its own CPUs, would not; so the 4-host cells vary \
-         by a second from one run to the next (see every run below). And every round trip crosses \
+         by seconds from one run to the next (see every run below). And every round trip crosses \
          loopback: on a link with a round-trip time of r, each remote command of `deploy` and each of its \
          Engine API requests that nothing else overlaps costs about r more (a switch's image checks \
          through the API are two such requests, where the docker CLI on the host took two program \
@@ -594,10 +601,11 @@ fn variants_section(r: &Results, alone: bool) -> String {
             let (f, d) = (vmed(c, k, 1, Tool::Floor), vmed(c, k, 1, Tool::Deploy));
             let _ = writeln!(
                 s,
-                "| 1 host, {} {} checks: deploy ≤ floor + 0.25 s | {d:.2} s vs {f:.2} s + 0.25 s (over by {:.2} s) | {} |",
+                "| 1 host, {} {} checks: deploy ≤ floor + 0.25 s | {d:.2} s vs {f:.2} s + 0.25 s ({} by {:.2} s) | {} |",
                 c.name(),
                 k.name(),
-                (d - f - 0.25).max(0.0),
+                if d > f + 0.25 { "over" } else { "within" },
+                (d - f - 0.25).abs(),
                 met(d <= f + 0.25)
             );
         }
