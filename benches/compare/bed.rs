@@ -540,12 +540,7 @@ pub fn build_phases(reps: usize) -> BuildPhases {
                 .output()
                 .expect("docker compose");
             let took = started.elapsed().as_secs_f64() * 1000.0;
-            let fraction = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("clock after 1970")
-                .subsec_nanos() as f64
-                / 1e9;
-            let ended = ((fraction + 0.5).rem_euclid(1.0) - 0.5) * 1000.0;
+            let ended = ((crate::measure::second_fraction() + 0.5).rem_euclid(1.0) - 0.5) * 1000.0;
             let id = Command::new("docker")
                 .args(["image", "inspect", "-f", "{{.Id}}", &image])
                 .output()

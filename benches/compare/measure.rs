@@ -44,13 +44,17 @@ fn unit(key: &str) -> f64 {
     (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Sleeps until the wall clock's fraction of a second is `phase`.
-pub fn wait_for_phase(phase: f64) {
+/// Where the wall clock is within its second now, in [0, 1).
+pub fn second_fraction() -> f64 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970");
-    let fraction = now.subsec_nanos() as f64 / 1e9;
-    let wait = (phase - fraction).rem_euclid(1.0);
+    now.subsec_nanos() as f64 / 1e9
+}
+
+/// Sleeps until the wall clock's fraction of a second is `phase`.
+pub fn wait_for_phase(phase: f64) {
+    let wait = (phase - second_fraction()).rem_euclid(1.0);
     std::thread::sleep(Duration::from_secs_f64(wait));
 }
 
