@@ -141,21 +141,17 @@ impl Bed {
     pub fn new(tool: Tool, compose: Compose, hosts: &Hosts, sizes: &[usize], subnets: &[String]) -> Bed {
         let repo = open_tempdir();
         let d = repo.path();
-        let demo = repo_root().join("demo");
-        for rel in [
-            "docker-compose.yml",
-            "api/Dockerfile",
-            "api/start.sh",
-            "api/www/health",
-            "api/www/index.html",
-            "worker/Dockerfile",
-            "worker/run.sh",
-            "proxy/Dockerfile",
-            "proxy/Caddyfile",
-        ] {
-            std::fs::create_dir_all(d.join(rel).parent().unwrap()).unwrap();
-            std::fs::copy(demo.join(rel), d.join(rel)).unwrap_or_else(|e| panic!("copy demo/{rel}: {e}"));
-        }
+        copy_demo(
+            d,
+            &[
+                "docker-compose.yml",
+                "worker/Dockerfile",
+                "worker/run.sh",
+                "proxy/Dockerfile",
+                "proxy/Caddyfile",
+            ],
+        );
+        copy_demo(d, &DEMO_API);
         // No api healthcheck in the benchmark's copies: the demo's runs every
         // 500 ms, an exec in the container each time, and with dozens of copies
         // of the app idle on two cores (every tool's, every host's) those
@@ -473,6 +469,18 @@ impl Drop for Bed {
     }
 }
 
+/// The demo api's files (under `demo/`).
+const DEMO_API: [&str; 4] = ["api/Dockerfile", "api/start.sh", "api/www/health", "api/www/index.html"];
+
+/// Copies the files `rels` of `demo/` to the same paths under `to`.
+fn copy_demo(to: &Path, rels: &[&str]) {
+    let demo = repo_root().join("demo");
+    for rel in rels {
+        std::fs::create_dir_all(to.join(rel).parent().unwrap()).unwrap();
+        std::fs::copy(demo.join(rel), to.join(rel)).unwrap_or_else(|e| panic!("copy demo/{rel}: {e}"));
+    }
+}
+
 /// The phases [`build_phases`] starts a build at.
 pub const BUILD_PHASES: [f64; 4] = [0.0, 0.25, 0.5, 0.75];
 
@@ -506,11 +514,7 @@ pub fn build_phases(reps: usize) -> BuildPhases {
     }
     let dir = open_tempdir();
     let d = dir.path();
-    let demo = repo_root().join("demo");
-    for rel in ["api/Dockerfile", "api/start.sh", "api/www/health", "api/www/index.html"] {
-        std::fs::create_dir_all(d.join(rel).parent().unwrap()).unwrap();
-        std::fs::copy(demo.join(rel), d.join(rel)).unwrap_or_else(|e| panic!("copy demo/{rel}: {e}"));
-    }
+    copy_demo(d, &DEMO_API);
     let project = format!("deploy-bench-phase-{}", run_nonce());
     let image = format!("{project}:latest");
     std::fs::write(
