@@ -231,3 +231,14 @@ pub fn median(xs: &[f64]) -> f64 {
         n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
+
+/// The arithmetic mean (NaN for none). Beside the median where runs start at
+/// phases spread evenly over the second (see [`run_phase`]): the mean over
+/// them is the expected time, where a median of few runs can land on either
+/// side of the build's sawtooth.
+pub fn mean(xs: &[f64]) -> f64 {
+    match xs.len() {
+        0 => f64::NAN,
+        n => xs.iter().sum::<f64>() / n as f64,
+    }
+}
