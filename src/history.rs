@@ -72,8 +72,8 @@ pub struct RanCommand {
 // the end) is ended first, so it cannot swallow this entry.
 const APPEND: &str = r#"set -e
 umask 077
-dir=$(dirname "$1")
-mkdir -p "$dir"
+dir=${1%/*}
+[ -d "$dir" ] || mkdir -p "$dir"
 chmod 700 "$dir" 2>/dev/null || true
 if [ -s "$1" ] && [ -n "$(tail -c 1 "$1")" ]; then printf '\n' >> "$1"; fi
 printf '%s\n' "$2" >> "$1"

@@ -43,7 +43,7 @@ const READ: &str = with_keep_detected!(
     r#"
 root="$1"
 [ -z "$3" ] || keep_detected "$root" "$3" 2>/dev/null
-cur=$(readlink "$root/current" 2>/dev/null) && basename "$cur" || echo -
+cur=$(readlink "$root/current" 2>/dev/null) && echo "${cur##*/}" || echo -
 echo "@@deploy releases"
 ls -1 "$root/releases" 2>/dev/null | grep -E '^[0-9]{8}T[0-9]{6}Z-[A-Za-z0-9-]+$' | sort
 echo "@@deploy history"
@@ -52,7 +52,8 @@ echo
 for d in "$root"/releases/*/; do
   f="$d$2"
   [ -f "$f" ] || continue
-  echo "@@deploy record $(basename "$d")"
+  d=${d%/}
+  echo "@@deploy record ${d##*/}"
   cat "$f"
   echo
 done

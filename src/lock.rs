@@ -89,25 +89,24 @@ macro_rules! lock_script {
     ($body:literal) => {
         concat!(
             r#"
-lock="$1"; state=$(dirname "$lock")
-mkdir -p "$state" && chmod 700 "$state" || exit 1
+lock="$1"; state=${lock%/*}
+{ [ -d "$state" ] || mkdir -p "$state"; } && chmod 700 "$state" || exit 1
 umask 077
 flocked=""
 alone() {
   command -v flock >/dev/null 2>&1 || return 0
   exec 9>>"$lock.mutex" && flock -w 30 9 && flocked=1
 }
-# since, expires and token, at the start of info.json (see LockInfo); in a lock
-# written by an older deploy, where they are, the first of each.
-field() {
-  v=$(sed -n "1s/^{\"since\":\([0-9]*\),\"expires\":\([0-9]*\),\"token\":\"\([^\"]*\)\".*/\\$1/p" "$lock/info.json" 2>/dev/null)
-  if [ -z "$v" ] && [ -f "$lock/info.json" ]; then
-    case "$1" in
-      2) v=$(grep -o '"expires":[0-9]*' "$lock/info.json" | head -n 1 | cut -d: -f2) ;;
-      3) v=$(grep -o '"token":"[^"]*"' "$lock/info.json" | head -n 1 | cut -d'"' -f4) ;;
-    esac
-  fi
-  printf '%s' "$v"
+# expires and token, at the start of info.json (see LockInfo), into
+# $lock_expires and $lock_token by one program; in a lock written by an older
+# deploy, where they are, the first of each.
+fields() {
+  lock_expires=""; lock_token=""
+  [ -f "$lock/info.json" ] || return 0
+  v=$(sed -n '1s/^{"since":[0-9]*,"expires":\([0-9]*\),"token":"\([^"]*\)".*/\1 \2/p' "$lock/info.json" 2>/dev/null)
+  if [ -n "$v" ]; then lock_expires=${v%% *}; lock_token=${v#* }; return 0; fi
+  lock_expires=$(grep -o '"expires":[0-9]*' "$lock/info.json" | head -n 1 | cut -d: -f2)
+  lock_token=$(grep -o '"token":"[^"]*"' "$lock/info.json" | head -n 1 | cut -d'"' -f4)
 }
 "#,
             $body
@@ -134,7 +133,7 @@ take() {
   rm -rf "$lock"; echo "cannot write $lock/info.json" >&2; exit 1
 }
 if mkdir "$lock" 2>/dev/null; then take "$@"; echo fresh; exit 0; fi
-old_exp=$(field 2)
+fields; old_exp=$lock_expires
 # A lock without readable info (its holder died right after mkdir) expires from its mtime.
 [ -n "$old_exp" ] || old_exp=$(( $(stat -c %Y "$lock" 2>/dev/null || echo "$now") + (ttl > 0 ? ttl : 900) ))
 if [ "$old_exp" != 0 ] && [ "$old_exp" -lt "$now" ]; then
@@ -201,8 +200,9 @@ const EXTEND: &str = lock_script!(
     r#"
 alone || { echo "the lock's mutex is busy" >&2; exit 2; }
 now=$(date +%s)
-[ "$(field 3)" = "$2" ] || { echo "the lock is not ours" >&2; exit 3; }
-exp=$(field 2)
+fields
+[ "$lock_token" = "$2" ] || { echo "the lock is not ours" >&2; exit 3; }
+exp=$lock_expires
 if [ -z "$exp" ] || { [ "$exp" != 0 ] && [ "$exp" -lt "$now" ]; }; then echo "the lock expired" >&2; exit 4; fi
 sed -i "1s/^{\"since\":\([0-9]*\),\"expires\":[0-9]*,/{\"since\":\1,\"expires\":$((now + $3)),/" "$lock/info.json" ||
   { echo "cannot write $lock/info.json" >&2; exit 2; }
@@ -251,7 +251,7 @@ const RELEASE: &str = lock_script!(
     r#"
 alone || { echo busy; exit 0; }
 [ -d "$lock" ] || { echo free; exit 0; }
-if [ -z "$2" ] || [ "$(field 3)" = "$2" ]; then
+if [ -z "$2" ] || { fields; [ "$lock_token" = "$2" ]; }; then
   # Renamed aside, then removed: cut short, it leaves no lock without info.
   mv "$lock" "$lock.gone.$$" && rm -rf "$lock.gone.$$"; echo released; exit 0
 fi
@@ -270,15 +270,16 @@ pub fn release(layout: &Layout, token: Option<&str>) -> Cmd {
 const IF_OURS: &str = lock_script!(
     r#"
 alone || { echo "the lock's mutex is busy" >&2; exit 2; }
-[ "$(field 3)" = "$2" ] || { echo "the lock was taken by someone else (or broken with --force): not done" >&2; exit 86; }
-now=$(date +%s); exp=$(field 2)
+fields
+[ "$lock_token" = "$2" ] || { echo "the lock was taken by someone else (or broken with --force): not done" >&2; exit 86; }
+now=$(date +%s); exp=$lock_expires
 if [ -z "$exp" ] || { [ "$exp" != 0 ] && [ "$exp" -lt "$now" ]; }; then
   echo "the lock expired (was this machine asleep?): not done" >&2; exit 86
 fi
 [ "$4" = 0 ] || sed -i "1s/^{\"since\":\([0-9]*\),\"expires\":[0-9]*,/{\"since\":\1,\"expires\":$((now + $4)),/" "$lock/info.json"
 [ "$5" = 0 ] || [ ! -f "$state/watchdog-$2" ] || { echo $((now + $5)) > "$state/watchdog-$2.tmp" && mv -f "$state/watchdog-$2.tmp" "$state/watchdog-$2"; }
 exec 9>&-
-sh -c "$3"
+eval "$3"
 "#
 );
 
@@ -367,5 +368,45 @@ mod tests {
             "held\n{\"since\":1,\"expires\":2,\"token\":\"t\",\"kind\":\"manual\",\"holder\":\"a@b\",\"message\":\"m\"}\n",
         );
         assert!(matches!(held, Acquired::Held(Some(ref i)) if i.holder == "a@b"));
+    }
+
+    /// The lock scripts read a lock's expiry and token with one program, and
+    /// a lock written by an older deploy (its fields elsewhere) where they are.
+    #[test]
+    fn the_lock_scripts_read_expiry_and_token_in_either_layout() {
+        let root = tempfile::tempdir().unwrap();
+        let layout = Layout {
+            root: root.path().to_str().unwrap().to_string(),
+        };
+        let lock = std::path::PathBuf::from(layout.lock());
+        std::fs::create_dir_all(&lock).unwrap();
+        let run = |info: &str, token: &str| {
+            std::fs::write(lock.join("info.json"), format!("{info}\n")).unwrap();
+            let cmd = if_ours(&layout, token, 0, 0, &Cmd::new("echo").arg("ran"));
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd.to_shell())
+                .output()
+                .unwrap();
+            (out.status.code(), String::from_utf8(out.stdout).unwrap())
+        };
+        let other = new_token();
+        let future = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 600;
+        let now_layout = format!(
+            r#"{{"since":1,"expires":{future},"token":"tok en","kind":"deploy","holder":"a@b","message":"m"}}"#
+        );
+        assert_eq!(run(&now_layout, "tok en"), (Some(0), "ran\n".into()));
+        assert_eq!(run(&now_layout, &other).0, Some(NOT_OURS));
+        let older = format!(r#"{{"token":"old","holder":"a@b","since":1,"expires":{future},"message":"m"}}"#);
+        assert_eq!(run(&older, "old"), (Some(0), "ran\n".into()));
+        assert_eq!(run(&older, "tok en").0, Some(NOT_OURS));
+        let expired = r#"{"since":1,"expires":2,"token":"tok","kind":"deploy","holder":"a@b","message":"m"}"#;
+        assert_eq!(run(expired, "tok").0, Some(NOT_OURS));
+        let never = r#"{"since":1,"expires":0,"token":"tok","kind":"manual","holder":"a@b","message":"m"}"#;
+        assert_eq!(run(never, "tok"), (Some(0), "ran\n".into()));
     }
 }

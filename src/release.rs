@@ -114,8 +114,10 @@ pub fn shell(body: &'static str, args: &[&str]) -> Cmd {
 }
 
 // $1 pid file, $2 the command as shell. Records the process group, which sshd (and
-// the local transport) gives each command, so the whole command can be stopped.
-const TRACKED: &str = r#"awk '{print $5}' /proc/$$/stat > "$1"; sh -c "$2"; rc=$?; rm -f "$1"; exit $rc"#;
+// the local transport) gives each command, so the whole command can be stopped:
+// the 5th field of /proc/$$/stat (the 2nd, the program's name, is `sh`).
+const TRACKED: &str =
+    r#"read -r _ _ _ _ pgrp _ < /proc/$$/stat && echo "$pgrp" > "$1"; (eval "$2"); rc=$?; rm -f "$1"; exit $rc"#;
 
 /// Runs `cmd` so that [`stop_tracked`] can stop it (and all it started) later.
 pub fn tracked(cmd: &Cmd, pid_file: &str) -> Cmd {
@@ -160,10 +162,15 @@ cache="$1/.deploy/compose-detected"
 id=$({ for b in docker docker-compose; do p=$(command -v "$b") && stat -L -c '%n %s %Y' "$p"; done
   for d in $plugins; do [ ! -e "$d/docker-compose" ] || stat -L -c '%n %s %Y' "$d/docker-compose"; done; } 2>/dev/null)
 fresh=""
-if [ -f "$cache" ] && [ "$(sed 1d "$cache")" = "$id" ]; then found=$(head -n 1 "$cache")
+kept=""; kept_id=""
+if [ -f "$cache" ]; then
+  { IFS= read -r kept; while IFS= read -r l || [ -n "$l" ]; do kept_id="${kept_id:+$kept_id
+}$l"; l=""; done; } < "$cache"
+fi
+if [ -n "$kept" ] && [ "$kept_id" = "$id" ]; then found=$kept
 else found=$(detect); fresh=1; fi
 echo "$found"
-cur=$(readlink "$1/current" 2>/dev/null) && cur=$(basename "$cur") && echo "$cur" || echo -
+cur=$(readlink "$1/current" 2>/dev/null) && cur=${cur##*/} && echo "$cur" || echo -
 command -v git >/dev/null 2>&1 && echo git || echo nogit
 printf '%s\n' "${DOCKER_HOST:--}"
 [ -z "$cur" ] || cat "$1/releases/$cur/$2" 2>/dev/null
@@ -377,9 +384,9 @@ pub fn before_up(layout: &Layout, id: &str, checked: bool) -> Cmd {
 macro_rules! settle {
     () => {
         r#"
-stale=$(sh -c "$1") || exit $?
+stale=$(eval "$1") || exit $?
 [ -n "$stale" ] || exit 0
-sh -c "$2 $stale" && sh -c "$3"
+(eval "$2 $stale") && eval "$3"
 "#
     };
 }
@@ -390,11 +397,11 @@ sh -c "$2 $stale" && sh -c "$3"
 // that ("": nothing).
 const ACTIVATE: &str = concat!(
     r#"
-[ -z "$7" ] || sh -c "$7" || exit $?
-[ -z "$6" ] || sh -c "$6" || exit $?
-[ -z "$4" ] || sh -c "$4" || exit $?
-sh -c "$5" || exit $?
-[ -n "$1" ] || exec sh -c "$3""#,
+[ -z "$7" ] || (eval "$7") || exit $?
+[ -z "$6" ] || (eval "$6") || exit $?
+[ -z "$4" ] || (eval "$4") || exit $?
+(eval "$5") || exit $?
+[ -n "$1" ] || { eval "$3"; exit $?; }"#,
     settle!()
 );
 
@@ -440,7 +447,10 @@ pub fn settle(after: &Cmd, recreate: &Cmd, point: &Cmd) -> Cmd {
         .args([after, recreate, point].map(Cmd::as_word))
 }
 
-const CHAIN: &str = r#"for c in "$@"; do sh -c "$c" || exit $?; done"#;
+// Each argument is a whole command line as `Cmd::to_shell` writes it (every
+// value quoted), so `(eval "$c")` runs it as `sh -c "$c"` would, in a
+// subshell, without starting another shell program for it.
+const CHAIN: &str = r#"for c in "$@"; do (eval "$c") || exit $?; done"#;
 
 /// The commands given, one after the other in one command, stopping at the
 /// first that fails.
@@ -456,7 +466,7 @@ pub fn chain(cmds: &[Option<&Cmd>]) -> Cmd {
 pub fn anyway_then(first: &Cmd, then: &Cmd) -> Cmd {
     Cmd::new("sh")
         .arg("-c")
-        .arg(r#"sh -c "$1"; sh -c "$2""#)
+        .arg(r#"(eval "$1"); eval "$2""#)
         .arg("sh")
         .arg(first.as_word())
         .arg(then.as_word())
@@ -755,7 +765,7 @@ pub fn address_images(layout: &Layout, id: &str) -> Cmd {
 
 // $1 a release's file, $2 its new text: replaced at once (a reader sees the
 // old or the new); nothing where the release's directory is gone.
-const WRITE_FILE: &str = r#"[ -d "$(dirname "$1")" ] || exit 0
+const WRITE_FILE: &str = r#"[ -d "${1%/*}" ] || exit 0
 printf '%s' "$2" > "$1.tmp" && mv "$1.tmp" "$1""#;
 
 /// Replaces release `id`'s override with `text`: the content tags that

@@ -243,7 +243,7 @@ pub trait Remote: Send + Sync {
 
 // Runs each argument as a command, one after the other whatever each one's
 // exit, each followed by a line with its exit code.
-const EACH: &str = r#"for c in "$@"; do sh -c "$c" 2>&1; printf '\n@@deploy exit %s\n' "$?"; done"#;
+const EACH: &str = r#"for c in "$@"; do (eval "$c") 2>&1; printf '\n@@deploy exit %s\n' "$?"; done"#;
 
 /// Runs `cmds` one after the other in one round trip, each whatever the
 /// others' exit: each one's exit code and output (stderr with stdout).
