@@ -43,7 +43,7 @@ const READ: &str = with_keep_detected!(
     r#"
 root="$1"
 [ -z "$3" ] || keep_detected "$root" "$3" 2>/dev/null
-cur=$(readlink "$root/current" 2>/dev/null) && echo "${cur##*/}" || echo -
+cur=$(readlink "$root/current" 2>/dev/null) && cur=${cur%/} && echo "${cur##*/}" || echo -
 echo "@@deploy releases"
 ls -1 "$root/releases" 2>/dev/null | grep -E '^[0-9]{8}T[0-9]{6}Z-[A-Za-z0-9-]+$' | sort
 echo "@@deploy history"
@@ -160,6 +160,37 @@ impl LiveState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The live state as the host's shell reads it: `current` named however
+    /// its link is written (a person's `ln -sfn releases/<TAB>` ends in `/`),
+    /// the releases, and their records.
+    #[test]
+    fn the_host_reads_current_however_its_link_is_written() {
+        let root = tempfile::tempdir().unwrap();
+        let layout = Layout {
+            root: root.path().to_str().unwrap().to_string(),
+        };
+        let id = "20260102T000000Z-bbbbbbb";
+        std::fs::create_dir_all(root.path().join("releases").join(id)).unwrap();
+        std::fs::create_dir_all(root.path().join("releases/20260101T000000Z-aaaaaaa")).unwrap();
+        let record = format!(
+            r#"{{"release":"{id}","commit":"bbbb","project":"p","compose_files":["a.yml"],"services":[],"build":[],"env_file":".deploy-env","compose":"v2"}}"#
+        );
+        std::fs::write(root.path().join("releases").join(id).join(RECORD_FILE), record).unwrap();
+        for link in [format!("releases/{id}"), format!("releases/{id}/")] {
+            let _ = std::fs::remove_file(root.path().join("current"));
+            std::os::unix::fs::symlink(&link, root.path().join("current")).unwrap();
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(read(&layout, None).to_shell())
+                .output()
+                .unwrap();
+            let state = parse(&String::from_utf8(out.stdout).unwrap());
+            assert_eq!(state.current.as_deref(), Some(id), "{link}");
+            assert_eq!(state.releases.len(), 2, "{link}");
+            assert!(state.records.contains_key(id), "{link}");
+        }
+    }
 
     #[test]
     fn sections_parse_into_state() {

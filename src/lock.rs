@@ -370,43 +370,69 @@ mod tests {
         assert!(matches!(held, Acquired::Held(Some(ref i)) if i.holder == "a@b"));
     }
 
-    /// The lock scripts read a lock's expiry and token with one program, and
-    /// a lock written by an older deploy (its fields elsewhere) where they are.
+    /// The lock scripts read a lock's expiry and token with one program
+    /// (`sed`; checked with a `grep` that fails), and a lock written by an
+    /// older deploy (its fields elsewhere) where they are; `extend` says
+    /// which it found: not ours (3) or expired (4).
     #[test]
     fn the_lock_scripts_read_expiry_and_token_in_either_layout() {
+        use std::os::unix::fs::PermissionsExt;
         let root = tempfile::tempdir().unwrap();
         let layout = Layout {
             root: root.path().to_str().unwrap().to_string(),
         };
         let lock = std::path::PathBuf::from(layout.lock());
         std::fs::create_dir_all(&lock).unwrap();
-        let run = |info: &str, token: &str| {
-            std::fs::write(lock.join("info.json"), format!("{info}\n")).unwrap();
-            let cmd = if_ours(&layout, token, 0, 0, &Cmd::new("echo").arg("ran"));
-            let out = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(cmd.to_shell())
-                .output()
-                .unwrap();
+        let shim = root.path().join("shim");
+        std::fs::create_dir_all(&shim).unwrap();
+        std::fs::write(shim.join("grep"), "#!/bin/sh\nexit 1\n").unwrap();
+        std::fs::set_permissions(shim.join("grep"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!("{}:{}", shim.display(), std::env::var("PATH").unwrap());
+        let sh = |cmd: &Cmd, no_grep: bool| {
+            let mut c = std::process::Command::new("sh");
+            c.arg("-c").arg(cmd.to_shell());
+            if no_grep {
+                c.env("PATH", &path);
+            }
+            let out = c.output().unwrap();
             (out.status.code(), String::from_utf8(out.stdout).unwrap())
         };
-        let other = new_token();
+        let write = |info: &str| std::fs::write(lock.join("info.json"), info).unwrap();
+        let if_ours_run =
+            |token: &str, no_grep: bool| sh(&if_ours(&layout, token, 0, 0, &Cmd::new("echo").arg("ran")), no_grep);
+        let extend_code = |token: &str| sh(&extend(&layout, token, 60, 0), false).0;
         let future = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs()
             + 600;
-        let now_layout = format!(
+        // Today's layout, no newline at its end: read by sed alone.
+        write(&format!(
             r#"{{"since":1,"expires":{future},"token":"tok en","kind":"deploy","holder":"a@b","message":"m"}}"#
+        ));
+        assert_eq!(if_ours_run("tok en", true), (Some(0), "ran\n".into()));
+        assert_eq!(extend_code(&new_token()), Some(3));
+        assert_eq!(extend_code("tok en"), Some(0));
+        // An older layout: found where it is.
+        write(&format!(
+            "{}\n",
+            r#"{"token":"old","holder":"a@b","since":1,"expires":EXP,"message":"m"}"#
+                .replace("EXP", &future.to_string())
+        ));
+        assert_eq!(if_ours_run("old", false), (Some(0), "ran\n".into()));
+        assert_eq!(extend_code("tok en"), Some(3));
+        // Expired, and never expiring.
+        write(
+            "{\"since\":1,\"expires\":2,\"token\":\"tok\",\"kind\":\"deploy\",\"holder\":\"a@b\",\"message\":\"m\"}\n",
         );
-        assert_eq!(run(&now_layout, "tok en"), (Some(0), "ran\n".into()));
-        assert_eq!(run(&now_layout, &other).0, Some(NOT_OURS));
-        let older = format!(r#"{{"token":"old","holder":"a@b","since":1,"expires":{future},"message":"m"}}"#);
-        assert_eq!(run(&older, "old"), (Some(0), "ran\n".into()));
-        assert_eq!(run(&older, "tok en").0, Some(NOT_OURS));
-        let expired = r#"{"since":1,"expires":2,"token":"tok","kind":"deploy","holder":"a@b","message":"m"}"#;
-        assert_eq!(run(expired, "tok").0, Some(NOT_OURS));
-        let never = r#"{"since":1,"expires":0,"token":"tok","kind":"manual","holder":"a@b","message":"m"}"#;
-        assert_eq!(run(never, "tok"), (Some(0), "ran\n".into()));
+        assert_eq!(extend_code("tok"), Some(4));
+        assert_eq!(if_ours_run("tok", true).0, Some(NOT_OURS));
+        write(
+            "{\"since\":1,\"expires\":0,\"token\":\"tok\",\"kind\":\"manual\",\"holder\":\"a@b\",\"message\":\"m\"}\n",
+        );
+        assert_eq!(if_ours_run("tok", true), (Some(0), "ran\n".into()));
+        // No info at all: no one's.
+        std::fs::remove_file(lock.join("info.json")).unwrap();
+        assert_eq!(if_ours_run("tok", false).0, Some(NOT_OURS));
     }
 }

@@ -170,7 +170,7 @@ fi
 if [ -n "$kept" ] && [ "$kept_id" = "$id" ]; then found=$kept
 else found=$(detect); fresh=1; fi
 echo "$found"
-cur=$(readlink "$1/current" 2>/dev/null) && cur=${cur##*/} && echo "$cur" || echo -
+cur=$(readlink "$1/current" 2>/dev/null) && cur=${cur%/} && cur=${cur##*/} && echo "$cur" || echo -
 command -v git >/dev/null 2>&1 && echo git || echo nogit
 printf '%s\n' "${DOCKER_HOST:--}"
 [ -z "$cur" ] || cat "$1/releases/$cur/$2" 2>/dev/null
@@ -386,7 +386,10 @@ macro_rules! settle {
         r#"
 stale=$(eval "$1") || exit $?
 [ -n "$stale" ] || exit 0
-(eval "$2 $stale") && eval "$3"
+# Each service the check printed is one quoted argument of the recreation.
+recreate=$2 point=$3
+set -f; set -- $stale; set +f
+(eval "$recreate"' "$@"') && eval "$point"
 "#
     };
 }
@@ -1137,6 +1140,11 @@ mod tests {
         assert_eq!(run("echo api worker"), (Some(0), "recreate api worker\npoint\n".into()));
         assert_eq!(run("true"), (Some(0), String::new()));
         assert_eq!(run("exit 3").0, Some(3));
+        // What the check printed is words, each one argument: never code, never a pattern.
+        assert_eq!(
+            run("echo 'a$1' '*' '$(echo no)'"),
+            (Some(0), "recreate a$1 * $(echo no)\npoint\n".into())
+        );
     }
 
     /// `activate` runs its parts in order, stops at the first that fails,
