@@ -575,3 +575,84 @@ pub fn build_phases(reps: usize) -> BuildPhases {
         .unwrap_or_else(|| "engine unknown".into());
     BuildPhases { engine, ms, ended_at }
 }
+
+/// What [`ssh_costs`] measured on one of the hosts, ms each.
+pub struct SshCosts {
+    /// The key exchange the client and server agree on by default (`ssh -v`).
+    pub default_kex: String,
+    /// `ssh host true` with the default key exchange, and with curve25519-sha256.
+    pub default_ms: Vec<f64>,
+    pub curve_ms: Vec<f64>,
+    /// With a master connected as `deploy` connects (`ssh -M -f -N`, the
+    /// default key exchange): the master's start, the first command through
+    /// it right after, and the next one.
+    pub master_ms: Vec<f64>,
+    pub first_ms: Vec<f64>,
+    pub next_ms: Vec<f64>,
+}
+
+/// Where `deploy`'s connect step and its first command spend their time on
+/// this machine, with the system's `ssh` to `host`, `reps` times each: the
+/// handshake with the default key exchange (OpenSSH 9.2 here: a
+/// post-quantum hybrid, which `deploy` keeps) against a classical one, and a
+/// master connection's first command against its next.
+pub fn ssh_costs(host: &SshHost, known_hosts: &Path, reps: usize) -> SshCosts {
+    let base = |extra: &[&str]| {
+        let mut c = Command::new("ssh");
+        c.args(["-p", &host.port.to_string(), "-i"])
+            .arg(client_key())
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+            .args([
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "BatchMode=yes",
+                "-F",
+                "/dev/null",
+            ])
+            .args(extra);
+        c
+    };
+    let target = format!("{USER}@{}", host.addr);
+    let timed = |mut c: Command| -> f64 {
+        let started = std::time::Instant::now();
+        let out = c.output().expect("ssh");
+        assert!(out.status.success(), "ssh: {}", String::from_utf8_lossy(&out.stderr));
+        started.elapsed().as_secs_f64() * 1000.0
+    };
+    let said = base(&["-v"]).arg(&target).arg("true").output().expect("ssh -v");
+    let default_kex = String::from_utf8_lossy(&said.stderr)
+        .lines()
+        .find_map(|l| l.split_once("kex: algorithm: ").map(|(_, k)| k.trim().to_string()))
+        .unwrap_or_else(|| "unknown".into());
+    let dir = open_tempdir();
+    let ctl = dir.path().join("master");
+    let ctl_arg = ctl.to_str().expect("utf-8 path");
+    let mut costs = SshCosts {
+        default_kex,
+        default_ms: Vec::new(),
+        curve_ms: Vec::new(),
+        master_ms: Vec::new(),
+        first_ms: Vec::new(),
+        next_ms: Vec::new(),
+    };
+    for _ in 0..reps {
+        let mut c = base(&[]);
+        c.arg(&target).arg("true");
+        costs.default_ms.push(timed(c));
+        let mut c = base(&["-o", "KexAlgorithms=curve25519-sha256"]);
+        c.arg(&target).arg("true");
+        costs.curve_ms.push(timed(c));
+        let mut c = base(&["-S", ctl_arg, "-M", "-f", "-N", "-o", "ControlPersist=yes"]);
+        c.arg(&target);
+        costs.master_ms.push(timed(c));
+        for into in [&mut costs.first_ms, &mut costs.next_ms] {
+            let mut c = base(&["-S", ctl_arg]);
+            c.arg(&target).arg("true");
+            into.push(timed(c));
+        }
+        let _ = base(&["-S", ctl_arg, "-O", "exit"]).arg(&target).output();
+    }
+    costs
+}

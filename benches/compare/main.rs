@@ -156,6 +156,9 @@ pub struct Results {
     /// The api's build started at each of [`bed::BUILD_PHASES`] of the
     /// second (see [`bed::build_phases`]).
     pub build_phases: Option<bed::BuildPhases>,
+    /// What the SSH handshake and a master's first command cost here (see
+    /// [`bed::ssh_costs`]): beside the variants, whose connect step it explains.
+    pub ssh_costs: Option<bed::SshCosts>,
     /// (compose, hosts) → the floor's `compose build` per host, ms (from its trace).
     pub plain_build_ms: BTreeMap<(Compose, usize), Vec<f64>>,
     /// (compose, hosts) → the floor's `compose up -d` per host, ms (from its trace).
@@ -296,6 +299,12 @@ fn main() {
             bed::BUILD_PHASES.len()
         );
         results.build_phases = Some(bed::build_phases(if o.smoke { 1 } else { 3 }));
+        eprintln!("bench: the SSH handshake and a master's first commands");
+        results.ssh_costs = Some(bed::ssh_costs(
+            &hosts.ssh[0],
+            &hosts.known_hosts(),
+            if o.smoke { 1 } else { 5 },
+        ));
     }
     for iter in 0..variant_runs {
         for (k, &n) in o.sizes.iter().enumerate().filter(|(_, &n)| n <= 4 && iter < runs_of(n)) {

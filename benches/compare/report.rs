@@ -395,6 +395,38 @@ fn variants_section(r: &Results, alone: bool) -> String {
             row(&b.ended_at, &|x| format!("{x:+.0}"))
         );
     }
+    if let Some(c) = &r.ssh_costs {
+        let _ = writeln!(s, "### What an SSH connection costs here\n");
+        let _ = writeln!(
+            s,
+            "The system's `ssh` (the program `deploy` connects with) to one of the hosts, {} time(s) each, medians. \
+             `deploy`'s connect step is the first row's handshake and a master's start; its first commands wait \
+             as the third row's first command does. `deploy` keeps the client's default key exchange, here \
+             `{}` (post-quantum; newer OpenSSH picks another by default, not measured here); the second row is \
+             what a classical one costs, for scale. The floor runs on the hosts themselves and pays none of it.\n",
+            c.default_ms.len(),
+            c.default_kex
+        );
+        let _ = writeln!(s, "| | ms |");
+        let _ = writeln!(s, "|---|---:|");
+        let _ = writeln!(
+            s,
+            "| `ssh host true`, default key exchange | {:.0} |",
+            median(&c.default_ms)
+        );
+        let _ = writeln!(
+            s,
+            "| `ssh host true`, `curve25519-sha256` | {:.0} |",
+            median(&c.curve_ms)
+        );
+        let _ = writeln!(
+            s,
+            "| a master connection (`ssh -M -f -N`, default key exchange) until it is in the background | {:.0} |",
+            median(&c.master_ms)
+        );
+        let _ = writeln!(s, "| its first command, sent at once | {:.0} |", median(&c.first_ms));
+        let _ = writeln!(s, "| its next command | {:.0} |\n", median(&c.next_ms));
+    }
     let _ = writeln!(s, "### Wall time (seconds) and overhead over the floor\n");
     let _ = writeln!(
         s,
