@@ -180,12 +180,7 @@ mod tests {
         for link in [format!("releases/{id}"), format!("releases/{id}/")] {
             let _ = std::fs::remove_file(root.path().join("current"));
             std::os::unix::fs::symlink(&link, root.path().join("current")).unwrap();
-            let out = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(read(&layout, None).to_shell())
-                .output()
-                .unwrap();
-            let state = parse(&String::from_utf8(out.stdout).unwrap());
+            let state = parse(&crate::release::run_here(&read(&layout, None)).1);
             assert_eq!(state.current.as_deref(), Some(id), "{link}");
             assert_eq!(state.releases.len(), 2, "{link}");
             assert!(state.records.contains_key(id), "{link}");

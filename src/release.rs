@@ -917,6 +917,18 @@ pub fn to_prune(mut ids: Vec<String>, keep: usize, current: Option<&str>, keep_a
         .collect()
 }
 
+/// A command run here by `sh`, as a host would run it: its exit code and
+/// what it printed (the tests of the host scripts).
+#[cfg(test)]
+pub(crate) fn run_here(cmd: &Cmd) -> (Option<i32>, String) {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd.to_shell())
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8(out.stdout).unwrap())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -935,16 +947,6 @@ mod tests {
         let (said, services) = built(out);
         assert_eq!(services, Some("services:\n  api: {}\n"));
         assert!(said.ends_with("fake: {}"), "{said}");
-    }
-
-    /// A command run here by `sh`: its exit code and what it printed.
-    fn run_here(cmd: &Cmd) -> (Option<i32>, String) {
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(cmd.to_shell())
-            .output()
-            .unwrap();
-        (out.status.code(), String::from_utf8(out.stdout).unwrap())
     }
 
     /// The services resolved beside a build are kept in `.deploy/services/`,
