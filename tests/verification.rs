@@ -140,6 +140,12 @@ fn deploy_verify_passes_on_a_healthy_release_and_names_what_fails() {
     assert!(ok.all().contains("check redis passed"), "{}", ok.all());
 
     sh(Command::new("docker").args(["stop", "-t", "1", &format!("{}-redis-1", d.project)]));
+    // A stopped Redis stays stopped: the checks that fail would only wait out
+    // the checklist's 40 s. The api's check still has to pass within 5 s.
+    let config = d.app.path().join("deploy.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("timeout = \"40s\""), "{text}");
+    std::fs::write(&config, text.replace("timeout = \"40s\"", "timeout = \"5s\"")).unwrap();
     let failed = d.run(&["verify", "test"]);
     assert_eq!(failed.code, 6, "{}", failed.all());
     assert!(failed.all().contains("checks failed"), "{}", failed.all());
