@@ -282,9 +282,8 @@ impl Bed {
                     ),
                 ] {
                     let health = match checks {
-                        Checks::Http => "[[verify.checks]]\nname = \"api health\"\ntype = \"http\"\nservice = \"api\"\nurl = \"http://127.0.0.1:{{DEMO_API_PORT}}/health\"\nvia = \"ssh\"\nexpect_status = [200]\n\n",
-                        Checks::Exec => "[[verify.checks]]\nname = \"api health\"\ntype = \"exec\"\nservice = \"api\"\ncommand = [\"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:8000/health\"]\n\n\
-                             [[verify.checks]]\nname = \"redis from api\"\ntype = \"exec\"\nservice = \"api\"\ncommand = [\"sh\", \"-c\", \"printf 'PING\\\\r\\\\nQUIT\\\\r\\\\n' | nc redis 6379 | grep -q PONG\"]\n\n",
+                        Checks::Http => "[[verify.checks]]\nname = \"api health\"\ntype = \"http\"\nservice = \"api\"\nurl = \"http://127.0.0.1:{{DEMO_API_PORT}}/health\"\nvia = \"ssh\"\nexpect_status = [200]\n\n".to_string(),
+                        Checks::Exec => EXEC_CHECKS[..2].iter().map(exec_check).collect::<String>(),
                     };
                     let config = format!(
                         "# The benchmark's fleet of {n}: the demo app with the README's checklist.\n\
@@ -294,12 +293,12 @@ impl Bed {
                          [environments.bench]\nparallel = {n}\ncompose = \"{}\"\n\n{tables}\
                          [verify]\ntimeout = \"30s\"\n\n\
                          [[verify.checks]]\nname = \"containers up\"\ntype = \"compose_ps\"\n\n\
-                         {health}\
-                         [[verify.checks]]\nname = \"redis from worker\"\ntype = \"exec\"\nservice = \"worker\"\ncommand = [\"redis-cli\", \"-h\", \"redis\", \"ping\"]\n\n\
+                         {health}{worker}\
                          [[verify.checks]]\nname = \"no refused connections\"\ntype = \"logs\"\nservices = [\"api\", \"worker\"]\nabsent = \"(?i)connection refused\"\n",
                         client_key().display(),
                         hosts.known_hosts().display(),
                         self.compose.name(),
+                        worker = exec_check(&EXEC_CHECKS[2]),
                     );
                     std::fs::write(path, config).unwrap();
                 }
@@ -574,6 +573,111 @@ pub fn build_phases(reps: usize) -> BuildPhases {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "engine unknown".into());
     BuildPhases { engine, ms, ended_at }
+}
+
+/// The exec checks of the seed's checklist: (name, service, command). The
+/// first two are the `exec` variant's health and Redis checks from the api,
+/// the third is every variant's Redis check from the worker.
+pub const EXEC_CHECKS: [(&str, &str, &[&str]); 3] = [
+    (
+        "api health",
+        "api",
+        &["wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8000/health"],
+    ),
+    (
+        "redis from api",
+        "api",
+        &[
+            "sh",
+            "-c",
+            "printf 'PING\\r\\nQUIT\\r\\n' | nc redis 6379 | grep -q PONG",
+        ],
+    ),
+    ("redis from worker", "worker", &["redis-cli", "-h", "redis", "ping"]),
+];
+
+/// One of [`EXEC_CHECKS`] as a `[[verify.checks]]` table (JSON strings are
+/// TOML basic strings).
+fn exec_check((name, service, command): &(&str, &str, &[&str])) -> String {
+    let quoted = |v: &str| serde_json::to_string(v).expect("a JSON string");
+    format!(
+        "[[verify.checks]]\nname = {}\ntype = \"exec\"\nservice = {}\ncommand = {}\n\n",
+        quoted(name),
+        quoted(service),
+        serde_json::to_string(command).expect("a JSON array")
+    )
+}
+
+/// The engine's own time for [`EXEC_CHECKS`]' commands, ms each: create,
+/// start (attached, until the command ends) and inspect of an exec, on the
+/// engine's socket here (no SSH), in the containers of compose project
+/// `project`. `alone`: one after another; `together`: the three at once, as
+/// the checklist runs them.
+#[derive(Default)]
+pub struct EngineExecs {
+    pub alone_ms: Vec<f64>,
+    pub together_ms: Vec<f64>,
+}
+
+/// [`EngineExecs`] of `project`, `reps` rounds (each: the three alone, then together).
+pub fn engine_execs(project: &str, reps: usize) -> EngineExecs {
+    use bollard::exec::{CreateExecOptions, StartExecResults};
+    use futures::StreamExt;
+    let container = |service: &str| {
+        let ps = sh(Command::new("docker").args([
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.compose.project={project}"),
+            "--filter",
+            &format!("label=com.docker.compose.service={service}"),
+            "--filter",
+            "label=com.docker.compose.oneoff=False",
+        ]));
+        ps.lines()
+            .next()
+            .unwrap_or_else(|| panic!("no running {service} in {project}"))
+            .to_string()
+    };
+    let targets: Vec<(String, &[&str])> = EXEC_CHECKS.iter().map(|(_, s, c)| (container(s), *c)).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let docker = bollard::Docker::connect_with_unix_defaults().expect("the engine's socket");
+        let one = |container: &str, command: &[&str]| {
+            let command: Vec<String> = command.iter().map(|w| w.to_string()).collect();
+            let (docker, container) = (docker.clone(), container.to_string());
+            async move {
+                let started = std::time::Instant::now();
+                let options = CreateExecOptions {
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(command.clone()),
+                    ..Default::default()
+                };
+                let exec = docker.create_exec(&container, options).await.expect("create an exec");
+                if let StartExecResults::Attached { mut output, .. } =
+                    docker.start_exec(&exec.id, None).await.expect("start an exec")
+                {
+                    while output.next().await.is_some() {}
+                }
+                let code = docker.inspect_exec(&exec.id).await.expect("inspect an exec").exit_code;
+                assert_eq!(code, Some(0), "{command:?} in {container}");
+                started.elapsed().as_secs_f64() * 1000.0
+            }
+        };
+        let mut execs = EngineExecs::default();
+        for _ in 0..reps {
+            for (c, command) in &targets {
+                execs.alone_ms.push(one(c, command).await);
+            }
+            let together = futures::future::join_all(targets.iter().map(|(c, command)| one(c, command))).await;
+            execs.together_ms.extend(together);
+        }
+        execs
+    })
 }
 
 /// What [`ssh_costs`] measured on one of the hosts, ms each.

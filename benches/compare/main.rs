@@ -122,6 +122,17 @@ fn options() -> Options {
     o
 }
 
+/// After a `deploy` run with exec checks, the release settled: the
+/// engine's own time for the checklist's exec commands on the first host,
+/// `reps` rounds (see [`bed::engine_execs`]): what an attempt costs the
+/// engine when nothing else runs, one at a time and the three at once.
+fn settled_execs(results: &mut Results, bed: &Bed, key: (Compose, usize), reps: usize) {
+    let execs = bed::engine_execs(&bed.sites[0].project, reps);
+    let into = results.engine_execs.entry(key).or_default();
+    into.alone_ms.extend(execs.alone_ms);
+    into.together_ms.extend(execs.together_ms);
+}
+
 /// Everything measured, for the report.
 #[derive(Default)]
 pub struct Results {
@@ -166,6 +177,10 @@ pub struct Results {
     /// The floor's two Redis checks, one `docker exec` each (with the
     /// `docker ps` that finds the container), ms, by compose and host count.
     pub floor_exec_ms: BTreeMap<(Compose, usize), Vec<f64>>,
+    /// (compose, hosts) → after each exec-checks run of `deploy`, the
+    /// release settled: the engine's own time for the checklist's exec
+    /// commands on the first host's containers (see [`bed::engine_execs`]).
+    pub engine_execs: BTreeMap<(Compose, usize), bed::EngineExecs>,
     /// (compose, checks, hosts) → peak RSS of deploy, KiB.
     pub variant_rss: BTreeMap<(Compose, Checks, usize), Vec<u64>>,
     pub runs: usize,
@@ -334,7 +349,12 @@ fn main() {
                             .or_default()
                             .push(wall);
                         match tool {
-                            Tool::Deploy => record_steps(&mut results, (compose, checks, n), &sample),
+                            Tool::Deploy => {
+                                record_steps(&mut results, (compose, checks, n), &sample);
+                                if checks == Checks::Exec {
+                                    settled_execs(&mut results, bed, (compose, n), if o.smoke { 1 } else { 3 });
+                                }
+                            }
                             Tool::Floor => {
                                 let builds = runner.traced(" build -q");
                                 results.plain_build_ms.entry((compose, n)).or_default().extend(builds);
