@@ -140,8 +140,9 @@ fn deploy_verify_passes_on_a_healthy_release_and_names_what_fails() {
     assert!(ok.all().contains("check redis passed"), "{}", ok.all());
 
     sh(Command::new("docker").args(["stop", "-t", "1", &format!("{}-redis-1", d.project)]));
-    // A stopped Redis stays stopped: the checks that fail would only wait out
-    // the checklist's 40 s. The api's check still has to pass within 5 s.
+    // A stopped Redis stays stopped: "containers up" would only wait out the
+    // checklist's 40 s (the Redis checks give up after their own 2 s). The
+    // api's check still has to pass within 5 s.
     let config = d.app.path().join("deploy.toml");
     let text = std::fs::read_to_string(&config).unwrap();
     assert!(text.contains("timeout = \"40s\""), "{text}");

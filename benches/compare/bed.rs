@@ -283,7 +283,7 @@ impl Bed {
                 ] {
                     let health = match checks {
                         Checks::Http => "[[verify.checks]]\nname = \"api health\"\ntype = \"http\"\nservice = \"api\"\nurl = \"http://127.0.0.1:{{DEMO_API_PORT}}/health\"\nvia = \"ssh\"\nexpect_status = [200]\n\n".to_string(),
-                        Checks::Exec => EXEC_CHECKS[..2].iter().map(exec_check).collect::<String>(),
+                        Checks::Exec => API_EXEC_CHECKS.iter().map(exec_check).collect::<String>(),
                     };
                     let config = format!(
                         "# The benchmark's fleet of {n}: the demo app with the README's checklist.\n\
@@ -298,7 +298,7 @@ impl Bed {
                         client_key().display(),
                         hosts.known_hosts().display(),
                         self.compose.name(),
-                        worker = exec_check(&EXEC_CHECKS[2]),
+                        worker = exec_check(&WORKER_EXEC_CHECK),
                     );
                     std::fs::write(path, config).unwrap();
                 }
@@ -575,10 +575,11 @@ pub fn build_phases(reps: usize) -> BuildPhases {
     BuildPhases { engine, ms, ended_at }
 }
 
-/// The exec checks of the seed's checklist: (name, service, command). The
-/// first two are the `exec` variant's health and Redis checks from the api,
-/// the third is every variant's Redis check from the worker.
-pub const EXEC_CHECKS: [(&str, &str, &[&str]); 3] = [
+/// An exec check: (name, service, command).
+type ExecCheck = (&'static str, &'static str, &'static [&'static str]);
+
+/// The `exec` variant's checks in the api's container: its health and Redis.
+const API_EXEC_CHECKS: [ExecCheck; 2] = [
     (
         "api health",
         "api",
@@ -593,12 +594,14 @@ pub const EXEC_CHECKS: [(&str, &str, &[&str]); 3] = [
             "printf 'PING\\r\\nQUIT\\r\\n' | nc redis 6379 | grep -q PONG",
         ],
     ),
-    ("redis from worker", "worker", &["redis-cli", "-h", "redis", "ping"]),
 ];
 
-/// One of [`EXEC_CHECKS`] as a `[[verify.checks]]` table (JSON strings are
-/// TOML basic strings).
-fn exec_check((name, service, command): &(&str, &str, &[&str])) -> String {
+/// Every variant's Redis check from the worker.
+const WORKER_EXEC_CHECK: ExecCheck = ("redis from worker", "worker", &["redis-cli", "-h", "redis", "ping"]);
+
+/// An exec check as a `[[verify.checks]]` table (JSON strings are TOML basic
+/// strings).
+fn exec_check((name, service, command): &ExecCheck) -> String {
     let quoted = |v: &str| serde_json::to_string(v).expect("a JSON string");
     format!(
         "[[verify.checks]]\nname = {}\ntype = \"exec\"\nservice = {}\ncommand = {}\n\n",
@@ -608,11 +611,12 @@ fn exec_check((name, service, command): &(&str, &str, &[&str])) -> String {
     )
 }
 
-/// The engine's own time for [`EXEC_CHECKS`]' commands, ms each: create,
-/// start (attached, until the command ends) and inspect of an exec, on the
-/// engine's socket here (no SSH), in the containers of compose project
-/// `project`. `alone`: one after another; `together`: the three at once, as
-/// the checklist runs them.
+/// The engine's own time for the `exec` variant's commands (the api's two
+/// and the worker's), ms each: create, start (attached, until the command
+/// ends) and inspect of an exec, on the engine's socket here (no SSH), in the
+/// containers of compose project `project`. `alone`: one after another;
+/// `together`: each one's time when the three run at once, as one host's
+/// checklist runs them.
 #[derive(Default)]
 pub struct EngineExecs {
     pub alone_ms: Vec<f64>,
@@ -639,7 +643,11 @@ pub fn engine_execs(project: &str, reps: usize) -> EngineExecs {
             .unwrap_or_else(|| panic!("no running {service} in {project}"))
             .to_string()
     };
-    let targets: Vec<(String, &[&str])> = EXEC_CHECKS.iter().map(|(_, s, c)| (container(s), *c)).collect();
+    let targets: Vec<(String, &[&str])> = API_EXEC_CHECKS
+        .iter()
+        .chain([&WORKER_EXEC_CHECK])
+        .map(|(_, s, c)| (container(s), *c))
+        .collect();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

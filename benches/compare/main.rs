@@ -122,10 +122,11 @@ fn options() -> Options {
     o
 }
 
-/// After a `deploy` run with exec checks, the release settled: the
-/// engine's own time for the checklist's exec commands on the first host,
-/// `reps` rounds (see [`bed::engine_execs`]): what an attempt costs the
-/// engine when nothing else runs, one at a time and the three at once.
+/// Right after a `deploy` run with exec checks (nothing else of the bench
+/// runs then): the engine's own time for the checklist's exec commands on
+/// the first host, `reps` rounds (see [`bed::engine_execs`]): what an
+/// attempt costs the engine alone, and each of the three when they run at
+/// once as one host's checklist runs them.
 fn settled_execs(results: &mut Results, bed: &Bed, key: (Compose, usize), reps: usize) {
     let execs = bed::engine_execs(&bed.sites[0].project, reps);
     let into = results.engine_execs.entry(key).or_default();
@@ -218,7 +219,8 @@ pub struct SwitchRun {
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs bench targets
-    // too, with no arguments: a half-hour benchmark is not a test.
+    // too, without it (scripts/test.sh passes `--test-threads 3`): a
+    // half-hour benchmark is not a test.
     if !std::env::args().any(|a| a == "--bench") {
         eprintln!("benches/compare: run by `cargo bench` (scripts/bench.sh), not by `cargo test`");
         return;

@@ -697,7 +697,7 @@ fn variants_section(r: &Results, alone: bool) -> String {
                 continue;
             }
             let worst = attempts.iter().cloned().fold(f64::MIN, f64::max);
-            // What the engine itself takes for the same commands, for scale.
+            // What the floor's own checks take on the same hosts, for scale.
             let floor = match r.floor_exec_ms.get(&(c, n)).filter(|v| !v.is_empty()) {
                 Some(v) => format!(
                     "; for scale, the floor's Redis checks, each a `docker ps` that finds the container and a `docker exec` on the host itself: median {:.0} ms",
@@ -858,16 +858,21 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-/// "; after the run, ..." for an exec target's row: the engine's own exec of
-/// the checklist's commands once the release settled (see
+/// "; right after the runs, ..." for an exec target's row: the engine's own
+/// exec of the checklist's commands on the first host (see
 /// [`crate::bed::engine_execs`]); nothing where it was not measured.
 fn settled_execs(r: &Results, c: Compose, n: usize) -> String {
     let Some(engine) = r.engine_execs.get(&(c, n)).filter(|e| !e.alone_ms.is_empty()) else {
         return String::new();
     };
     format!(
-        "; after the run, the release settled, the engine's own exec of the same commands on the first host (create, start, inspect on its socket; no SSH, no CLI): median {:.0} ms one at a time, {:.0} ms the three at once as the checklist runs them",
+        "; right after each run, the engine's own exec of the same commands on the first host (create, start, inspect on its socket; no SSH, no CLI): median {:.0} ms one at a time, {:.0} ms each when the three run at once as one host's checklist runs them{}",
         median(&engine.alone_ms),
-        median(&engine.together_ms)
+        median(&engine.together_ms),
+        if n > 1 {
+            format!(" (here {n} hosts' checklists, {} execs, reach this one engine at once)", 3 * n)
+        } else {
+            String::new()
+        }
     )
 }
