@@ -178,9 +178,9 @@ pub struct Results {
     /// The floor's two Redis checks, one `docker exec` each (with the
     /// `docker ps` that finds the container), ms, by compose and host count.
     pub floor_exec_ms: BTreeMap<(Compose, usize), Vec<f64>>,
-    /// (compose, hosts) → after each exec-checks run of `deploy`, the
-    /// release settled: the engine's own time for the checklist's exec
-    /// commands on the first host's containers (see [`bed::engine_execs`]).
+    /// (compose, hosts) → right after each exec-checks run of `deploy`: the
+    /// engine's own time for the checklist's exec commands on the first
+    /// host's containers (see [`bed::engine_execs`]).
     pub engine_execs: BTreeMap<(Compose, usize), bed::EngineExecs>,
     /// (compose, checks, hosts) → peak RSS of deploy, KiB.
     pub variant_rss: BTreeMap<(Compose, Checks, usize), Vec<u64>>,
