@@ -623,56 +623,38 @@ pub struct EngineExecs {
     pub together_ms: Vec<f64>,
 }
 
-/// [`EngineExecs`] of `project`, `reps` rounds (each: the three alone, then together).
+/// [`EngineExecs`] of `project`, `reps` rounds (each: the three alone, then
+/// together), through `deploy`'s own Engine API client with the local
+/// transport: an exec check's attempt without SSH.
 pub fn engine_execs(project: &str, reps: usize) -> EngineExecs {
-    use bollard::exec::{CreateExecOptions, StartExecResults};
-    use futures::StreamExt;
-    let container = |service: &str| {
-        let ps = sh(Command::new("docker").args([
-            "ps",
-            "-q",
-            "--filter",
-            &format!("label=com.docker.compose.project={project}"),
-            "--filter",
-            &format!("label=com.docker.compose.service={service}"),
-            "--filter",
-            "label=com.docker.compose.oneoff=False",
-        ]));
-        ps.lines()
-            .next()
-            .unwrap_or_else(|| panic!("no running {service} in {project}"))
-            .to_string()
-    };
-    let targets: Vec<(String, &[&str])> = API_EXEC_CHECKS
+    let targets: Vec<(String, &'static [&'static str])> = API_EXEC_CHECKS
         .iter()
         .chain([&WORKER_EXEC_CHECK])
-        .map(|(_, s, c)| (container(s), *c))
+        .map(|(_, service, command)| {
+            let id = crate::harness::container_of(project, service)
+                .unwrap_or_else(|| panic!("no running {service} in {project}"));
+            (id, *command)
+        })
         .collect();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime");
     runtime.block_on(async {
-        let docker = bollard::Docker::connect_with_unix_defaults().expect("the engine's socket");
-        let one = |container: &str, command: &[&str]| {
-            let command: Vec<String> = command.iter().map(|w| w.to_string()).collect();
-            let (docker, container) = (docker.clone(), container.to_string());
+        let here = deploy::remote::local::LocalRemote::new("bench");
+        let engine = deploy::engine::Engine::connect(&here, "/var/run/docker.sock")
+            .await
+            .expect("the engine's socket");
+        let one = |container: &str, command: &'static [&'static str]| {
+            let engine = &engine;
+            let container = container.to_string();
             async move {
                 let started = std::time::Instant::now();
-                let options = CreateExecOptions {
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    cmd: Some(command.clone()),
-                    ..Default::default()
-                };
-                let exec = docker.create_exec(&container, options).await.expect("create an exec");
-                if let StartExecResults::Attached { mut output, .. } =
-                    docker.start_exec(&exec.id, None).await.expect("start an exec")
-                {
-                    while output.next().await.is_some() {}
-                }
-                let code = docker.inspect_exec(&exec.id).await.expect("inspect an exec").exit_code;
-                assert_eq!(code, Some(0), "{command:?} in {container}");
+                let (code, said) = engine
+                    .exec(&container, command, std::time::Duration::from_secs(10))
+                    .await
+                    .expect("an exec");
+                assert_eq!(code, 0, "{command:?} in {container}: {said}");
                 started.elapsed().as_secs_f64() * 1000.0
             }
         };

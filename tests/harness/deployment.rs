@@ -274,16 +274,7 @@ impl Deployment {
 
     /// The id of the container running `service`, if one runs.
     pub fn container_of(&self, service: &str) -> Option<String> {
-        let out = super::sh(Command::new("docker").args([
-            "ps",
-            "-q",
-            "--no-trunc",
-            "--filter",
-            &format!("label=com.docker.compose.project={}", self.project),
-            "--filter",
-            &format!("label=com.docker.compose.service={service}"),
-        ]));
-        out.lines().next().map(str::to_string)
+        super::container_of(&self.project, service)
     }
 
     /// The history file's entries.

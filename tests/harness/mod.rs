@@ -179,6 +179,20 @@ pub fn http_get_at(addr: &str, port: u16, path: &str, limit: std::time::Duration
     Some((status, body))
 }
 
+/// The id of a running container of compose project `project`'s `service`, if one runs.
+pub fn container_of(project: &str, service: &str) -> Option<String> {
+    let out = sh(Command::new("docker").args([
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+        "--filter",
+        &format!("label=com.docker.compose.service={service}"),
+    ]));
+    out.lines().next().map(str::to_string)
+}
+
 /// Claims number `n` of `kind` (a port, a namespace) for this test process,
 /// among every test run on the machine (two suites may run at once): false if
 /// a live process holds it. Claims last until the process ends.
