@@ -76,9 +76,19 @@ url = "http://127.0.0.1:{API_PORT}/cgi-bin/health"
     run.until(|e| e["step"] == "switch" && e["status"] == "done");
     run.signal("KILL");
     let _ = run.finish();
-    assert_eq!(d.version().as_deref(), Some("B"), "the bad release went live");
+    assert_ne!(
+        d.current().as_deref(),
+        Some(a.as_str()),
+        "the switch to B is not recorded"
+    );
     let status = d.run(&["status", "test"]);
     assert!(status.stdout.contains("watchdog: armed by run"), "{}", status.all());
+    // The bad release went live. `up -d` returns once B's container started,
+    // not once its server listens: wait for B to answer, which it does long
+    // before the watchdog's confirm_timeout puts A2 back.
+    wait_for("B to answer", Duration::from_secs(3), || {
+        d.version().as_deref() == Some("B")
+    });
 
     // Within confirm_timeout (and a little), the host is back on A by itself.
     wait_for("the host to put A2 back", Duration::from_secs(60), || {
