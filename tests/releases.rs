@@ -15,12 +15,12 @@ use crate::harness::{git, http_get, wait_for};
 fn core_scenario(setup: Setup) {
     let d = Deployment::new(setup, &Behaviour::version("A"));
     d.deploy(&[], 0);
-    assert_eq!(d.version().as_deref(), Some("A"));
+    d.wait_version("A");
     let first = d.current().expect("current points at the first release");
 
     d.app.commit(&Behaviour::version("B"));
-    let run = d.deploy(&[], 0);
-    assert_eq!(d.version().as_deref(), Some("B"), "{}", run.all());
+    d.deploy(&[], 0);
+    d.wait_version("B");
     let second = d.current().unwrap();
     assert_ne!(first, second);
     assert_eq!(d.releases(), vec![first.clone(), second.clone()]);
@@ -34,7 +34,7 @@ fn core_scenario(setup: Setup) {
     let images_before = d.images();
     let rollback = d.run(&["rollback", "test"]);
     assert_eq!(rollback.code, 0, "{}", rollback.all());
-    assert_eq!(d.version().as_deref(), Some("A"));
+    d.wait_version("A");
     assert_eq!(d.current().as_deref(), Some(first.as_str()));
     assert_eq!(d.images(), images_before, "rollback must not build or tag images");
     let last = d.history().pop().unwrap();
@@ -45,7 +45,7 @@ fn core_scenario(setup: Setup) {
     // --to reaches any kept release.
     let to = d.run(&["rollback", "test", "--to", &second]);
     assert_eq!(to.code, 0, "{}", to.all());
-    assert_eq!(d.version().as_deref(), Some("B"));
+    d.wait_version("B");
     assert_eq!(d.current().as_deref(), Some(second.as_str()));
 
     // `releases` lists both, the live one marked.
@@ -116,7 +116,7 @@ fn the_old_release_serves_while_the_new_one_builds() {
             until_switch[i]
         );
     }
-    assert_eq!(d.version().as_deref(), Some("B"));
+    d.wait_version("B");
 }
 
 #[test]
@@ -162,7 +162,7 @@ fn keep_releases_prunes_old_release_dirs_and_their_images() {
             "{image} belongs to no kept release: {images:?}"
         );
     }
-    assert_eq!(d.version().as_deref(), Some("D"));
+    d.wait_version("D");
 }
 
 /// Images are named by their content in each release: a release whose image of a
@@ -252,7 +252,7 @@ fn unchanged_images_keep_their_containers(compose: &'static str, version: &str) 
     let back = ids();
     assert_ne!(back[0], now[0]);
     assert_eq!(back[1..], first[1..]);
-    assert_eq!(d.version().as_deref(), Some(version));
+    d.wait_version(version);
 }
 
 #[test]
@@ -513,7 +513,7 @@ fn hooks_run_around_the_deploy_and_a_failing_pre_deploy_changes_nothing() {
 fn a_same_size_change_committed_in_the_same_second_is_built_not_taken_from_the_cache() {
     let d = Deployment::new(Setup::default(), &Behaviour::version("A"));
     d.deploy(&[], 0);
-    assert_eq!(d.version().as_deref(), Some("A"));
+    d.wait_version("A");
     // B changes one byte of one file and is committed with A's time: every
     // file `git archive` gives has the same size and mtime as A's.
     let date = git(d.app.path(), &["log", "-1", "--format=%cI"]).trim().to_string();
@@ -527,5 +527,5 @@ fn a_same_size_change_committed_in_the_same_second_is_built_not_taken_from_the_c
         .unwrap();
     assert!(status.success());
     d.deploy(&[], 0);
-    assert_eq!(d.version().as_deref(), Some("B"), "{}", d.explain());
+    d.wait_version("B");
 }

@@ -25,7 +25,7 @@ fn a_host_puts_the_release_back_when_its_deploy_vanishes_after_the_switch() {
         Setup {
             extra: r#"
 [rollback]
-confirm_timeout = "4s"
+confirm_timeout = "10s"
 
 [verify]
 timeout = "60s"
@@ -85,8 +85,8 @@ url = "http://127.0.0.1:{API_PORT}/cgi-bin/health"
     assert!(status.stdout.contains("watchdog: armed by run"), "{}", status.all());
     // The bad release went live. `up -d` returns once B's container started,
     // not once its server listens: wait for B to answer, which it does long
-    // before the watchdog's confirm_timeout puts A2 back.
-    wait_for("B to answer", Duration::from_secs(3), || {
+    // before the watchdog's confirm_timeout (armed before the switch) puts A2 back.
+    wait_for("B to answer", Duration::from_secs(5), || {
         d.version().as_deref() == Some("B")
     });
 

@@ -683,7 +683,14 @@ pub struct SshCosts {
     pub master_ms: Vec<f64>,
     pub first_ms: Vec<f64>,
     pub next_ms: Vec<f64>,
+    /// A new master's first command sent [`FIRST_LATER`] after the master
+    /// went to the background, rather than at once.
+    pub first_later_ms: Vec<f64>,
 }
+
+/// How long after a master's start [`SshCosts::first_later_ms`] sends its
+/// first command: past the 40 ms a Linux client delays an ACK.
+pub const FIRST_LATER: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Where `deploy`'s connect step and its first command spend their time on
 /// this machine, with the system's `ssh` to `host`, `reps` times each: the
@@ -730,6 +737,7 @@ pub fn ssh_costs(host: &SshHost, known_hosts: &Path, reps: usize) -> SshCosts {
         master_ms: Vec::new(),
         first_ms: Vec::new(),
         next_ms: Vec::new(),
+        first_later_ms: Vec::new(),
     };
     for _ in 0..reps {
         let mut c = base(&[]);
@@ -746,6 +754,14 @@ pub fn ssh_costs(host: &SshHost, known_hosts: &Path, reps: usize) -> SshCosts {
             c.arg(&target).arg("true");
             into.push(timed(c));
         }
+        let _ = base(&["-S", ctl_arg, "-O", "exit"]).arg(&target).output();
+        let mut c = base(&["-S", ctl_arg, "-M", "-f", "-N", "-o", "ControlPersist=yes"]);
+        c.arg(&target);
+        timed(c);
+        std::thread::sleep(FIRST_LATER);
+        let mut c = base(&["-S", ctl_arg]);
+        c.arg(&target).arg("true");
+        costs.first_later_ms.push(timed(c));
         let _ = base(&["-S", ctl_arg, "-O", "exit"]).arg(&target).output();
     }
     costs

@@ -30,7 +30,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bed::{Bed, Checks, Compose, Hosts, Tool, TOOLS, VARIANT_TOOLS};
-use measure::{run_phase, timed, wait_for_phase, Prober, Sample};
+use harness::prober::{Probe, Prober};
+use measure::{run_phase, timed, wait_for_phase, Sample, PROBE_LATE, PROBE_LIMIT};
 
 /// What a run changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -199,8 +200,11 @@ pub struct Results {
 pub struct SwitchRun {
     /// Failed probes from the switch's start to the api check passing.
     pub failed: usize,
-    /// Of those, the ones that got no answer within 1 s (the rest got an error status).
+    /// Of those, the ones that got no answer within [`PROBE_LIMIT`] (the
+    /// rest got an error status).
     pub unanswered: usize,
+    /// Probes in that window answered 200, but after over [`PROBE_LATE`].
+    pub late: usize,
     /// Failed probes during the first host's build, when nothing switches
     /// (a control: what the machine's load alone does to answers), and probes then.
     pub failed_build: usize,
@@ -397,10 +401,10 @@ fn main() {
                 let bed = &beds[t];
                 let site = &bed.sites[0];
                 wait_for_phase(run_phase(iter, o.runs, &format!("{}/{n}/changed", bed.tool.name())));
-                let prober = Prober::start(site.api_port, "/health", Duration::from_millis(50), None);
+                let prober = Prober::every(site.api_port, "/health", Duration::from_millis(50), PROBE_LIMIT);
                 let sample = runner.run(bed, n, &shas[&t], "changed", Checks::Http);
                 let probes = prober.finish();
-                let failed = probes.iter().filter(|p| !p.ok).count();
+                let failed = probes.iter().filter(|p| !p.ok()).count();
                 results.failed_run.entry((bed.tool, n)).or_default().push(failed);
                 record(&mut results, bed.tool, n, Change::Api, &sample);
                 eprintln!(
@@ -423,7 +427,7 @@ fn main() {
                         (at("started").expect("step started"), at("done").expect("step done"))
                     };
                     let count = |(from, to): (Instant, Instant)| {
-                        probes.iter().filter(|p| p.at >= from && p.at <= to && !p.ok).count()
+                        probes.iter().filter(|p| p.at >= from && p.at <= to && !p.ok()).count()
                     };
                     let build = window("build");
                     // The switch, until the new release answers: from `switch` started
@@ -483,12 +487,16 @@ fn main() {
         o.lag_runs
     } {
         let sha = bed.change_api(Some(2));
-        let prober = Prober::start(bed.sites[0].api_port, "/", Duration::from_millis(5), Some(bed.marker()));
+        let marker = bed.marker();
+        let prober = Prober::every(bed.sites[0].api_port, "/", Duration::from_millis(5), PROBE_LIMIT);
         let sample = runner.run(bed, 1, &sha, "lag", Checks::Http);
         let probes = prober.finish();
         // When the answer came: through the proxy a probe can be held while
         // Caddy retries, so the time it was sent is not when the api answered.
-        let first = probes.iter().find(|p| p.ok).expect("the new release answered");
+        let first = probes
+            .iter()
+            .find(|p| p.ok() && p.body.contains(marker.as_str()))
+            .expect("the new release answered");
         let healthy = first.at + first.took;
         let reported = sample
             .event_at(|e| e["event"] == "check" && e["name"] == "api health" && e["ok"] == true)
@@ -513,7 +521,7 @@ fn main() {
                 } else {
                     bed.hosts_file(n)
                 };
-                let prober = Prober::start(bed.sites[0].api_port, "/health", Duration::from_millis(20), None);
+                let prober = Prober::every(bed.sites[0].api_port, "/health", Duration::from_millis(20), PROBE_LIMIT);
                 let sample = runner.run_config(bed, n, &config, what);
                 let probes = prober.finish();
                 let run = switch_run(
@@ -523,11 +531,14 @@ fn main() {
                     &sha,
                 );
                 eprintln!(
-                    "bench: {what} run {} · {n} hosts · failed probes in the switch {} of {} ({} unanswered in 1 s; slowest {} ms) · in the build {} of {} · switch {} ms",
+                    "bench: {what} run {} · {n} hosts · failed probes in the switch {} of {} ({} unanswered in {} s; {} answered late, after over {} s; slowest {} ms) · in the build {} of {} · switch {} ms",
                     i + 1,
                     run.failed,
                     run.probes,
                     run.unanswered,
+                    PROBE_LIMIT.as_secs(),
+                    run.late,
+                    PROBE_LATE.as_secs(),
                     run.slowest_ms,
                     run.failed_build,
                     run.probes_build,
@@ -588,7 +599,7 @@ fn main() {
 }
 
 /// What the first host's proxy answered during a changed deploy's switch.
-fn switch_run(sample: &Sample, probes: &[measure::Probe], host: &str, sha: &str) -> SwitchRun {
+fn switch_run(sample: &Sample, probes: &[Probe], host: &str, sha: &str) -> SwitchRun {
     let step = |status: &str| {
         sample
             .events()
@@ -600,11 +611,11 @@ fn switch_run(sample: &Sample, probes: &[measure::Probe], host: &str, sha: &str)
     let until = sample
         .event_at(|e| e["event"] == "check" && e["host"] == host && e["name"] == "api health" && e["ok"] == true)
         .unwrap_or(done_at);
-    let window: Vec<&measure::Probe> = probes.iter().filter(|p| p.at >= started && p.at <= until).collect();
+    let window: Vec<&Probe> = probes.iter().filter(|p| p.at >= started && p.at <= until).collect();
     let build = |status: &str| {
         sample.event_at(|e| e["event"] == "step" && e["host"] == host && e["step"] == "build" && e["status"] == status)
     };
-    let built: Vec<&measure::Probe> = match (build("started"), build("done")) {
+    let built: Vec<&Probe> = match (build("started"), build("done")) {
         (Some(from), Some(to)) => probes.iter().filter(|p| p.at >= from && p.at <= to).collect(),
         _ => Vec::new(),
     };
@@ -615,13 +626,14 @@ fn switch_run(sample: &Sample, probes: &[measure::Probe], host: &str, sha: &str)
         .and_then(|(_, e)| e["elapsed_ms"].as_u64());
     say_failed_probes(sample, probes, host, started);
     SwitchRun {
-        failed: window.iter().filter(|p| !p.ok).count(),
-        unanswered: window.iter().filter(|p| !p.ok && p.status.is_none()).count(),
-        failed_build: built.iter().filter(|p| !p.ok).count(),
+        failed: window.iter().filter(|p| !p.ok()).count(),
+        unanswered: window.iter().filter(|p| p.status.is_none()).count(),
+        late: window.iter().filter(|p| p.ok() && p.took > PROBE_LATE).count(),
+        failed_build: built.iter().filter(|p| !p.ok()).count(),
         probes_build: built.len(),
         probes: window.len(),
         slowest_ms: window.iter().map(|p| p.took.as_millis() as u64).max().unwrap_or(0),
-        failed_run: probes.iter().filter(|p| !p.ok).count(),
+        failed_run: probes.iter().filter(|p| !p.ok()).count(),
         switch_ms: done["elapsed_ms"].as_u64().unwrap_or(0),
         replace_ms,
     }
@@ -871,11 +883,12 @@ pub fn field(path: &Path, prefix: &str) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// For a run with failed probes: each of them, and the first host's step,
-/// switch and check events around them, in ms since its switch started (on
-/// stderr, for finding out why).
-fn say_failed_probes(sample: &Sample, probes: &[measure::Probe], host: &str, switch_started: Instant) {
-    if probes.iter().all(|p| p.ok) {
+/// For a run with failed or late probes: each of them, and the first host's
+/// step, switch and check events around them, in ms since its switch started
+/// (on stderr, for finding out why).
+fn say_failed_probes(sample: &Sample, probes: &[Probe], host: &str, switch_started: Instant) {
+    let worth_saying = |p: &&Probe| !p.ok() || p.took > PROBE_LATE;
+    if !probes.iter().any(|p| worth_saying(&p)) {
         return;
     }
     let at = |t: Instant| {
@@ -884,12 +897,14 @@ fn say_failed_probes(sample: &Sample, probes: &[measure::Probe], host: &str, swi
     };
     let mut lines: Vec<(i64, String)> = probes
         .iter()
-        .filter(|p| !p.ok)
+        .filter(worth_saying)
         .map(|p| {
-            (
-                at(p.at),
-                format!("probe failed: status {:?} after {} ms", p.status, p.took.as_millis()),
-            )
+            let what = match (p.ok(), p.error) {
+                (true, _) => "probe answered late".to_string(),
+                (false, Some(error)) => format!("probe failed: {error}"),
+                (false, None) => format!("probe failed: status {:?}", p.status),
+            };
+            (at(p.at), format!("{what} after {} ms", p.took.as_millis()))
         })
         .collect();
     for (t, e) in sample.events() {

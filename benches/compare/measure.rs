@@ -4,9 +4,6 @@
 use std::io::{BufRead, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Where in the wall clock's second a compared run starts: round `i` of
@@ -165,61 +162,15 @@ fn wait4(pid: u32) -> (i32, u64) {
     }
 }
 
-/// One probe: when it was sent, whether it passed, how long it took.
-#[derive(Clone, Copy)]
-pub struct Probe {
-    pub at: Instant,
-    pub ok: bool,
-    pub took: Duration,
-    /// The answer's status; None when none came within 1 s.
-    pub status: Option<u16>,
-}
+/// How long a benchmark probe waits for its answer: longer than the demo
+/// proxy's retries (Caddy's `lb_try_duration`, 5 s, then a 502), shorter than
+/// an HTTP client's usual timeout. A probe without a 200 in this time is a
+/// request a user saw fail.
+pub const PROBE_LIMIT: Duration = Duration::from_secs(10);
 
-/// GETs `path` on 127.0.0.1:`port` every `period` until stopped. A probe passes
-/// on status 200 (and, with `want`, a body containing it).
-pub struct Prober {
-    stop: Arc<AtomicBool>,
-    handle: JoinHandle<Vec<Probe>>,
-}
-
-impl Prober {
-    pub fn start(port: u16, path: &'static str, period: Duration, want: Option<String>) -> Prober {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let mut probes = Vec::new();
-            let mut next = Instant::now();
-            while !flag.load(Ordering::SeqCst) {
-                let at = Instant::now();
-                let answer = crate::harness::http_get_at("127.0.0.1", port, path, Duration::from_secs(1));
-                let ok = match &answer {
-                    Some((200, body)) => want.as_ref().is_none_or(|w| body.contains(w.as_str())),
-                    _ => false,
-                };
-                probes.push(Probe {
-                    at,
-                    ok,
-                    took: at.elapsed(),
-                    status: answer.map(|(s, _)| s),
-                });
-                next += period;
-                let now = Instant::now();
-                if next > now {
-                    std::thread::sleep(next - now);
-                } else {
-                    next = now;
-                }
-            }
-            probes
-        });
-        Prober { stop, handle }
-    }
-
-    pub fn finish(self) -> Vec<Probe> {
-        self.stop.store(true, Ordering::SeqCst);
-        self.handle.join().expect("prober")
-    }
-}
+/// A 200 slower than this is counted apart, as late: answered, yet slow
+/// enough for a user to notice.
+pub const PROBE_LATE: Duration = Duration::from_secs(1);
 
 /// The median of `xs` (the mean of the middle two for an even count).
 pub fn median(xs: &[f64]) -> f64 {

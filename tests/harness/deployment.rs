@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use super::app::{AppRepo, BareRemote, Behaviour};
 use super::sshd::{free_port, SshHost};
@@ -205,6 +206,24 @@ impl Deployment {
         http_get(self.api_port, "/version")
             .filter(|(s, _)| *s == 200)
             .map(|(_, b)| b.trim().to_string())
+    }
+
+    /// Waits until the api answers `want`. A run without checks returns once
+    /// `up -d` started the container, before its server listens.
+    pub fn wait_version(&self, want: &str) {
+        let start = std::time::Instant::now();
+        loop {
+            let seen = self.version();
+            if seen.as_deref() == Some(want) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the api answers {seen:?}, not {want}, after 20 s\n{}",
+                self.explain()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// What the host runs, for a failed assertion to show: the project's

@@ -164,19 +164,46 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 
 /// GET `path` on `addr`:`port`, giving up on connect or read after `limit`.
 pub fn http_get_at(addr: &str, port: u16, path: &str, limit: std::time::Duration) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let ip: std::net::IpAddr = addr.parse().ok()?;
-    let mut s = std::net::TcpStream::connect_timeout(&(ip, port).into(), limit).ok()?;
-    s.set_read_timeout(Some(limit)).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let status = raw.split_whitespace().nth(1)?.parse().ok()?;
+    http_probe(addr, port, path, limit).ok()
+}
+
+/// GET `path` on `addr`:`port`, giving up on connect or read after `limit`:
+/// (status, body), or what the connection did instead (the connect timed out or was refused, no
+/// answer came in time, the connection closed without one).
+pub fn http_probe(
+    addr: &str,
+    port: u16,
+    path: &str,
+    limit: std::time::Duration,
+) -> Result<(u16, String), &'static str> {
+    use std::io::{ErrorKind, Read, Write};
+    let ip: std::net::IpAddr = addr.parse().map_err(|_| "not an IP address")?;
+    let mut s = std::net::TcpStream::connect_timeout(&(ip, port).into(), limit).map_err(|e| match e.kind() {
+        ErrorKind::TimedOut => "the connect timed out",
+        ErrorKind::ConnectionRefused => "the connect was refused",
+        _ => "the connect failed",
+    })?;
+    s.set_read_timeout(Some(limit)).map_err(|_| "the connect failed")?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|_| "the request could not be sent")?;
+    let mut raw = Vec::new();
+    if let Err(e) = s.read_to_end(&mut raw) {
+        return Err(match e.kind() {
+            ErrorKind::WouldBlock | ErrorKind::TimedOut if raw.is_empty() => "connected, no answer in time",
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => "the answer did not finish in time",
+            _ => "the connection broke",
+        });
+    }
+    let raw = String::from_utf8_lossy(&raw);
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("the connection closed without an answer")?;
     let body = raw
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
-    Some((status, body))
+    Ok((status, body))
 }
 
 /// The id of a running container of compose project `project`'s `service`, if one runs.

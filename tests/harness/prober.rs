@@ -19,6 +19,8 @@ pub struct Probe {
     /// The status, or None when nothing answered (refused, reset, timed out).
     pub status: Option<u16>,
     pub body: String,
+    /// Why nothing answered: what the connection did.
+    pub error: Option<&'static str>,
     /// How long the answer took (or the request, to fail).
     pub took: Duration,
 }
@@ -40,24 +42,30 @@ impl Prober {
     /// Starts asking `path` on 127.0.0.1:`port` every 20 ms; each request
     /// gets [`LIMIT`] to answer.
     pub fn start(port: u16, path: &'static str) -> Prober {
+        Prober::every(port, path, Duration::from_millis(20), LIMIT)
+    }
+
+    /// Starts asking `path` on 127.0.0.1:`port` every `period` (or as soon
+    /// as the last answer came, if later); each request gets `limit`.
+    pub fn every(port: u16, path: &'static str, period: Duration, limit: Duration) -> Prober {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
             let mut probes = Vec::new();
             while !flag.load(Ordering::SeqCst) {
                 let at = Instant::now();
-                let (status, body) = match super::http_get_at("127.0.0.1", port, path, LIMIT) {
-                    Some((s, b)) => (Some(s), b.trim().to_string()),
-                    None => (None, String::new()),
+                let (status, body, error) = match super::http_probe("127.0.0.1", port, path, limit) {
+                    Ok((s, b)) => (Some(s), b.trim().to_string(), None),
+                    Err(e) => (None, String::new(), Some(e)),
                 };
                 probes.push(Probe {
                     at,
                     status,
                     body,
+                    error,
                     took: at.elapsed(),
                 });
-                let next = at + Duration::from_millis(20);
-                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                std::thread::sleep((at + period).saturating_duration_since(Instant::now()));
             }
             probes
         });
@@ -76,7 +84,7 @@ pub fn failures(probes: &[Probe]) -> Vec<String> {
     probes
         .iter()
         .filter(|p| !p.ok())
-        .map(|p| format!("{:?} {}", p.status, p.body))
+        .map(|p| format!("{:?} {}{}", p.status, p.body, p.error.unwrap_or_default()))
         .collect()
 }
 
