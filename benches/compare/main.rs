@@ -904,7 +904,11 @@ fn say_failed_probes(sample: &Sample, probes: &[Probe], host: &str, switch_start
                 (false, Some(error)) => format!("probe failed: {error}"),
                 (false, None) => format!("probe failed: status {:?}", p.status),
             };
-            (at(p.at), format!("{what} after {} ms", p.took.as_millis()))
+            let connect = p.connected_after.map_or_else(
+                || "never connected".to_string(),
+                |c| format!("connected after {} ms", c.as_millis()),
+            );
+            (at(p.at), format!("{what} after {} ms ({connect})", p.took.as_millis()))
         })
         .collect();
     for (t, e) in sample.events() {

@@ -164,17 +164,37 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 
 /// GET `path` on `addr`:`port`, giving up on connect or read after `limit`.
 pub fn http_get_at(addr: &str, port: u16, path: &str, limit: std::time::Duration) -> Option<(u16, String)> {
-    http_probe(addr, port, path, limit).ok()
+    http_probe(addr, port, path, limit).answer.ok()
+}
+
+/// What [`http_probe`] saw.
+pub struct Probed {
+    /// (status, body), or what the connection did instead.
+    pub answer: Result<(u16, String), &'static str>,
+    /// How long the connect took, if it succeeded.
+    pub connected_after: Option<std::time::Duration>,
 }
 
 /// GET `path` on `addr`:`port`, giving up on connect or read after `limit`:
 /// (status, body), or what the connection did instead (the connect timed out or was refused, no
 /// answer came in time, the connection closed without one).
-pub fn http_probe(
+pub fn http_probe(addr: &str, port: u16, path: &str, limit: std::time::Duration) -> Probed {
+    let started = std::time::Instant::now();
+    let mut connected_after = None;
+    let answer = http_exchange(addr, port, path, limit, || connected_after = Some(started.elapsed()));
+    Probed {
+        answer,
+        connected_after,
+    }
+}
+
+/// [`http_probe`]'s request, calling `connected` once the connect succeeded.
+fn http_exchange(
     addr: &str,
     port: u16,
     path: &str,
     limit: std::time::Duration,
+    connected: impl FnOnce(),
 ) -> Result<(u16, String), &'static str> {
     use std::io::{ErrorKind, Read, Write};
     let ip: std::net::IpAddr = addr.parse().map_err(|_| "not an IP address")?;
@@ -183,6 +203,7 @@ pub fn http_probe(
         ErrorKind::ConnectionRefused => "the connect was refused",
         _ => "the connect failed",
     })?;
+    connected();
     s.set_read_timeout(Some(limit)).map_err(|_| "the connect failed")?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|_| "the request could not be sent")?;
     let mut raw = Vec::new();

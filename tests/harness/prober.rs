@@ -21,6 +21,8 @@ pub struct Probe {
     pub body: String,
     /// Why nothing answered: what the connection did.
     pub error: Option<&'static str>,
+    /// How long the connect took, if it succeeded.
+    pub connected_after: Option<Duration>,
     /// How long the answer took (or the request, to fail).
     pub took: Duration,
 }
@@ -54,7 +56,8 @@ impl Prober {
             let mut probes = Vec::new();
             while !flag.load(Ordering::SeqCst) {
                 let at = Instant::now();
-                let (status, body, error) = match super::http_probe("127.0.0.1", port, path, limit) {
+                let probed = super::http_probe("127.0.0.1", port, path, limit);
+                let (status, body, error) = match probed.answer {
                     Ok((s, b)) => (Some(s), b.trim().to_string(), None),
                     Err(e) => (None, String::new(), Some(e)),
                 };
@@ -63,6 +66,7 @@ impl Prober {
                     status,
                     body,
                     error,
+                    connected_after: probed.connected_after,
                     took: at.elapsed(),
                 });
                 std::thread::sleep((at + period).saturating_duration_since(Instant::now()));
