@@ -270,13 +270,20 @@ fn the_first_host_builds_and_the_others_run_its_images_from_a_registry_then_over
     }
     // The hosts' logins' (other tests' engines load images as root). The
     // cleanup signals the load's process group and does not wait for it.
-    crate::harness::wait_for("the hosts' docker load to end", Duration::from_secs(10), || {
-        Command::new("pgrep")
+    let loads = || {
+        let out = Command::new("pgrep")
             .args(["-u", crate::harness::sshd::USER, "-f", "docker load"])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| !s.success())
-    });
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let since = std::time::Instant::now();
+    let mut left = loads();
+    while !left.is_empty() && since.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+        left = loads();
+    }
+    assert!(left.is_empty(), "a docker load still runs after 10 s: {left}");
     assert_eq!(saved(), saved_before, "the saved stream is removed");
     let mut git = Command::new("git");
     crate::harness::sh(git.current_dir(fleet.app.path()).args(["rm", "-q", "api/www/big.txt"]));

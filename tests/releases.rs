@@ -77,6 +77,8 @@ fn core_scenario_upload_strategy_compose_v1() {
 fn the_old_release_serves_while_the_new_one_builds() {
     let d = Deployment::new(Setup::default(), &Behaviour::version("A"));
     d.deploy(&[], 0);
+    // Nothing waited for A to listen (no checks): the probes below start once it does.
+    d.wait_version("A");
     let mut b = Behaviour::version("B");
     b.slow_build_secs = 4;
     d.app.commit(&b);

@@ -728,8 +728,6 @@ pub fn ssh_costs(host: &SshHost, known_hosts: &Path, reps: usize) -> SshCosts {
         .find_map(|l| l.split_once("kex: algorithm: ").map(|(_, k)| k.trim().to_string()))
         .unwrap_or_else(|| "unknown".into());
     let dir = open_tempdir();
-    let ctl = dir.path().join("master");
-    let ctl_arg = ctl.to_str().expect("utf-8 path");
     let mut costs = SshCosts {
         default_kex,
         default_ms: Vec::new(),
@@ -739,7 +737,14 @@ pub fn ssh_costs(host: &SshHost, known_hosts: &Path, reps: usize) -> SshCosts {
         next_ms: Vec::new(),
         first_later_ms: Vec::new(),
     };
-    for _ in 0..reps {
+    for i in 0..reps {
+        // Each master has a control socket of its own: `-O exit` returns
+        // before a master removed its socket, and a new master finding one
+        // there would not multiplex at all.
+        let ctl = dir.path().join(format!("master-{i}"));
+        let ctl_arg = ctl.to_str().expect("utf-8 path");
+        let later = dir.path().join(format!("master-later-{i}"));
+        let later_arg = later.to_str().expect("utf-8 path");
         let mut c = base(&[]);
         c.arg(&target).arg("true");
         costs.default_ms.push(timed(c));
@@ -755,14 +760,14 @@ pub fn ssh_costs(host: &SshHost, known_hosts: &Path, reps: usize) -> SshCosts {
             into.push(timed(c));
         }
         let _ = base(&["-S", ctl_arg, "-O", "exit"]).arg(&target).output();
-        let mut c = base(&["-S", ctl_arg, "-M", "-f", "-N", "-o", "ControlPersist=yes"]);
+        let mut c = base(&["-S", later_arg, "-M", "-f", "-N", "-o", "ControlPersist=yes"]);
         c.arg(&target);
         timed(c);
         std::thread::sleep(FIRST_LATER);
-        let mut c = base(&["-S", ctl_arg]);
+        let mut c = base(&["-S", later_arg]);
         c.arg(&target).arg("true");
         costs.first_later_ms.push(timed(c));
-        let _ = base(&["-S", ctl_arg, "-O", "exit"]).arg(&target).output();
+        let _ = base(&["-S", later_arg, "-O", "exit"]).arg(&target).output();
     }
     costs
 }

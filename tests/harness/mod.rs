@@ -204,7 +204,8 @@ fn http_exchange(
         _ => "the connect failed",
     })?;
     connected();
-    s.set_read_timeout(Some(limit)).map_err(|_| "the connect failed")?;
+    s.set_read_timeout(Some(limit))
+        .map_err(|_| "the socket's read timeout could not be set")?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|_| "the request could not be sent")?;
     let mut raw = Vec::new();
     if let Err(e) = s.read_to_end(&mut raw) {
@@ -219,7 +220,11 @@ fn http_exchange(
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or("the connection closed without an answer")?;
+        .ok_or(if raw.is_empty() {
+            "the connection closed without an answer"
+        } else {
+            "the answer was not HTTP"
+        })?;
     let body = raw
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())

@@ -1,7 +1,10 @@
-//! A prober: GETs a path through a port every 20 ms, one request at a time,
-//! for as long as it runs, and keeps every answer with when it was asked. It
-//! is a client that waits at most 2 s: a proxy that holds a request while
-//! nothing can answer it (Caddy retries for up to 5 s) fails it here.
+//! A prober: GETs a path through a port at a steady pace, one request at a
+//! time, for as long as it runs, and keeps every answer with when it was
+//! asked and, without one, what the connection did. The tests' prober
+//! ([`Prober::start`]) asks every 20 ms and waits at most 2 s for the connect
+//! and for each read: a proxy that holds a request while nothing can answer
+//! it (Caddy retries for up to 5 s) fails it there. The benchmark chooses
+//! both ([`Prober::every`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
