@@ -277,13 +277,13 @@ fn the_first_host_builds_and_the_others_run_its_images_from_a_registry_then_over
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let since = std::time::Instant::now();
-    let mut left = loads();
-    while !left.is_empty() && since.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(50));
-        left = loads();
-    }
-    assert!(left.is_empty(), "a docker load still runs after 10 s: {left}");
+    crate::harness::wait_until(
+        "the hosts' docker load to end",
+        Duration::from_secs(10),
+        loads,
+        |left| left.is_empty(),
+        |left| format!(": still running: {left}"),
+    );
     assert_eq!(saved(), saved_before, "the saved stream is removed");
     let mut git = Command::new("git");
     crate::harness::sh(git.current_dir(fleet.app.path()).args(["rm", "-q", "api/www/big.txt"]));

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use deploy::config::Config;
 use deploy::lock::{self, Acquired, LockInfo, LockKind};
@@ -17,7 +17,7 @@ use crate::harness::app::{Behaviour, Health};
 use crate::harness::deployment::{Deployment, Setup};
 use crate::harness::fleet::{FleetSetup, TestFleet};
 use crate::harness::sshd::SshHost;
-use crate::harness::{git, open_tempdir, sh, wait_for, Following};
+use crate::harness::{git, open_tempdir, sh, wait_for, wait_until, Following};
 
 const CHECKS: &str = r#"
 [verify]
@@ -61,19 +61,14 @@ fn some(v: &str, n: usize) -> Vec<Option<String>> {
 
 /// Waits until every host's api answers `version`.
 fn wait_for_versions(fleet: &TestFleet, version: &str) {
-    let n = fleet.hosts.len();
-    let start = Instant::now();
-    loop {
-        let seen = fleet.versions();
-        if seen == some(version, n) {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "every api should answer {version}; they answer {seen:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let want = some(version, fleet.hosts.len());
+    wait_until(
+        &format!("every api to answer {version}"),
+        Duration::from_secs(20),
+        || fleet.versions(),
+        |seen| *seen == want,
+        |seen| format!("; they answer {seen:?}"),
+    );
 }
 
 #[test]

@@ -211,19 +211,13 @@ impl Deployment {
     /// Waits until the api answers `want`. A run without checks returns once
     /// `up -d` started the container, before its server listens.
     pub fn wait_version(&self, want: &str) {
-        let start = std::time::Instant::now();
-        loop {
-            let seen = self.version();
-            if seen.as_deref() == Some(want) {
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "the api answers {seen:?}, not {want}, after 20 s\n{}",
-                self.explain()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        super::wait_until(
+            &format!("the api to answer {want}"),
+            Duration::from_secs(20),
+            || self.version(),
+            |seen| seen.as_deref() == Some(want),
+            |seen| format!(": it answers {seen:?}\n{}", self.explain()),
+        );
     }
 
     /// What the host runs, for a failed assertion to show: the project's

@@ -148,10 +148,30 @@ pub fn set_mode(path: &Path, mode: u32) {
 
 /// Waits for `cond` up to `limit`, polling; panics with `what` if it never holds.
 pub fn wait_for(what: &str, limit: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    wait_until(what, limit, &mut cond, |ok| *ok, |_| String::new());
+}
+
+/// Polls `look` up to `limit` until `done` holds of what it saw, and returns
+/// that; panics with `what` and `say` of the last thing seen if it never does.
+pub fn wait_until<T>(
+    what: &str,
+    limit: std::time::Duration,
+    mut look: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+    say: impl Fn(&T) -> String,
+) -> T {
     let start = std::time::Instant::now();
     let mut delay = std::time::Duration::from_millis(10);
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+    loop {
+        let seen = look();
+        if done(&seen) {
+            return seen;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}{}",
+            say(&seen)
+        );
         std::thread::sleep(delay);
         delay = (delay * 2).min(std::time::Duration::from_millis(200));
     }
