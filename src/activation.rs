@@ -163,6 +163,17 @@ impl Member {
         }
     }
 
+    /// What resolves release `record`'s services on this host (its
+    /// `compose config`), and names them for keeping in `.deploy/services/`.
+    pub fn resolving<'a>(&self, record: &'a Record) -> crate::release::Resolving<'a> {
+        let compose = self.compose_for(record);
+        crate::release::Resolving {
+            config: compose.cmd(["config"]),
+            invocation: compose.invocation(),
+            files: &record.compose_files,
+        }
+    }
+
     /// The live release's record (from preflight), or one from today's config.
     pub fn live_record(&self, config: &Config) -> Option<Record> {
         let current = self.current.as_deref()?;

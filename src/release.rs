@@ -632,56 +632,83 @@ pub fn reuse_images(layout: &Layout, live: &str, id: &str) -> Cmd {
     shell(REUSE_IMAGES, &[&layout.root, live, id])
 }
 
+// The services of a release, kept in `.deploy/services/` (0700, outside every
+// release and so every build context) under a key, the SHA-256 of all compose
+// reads for them: its invocation, the compose programs found
+// (`.deploy/compose-detected`), each compose file and the `.env` beside it,
+// the release's `.env` and variables (`.deploy-env`), and the environment but
+// for what each login changes. A release with a kept key takes that file and
+// starts no compose (v1 is a Python program: about 0.4 s idle, over a second
+// beside busy builds). The 8 last used are kept. No key, so compose every
+// time, where a compose file may read another one (the words `extends`,
+// `include`) or without `sha256sum`. Files being resolved are made by mktemp
+// (new, 0600: the variables' values are in them) and go however the script
+// ends (Ctrl-C and a step's timeout stop the whole process group, a lost
+// connection closes stdout); one left by a power cut goes after an hour.
+// Needs $resolve (`compose config`), $dir (the release), $root (the app's
+// root), $how (compose's invocation but for the directory), $store (its
+// `.deploy/services`); `services_key FILES` sets $key and, where kept, $kept;
+// `resolving` makes $out for them, `keep` keeps it under $key.
+macro_rules! with_services_store {
+    ($body:literal) => {
+        concat!(
+            r#"
+out=""; kept=""; key=""
+services_key() {
+  if (cd "$dir" && ! grep -qsE 'extends|include' -- "$@"); then
+    key=$({ printf 'deploy services 1\n%s\n' "$how"; cat "$root/.deploy/compose-detected"
+      cd "$dir" || exit
+      for f in "$@"; do printf '\n@@deploy %s\n' "$f"; cat -- "$f"; printf '\n@@deploy .env\n'; cat -- "$(dirname -- "$f")/.env"; done
+      printf '\n@@deploy .env\n'; cat .env; printf '\n@@deploy vars\n'; cat .deploy-env
+      printf '\n@@deploy env\n'; env | grep -v -e '^SSH_' -e '^XDG_SESSION_' -e '^PWD=' -e '^OLDPWD=' -e '^SHLVL=' -e '^_=' | LC_ALL=C sort
+    } 2>/dev/null | sha256sum 2>/dev/null | cut -d ' ' -f 1)
+    case "$key" in *[!0-9a-f]*|"") key="" ;; esac
+  fi
+  if [ -n "$key" ] && [ -s "$store/$key" ] && touch "$store/$key" 2>/dev/null; then kept="$store/$key"; fi
+}
+trap '[ -z "$out" ] || rm -f "$out"' EXIT
+trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 141' PIPE; trap 'exit 143' TERM
+resolving() {
+  if (umask 077 && mkdir -p "$store"); then
+    find "$store" -maxdepth 1 -name '.resolving.*' -mmin +60 -exec rm -f {} + 2>/dev/null
+    out=$(mktemp "$store/.resolving.XXXXXX" 2>/dev/null) || out=""
+  fi
+}
+# Keeps $out (resolved, not empty) under $key, as $kept.
+keep() {
+  if [ -n "$out" ] && [ -s "$out" ] && [ -n "$key" ] && mv -f "$out" "$store/$key"; then
+    kept="$store/$key"; out=""
+    ls -1t "$store" | tail -n +9 | while IFS= read -r old; do rm -f "$store/$old"; done
+  fi
+}
+"#,
+            $body
+        )
+    };
+}
+
 // $1 the reuse check ("" when a build is wanted anyway), $2 the build, $3 the
 // content tagging ("": deploy tags through the Engine API after it), $4 what
 // resolves the release's services (`compose config`; "": none), $5 the
 // release's directory, $6 the app's root, $7 compose's invocation but for the
 // directory; then the app's compose files (relative to $5). Prints "reused"
 // when the live release's images serve.
-// The services are resolved beside the build (on the other cores) into a file
-// of its own making in `.deploy/services/` (0700, outside every release and
-// so every build context; mktemp: new, 0600, for the variables' values are in
-// it), waited for whatever the build did, and printed after a line
-// `@@deploy services` when the build passed and compose resolved them. They
-// are kept there under a key, the SHA-256 of all compose reads for them: its
-// invocation, the compose programs found (`.deploy/compose-detected`), each
-// compose file and the `.env` beside it, the release's `.env` and variables
-// (`.deploy-env`), and the environment but for what each login changes. A
-// release with a kept key takes that file instead and starts no compose (v1
-// is a Python program: about 0.4 s idle, over a second beside busy builds).
-// The 8 last used are kept. No key, so compose every time, where a compose
-// file may read another one (the words `extends`, `include`) or without
-// `sha256sum`; then the file is removed after use.
-const BUILD: &str = r#"
+// The services are resolved beside the build (on the other cores), unless
+// kept (see `with_services_store!`), waited for whatever the build did, and
+// printed after a line `@@deploy services` when the build passed and compose
+// resolved them.
+const BUILD: &str = with_services_store!(
+    r#"
 reuse="$1"; build="$2"; address="$3"; resolve="$4"; dir="$5"; root="$6"; how="$7"
-shift 7
-out=""; kept=""; key=""; store="$root/.deploy/services"
-if [ -n "$resolve" ] && (cd "$dir" && ! grep -qsE 'extends|include' -- "$@"); then
-  key=$({ printf 'deploy services 1\n%s\n' "$how"; cat "$root/.deploy/compose-detected"
-    cd "$dir" || exit
-    for f in "$@"; do printf '\n@@deploy %s\n' "$f"; cat -- "$f"; printf '\n@@deploy .env\n'; cat -- "$(dirname -- "$f")/.env"; done
-    printf '\n@@deploy .env\n'; cat .env; printf '\n@@deploy vars\n'; cat .deploy-env
-    printf '\n@@deploy env\n'; env | grep -v -e '^SSH_' -e '^XDG_SESSION_' -e '^PWD=' -e '^OLDPWD=' -e '^SHLVL=' -e '^_=' | LC_ALL=C sort
-  } 2>/dev/null | sha256sum 2>/dev/null | cut -d ' ' -f 1)
-  case "$key" in *[!0-9a-f]*|"") key="" ;; esac
-fi
-if [ -n "$key" ] && [ -s "$store/$key" ] && touch "$store/$key" 2>/dev/null; then kept="$store/$key"; fi
-# The file being resolved holds the variables' values: it goes however this
-# ends (Ctrl-C and the step's timeout stop the whole process group, a lost
-# connection closes stdout); one left by a power cut goes after an hour.
-trap '[ -z "$out" ] || rm -f "$out"' EXIT
-trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 141' PIPE; trap 'exit 143' TERM
-if [ -n "$resolve" ] && [ -z "$kept" ] && (umask 077 && mkdir -p "$store"); then
-  find "$store" -maxdepth 1 -name '.resolving.*' -mmin +60 -exec rm -f {} + 2>/dev/null
-  out=$(mktemp "$store/.resolving.XXXXXX" 2>/dev/null) || out=""
+shift 7; store="$root/.deploy/services"
+[ -z "$resolve" ] || services_key "$@"
+if [ -n "$resolve" ] && [ -z "$kept" ]; then
+  resolving
   [ -z "$out" ] || (sh -c "$resolve" > "$out" 2>/dev/null || : > "$out") &
 fi
 finish() {
   wait
-  if [ "$1" = 0 ] && [ -n "$out" ] && [ -s "$out" ] && [ -n "$key" ] && mv -f "$out" "$store/$key"; then
-    kept="$store/$key"; out=""
-    ls -1t "$store" | tail -n +9 | while IFS= read -r old; do rm -f "$store/$old"; done
-  fi
+  [ "$1" != 0 ] || keep
   if [ "$1" = 0 ] && [ -n "$kept" ]; then echo "@@deploy services"; cat "$kept"
   elif [ "$1" = 0 ] && [ -n "$out" ] && [ -s "$out" ]; then echo "@@deploy services"; cat "$out"; fi
   [ -z "$out" ] || rm -f "$out"
@@ -691,7 +718,27 @@ if [ -n "$reuse" ] && [ "$(sh -c "$reuse" 2>/dev/null)" = reused ]; then echo re
 sh -c "$build" || finish $?
 [ -z "$address" ] || sh -c "$address"
 finish $?
-"#;
+"#
+);
+
+// $1 what resolves the release's services (`compose config`), $2 the
+// release's directory, $3 the app's root, $4 compose's invocation but for the
+// directory; then the app's compose files (relative to $2). Prints the
+// services as kept (see `with_services_store!`), else as compose resolves
+// them, keeping them; compose's exit code and errors as its own.
+const RESOLVE: &str = with_services_store!(
+    r#"
+resolve="$1"; dir="$2"; root="$3"; how="$4"
+shift 4; store="$root/.deploy/services"
+services_key "$@"
+[ -z "$kept" ] || exec cat -- "$kept"
+[ -z "$key" ] || resolving
+[ -n "$out" ] || exec sh -c "$resolve"
+sh -c "$resolve" > "$out" || exit $?
+keep
+if [ -n "$kept" ]; then cat -- "$kept"; else cat -- "$out"; fi
+"#
+);
 
 /// The line of [`build`]'s output after which the release's services follow.
 pub const SERVICES_MARK: &str = "@@deploy services\n";
@@ -738,6 +785,21 @@ pub fn build(
         cmd = cmd.args(r.files.iter().map(String::as_str));
     }
     cmd
+}
+
+/// Release `id`'s services, as kept for what compose reads (see
+/// [`build`]), else as `resolving`'s `compose config` prints them, which
+/// keeps them for the next time.
+pub fn resolve(resolving: &Resolving, layout: &Layout, id: &str) -> Cmd {
+    Cmd::new("sh")
+        .arg("-c")
+        .arg(RESOLVE)
+        .arg("sh")
+        .arg(resolving.config.as_word())
+        .arg(layout.release(id))
+        .arg(layout.root.as_str())
+        .arg(resolving.invocation.as_str())
+        .args(resolving.files.iter().map(String::as_str))
 }
 
 /// [`build`]'s output split: what the build said (`reused`, or compose's
@@ -1126,6 +1188,48 @@ mod tests {
             .filter(|n| n.starts_with('.'))
             .collect();
         assert!(left.is_empty(), "{left:?}");
+
+        // A check's services (`resolve`), on a release this run did not
+        // build: as a build kept them for the same reads, no compose started.
+        let resolved = |r: &Resolving, id: &str| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(resolve(r, &layout, id).to_shell())
+                .output()
+                .unwrap();
+            let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+            (out.status.code(), text(out.stdout), text(out.stderr))
+        };
+        let plain = (Some(0), "services:\n  api: {}\n".to_string(), String::new());
+        let before = (starts(), kept());
+        assert_eq!(resolved(&resolving, "20260102T000000Z-b"), plain);
+        assert_eq!((starts(), kept()), before);
+        // Nothing kept for what it reads: compose, kept for the next check.
+        release("20260501T000000Z-r", compose, "export A=1\nexport R=1\n");
+        assert_eq!(resolved(&resolving, "20260501T000000Z-r"), plain);
+        assert_eq!(starts(), before.0 + 1);
+        assert_eq!(resolved(&resolving, "20260501T000000Z-r"), plain);
+        assert_eq!(starts(), before.0 + 1);
+        assert!(left_in("20260501T000000Z-r").is_empty());
+        let with_r = kept();
+        assert_eq!(with_r.len(), 8);
+        assert_ne!(with_r, before.1);
+        // A compose file that may read another: compose every time.
+        assert_eq!(resolved(&resolving, "20260106T000000Z-f"), plain);
+        assert_eq!(resolved(&resolving, "20260106T000000Z-f"), plain);
+        assert_eq!(starts(), before.0 + 3);
+        // Compose fails: its exit code and its words; nothing kept, nothing left.
+        let failing = Resolving {
+            config: Cmd::new("sh").arg("-c").arg("echo 'no such service' >&2; exit 4"),
+            invocation: "V1 p".into(),
+            files: &files,
+        };
+        release("20260502T000000Z-s", compose, "export A=1\nexport S=1\n");
+        assert_eq!(
+            resolved(&failing, "20260502T000000Z-s"),
+            (Some(4), String::new(), "no such service\n".to_string())
+        );
+        assert_eq!(kept(), with_r);
     }
 
     /// `settle` (the end of `ACTIVATE` too) recreates what the check after

@@ -107,7 +107,9 @@ fn without_the_engine_api_the_checks_use_the_cli_and_say_so_with_v() {
 /// They are kept on the host (0600: the variables' values are in them), named
 /// by what compose read: the next release of a changed commit with the same
 /// compose files and variables starts no `compose config` (a Python program
-/// on v1) at all; changed variables have compose resolve them again.
+/// on v1) at all; changed variables have compose resolve them again. A
+/// checklist of a release the run did not build (`deploy verify`) takes them
+/// as kept too; with none kept, it asks compose once and keeps them.
 #[test]
 fn compose_ps_of_the_release_just_built_starts_no_compose_on_the_host() {
     let (_bin, calls, sshd_extra) = crate::harness::noting_docker();
@@ -200,14 +202,31 @@ fn compose_ps_of_the_release_just_built_starts_no_compose_on_the_host() {
     assert_eq!(now.len(), 2, "{now:?}");
     assert!(now.contains(&first[0]), "{now:?}");
 
-    // A checklist of a release not built in the run (verify) asks compose.
-    let run = d.run(&["verify", "test", "--output", "json"]);
-    assert_eq!(run.code, 0, "{}", run.all());
-    let summary: serde_json::Value = serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
-    let up = check(&summary, "containers up");
-    assert_eq!(up["ok"], true, "{up}");
-    assert!(up["detail"].as_str().unwrap().contains("worker:"), "{up}");
-    assert_eq!(configs().0, 1);
+    // A checklist of a release not built in the run (verify; a rollback's
+    // the same way) takes the services as kept for what compose reads...
+    let verify = || {
+        let run = d.run(&["verify", "test", "--output", "json"]);
+        assert_eq!(run.code, 0, "{}", run.all());
+        let summary: serde_json::Value = serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
+        let up = check(&summary, "containers up");
+        assert_eq!(up["ok"], true, "{up}");
+        assert!(up["detail"].as_str().unwrap().contains("worker:"), "{up}");
+        configs()
+    };
+    let (n, said) = verify();
+    assert_eq!(n, 0, "{said}");
+    assert_eq!(kept(), now);
+    // ... and, with none kept, asks compose, which keeps them for the next one.
+    std::fs::remove_dir_all(d.app_path().join(".deploy/services")).unwrap();
+    let (n, said) = verify();
+    assert_eq!(n, 1, "{said}");
+    let again = kept();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert!(
+        now.contains(&again[0]),
+        "the same key as the build's: {again:?} {now:?}"
+    );
+    assert_eq!(verify().0, 0);
 }
 
 /// The content tags of a release each host builds itself are made through

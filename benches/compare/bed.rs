@@ -599,6 +599,14 @@ const API_EXEC_CHECKS: [ExecCheck; 2] = [
 /// Every variant's Redis check from the worker.
 const WORKER_EXEC_CHECK: ExecCheck = ("redis from worker", "worker", &["redis-cli", "-h", "redis", "ping"]);
 
+/// Whether check `name` is one of the `exec` variant's exec checks.
+pub fn is_exec_check(name: &str) -> bool {
+    API_EXEC_CHECKS
+        .iter()
+        .chain([&WORKER_EXEC_CHECK])
+        .any(|(n, _, _)| *n == name)
+}
+
 /// An exec check as a `[[verify.checks]]` table (JSON strings are TOML basic
 /// strings).
 fn exec_check((name, service, command): &ExecCheck) -> String {

@@ -135,6 +135,18 @@ fn settled_execs(results: &mut Results, bed: &Bed, key: (Compose, usize), reps: 
     into.together_ms.extend(execs.together_ms);
 }
 
+/// The exec checks' attempts (ms) in a run's events: those that passed at
+/// the first attempt (the api's health and the two Redis pings).
+fn exec_attempts(sample: &Sample) -> Vec<f64> {
+    sample
+        .events()
+        .into_iter()
+        .filter(|(_, e)| e["event"] == "check" && e["ok"] == true && e["attempts"] == 1)
+        .filter(|(_, e)| bed::is_exec_check(e["name"].as_str().unwrap_or_default()))
+        .filter_map(|(_, e)| e["elapsed_ms"].as_f64())
+        .collect()
+}
+
 /// Everything measured, for the report.
 #[derive(Default)]
 pub struct Results {
@@ -183,6 +195,10 @@ pub struct Results {
     /// engine's own time for the checklist's exec commands on the first
     /// host's containers (see [`bed::engine_execs`]).
     pub engine_execs: BTreeMap<(Compose, usize), bed::EngineExecs>,
+    /// (compose, hosts) → right after that, `deploy verify` of the same
+    /// hosts (the engine settled, nothing else running): each exec check's
+    /// attempt, ms.
+    pub settled_verify_ms: BTreeMap<(Compose, usize), Vec<f64>>,
     /// (compose, checks, hosts) → peak RSS of deploy, KiB.
     pub variant_rss: BTreeMap<(Compose, Checks, usize), Vec<u64>>,
     pub runs: usize,
@@ -363,6 +379,9 @@ fn main() {
                                 record_steps(&mut results, (compose, checks, n), &sample);
                                 if checks == Checks::Exec {
                                     settled_execs(&mut results, bed, (compose, n), if o.smoke { 1 } else { 3 });
+                                    let verified = runner.verify(bed, n, checks);
+                                    let attempts = results.settled_verify_ms.entry((compose, n)).or_default();
+                                    attempts.extend(exec_attempts(&verified));
                                 }
                             }
                             Tool::Floor => {
@@ -832,6 +851,16 @@ impl Runner<'_> {
             .filter(|l| l.contains(command))
             .filter_map(|l| l.strip_prefix("step ")?.split(" ms:").next()?.parse().ok())
             .collect()
+    }
+
+    /// `deploy verify bench` of the first `n` hosts, with `checks`.
+    fn verify(&self, bed: &Bed, n: usize, checks: Checks) -> Sample {
+        let mut c = Command::new(&self.deploy);
+        c.current_dir(bed.path())
+            .arg("--config")
+            .arg(bed.deploy_config(n, checks))
+            .args(["verify", "bench", "--output", "json"]);
+        timed(vec![c], &self.log(bed, n, &format!("verify-{}", checks.name())))
     }
 
     /// `deploy --config CONFIG bench` to the first `n` hosts (the config names them).

@@ -705,9 +705,7 @@ fn variants_section(r: &Results, alone: bool) -> String {
                 .filter(|((cc, k, nn), _)| *cc == c && *k == Checks::Exec && *nn == n)
                 .flat_map(|(_, m)| {
                     m.iter()
-                        .filter(|(name, _)| {
-                            name.starts_with("check: redis from") || name.as_str() == "check: api health"
-                        })
+                        .filter(|(name, _)| name.strip_prefix("check: ").is_some_and(crate::bed::is_exec_check))
                         .flat_map(|(_, v)| v.clone())
                 })
                 .collect();
@@ -897,8 +895,16 @@ fn settled_execs(r: &Results, c: Compose, n: usize) -> String {
     let Some(engine) = r.engine_execs.get(&(c, n)).filter(|e| !e.alone_ms.is_empty()) else {
         return String::new();
     };
+    let verify = match r.settled_verify_ms.get(&(c, n)).filter(|v| !v.is_empty()) {
+        Some(v) => format!(
+            "; then `deploy verify` of the same host(s), its checklist alone over SSH with no deploy running: median {:.0} ms per exec attempt (of {})",
+            median(v),
+            v.len()
+        ),
+        None => String::new(),
+    };
     format!(
-        "; right after each run, the engine's own exec of the same commands on the first host (create, start, inspect on its socket; no SSH, no CLI): median {:.0} ms one at a time, {:.0} ms each when the three run at once as one host's checklist runs them{}",
+        "; right after each run, the engine's own exec of the same commands on the first host (create, start, inspect on its socket; no SSH, no CLI): median {:.0} ms one at a time, {:.0} ms each when the three run at once as one host's checklist runs them{}{verify}",
         median(&engine.alone_ms),
         median(&engine.together_ms),
         if n > 1 {

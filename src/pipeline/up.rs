@@ -613,14 +613,7 @@ async fn stage_host(
         .checks
         .iter()
         .any(|c| matches!(c.kind, crate::config::CheckKind::ComposePs));
-    let resolve = (record.engine == crate::config::Orchestrator::Compose && ps_checked).then(|| {
-        let compose = m.compose_for(record);
-        release::Resolving {
-            config: compose.cmd(["config"]),
-            invocation: compose.invocation(),
-            files: &record.compose_files,
-        }
-    });
+    let resolve = (record.engine == crate::config::Orchestrator::Compose && ps_checked).then(|| m.resolving(record));
     // Tracked as a whole (the reuse check and the resolving too): Ctrl-C stops all of it.
     let whole = release::build(reuse.as_ref(), &build, address_there, resolve.as_ref(), &m.layout, id);
     let whole = release::tracked(&whole, &pid_file(m, id));

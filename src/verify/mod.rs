@@ -205,10 +205,11 @@ impl Target<'_> {
     /// The release's services as `compose config` resolves them on the host
     /// (files merged, variables filled in), read on first use: as compose
     /// resolved them beside the release's build where that was in this run
-    /// on this host, else from compose now. Beside the build they may come
-    /// from an earlier release whose compose read the same (see
-    /// `release::build`): what they say of images and build contexts is that
-    /// release's, so only the rest is for use.
+    /// on this host, else as kept on the host for what compose reads (by
+    /// that build or an earlier check), else from compose now, which keeps
+    /// them. They may come from an earlier release whose compose read the
+    /// same (see `release::build`): what they say of images and build
+    /// contexts is that release's, so only the rest is for use.
     pub(crate) async fn services(&self) -> Result<&[compose::Service], String> {
         let m = self.member;
         self.services
@@ -216,9 +217,10 @@ impl Target<'_> {
                 if let Some(services) = m.resolved_services(&self.record.release) {
                     return Ok(services);
                 }
+                let resolve = crate::release::resolve(&m.resolving(self.record), &m.layout, &self.record.release);
                 let out = m
                     .remote
-                    .check(&m.compose_for(self.record).cmd(["config"]).into(), Some(QUICK_TIMEOUT))
+                    .check(&resolve.into(), Some(QUICK_TIMEOUT))
                     .await
                     .map_err(|e| e.to_string())?;
                 compose::services(&out.stdout).map_err(|e| format!("compose config: {e}"))
