@@ -743,8 +743,8 @@ if [ -n "$kept" ]; then cat -- "$kept"; else cat -- "$out"; fi
 /// The line of [`build`]'s output after which the release's services follow.
 pub const SERVICES_MARK: &str = "@@deploy services\n";
 
-/// What resolves a release's services beside its build, and what names them
-/// for keeping (see `BUILD`).
+/// What resolves a release's services (beside its build, or for a check of
+/// it), and what names them for keeping (see `with_services_store!`).
 pub struct Resolving<'a> {
     /// `compose config` of the release.
     pub config: Cmd,
@@ -1219,8 +1219,12 @@ mod tests {
         assert_eq!(resolved(&resolving, "20260106T000000Z-f"), plain);
         assert_eq!(starts(), before.0 + 3);
         // Compose fails: its exit code and its words; nothing kept, nothing left.
+        // (What it printed before failing is not passed on: a half-resolved
+        // file has the variables' values in it too.)
         let failing = Resolving {
-            config: Cmd::new("sh").arg("-c").arg("echo 'no such service' >&2; exit 4"),
+            config: Cmd::new("sh").arg("-c").arg(
+                "printf 'services:\\n  api:\\n    environment: {SECRET: s3}\\n'; echo 'no such service' >&2; exit 4",
+            ),
             invocation: "V1 p".into(),
             files: &files,
         };
@@ -1229,6 +1233,25 @@ mod tests {
             resolved(&failing, "20260502T000000Z-s"),
             (Some(4), String::new(), "no such service\n".to_string())
         );
+        assert_eq!(kept(), with_r);
+
+        // Stopped while compose resolves (a step's timeout or a lost
+        // connection): the file being resolved goes too.
+        let slow = Resolving {
+            config: Cmd::new("sh")
+                .arg("-c")
+                .arg("printf 'services:\\n  api: {}\\n'; kill -TERM 0; sleep 5"),
+            invocation: "V1 p".into(),
+            files: &files,
+        };
+        release("20260503T000000Z-t", compose, "export A=1\nexport SECRET=s3\n");
+        let out = std::process::Command::new("setsid")
+            .args(["-w", "sh", "-c"])
+            .arg(resolve(&slow, &layout, "20260503T000000Z-t").to_shell())
+            .output()
+            .unwrap();
+        assert_ne!(out.status.code(), Some(0));
+        assert!(out.stdout.is_empty(), "{:?}", String::from_utf8_lossy(&out.stdout));
         assert_eq!(kept(), with_r);
     }
 

@@ -897,7 +897,7 @@ fn settled_execs(r: &Results, c: Compose, n: usize) -> String {
     };
     let verify = match r.settled_verify_ms.get(&(c, n)).filter(|v| !v.is_empty()) {
         Some(v) => format!(
-            "; then `deploy verify` of the same host(s), its checklist alone over SSH with no deploy running: median {:.0} ms per exec attempt (of {})",
+            "; then `deploy verify` of the same host(s), its checklist alone over SSH with no deploy running: median {:.0} ms per exec attempt (each passed at its first, as above; of {})",
             median(v),
             v.len()
         ),

@@ -222,7 +222,7 @@ impl Target<'_> {
                     .remote
                     .check(&resolve.into(), Some(QUICK_TIMEOUT))
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| e.named("compose config").to_string())?;
                 compose::services(&out.stdout).map_err(|e| format!("compose config: {e}"))
             })
             .await
