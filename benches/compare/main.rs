@@ -196,7 +196,7 @@ pub struct Results {
     /// host's containers (see [`bed::engine_execs`]).
     pub engine_execs: BTreeMap<(Compose, usize), bed::EngineExecs>,
     /// (compose, hosts) → right after that, `deploy verify` of the same
-    /// hosts (the engine settled, nothing else running): each exec check's
+    /// hosts (no deploy running): each exec check's
     /// attempt, ms.
     pub settled_verify_ms: BTreeMap<(Compose, usize), Vec<f64>>,
     /// (compose, checks, hosts) → peak RSS of deploy, KiB.
