@@ -135,15 +135,22 @@ fn settled_execs(results: &mut Results, bed: &Bed, key: (Compose, usize), reps: 
     into.together_ms.extend(execs.together_ms);
 }
 
+/// A check event of a check that passed at its first attempt: its name and
+/// time (ms), that attempt's.
+fn first_pass(e: &serde_json::Value) -> Option<(&str, Option<f64>)> {
+    (e["event"] == "check" && e["ok"] == true && e["attempts"] == 1)
+        .then(|| (e["name"].as_str().unwrap_or("?"), e["elapsed_ms"].as_f64()))
+}
+
 /// The exec checks' attempts (ms) in a run's events: those that passed at
 /// the first attempt (the api's health and the two Redis pings).
 fn exec_attempts(sample: &Sample) -> Vec<f64> {
     sample
         .events()
-        .into_iter()
-        .filter(|(_, e)| e["event"] == "check" && e["ok"] == true && e["attempts"] == 1)
-        .filter(|(_, e)| bed::is_exec_check(e["name"].as_str().unwrap_or_default()))
-        .filter_map(|(_, e)| e["elapsed_ms"].as_f64())
+        .iter()
+        .filter_map(|(_, e)| first_pass(e))
+        .filter(|(name, _)| bed::is_exec_check(name))
+        .filter_map(|(_, ms)| ms)
         .collect()
 }
 
@@ -196,8 +203,7 @@ pub struct Results {
     /// host's containers (see [`bed::engine_execs`]).
     pub engine_execs: BTreeMap<(Compose, usize), bed::EngineExecs>,
     /// (compose, hosts) → right after that, `deploy verify` of the same
-    /// hosts (no deploy running): each exec check's
-    /// attempt, ms.
+    /// hosts (no deploy running): each exec check's attempt, ms.
     pub settled_verify_ms: BTreeMap<(Compose, usize), Vec<f64>>,
     /// (compose, checks, hosts) → peak RSS of deploy, KiB.
     pub variant_rss: BTreeMap<(Compose, Checks, usize), Vec<u64>>,
@@ -692,10 +698,10 @@ fn record_steps(results: &mut Results, key: (Compose, Checks, usize), sample: &S
             Some("step") if e["status"] == "done" => {
                 (e["step"].as_str().unwrap_or("?").to_string(), e["elapsed_ms"].as_f64())
             }
-            Some("check") if e["ok"] == true && e["attempts"] == 1 => (
-                format!("check: {}", e["name"].as_str().unwrap_or("?")),
-                e["elapsed_ms"].as_f64(),
-            ),
+            Some("check") => match first_pass(e) {
+                Some((name, ms)) => (format!("check: {name}"), ms),
+                None => continue,
+            },
             _ => continue,
         };
         if let Some(ms) = ms {
